@@ -1,0 +1,47 @@
+"""statemw: server-side conversation sessions for stateless web apps.
+
+from statemw import Session
+session = Session.create(user_id="harsh")
+session.add_message("user", "Find flights to Berlin")
+session.save()
+"""
+
+from statemw.codec import generate_key
+from statemw.errors import (
+    ConfigurationError,
+    ConflictError,
+    CorruptRecord,
+    DecryptionError,
+    InvalidValue,
+    LimitExceeded,
+    SessionNotFound,
+    StateError,
+    StoreUnavailable,
+    UnencodableValue,
+)
+from statemw.messages import Message, MessageLog
+from statemw.session import Session, UserState
+from statemw.store import Store, configure, default_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "ConflictError",
+    "CorruptRecord",
+    "DecryptionError",
+    "InvalidValue",
+    "LimitExceeded",
+    "Message",
+    "MessageLog",
+    "Session",
+    "SessionNotFound",
+    "StateError",
+    "Store",
+    "StoreUnavailable",
+    "UnencodableValue",
+    "UserState",
+    "configure",
+    "default_store",
+    "generate_key",
+]

@@ -1,0 +1,277 @@
+"""The session layout over a plain key-value store, shared by the memory and diskcache backends.
+
+Keys (sids are statemw ids, so ':' cannot be confused):
+    h:<sid>            header (records.Header, msgpack)
+    m:<sid>:<chunk>    messages [chunk*CHUNK, (chunk+1)*CHUNK): an append rewrites one small chunk
+    v:<sid>:<chunk>    cached vectors of those messages, by position
+    i:<user_id>        the user's session ids, oldest first
+User state lives in a header under records.user_record_id(user_id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from statemw.codec import decode_header, encode_header, pack, unpack
+from statemw.errors import CorruptRecord, SessionNotFound
+from statemw.records import (
+    USER_PREFIX,
+    Delta,
+    Header,
+    Snapshot,
+    apply_delta,
+    parent_ids,
+    user_record_id,
+)
+
+CHUNK = 64
+
+
+class KV(Protocol):
+    """The few primitives the layout needs; `transaction()` makes a block atomic and exclusive."""
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self, prefix: str) -> Iterator[str]: ...
+
+    def close(self) -> None: ...
+
+
+class KVBackend:
+    """A Backend (see base.py) over any KV; the memory and disk backends are this plus a KV."""
+
+    def __init__(self, kv: KV) -> None:
+        self.kv = kv
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _header(self, session_id: str) -> Header | None:
+        data = self.kv.get("h:" + session_id)
+        if data is None:
+            return None
+        try:
+            return Header.from_wire(decode_header(data, session_id=session_id))
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            raise CorruptRecord(session_id, f"bad header ({exc})") from exc
+
+    def read_header(self, session_id: str, now: float) -> Header | None:
+        header = self._header(session_id)
+        return header if header is not None and header.live(now) else None
+
+    def _chunk(self, session_id: str, kind: str, n: int) -> Any:
+        data = self.kv.get(f"{kind}:{session_id}:{n}")
+        if data is None:
+            return [] if kind == "m" else {}
+        try:
+            return unpack(data)
+        except Exception as exc:
+            raise CorruptRecord(session_id, f"bad message chunk {n} ({exc})") from exc
+
+    def _messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
+        out: list[bytes] = []
+        for n in range(start // CHUNK, (stop - 1) // CHUNK + 1 if stop > start else 0):
+            chunk: list[bytes] = self._chunk(session_id, "m", n)
+            lo = max(start - n * CHUNK, 0)
+            hi = min(stop - n * CHUNK, CHUNK)
+            out.extend(chunk[lo:hi])
+        return out
+
+    def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
+        header = self._header(session_id)
+        if header is None:
+            return []
+        stop = min(stop, header.message_count)
+        return self._messages(session_id, max(start, 0), stop)
+
+    def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        if stop <= start:
+            return out
+        for n in range(start // CHUNK, (stop - 1) // CHUNK + 1):
+            chunk: dict[int, bytes] = self._chunk(session_id, "v", n)
+            out.update((i, v) for i, v in chunk.items() if start <= i < stop)
+        return out
+
+    def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
+        header = self.read_header(session_id, now)
+        if header is None:
+            return None
+        count = header.message_count
+        start = max(count - window, header.summary.upto if header.summary else 0, 0)
+        messages = self._messages(session_id, start, count)
+        parents = [h for h in (self._header(p) for p in parent_ids(session_id)) if h is not None]
+        user = self._header(user_record_id(header.user_id)) if header.user_id else None
+        return Snapshot(header, start, messages, parents, user)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _put_header(self, header: Header) -> None:
+        self.kv.set("h:" + header.session_id, encode_header(header.to_wire()))
+
+    def _drop_log(self, session_id: str, count: int) -> None:
+        for n in range((count + CHUNK - 1) // CHUNK):
+            self.kv.delete(f"m:{session_id}:{n}")
+            self.kv.delete(f"v:{session_id}:{n}")
+
+    def commit(self, delta: Delta) -> Header:
+        sid = delta.session_id
+        with self.kv.transaction():
+            stored = self._header(sid)
+            live = stored is not None and stored.live(delta.now)
+            old_count = stored.message_count if stored is not None else 0
+            header = apply_delta(stored if live else None, delta)
+            created = not live
+            if stored is not None and (created or delta.replace_log):
+                self._drop_log(sid, old_count)
+            self._append(sid, header.message_count - len(delta.append), delta.append)
+            self._put_vectors(sid, delta.vectors)
+            self._put_header(header)
+            if created and stored is None:
+                self._link(header)
+        return header
+
+    def _append(self, sid: str, position: int, messages: list[bytes]) -> None:
+        while messages:
+            n, offset = divmod(position, CHUNK)
+            take = messages[: CHUNK - offset]
+            chunk: list[bytes] = self._chunk(sid, "m", n)[:offset] if offset else []
+            chunk.extend(take)
+            self.kv.set(f"m:{sid}:{n}", pack(chunk))
+            position += len(take)
+            messages = messages[len(take) :]
+
+    def _put_vectors(self, sid: str, vectors: dict[int, bytes]) -> None:
+        by_chunk: dict[int, dict[int, bytes]] = {}
+        for position, vector in vectors.items():
+            by_chunk.setdefault(position // CHUNK, {})[position] = vector
+        for n, part in by_chunk.items():
+            chunk: dict[int, bytes] = self._chunk(sid, "v", n)
+            chunk.update(part)
+            self.kv.set(f"v:{sid}:{n}", pack(chunk))
+
+    def _link(self, header: Header) -> None:
+        """Record a new session in its parent's children or its user's index."""
+        sid = header.session_id
+        if sid.startswith(USER_PREFIX):
+            return
+        if "/" in sid:
+            parent_id, name = sid.rsplit("/", 1)
+            parent = self._header(parent_id)
+            if parent is not None and name not in parent.children:
+                parent.children.append(name)
+                self._put_header(parent)
+        elif header.user_id is not None:
+            index = self._index(header.user_id)
+            if sid not in index:
+                index.append(sid)
+                self.kv.set("i:" + header.user_id, pack(index))
+
+    def _index(self, user_id: str) -> list[str]:
+        data = self.kv.get("i:" + user_id)
+        return [] if data is None else list(unpack(data))
+
+    def _unlink_from_index(self, header: Header) -> None:
+        if header.user_id is None or "/" in header.session_id:
+            return
+        index = self._index(header.user_id)
+        if header.session_id in index:
+            index.remove(header.session_id)
+            self.kv.set("i:" + header.user_id, pack(index))
+
+    def _remove(self, sid: str) -> Header | None:
+        header = self._header(sid)
+        if header is None:
+            return None
+        for name in header.children:
+            self._remove(f"{sid}/{name}")
+        self._drop_log(sid, header.message_count)
+        self.kv.delete("h:" + sid)
+        return header
+
+    def delete(self, session_id: str) -> bool:
+        with self.kv.transaction():
+            header = self._remove(session_id)
+            if header is None:
+                return False
+            self._unlink_from_index(header)
+            if "/" in session_id:
+                parent_id, name = session_id.rsplit("/", 1)
+                parent = self._header(parent_id)
+                if parent is not None and name in parent.children:
+                    parent.children.remove(name)
+                    self._put_header(parent)
+        return True
+
+    def _move(self, old: str, new: str) -> Header:
+        header = self._header(old)
+        if header is None:
+            raise SessionNotFound(old)
+        for n in range((header.message_count + CHUNK - 1) // CHUNK):
+            for kind in ("m", "v"):
+                data = self.kv.get(f"{kind}:{old}:{n}")
+                if data is not None:
+                    self.kv.set(f"{kind}:{new}:{n}", data)
+                    self.kv.delete(f"{kind}:{old}:{n}")
+        for name in header.children:
+            self._move(f"{old}/{name}", f"{new}/{name}")
+        self.kv.delete("h:" + old)
+        header.session_id = new
+        self._put_header(header)
+        return header
+
+    def rename(self, old_id: str, new_id: str, now: float) -> None:
+        with self.kv.transaction():
+            if self.read_header(old_id, now) is None:
+                raise SessionNotFound(old_id)
+            header = self._move(old_id, new_id)
+            if header.user_id is not None and "/" not in new_id:
+                index = self._index(header.user_id)
+                index = [new_id if s == old_id else s for s in index]
+                self.kv.set("i:" + header.user_id, pack(index))
+
+    # -- users, listing, expiry ------------------------------------------------------------------
+
+    def user_sessions(self, user_id: str, now: float) -> list[str]:
+        return [sid for sid in self._index(user_id) if self.read_header(sid, now) is not None]
+
+    def forget_user(self, user_id: str) -> int:
+        with self.kv.transaction():
+            index = self._index(user_id)
+            removed = sum(self._remove(sid) is not None for sid in index)
+            self.kv.delete("i:" + user_id)
+            self._remove(user_record_id(user_id))
+        return removed
+
+    def session_ids(self) -> Iterator[str]:
+        for key in self.kv.keys("h:"):
+            sid = key[2:]
+            if "/" not in sid and not sid.startswith(USER_PREFIX):
+                yield sid
+
+    def purge(self, now: float) -> int:
+        removed = 0
+        for key in list(self.kv.keys("h:")):
+            sid = key[2:]
+            with self.kv.transaction():
+                header = self._header(sid)
+                if header is None:
+                    continue
+                if not header.live(now) and "/" not in sid:
+                    self._remove(sid)
+                    self._unlink_from_index(header)
+                    removed += 1
+                elif any(not e.live(now) for e in header.state.values()):
+                    header.state = header.live_state(now)
+                    self._put_header(header)
+        return removed
+
+    def close(self) -> None:
+        self.kv.close()

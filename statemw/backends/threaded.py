@@ -1,0 +1,63 @@
+"""An AsyncBackend over a blocking one: each call runs in a worker thread (or inline when cheap)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+from statemw.backends.base import Backend
+from statemw.records import Delta, Header, Snapshot
+
+T = TypeVar("T")
+
+
+class ThreadedAsync:
+    """Awaitable twin of a sync backend; `inline=True` for backends that never block (memory)."""
+
+    def __init__(self, sync: Backend, *, inline: bool = False) -> None:
+        self.sync = sync
+        self._inline = inline
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        if self._inline:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
+        return await self._run(self.sync.load, session_id, window, now)
+
+    async def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
+        return await self._run(self.sync.read_messages, session_id, start, stop)
+
+    async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
+        return await self._run(self.sync.read_vectors, session_id, start, stop)
+
+    async def read_header(self, session_id: str, now: float) -> Header | None:
+        return await self._run(self.sync.read_header, session_id, now)
+
+    async def commit(self, delta: Delta) -> Header:
+        return await self._run(self.sync.commit, delta)
+
+    async def delete(self, session_id: str) -> bool:
+        return await self._run(self.sync.delete, session_id)
+
+    async def rename(self, old_id: str, new_id: str, now: float) -> None:
+        await self._run(self.sync.rename, old_id, new_id, now)
+
+    async def user_sessions(self, user_id: str, now: float) -> list[str]:
+        return await self._run(self.sync.user_sessions, user_id, now)
+
+    async def forget_user(self, user_id: str) -> int:
+        return await self._run(self.sync.forget_user, user_id)
+
+    async def session_ids(self) -> AsyncIterator[str]:
+        ids = await self._run(lambda: list(self.sync.session_ids()))
+        for session_id in ids:
+            yield session_id
+
+    async def purge(self, now: float) -> int:
+        return await self._run(self.sync.purge, now)
+
+    async def close(self) -> None:
+        await self._run(self.sync.close)

@@ -1,0 +1,161 @@
+"""Bytes in the store: msgpack with a format byte, optionally sealed with AES-GCM.
+
+Every record starts with one format byte, so a later statemw can read what this one wrote:
+    0x01  msgpack
+    0x02  AES-GCM: 8-byte key id, 12-byte nonce, then the sealed msgpack (tag included)
+A list of keys rotates: the first seals, any opens (the key id picks it).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from statemw.errors import ConfigurationError, CorruptRecord, DecryptionError, UnencodableValue
+
+PLAIN = 0x01
+SEALED = 0x02
+_NONCE = 12
+_KEY_ID = 8
+
+KeyLike = bytes | str
+
+
+def generate_key() -> str:
+    """A fresh random 256-bit encryption key, base64url text for an environment variable."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def _key_bytes(key: KeyLike) -> bytes:
+    if isinstance(key, str):
+        try:
+            raw = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
+        except ValueError as exc:
+            raise ConfigurationError(
+                "encryption_key text must be base64url (statemw.generate_key() makes one)"
+            ) from exc
+    else:
+        raw = bytes(key)
+    if len(raw) not in (16, 24, 32):
+        raise ConfigurationError(
+            f"encryption_key must be 16, 24 or 32 bytes (got {len(raw)}); "
+            "statemw.generate_key() makes a 32-byte one"
+        )
+    return raw
+
+
+def _key_id(raw: bytes) -> bytes:
+    return hashlib.sha256(b"statemw key id\x00" + raw).digest()[:_KEY_ID]
+
+
+def pack(obj: Any) -> bytes:
+    """msgpack, raising TypeError/OverflowError/ValueError for what it cannot encode."""
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class Codec:
+    """Encodes values and messages for the store; seals them when keys are configured."""
+
+    def __init__(self, encryption_key: KeyLike | Sequence[KeyLike] | None = None) -> None:
+        if encryption_key is None:
+            keys: list[bytes] = []
+        elif isinstance(encryption_key, bytes | str):
+            keys = [_key_bytes(encryption_key)]
+        else:
+            keys = [_key_bytes(k) for k in encryption_key]
+            if not keys:
+                raise ConfigurationError("encryption_key list is empty")
+        self._aead: list[tuple[bytes, Any]] = []
+        if keys:
+            try:
+                from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise ConfigurationError(
+                    "encryption at rest needs the 'cryptography' package: "
+                    "pip install 'statemw[crypto]'"
+                ) from exc
+            self._aead = [(_key_id(k), AESGCM(k)) for k in keys]
+        self._by_id = dict(self._aead)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self._aead)
+
+    def __repr__(self) -> str:
+        return f"Codec(keys={len(self._aead)})"
+
+    def encode(self, obj: Any, *, what: str) -> bytes:
+        """Encode one value; `what` names it in the error ("state key 'cart'")."""
+        try:
+            body = pack(obj)
+        except (TypeError, OverflowError, ValueError) as exc:
+            raise UnencodableValue(
+                f"{what}: cannot store {type(obj).__name__} ({exc}); store plain data: "
+                "None, bool, int, float, str, bytes, and lists and dicts of them"
+            ) from exc
+        return self.seal(body)
+
+    def seal(self, body: bytes) -> bytes:
+        if not self._aead:
+            return bytes((PLAIN,)) + body
+        key_id, aead = self._aead[0]
+        nonce = os.urandom(_NONCE)
+        sealed: bytes = aead.encrypt(nonce, body, key_id)
+        return bytes((SEALED,)) + key_id + nonce + sealed
+
+    def open(self, data: bytes, *, session_id: str) -> bytes:
+        """The msgpack body of a record; CorruptRecord (naming the session) when it won't open."""
+        if not data:
+            raise CorruptRecord(session_id, "empty record")
+        fmt = data[0]
+        if fmt == PLAIN:
+            return data[1:]
+        if fmt != SEALED:
+            raise CorruptRecord(
+                session_id, f"unknown format byte {fmt:#04x} (written by a newer statemw?)"
+            )
+        key_id = data[1 : 1 + _KEY_ID]
+        aead = self._by_id.get(key_id)
+        if aead is None:
+            if not self._aead:
+                raise DecryptionError(session_id, "record is encrypted; configure encryption_key")
+            raise DecryptionError(session_id, "record was encrypted with a key not configured")
+        nonce = data[1 + _KEY_ID : 1 + _KEY_ID + _NONCE]
+        try:
+            body: bytes = aead.decrypt(nonce, data[1 + _KEY_ID + _NONCE :], key_id)
+            return body
+        except Exception as exc:  # cryptography's InvalidTag
+            raise DecryptionError(session_id, "authentication failed (tampered record?)") from exc
+
+    def decode(self, data: bytes, *, session_id: str) -> Any:
+        body = self.open(data, session_id=session_id)
+        try:
+            return unpack(body)
+        except Exception as exc:
+            raise CorruptRecord(session_id, f"bad msgpack ({exc})") from exc
+
+
+def encode_header(wire: list[Any]) -> bytes:
+    """Headers hold ids, counters and already-encoded values: never sealed as a whole."""
+    return bytes((PLAIN,)) + pack(wire)
+
+
+def decode_header(data: bytes, *, session_id: str) -> list[Any]:
+    if not data or data[0] != PLAIN:
+        raise CorruptRecord(session_id, "header has an unknown format byte")
+    try:
+        wire = unpack(data[1:])
+    except Exception as exc:
+        raise CorruptRecord(session_id, f"bad msgpack in header ({exc})") from exc
+    if not isinstance(wire, list):
+        raise CorruptRecord(session_id, "header is not a list")
+    return wire

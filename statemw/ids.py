@@ -1,0 +1,35 @@
+"""Session ids: 144 random bits from `secrets`, and the checks on ids that come from outside."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from statemw.errors import InvalidValue
+
+_ID = re.compile(r"[A-Za-z0-9_.:@+=-]{1,128}")
+_CHILD = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def new_session_id() -> str:
+    """24 url-safe characters, 144 bits from the OS's CSPRNG."""
+    return secrets.token_urlsafe(18)
+
+
+def check_session_id(session_id: object) -> str:
+    """Check an id a caller names (`Session.load("abc123")`); InvalidValue if malformed."""
+    if not isinstance(session_id, str):
+        raise InvalidValue(f"a session id is a string, got {type(session_id).__name__}")
+    root, *children = session_id.split("/")
+    if not _ID.fullmatch(root) or not all(_CHILD.fullmatch(c) for c in children):
+        raise InvalidValue(
+            f"bad session id {session_id[:80]!r}: 1-128 of A-Z a-z 0-9 _ . : @ + = -, "
+            "then optional /child names"
+        )
+    return session_id
+
+
+def check_child_name(name: object) -> str:
+    if not isinstance(name, str) or not _CHILD.fullmatch(name):
+        raise InvalidValue(f"bad sub-session name {name!r}: 1-64 of A-Z a-z 0-9 _ . -")
+    return name

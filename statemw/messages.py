@@ -1,0 +1,149 @@
+"""Messages as stored and the `session.messages` view over an append-only log.
+
+A message is a plain dict ({"role", "content", ...any provider fields}) kept exactly as given;
+its token count and time live beside it in the record, never inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+from statemw.errors import InvalidValue
+
+Message = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Record:
+    """One logged message with what statemw knows about it."""
+
+    message: Message
+    tokens: int
+    created_at: float
+
+    def to_wire(self) -> list[Any]:
+        return [self.message, self.tokens, self.created_at]
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> Record:
+        if not isinstance(wire, list) or len(wire) != 3 or not isinstance(wire[0], dict):
+            raise ValueError("not a message record")
+        return cls(wire[0], int(wire[1]), float(wire[2]))
+
+
+def make_message(role: str | Mapping[str, Any], content: Any, fields: Mapping[str, Any]) -> Message:
+    """Build the message dict add_message stores; a whole message dict is accepted as `role`."""
+    if isinstance(role, Mapping):
+        if content is not None or fields:
+            raise InvalidValue("pass either a message dict or role and content, not both")
+        message = dict(role)
+    else:
+        message = {"role": role, "content": content, **fields}
+    if not isinstance(message.get("role"), str) or not message["role"]:
+        raise InvalidValue(f"a message needs a non-empty string role, got {message.get('role')!r}")
+    return message
+
+
+Fetch = Callable[[int, int], list[Record]]
+
+
+class MessageLog(Sequence[Message]):
+    """The whole log as a sequence: len() is O(1), items outside the loaded window are fetched."""
+
+    def __init__(
+        self,
+        stored: int,
+        start: int,
+        window: list[Record | bytes],
+        fetch: Fetch,
+        decode: Callable[[bytes], Record],
+    ) -> None:
+        self.stored = stored  # messages committed as of the last load or save
+        self.start = start  # window covers [start, stored); encoded until first read
+        self.window = window
+        self._decode = decode
+        self.appended: list[Record] = []  # added since, not yet saved
+        self.replaced = False  # the log was replaced wholesale: save rewrites it
+        self._older: dict[int, Record] = {}
+        self._fetch = fetch
+
+    def __len__(self) -> int:
+        return self.stored + len(self.appended)
+
+    def records(self, start: int, stop: int) -> list[Record]:
+        """Records [start, stop), fetching what is not loaded in one read."""
+        start, stop = max(start, 0), min(stop, len(self))
+        if start >= stop:
+            return []
+        missing = [i for i in range(start, min(stop, self.start)) if i not in self._older]
+        if missing:
+            for i, record in enumerate(self._fetch(missing[0], missing[-1] + 1), missing[0]):
+                self._older[i] = record
+        return [self._at(i) for i in range(start, stop)]
+
+    def cache(self, start: int, records: list[Record]) -> None:
+        for i, record in enumerate(records, start):
+            if i < self.start:
+                self._older[i] = record
+
+    def missing(self, start: int, stop: int) -> tuple[int, int] | None:
+        """The range of [start, stop) that would need a read, or None (for async prefetch)."""
+        need = [i for i in range(max(start, 0), min(stop, self.start)) if i not in self._older]
+        return (need[0], need[-1] + 1) if need else None
+
+    def _at(self, i: int) -> Record:
+        if i >= self.stored:
+            return self.appended[i - self.stored]
+        if i >= self.start:
+            item = self.window[i - self.start]
+            if isinstance(item, bytes):
+                item = self.window[i - self.start] = self._decode(item)
+            return item
+        return self._older[i]
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Message]: ...
+
+    def __getitem__(self, index: int | slice) -> Message | list[Message]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            return [r.message for r in self.records(start, stop)]
+        i = index + len(self) if index < 0 else index
+        if not 0 <= i < len(self):
+            raise IndexError("message index out of range")
+        return self.records(i, i + 1)[0].message
+
+    def __iter__(self) -> Iterator[Message]:
+        for start in range(0, len(self), 256):
+            for record in self.records(start, start + 256):
+                yield record.message
+
+    def __repr__(self) -> str:
+        return f"<messages: {len(self)}>"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def committed(self, count: int) -> None:
+        """After a save: the store now holds `count` messages, ours among the last."""
+        ours = self.appended
+        self.appended = []
+        if not self.replaced and count == self.stored + len(ours):
+            self.window.extend(ours)
+        elif self.replaced and count == len(ours):
+            self.start, self.window, self._older = 0, list(ours), {}
+        else:  # others appended in between: our window no longer lines up; re-read on demand
+            self.start, self.window, self._older = count, [], {}
+        self.replaced = False
+        self.stored = count

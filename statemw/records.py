@@ -1,0 +1,207 @@
+"""What a store keeps per session, and the pure merge of a save's delta into it.
+
+A session is a small *header* (ids, timestamps, counters, the state keys) plus an append-only
+*message log*. A save sends a Delta: the keys set or deleted and the messages appended since load.
+Backends that merge in Python (memory, diskcache) call `apply_delta` under their lock or
+transaction; the Redis backend does the same steps in one Lua script. Values and messages arrive
+already encoded (and encrypted), so merging never needs a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from statemw.errors import ConflictError, SessionNotFound
+
+USER_PREFIX = "~u:"
+"""Id prefix of a user's shared state record: never a valid session id, so no client names one."""
+
+
+def user_record_id(user_id: str) -> str:
+    return USER_PREFIX + user_id
+
+
+def parent_ids(session_id: str) -> list[str]:
+    """The ids of a sub-session's ancestors, nearest first ("a/b/c" -> ["a/b", "a"])."""
+    parts = session_id.split("/")
+    return ["/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+
+
+def root_id(session_id: str) -> str:
+    """The top-level session a (sub-)session belongs to: its records share the root's hash tag."""
+    return session_id.split("/", 1)[0]
+
+
+@dataclass(slots=True)
+class Entry:
+    """One state key as stored: its encoded value, when it was written, when it expires."""
+
+    value: bytes
+    updated_at: float
+    expires_at: float | None = None
+
+    def live(self, now: float) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+
+@dataclass(slots=True)
+class Summary:
+    """A compaction: an encoded summary standing in for messages [0, upto) when history is sent."""
+
+    value: bytes
+    upto: int
+    covered_tokens: int
+    tokens: int
+
+
+@dataclass(slots=True)
+class Header:
+    """Everything about a session except its messages; small, rewritten on each save."""
+
+    session_id: str
+    user_id: str | None
+    created_at: float
+    updated_at: float
+    expires_at: float | None = None
+    revision: int = 0
+    message_count: int = 0
+    token_total: int = 0
+    summary: Summary | None = None
+    children: list[str] = field(default_factory=list)
+    state: dict[str, Entry] = field(default_factory=dict)
+
+    def live(self, now: float) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+    def live_state(self, now: float) -> dict[str, Entry]:
+        return {k: e for k, e in self.state.items() if e.live(now)}
+
+    def to_wire(self) -> list[Any]:
+        """A msgpack-ready list; positional so the header stays small."""
+        summary = self.summary
+        return [
+            1,
+            self.session_id,
+            self.user_id,
+            self.created_at,
+            self.updated_at,
+            self.expires_at,
+            self.revision,
+            self.message_count,
+            self.token_total,
+            None
+            if summary is None
+            else [summary.value, summary.upto, summary.covered_tokens, summary.tokens],
+            self.children,
+            {k: [e.value, e.updated_at, e.expires_at] for k, e in self.state.items()},
+        ]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> Header:
+        if not isinstance(wire, list) or not wire or wire[0] != 1 or len(wire) != 12:
+            raise ValueError("not a version-1 session header")
+        s = wire[9]
+        return cls(
+            session_id=wire[1],
+            user_id=wire[2],
+            created_at=wire[3],
+            updated_at=wire[4],
+            expires_at=wire[5],
+            revision=wire[6],
+            message_count=wire[7],
+            token_total=wire[8],
+            summary=None if s is None else Summary(s[0], s[1], s[2], s[3]),
+            children=list(wire[10]),
+            state={k: Entry(v[0], v[1], v[2]) for k, v in wire[11].items()},
+        )
+
+
+@dataclass(slots=True)
+class Delta:
+    """The changes one save commits: applied atomically, merged with concurrent saves.
+
+    Appends from concurrent saves are all kept, in commit order; distinct keys all survive; the
+    same key is last-write-wins. `expected_revision` asks for strict compare-and-set instead.
+    """
+
+    session_id: str
+    now: float
+    create: Header | None = None
+    set: dict[str, Entry] = field(default_factory=dict)
+    delete: list[str] = field(default_factory=list)
+    append: list[bytes] = field(default_factory=list)
+    append_tokens: int = 0
+    replace_log: bool = False
+    summary: Summary | None = None
+    vectors: dict[int, bytes] = field(default_factory=dict)
+    expires_at: float | None = None
+    expected_revision: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.create
+            or self.set
+            or self.delete
+            or self.append
+            or self.replace_log
+            or self.summary
+            or self.vectors
+        )
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What a load reads in one go: the header, the recent window, and what reads fall back to."""
+
+    header: Header
+    window_start: int
+    window: list[bytes]
+    parents: list[Header] = field(default_factory=list)
+    user: Header | None = None
+
+
+def apply_delta(current: Header | None, delta: Delta) -> Header:
+    """Merge a delta into the stored header (pure). Messages are the caller's to append.
+
+    Raises SessionNotFound when the session is gone (deleted or expired) and the delta does not
+    create it, and ConflictError when a strict save's expected revision is stale.
+    """
+    now = delta.now
+    if current is not None and not current.live(now):
+        current = None
+    if current is None:
+        if delta.create is None:
+            raise SessionNotFound(delta.session_id)
+        header = Header(
+            session_id=delta.session_id,
+            user_id=delta.create.user_id,
+            created_at=delta.create.created_at,
+            updated_at=now,
+        )
+        if delta.expected_revision not in (None, 0):
+            raise ConflictError(delta.session_id, delta.expected_revision, 0)
+    else:
+        header = current
+        if delta.expected_revision is not None and delta.expected_revision != header.revision:
+            raise ConflictError(delta.session_id, delta.expected_revision, header.revision)
+    state = {k: e for k, e in header.state.items() if e.live(now)}
+    for key in delta.delete:
+        state.pop(key, None)
+    state.update(delta.set)
+    header.state = state
+    if delta.replace_log:
+        header.message_count = 0
+        header.token_total = 0
+        header.summary = None
+    header.message_count += len(delta.append)
+    header.token_total += delta.append_tokens
+    if delta.summary is not None and (
+        header.summary is None or delta.summary.upto >= header.summary.upto
+    ):
+        header.summary = delta.summary
+    header.updated_at = now
+    header.expires_at = delta.expires_at
+    header.revision += 1
+    return header

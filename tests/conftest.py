@@ -1,0 +1,54 @@
+"""Shared fixtures: a fake clock, and a Store on each backend (the contract suite runs on all)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from statemw import Store, configure
+
+
+class FakeClock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+BACKENDS = ["memory", "diskcache"]
+
+
+def store_url(kind: str, tmp_path: Path) -> str:
+    if kind == "memory":
+        return "memory://"
+    if kind == "diskcache":
+        return f"diskcache://{tmp_path / 'store'}"
+    raise AssertionError(kind)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store(backend_kind: str, tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
+    """A Store on each backend, with a fake clock; also the configured default."""
+    store = Store(store_url(backend_kind, tmp_path), clock=clock)
+    configure(store)
+    yield store
+    configure(None)
+    store.close()
