@@ -7,8 +7,8 @@ import secrets
 
 from statemw.errors import InvalidValue
 
-_ID = re.compile(r"[A-Za-z0-9_.:@+=-]{1,128}")
-_CHILD = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.:@+=-]{0,127}")
+_CHILD = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 
 def new_session_id() -> str:

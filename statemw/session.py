@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from statemw.store import Store
 
 
+class Context(dict[str, Any]):
+    """A merged mapping for a prompt: `session + profile + live_context` (later operands win)."""
+
+    def __add__(self, other: Mapping[str, Any]) -> Context:
+        return Context({**self, **other})
+
+
 class UserState(TrackedState):
     """State shared by all sessions of one user (`session.user`), saved with the session."""
 
@@ -278,6 +285,11 @@ class Session(TrackedState):
         from statemw.window import history
 
         return history(self, **options)
+
+    def __add__(self, other: Mapping[str, Any]) -> Context:
+        """The seed's hybrid state: `session + user_profile + current_context` as one mapping."""
+        inherited = dict(self.parent) if self.parent is not None else dict(self._inherited)
+        return Context({**inherited, **self, **other})
 
     def __repr__(self) -> str:
         return (

@@ -344,7 +344,7 @@ class Store:
         self, session: Session, now: float, strict: bool, plan: list[tuple[Any, Delta]]
     ) -> None:
         delta = self._session_delta(session, now, strict)
-        if session.is_new or not delta.empty:
+        if session.is_new or not delta.empty or session._forced:
             plan.append((session, delta))
         for child in session._children.values():
             if child.modified:
