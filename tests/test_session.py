@@ -214,7 +214,8 @@ def test_rotate_moves_the_data_to_a_new_id(store: Store) -> None:
 
     new = session.rotate()
 
-    assert new != old and session.id == new
+    assert new != old
+    assert session.id == new
     assert store.get(old) is None
     moved = store.load(new)
     assert moved["cart"] == [1]
@@ -233,7 +234,10 @@ def test_delete_removes_the_conversation_and_the_object_starts_over(store: Store
 
     assert store.get(old) is None
     assert store.get(f"{old}/c") is None
-    assert session.deleted and session.is_new and session.id != old and dict(session) == {}
+    assert session.deleted
+    assert session.is_new
+    assert session.id != old
+    assert dict(session) == {}
 
 
 def test_forget_user_removes_every_session_and_the_users_state(store: Store) -> None:
@@ -246,7 +250,8 @@ def test_forget_user_removes_every_session_and_the_users_state(store: Store) -> 
 
     assert store.forget_user("harsh") == 2
 
-    assert store.get(a.id) is None and store.get(b.id) is None
+    assert store.get(a.id) is None
+    assert store.get(b.id) is None
     assert store.create(user_id="harsh").user == {}
     assert store.get(other.id) is not None
 
@@ -463,7 +468,8 @@ async def test_async_twins_do_what_the_sync_calls_do(store: Store) -> None:
     await session.asave()
 
     again = await Session.aload(session.id, store=store)
-    assert again["a"] == 1 and again.user["home"] == "SF"
+    assert again["a"] == 1
+    assert again.user["home"] == "SF"
     assert await again.fetch_messages(0, 1) == [{"role": "user", "content": "hi"}]
     child = await again.achild("flights")
     child["x"] = 1
