@@ -1,0 +1,161 @@
+"""Encoding, encryption at rest, and what happens to records that fail to decode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from statemw import (
+    ConfigurationError,
+    CorruptRecord,
+    DecryptionError,
+    Store,
+    UnencodableValue,
+    generate_key,
+)
+from statemw.backends.kv import KVBackend
+from statemw.codec import Codec
+from tests.conftest import FakeClock, store_url
+
+plain_data = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@given(plain_data)
+def test_plain_data_round_trips_exactly(value: Any) -> None:
+    codec = Codec()
+    assert codec.decode(codec.encode(value, what="v"), session_id="s") == value
+
+
+@given(plain_data)
+def test_sealed_data_round_trips_exactly(value: Any) -> None:
+    codec = Codec(b"k" * 32)
+    assert codec.decode(codec.encode(value, what="v"), session_id="s") == value
+
+
+def test_every_record_starts_with_its_format_byte() -> None:
+    assert Codec().encode("x", what="v")[0] == 0x01
+    assert Codec(generate_key()).encode("x", what="v")[0] == 0x02
+
+
+def test_a_list_of_keys_encrypts_with_the_first_and_decrypts_with_any() -> None:
+    old, new = generate_key(), generate_key()
+    written_with_old = Codec(old).encode("secret", what="v")
+    rotated = Codec([new, old])
+    assert rotated.decode(written_with_old, session_id="s") == "secret"
+    assert Codec(new).decode(rotated.encode("x", what="v"), session_id="s") == "x"
+
+
+def test_the_wrong_key_is_a_clear_decryption_error() -> None:
+    sealed = Codec(generate_key()).encode("secret", what="v")
+    with pytest.raises(DecryptionError, match="key not configured"):
+        Codec(generate_key()).decode(sealed, session_id="s")
+    with pytest.raises(DecryptionError, match="configure encryption_key"):
+        Codec().decode(sealed, session_id="s")
+
+
+def test_a_tampered_sealed_record_fails_authentication() -> None:
+    codec = Codec(generate_key())
+    sealed = bytearray(codec.encode("secret", what="v"))
+    sealed[-1] ^= 1
+    with pytest.raises(DecryptionError, match="authentication"):
+        codec.decode(bytes(sealed), session_id="s")
+
+
+@pytest.mark.parametrize("key", [b"short", "not base64!", [], b"x" * 31])
+def test_a_bad_key_is_a_configuration_error(key: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        Codec(key)
+
+
+def test_keys_never_show_in_repr() -> None:
+    key = generate_key()
+    assert key not in repr(Codec(key))
+    assert key not in repr(Store("memory://", encryption_key=key))
+
+
+def test_an_unknown_format_byte_names_the_session() -> None:
+    with pytest.raises(CorruptRecord, match=r"'sid-1'.*format byte 0x7f"):
+        Codec().decode(b"\x7fjunk", session_id="sid-1")
+
+
+def test_unencodable_values_say_what_they_are() -> None:
+    with pytest.raises(UnencodableValue, match=r"state key 'when'.*set"):
+        Codec().encode({1, 2}, what="state key 'when'")
+
+
+def raw_values(store: Store) -> list[bytes]:
+    backend = store.backend
+    assert isinstance(backend, KVBackend)
+    return [v for k in backend.kv.keys("") if (v := backend.kv.get(k)) is not None]
+
+
+def test_encrypted_store_keeps_no_plaintext_at_rest(
+    backend_kind: str, tmp_path: Any, clock: FakeClock
+) -> None:
+    store = Store(store_url(backend_kind, tmp_path), encryption_key=generate_key(), clock=clock)
+    session = store.create(user_id="harsh")
+    session["passport"] = "X1234567"
+    session.user["home"] = "Bangalore"
+    session.add_message("user", "Find flights to Berlin")
+    session.save()
+
+    blob = b"".join(raw_values(store))
+    for secret in (b"X1234567", b"Bangalore", b"Berlin"):
+        assert secret not in blob
+    again = store.load(session.id)
+    assert again["passport"] == "X1234567"
+    assert again.messages[0]["content"] == "Find flights to Berlin"
+
+
+def test_opening_an_encrypted_store_with_the_wrong_key_fails_clearly(
+    tmp_path: Any, clock: FakeClock
+) -> None:
+    url = f"diskcache://{tmp_path}/s"
+    session = Store(url, encryption_key=generate_key(), clock=clock).create()
+    session["k"] = "v"
+    session.save()
+    with pytest.raises(DecryptionError) as info:
+        Store(url, encryption_key=generate_key(), clock=clock).load(session.id)
+    assert info.value.session_id == session.id
+
+
+def test_a_corrupt_header_names_the_session_and_stays_for_inspection(store: Store) -> None:
+    session = store.create()
+    session["k"] = "v"
+    session.save()
+    backend = store.backend
+    assert isinstance(backend, KVBackend)
+    backend.kv.set("h:" + session.id, b"\x01\xc1garbage")
+
+    with pytest.raises(CorruptRecord) as info:
+        store.load(session.id)
+    assert info.value.session_id == session.id
+    session["k"] = "overwrite?"
+    with pytest.raises(CorruptRecord):
+        session.save()
+    assert backend.kv.get("h:" + session.id) == b"\x01\xc1garbage"
+
+
+def test_a_corrupt_message_names_the_session(store: Store) -> None:
+    session = store.create()
+    session.add_message("user", "hi")
+    session.save()
+    backend = store.backend
+    assert isinstance(backend, KVBackend)
+    from statemw.codec import pack
+
+    backend.kv.set(f"m:{session.id}:0", pack([b"\x01\xc1"]))
+    with pytest.raises(CorruptRecord, match=session.id):
+        list(store.load(session.id).messages)
