@@ -16,41 +16,51 @@ import diskcache
 from statemw.backends.kv import KVBackend
 from statemw.errors import StoreUnavailable
 
+_FAULTS = (OSError, sqlite3.Error, diskcache.Timeout)
+
+
+@contextmanager
+def _faults(directory: str) -> Iterator[None]:
+    """SQLite and file-system failures surface as the one StoreUnavailable apps map to 503."""
+    try:
+        yield
+    except _FAULTS as exc:
+        raise StoreUnavailable(f"diskcache {directory!r}: {exc}") from exc
+
 
 class DiskKV:
     def __init__(self, directory: str, timeout: float = 60.0) -> None:
-        try:
-            self._cache: Any = diskcache.Cache(directory, timeout=timeout, eviction_policy="none")
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreUnavailable(f"cannot open diskcache directory {directory!r}: {exc}") from exc
         self.directory = directory
+        with _faults(directory):
+            self._cache: Any = diskcache.Cache(directory, timeout=timeout, eviction_policy="none")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        try:
-            with self._cache.transact(retry=True):
-                yield
-        except (sqlite3.OperationalError, diskcache.Timeout) as exc:
-            raise StoreUnavailable(f"diskcache {self.directory!r}: {exc}") from exc
+        with _faults(self.directory), self._cache.transact(retry=True):
+            yield
 
     def get(self, key: str) -> bytes | None:
-        value: bytes | None = self._cache.get(key, retry=True)
+        with _faults(self.directory):
+            value: bytes | None = self._cache.get(key, retry=True)
         return value
 
     def set(self, key: str, value: bytes) -> None:
-        self._cache.set(key, value, retry=True)
+        with _faults(self.directory):
+            self._cache.set(key, value, retry=True)
 
     def delete(self, key: str) -> None:
-        self._cache.delete(key, retry=True)
+        with _faults(self.directory):
+            self._cache.delete(key, retry=True)
 
     def keys(self, prefix: str) -> Iterator[str]:
-        for key in self._cache.iterkeys():
-            if isinstance(key, str) and key.startswith(prefix):
-                yield key
+        with _faults(self.directory):
+            keys = [k for k in self._cache.iterkeys() if isinstance(k, str)]
+        yield from (k for k in keys if k.startswith(prefix))
 
     def close(self) -> None:
         self._cache.close()
 
 
-def open_disk(directory: str) -> KVBackend:
-    return KVBackend(DiskKV(directory))
+def open_disk(directory: str, **options: Any) -> KVBackend:
+    """`options`: timeout (seconds a save waits for another process's transaction)."""
+    return KVBackend(DiskKV(directory, **options))
