@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_a_bad_url_is_a_configuration_error(url: str) -> None:
 
 
 @pytest.mark.parametrize("option", [{"ttl": 0}, {"idle": -1}, {"window": -1}])
-def test_bad_options_are_configuration_errors(option: dict[str, float]) -> None:
+def test_bad_options_are_configuration_errors(option: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         Store("memory://", **option)
 
