@@ -139,6 +139,11 @@ class Session(TrackedState):
         return self._children[name]
 
     @property
+    def root(self) -> Session:
+        """The top-level session of a sub-session (itself for a top-level one)."""
+        return self if self.parent is None else self.parent.root
+
+    @property
     def is_new(self) -> bool:
         """True until the session is first stored."""
         return self._header is None
@@ -193,11 +198,12 @@ class Session(TrackedState):
     @property
     def user(self) -> UserState:
         """State shared by every session of this session's user (saved along with it)."""
+        if self.parent is not None:
+            return self.parent.user
         if self._user is None:
             if self.user_id is None:
                 raise StateError("this session has no user_id, so it has no user state")
-            self._user = UserState(self.user_id, stored=False)
-            self._user._init_tracking({}, self._clock, max_value_bytes=self.store.max_value_bytes)
+            self._user = self.store.user_state(self.user_id)  # a new session: read on first use
         return self._user
 
     # -- messages ------------------------------------------------------------------------------

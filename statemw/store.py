@@ -235,11 +235,7 @@ class Store:
     def _decoder(self, sid: str) -> Any:
         return lambda data: self.codec.decode(data, session_id=sid)
 
-    def _user_state(
-        self, user_id: str | None, header: Header | None, now: float
-    ) -> UserState | None:
-        if user_id is None:
-            return None
+    def _user_state(self, user_id: str, header: Header | None, now: float) -> UserState:
         user = UserState(user_id, stored=header is not None)
         entries = {} if header is None else header.state
         user._init_tracking(
@@ -277,8 +273,8 @@ class Store:
             clock=self.clock,
             parent=parent,
             inherited=inherited,
-            user=parent._user
-            if parent is not None
+            user=None
+            if parent is not None or header.user_id is None
             else self._user_state(header.user_id, snap.user, now),
         )
 
@@ -334,7 +330,7 @@ class Store:
             (a, self._session_delta(a, now, False)) for a in reversed(chain)
         ]
         self._plan_tree(session, now, strict, plan)
-        user = session._user
+        user = session.root._user
         if user is not None and user.modified:
             create = Header(user_record_id(user.user_id), user.user_id, now, now)
             plan.append((user, self._state_delta(create.session_id, user, now, create)))
@@ -366,6 +362,13 @@ class Store:
         """The stored session, or None when there is none (or it expired)."""
         snap = self.backend.load(check_session_id(session_id), self.window, self.clock())
         return None if snap is None else self._from_snapshot(snap)
+
+    def user_state(self, user_id: str) -> UserState:
+        """The state shared by a user's sessions, as stored now (`session.user` reads it)."""
+        now = self.clock()
+        return self._user_state(
+            user_id, self.backend.read_header(user_record_id(user_id), now), now
+        )
 
     def load(self, session_id: str) -> Session:
         """The stored session; SessionNotFound when there is none (or it expired)."""
@@ -427,6 +430,20 @@ class Store:
         ]
 
     # -- async twins -----------------------------------------------------------------------------
+
+    async def acreate(
+        self, user_id: str | None = None, *, session_id: str | None = None
+    ) -> Session:
+        """create(), with the user's shared state read ahead so `session.user` does no I/O."""
+        session = self.create(user_id, session_id=session_id)
+        if user_id is not None:
+            session._user = await self.auser_state(user_id)
+        return session
+
+    async def auser_state(self, user_id: str) -> UserState:
+        now = self.clock()
+        header = await self.abackend.read_header(user_record_id(user_id), now)
+        return self._user_state(user_id, header, now)
 
     async def aget(self, session_id: str) -> Session | None:
         snap = await self.abackend.load(check_session_id(session_id), self.window, self.clock())

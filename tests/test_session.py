@@ -479,3 +479,29 @@ async def test_async_twins_do_what_the_sync_calls_do(store: Store) -> None:
     assert await store.auser_sessions("harsh") == [new]
     assert await store.aforget_user("harsh") == 1
     assert await store.aget(new) is None
+
+
+def test_a_sub_session_shares_its_users_state_and_saves_it(store: Store) -> None:
+    session = store.create(user_id="harsh")
+    session.save()
+    flights = store.load(session.id).child("flights")
+    flights.user["seat"] = "aisle"
+    assert flights.user is flights.parent.user  # type: ignore[union-attr]
+    flights.save()
+    assert store.load(session.id).user == {"seat": "aisle"}
+
+
+def test_a_new_session_of_a_known_user_sees_the_users_state(store: Store) -> None:
+    first = store.create(user_id="harsh")
+    first.user["home"] = "SF"
+    first.save()
+    assert store.create(user_id="harsh").user == {"home": "SF"}
+
+
+@pytest.mark.anyio
+async def test_acreate_reads_the_users_state_ahead(store: Store) -> None:
+    first = store.create(user_id="harsh")
+    first.user["home"] = "SF"
+    await first.asave()
+    session = await store.acreate(user_id="harsh")
+    assert session._user == {"home": "SF"}
