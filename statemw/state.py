@@ -104,6 +104,9 @@ class TrackedState(dict[str, Any]):
                 del self._expiry[key]
                 self._baseline.pop(key, None)
                 dict.pop(self, key, None)
+                if key in self._touched:  # an unsaved write expired: what it replaced is gone too
+                    self._touched.discard(key)
+                    self._deleted.add(key)
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store a value; with `ttl` (seconds) it is gone after that long, also from the store."""

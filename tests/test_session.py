@@ -505,3 +505,14 @@ async def test_acreate_reads_the_users_state_ahead(store: Store) -> None:
     await first.asave()
     session = await store.acreate(user_id="harsh")
     assert session._user == {"home": "SF"}
+
+
+def test_an_unsaved_ephemeral_write_that_expires_still_replaces_the_old_value(
+    store: Store, clock: FakeClock
+) -> None:
+    session = saved(store, offer="old")
+    session.set("offer", "new", ttl=1)
+    clock.advance(1)
+    assert "offer" not in session
+    session.save()
+    assert "offer" not in store.load(session.id)
