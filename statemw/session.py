@@ -266,7 +266,9 @@ class Session(TrackedState):
     def summary(self) -> Summary | None:
         if self._pending_summary is not None:
             return self._pending_summary
-        return None if self._header is None else self._header.summary
+        if self._header is None or self._log.replaced:
+            return None
+        return self._header.summary
 
     def summary_message(self) -> Message | None:
         """The stored summary as a system message marked `"summary": True`, or None."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -23,7 +23,7 @@ from statemw.errors import (
     SessionNotFound,
 )
 from statemw.ids import check_child_name, check_session_id, new_session_id
-from statemw.messages import Message, MessageLog, Record
+from statemw.messages import Fetch, Message, MessageLog, Record
 from statemw.records import Delta, Entry, Header, Snapshot, Summary, user_record_id
 from statemw.session import Session, UserState
 from statemw.state import Clock, TrackedState, plain_entries
@@ -224,7 +224,7 @@ class Store:
             parent=parent,
         )
 
-    def _fetcher(self, sid: str) -> Any:
+    def _fetcher(self, sid: str) -> Fetch:
         def fetch(start: int, stop: int) -> list[Record]:
             return [
                 self.decode_record(sid, b) for b in self.backend.read_messages(sid, start, stop)
@@ -232,7 +232,7 @@ class Store:
 
         return fetch
 
-    def _decoder(self, sid: str) -> Any:
+    def _decoder(self, sid: str) -> Callable[[bytes], Any]:
         return lambda data: self.codec.decode(data, session_id=sid)
 
     def _user_state(self, user_id: str, header: Header | None, now: float) -> UserState:

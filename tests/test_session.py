@@ -516,3 +516,18 @@ def test_an_unsaved_ephemeral_write_that_expires_still_replaces_the_old_value(
     assert "offer" not in session
     session.save()
     assert "offer" not in store.load(session.id)
+
+
+def test_replacing_the_log_drops_the_old_summary(store: Store) -> None:
+    session = store.create()
+    for i in range(5):
+        session.add_message("user", f"m{i}")
+    session.messages = ["summary of m0-m2", *session.messages[-2:]]
+    session.save()
+
+    session.messages = [{"role": "user", "content": "fresh start"}]
+
+    assert session.summary is None
+    assert session.get_history() == [{"role": "user", "content": "fresh start"}]
+    session.save()
+    assert store.load(session.id).get_history() == [{"role": "user", "content": "fresh start"}]
