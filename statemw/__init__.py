@@ -7,6 +7,7 @@ session.save()
 """
 
 from statemw.codec import generate_key
+from statemw.decorators import stateful
 from statemw.errors import (
     ConfigurationError,
     ConflictError,
@@ -44,4 +45,5 @@ __all__ = [
     "configure",
     "default_store",
     "generate_key",
+    "stateful",
 ]

@@ -370,6 +370,11 @@ class Store:
             user_id, self.backend.read_header(user_record_id(user_id), now), now
         )
 
+    def current_session_id(self, user_id: str) -> str | None:
+        """The user's most recent live session (what a UserID key continues), or None."""
+        ids = self.backend.user_sessions(user_id, self.clock())
+        return ids[-1] if ids else None
+
     def load(self, session_id: str) -> Session:
         """The stored session; SessionNotFound when there is none (or it expired)."""
         session = self.get(session_id)
@@ -439,6 +444,10 @@ class Store:
         if user_id is not None:
             session._user = await self.auser_state(user_id)
         return session
+
+    async def acurrent_session_id(self, user_id: str) -> str | None:
+        ids = await self.abackend.user_sessions(user_id, self.clock())
+        return ids[-1] if ids else None
 
     async def auser_state(self, user_id: str) -> UserState:
         now = self.clock()

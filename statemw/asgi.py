@@ -1,0 +1,179 @@
+"""Pure ASGI middleware: `request.session` is a statemw Session (Starlette, FastAPI, any ASGI app).
+
+Accepts Starlette's SessionMiddleware keywords, so swapping the import moves an app from cookie
+sessions to server-side ones:
+
+    from statemw.asgi import StateMiddleware
+    app.add_middleware(StateMiddleware, secret_key=KEY)
+
+A request that carries no session id does no store I/O. With an id the session is loaded before
+the handler; on `lazy_paths` it is loaded only by `await get_session(request)` (or FastAPI's
+SessionDep). It is saved when the response starts, only if modified; WebSocket sessions are saved
+after each message the app sends. When the store is down the client gets a 503 (with Retry-After)
+instead of the response; `unavailable_status=None` lets StoreUnavailable propagate instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from statemw._adapter import Binding, Manager, parse_cookies
+from statemw.errors import StateError, StoreUnavailable
+from statemw.keys import Cookie, Incoming, Key, SecretKey
+from statemw.session import Session
+from statemw.store import Store
+
+SCOPE_KEY = "statemw"
+
+
+class _RequestSession:
+    """Per-request state: loads at most once, remembers the binding for the save."""
+
+    def __init__(self, manager: Manager, scope: Scope) -> None:
+        self.manager = manager
+        self.scope = scope
+        self.binding: Binding | None = None
+
+    async def load(self) -> Session:
+        if self.binding is None:
+            self.binding = await self.manager.aopen(_incoming(self.scope))
+            self.scope["session"] = self.binding.session
+        return self.binding.session
+
+    async def save(self) -> list[tuple[str, str]]:
+        binding, self.binding = self.binding, None  # one attempt; a failed save is not retried
+        if binding is None:
+            return []
+        headers = await self.manager.aclose(binding)
+        self.binding = binding
+        return headers
+
+
+def _incoming(scope: Scope) -> Incoming:
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    return Incoming(
+        cookies=parse_cookies(headers.get("cookie", "")),
+        headers=headers,
+        https=scope.get("scheme") in ("https", "wss"),
+        request=HTTPConnection(scope),
+    )
+
+
+class StateMiddleware:
+    """Server-side sessions for an ASGI app (HTTP and WebSocket)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: Store | None = None,
+        keys: Sequence[Key] | None = None,
+        *,
+        secret_key: SecretKey | None = None,
+        session_cookie: str = "session",
+        max_age: int | None = 14 * 24 * 60 * 60,
+        path: str = "/",
+        same_site: Literal["lax", "strict", "none"] = "lax",
+        https_only: bool | None = None,
+        domain: str | None = None,
+        partitioned: bool = False,
+        lazy_paths: Sequence[str] = (),
+        unavailable_status: int | None = 503,
+    ) -> None:
+        if keys is None:
+            keys = [
+                Cookie(
+                    secret_key,
+                    name=session_cookie,
+                    max_age=max_age,
+                    path=path,
+                    same_site=same_site,
+                    https_only=https_only,
+                    domain=domain,
+                    partitioned=partitioned,
+                )
+            ]
+        self.app = app
+        self.manager = Manager(store, keys, secret_key=secret_key)
+        self.lazy_paths = tuple(lazy_paths)
+        self.unavailable_status = unavailable_status
+
+    async def _unavailable(self, send: Send, exc: StoreUnavailable) -> None:
+        if self.unavailable_status is None:
+            raise exc
+        body = b'{"error": "session store unavailable"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.unavailable_status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", b"1"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        state = _RequestSession(self.manager, scope)
+        scope[SCOPE_KEY] = state
+        http = scope["type"] == "http"
+        if not (self.lazy_paths and scope["path"].startswith(self.lazy_paths)):
+            try:
+                await state.load()
+            except StoreUnavailable as exc:
+                if not http:
+                    raise
+                await self._unavailable(send, exc)
+                return
+
+        if http:
+            replaced = False
+
+            async def send_http(message: Message) -> None:
+                nonlocal replaced
+                if replaced:  # the 503 went out instead of the app's response
+                    return
+                if message["type"] == "http.response.start":
+                    try:
+                        extra = await state.save()
+                    except StoreUnavailable as exc:
+                        replaced = True
+                        await self._unavailable(send, exc)
+                        return
+                    headers = MutableHeaders(scope=message)
+                    for name, value in extra:
+                        headers.append(name, value)
+                await send(message)
+
+            await self.app(scope, receive, send_http)
+            return
+
+        async def send_websocket(message: Message) -> None:
+            if message["type"] == "websocket.accept":
+                extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in await state.save()]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            elif message["type"] in ("websocket.send", "websocket.close"):
+                await state.save()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_websocket)
+        finally:
+            await state.save()
+
+
+async def get_session(connection: HTTPConnection) -> Session:
+    """The request's session, loading it now on lazy routes (no I/O when already loaded)."""
+    state = connection.scope.get(SCOPE_KEY)
+    if not isinstance(state, _RequestSession):
+        raise StateError("statemw.asgi.StateMiddleware is not installed on this app")
+    return await state.load()

@@ -1,0 +1,325 @@
+"""statemw.asgi.StateMiddleware through real Starlette apps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from itsdangerous import TimestampSigner
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
+
+from statemw import Store
+from statemw.asgi import StateMiddleware, get_session
+from statemw.keys import Cookie, Header, Key, UserID
+
+SECRET = "test-secret"
+
+
+async def remember(request: Request) -> JSONResponse:
+    body = await request.json()
+    session = request.session
+    session["name"] = body["name"]
+    return JSONResponse({"ok": True})
+
+
+async def add_message(request: Request) -> JSONResponse:
+    text = (await request.json())["text"]
+    request.session.add_message("user", text)  # type: ignore[attr-defined]
+    return JSONResponse({"count": len(request.session.messages)})  # type: ignore[attr-defined]
+
+
+async def show(request: Request) -> JSONResponse:
+    return JSONResponse({"session": request.session})
+
+
+async def nothing(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("pong")
+
+
+async def forget(request: Request) -> PlainTextResponse:
+    request.session.delete()  # type: ignore[attr-defined]
+    return PlainTextResponse("forgotten")
+
+
+async def login(request: Request) -> PlainTextResponse:
+    request.session.rotate()  # type: ignore[attr-defined]
+    request.session["logged_in"] = True
+    return PlainTextResponse("welcome")
+
+
+async def lazy(request: Request) -> JSONResponse:
+    if request.query_params.get("touch"):
+        session = await get_session(request)
+        return JSONResponse({"name": session.get("name")})
+    return JSONResponse({"touched": False})
+
+
+async def socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    text = await websocket.receive_text()
+    websocket.session.add_message("user", text)  # type: ignore[attr-defined]
+    await websocket.send_text(str(len(websocket.session.messages)))  # type: ignore[attr-defined]
+    await websocket.close()
+
+
+def make_app(store: Store, keys: Sequence[Key] | None = None, **options: Any) -> Starlette:
+    if keys is None:
+        options.setdefault("secret_key", SECRET)
+    return Starlette(
+        routes=[
+            Route("/remember", remember, methods=["POST"]),
+            Route("/messages", add_message, methods=["POST"]),
+            Route("/show", show),
+            Route("/ping", nothing),
+            Route("/forget", forget, methods=["POST"]),
+            Route("/login", login, methods=["POST"]),
+            Route("/lazy/page", lazy),
+            WebSocketRoute("/ws", socket),
+        ],
+        middleware=[Middleware(StateMiddleware, store=store, keys=keys, **options)],
+    )
+
+
+def test_a_request_without_a_session_id_stores_nothing_and_sets_no_cookie(store: Store) -> None:
+    client = TestClient(make_app(store))
+    response = client.get("/ping")
+    assert "set-cookie" not in response.headers
+    assert list(store.session_ids()) == []
+
+
+def test_a_write_sets_a_safe_cookie_and_the_next_request_reads_it_back(store: Store) -> None:
+    client = TestClient(make_app(store))
+    response = client.post("/remember", json={"name": "Harsh"})
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    assert "Secure" not in cookie  # plain http
+
+    shown = client.get("/show")
+    assert shown.json() == {"session": {"name": "Harsh"}}
+    assert "set-cookie" not in shown.headers  # read-only: nothing written
+    assert shown.headers["vary"] == "Cookie"
+    assert len(list(store.session_ids())) == 1
+
+
+def test_cookies_are_secure_on_https(store: Store) -> None:
+    client = TestClient(make_app(store), base_url="https://testserver")
+    assert "Secure" in client.post("/remember", json={"name": "x"}).headers["set-cookie"]
+
+
+def test_a_read_only_request_writes_nothing(store: Store) -> None:
+    client = TestClient(make_app(store))
+    client.post("/remember", json={"name": "Harsh"})
+    sid = next(iter(store.session_ids()))
+    revision = store.load(sid).revision
+    client.get("/show")
+    assert store.load(sid).revision == revision
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "garbage",
+        "",
+        "a.b.c",
+        TimestampSigner("another-apps-secret", salt="statemw.cookie").sign("x" * 24).decode(),
+    ],
+    ids=["garbage", "empty", "dots", "foreign-key"],
+)
+def test_a_bad_cookie_starts_a_fresh_session_never_an_error(store: Store, cookie: str) -> None:
+    client = TestClient(make_app(store))
+    client.cookies.set("session", cookie)
+    response = client.get("/show")
+    assert response.status_code == 200
+    assert response.json() == {"session": {}}
+
+
+def test_a_tampered_or_truncated_cookie_does_not_reach_the_session(store: Store) -> None:
+    client = TestClient(make_app(store))
+    client.post("/remember", json={"name": "Harsh"})
+    good = client.cookies["session"]
+    for bad in (good[:-1], good[:-1] + ("A" if good[-1] != "A" else "B"), good[: len(good) // 2]):
+        stranger = TestClient(make_app(store))
+        stranger.cookies.set("session", bad)
+        assert stranger.get("/show").json() == {"session": {}}
+
+
+def test_a_signed_id_the_store_does_not_know_is_never_adopted(store: Store) -> None:
+    client = TestClient(make_app(store))
+    invented = TimestampSigner(SECRET, salt="statemw.cookie").sign("invented-id-0000").decode()
+    client.cookies.set("session", invented)
+    client.post("/remember", json={"name": "Mallory"})
+    assert "invented-id-0000" not in set(store.session_ids())
+
+
+def test_an_old_secret_still_opens_cookies_after_rotation(store: Store) -> None:
+    old = TestClient(make_app(store, secret_key="old"))
+    old.post("/remember", json={"name": "Harsh"})
+    rotated = TestClient(make_app(store, keys=[Cookie(secret_key=["new", "old"])]))
+    rotated.cookies = old.cookies
+    assert rotated.get("/show").json() == {"session": {"name": "Harsh"}}
+
+
+def test_delete_clears_the_cookie(store: Store) -> None:
+    client = TestClient(make_app(store))
+    client.post("/remember", json={"name": "Harsh"})
+    response = client.post("/forget")
+    assert "Max-Age=0" in response.headers["set-cookie"]
+    assert list(store.session_ids()) == []
+
+
+def test_rotate_issues_a_new_cookie_and_the_old_one_stops_working(store: Store) -> None:
+    client = TestClient(make_app(store))
+    client.post("/remember", json={"name": "Harsh"})
+    before = client.cookies["session"]
+    client.post("/login")
+    assert client.cookies["session"] != before
+    assert client.get("/show").json() == {"session": {"name": "Harsh", "logged_in": True}}
+    stale = TestClient(make_app(store))
+    stale.cookies.set("session", before)
+    assert stale.get("/show").json() == {"session": {}}
+
+
+def test_header_key_carries_the_id_for_api_clients(store: Store) -> None:
+    client = TestClient(make_app(store, keys=[Header("X-Session-ID", secret_key=SECRET)]))
+    first = client.post("/messages", json={"text": "Find flights to Berlin"})
+    sid = first.headers["x-session-id"]
+    assert "set-cookie" not in first.headers
+    second = client.post("/messages", json={"text": "Next Tuesday"}, headers={"X-Session-ID": sid})
+    assert second.json() == {"count": 2}
+
+
+def test_an_unsigned_header_id_is_only_honoured_if_the_store_knows_it(store: Store) -> None:
+    client = TestClient(make_app(store, keys=[Header("X-Session-ID", signed=False)]))
+    sid = client.post("/messages", json={"text": "hi"}).headers["x-session-id"]
+    again = client.post("/messages", json={"text": "again"}, headers={"X-Session-ID": sid})
+    assert again.json() == {"count": 2}
+    invented = client.post("/messages", json={"text": "x"}, headers={"X-Session-ID": "made-up"})
+    assert invented.headers["x-session-id"] != "made-up"
+
+
+def test_user_id_key_continues_one_conversation_on_every_device(store: Store) -> None:
+    def user_from_auth(request: Request) -> str | None:
+        return request.headers.get("x-authenticated-user")  # stands in for the app's own auth
+
+    app = make_app(store, keys=[UserID(user_from_auth), Cookie(secret_key=SECRET)])
+    phone, laptop = TestClient(app), TestClient(app)
+    me = {"x-authenticated-user": "harsh"}
+    phone.post("/messages", json={"text": "Find hotels in Berlin"}, headers=me)
+    assert laptop.post("/messages", json={"text": "Under $150"}, headers=me).json() == {"count": 2}
+    stranger = TestClient(app).post(
+        "/messages", json={"text": "hi"}, headers={"x-authenticated-user": "someone"}
+    )
+    assert stranger.json() == {"count": 1}
+
+
+def test_an_app_written_for_starlettes_session_middleware_works_unchanged(store: Store) -> None:
+    async def visit(request: Request) -> JSONResponse:
+        request.session["visits"] = request.session.get("visits", 0) + 1
+        return JSONResponse({"session": request.session})
+
+    async def logout(request: Request) -> JSONResponse:
+        request.session.clear()
+        return JSONResponse({"session": request.session})
+
+    app = Starlette(
+        routes=[Route("/", visit), Route("/logout", logout)],
+        middleware=[
+            Middleware(
+                StateMiddleware,
+                store=store,
+                secret_key=SECRET,
+                session_cookie="app_session",
+                max_age=3600,
+                same_site="strict",
+            )
+        ],
+    )
+    client = TestClient(app)
+    assert client.get("/").json() == {"session": {"visits": 1}}
+    response = client.get("/")
+    assert response.json() == {"session": {"visits": 2}}
+    assert "app_session" in client.cookies
+    assert client.get("/logout").json() == {"session": {}}
+    assert client.get("/").json() == {"session": {"visits": 1}}
+
+
+@pytest.mark.anyio
+async def test_concurrent_requests_on_one_session_lose_nothing(store: Store) -> None:
+    app = make_app(store)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        await client.post("/remember", json={"name": "Harsh"})
+        await asyncio.gather(
+            *(client.post("/messages", json={"text": f"turn {i}"}) for i in range(30))
+        )
+    sid = next(iter(store.session_ids()))
+    contents = sorted(m["content"] for m in store.load(sid).messages)
+    assert contents == sorted(f"turn {i}" for i in range(30))
+    assert store.load(sid)["name"] == "Harsh"
+
+
+def test_websocket_messages_are_saved(store: Store) -> None:
+    client = TestClient(make_app(store))
+    client.post("/remember", json={"name": "Harsh"})
+    with client.websocket_connect("/ws") as ws:
+        ws.send_text("hello over a socket")
+        assert ws.receive_text() == "1"
+    sid = next(iter(store.session_ids()))
+    assert store.load(sid).messages[-1]["content"] == "hello over a socket"
+
+
+def test_lazy_routes_do_no_store_io_unless_the_session_is_used(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = TestClient(make_app(store, lazy_paths=["/lazy"]))
+    client.post("/remember", json={"name": "Harsh"})
+    loads: list[str] = []
+    real_load = store.abackend.load
+
+    async def counting_load(session_id: str, window: int, now: float) -> Any:
+        loads.append(session_id)
+        return await real_load(session_id, window, now)
+
+    monkeypatch.setattr(store.abackend, "load", counting_load)
+    assert client.get("/lazy/page").json() == {"touched": False}
+    assert loads == []
+    assert client.get("/lazy/page?touch=1").json() == {"name": "Harsh"}
+    assert len(loads) == 1
+    client.get("/show")
+    assert len(loads) == 2  # other routes load up front
+
+
+def test_a_store_that_is_down_answers_503(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    down = Store(f"diskcache://{blocker}/sessions")
+    client = TestClient(make_app(down), raise_server_exceptions=False)
+    assert client.get("/ping").status_code == 200  # no session id: no store I/O at all
+    response = client.post("/remember", json={"name": "x"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    client.cookies.set(
+        "session", TimestampSigner(SECRET, salt="statemw.cookie").sign("abc").decode()
+    )
+    assert client.get("/show").status_code == 503
+
+
+def test_a_store_that_is_down_can_propagate_instead(tmp_path: Path) -> None:
+    from statemw import StoreUnavailable
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    app = make_app(Store(f"diskcache://{blocker}/s"), unavailable_status=None)
+    with pytest.raises(StoreUnavailable):
+        TestClient(app).post("/remember", json={"name": "x"})
