@@ -521,6 +521,7 @@ class Store:
         session._header = None
         session._log = fresh._log
         session._children.clear()
+        session._user = None  # re-read on use: forget_user may have removed it too
         session._pending_summary = None
         session._pending_vectors.clear()
         session.deleted = True

@@ -531,3 +531,12 @@ def test_replacing_the_log_drops_the_old_summary(store: Store) -> None:
     assert session.get_history() == [{"role": "user", "content": "fresh start"}]
     session.save()
     assert store.load(session.id).get_history() == [{"role": "user", "content": "fresh start"}]
+
+
+def test_after_forget_user_a_deleted_sessions_user_state_is_empty(store: Store) -> None:
+    session = store.create(user_id="harsh")
+    session.user["home"] = "SF"
+    session.save()
+    store.forget_user("harsh")
+    session.delete()
+    assert session.user == {}

@@ -1,0 +1,125 @@
+"""What both demo apps answer, free of any framework: each function takes the session."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from itsdangerous import BadSignature, Signer
+
+from examples.agent import respond
+from statemw import InvalidValue, Session, Store
+from statemw.tokens import count_message
+
+STATIC = Path(__file__).parent / "static"
+LOGIN_COOKIE = "demo_user"
+
+
+def demo_store() -> Store:
+    """STATEMW_URL, else a diskcache directory beside the working directory."""
+    url = os.environ.get("STATEMW_URL") or "diskcache://" + str(Path.cwd() / ".statemw-demo")
+    return Store(url)
+
+
+def demo_secret() -> str:
+    """DEMO_SECRET, else one kept in .statemw-demo.secret so cookies survive a restart."""
+    if os.environ.get("DEMO_SECRET"):
+        return os.environ["DEMO_SECRET"]
+    path = Path.cwd() / ".statemw-demo.secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+class Login:
+    """The demo's stand-in for real authentication: a signed cookie holding a user name."""
+
+    def __init__(self, secret: str) -> None:
+        self._signer = Signer(secret, salt="demo-login")
+
+    def cookie_value(self, user: str) -> str:
+        return self._signer.sign(user).decode()
+
+    def user(self, cookie_value: str | None) -> str | None:
+        if not cookie_value:
+            return None
+        try:
+            return self._signer.unsign(cookie_value).decode()
+        except BadSignature:
+            return None
+
+
+def check_user_name(name: Any) -> str:
+    if not isinstance(name, str) or not 0 < len(name.strip()) <= 40:
+        raise InvalidValue("a user name is 1 to 40 characters")
+    return name.strip()
+
+
+def chat(session: Session, text: Any) -> dict[str, Any]:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidValue("say something")
+    reply = respond(session, text.strip()[:2000])
+    return {"reply": reply, **state(session)}
+
+
+def state(session: Session) -> dict[str, Any]:
+    """Everything the page shows: the conversation, what is remembered, the context window."""
+    history = session.get_history()
+    return {
+        "session": None if session.is_new else session.id,
+        "user": session.user_id,
+        "messages": [
+            {"role": m["role"], "content": m.get("content")} for m in session.messages[-200:]
+        ],
+        "state": dict(session),
+        "user_state": dict(session.user) if session.user_id is not None else {},
+        "context": {
+            "messages": [
+                {"role": m["role"], "content": m.get("content"), "tokens": count_message(m)}
+                for m in history
+            ],
+            "token_count": session.token_count(),
+        },
+    }
+
+
+def _scope(session: Session, scope: str) -> dict[str, Any]:
+    if scope == "session":
+        return session
+    if scope == "user" and session.user_id is not None:
+        return session.user
+    raise InvalidValue(f"unknown scope {scope!r} (session, or user when logged in)")
+
+
+def edit(session: Session, scope: str, key: str, value: Any) -> dict[str, Any]:
+    """The user corrects what is remembered (the seed's answer to stale state)."""
+    target = _scope(session, scope)
+    if key not in target:
+        raise InvalidValue(f"nothing remembered under {key!r}")
+    target[key] = value
+    return state(session)
+
+
+def forget_item(session: Session, scope: str, key: str) -> dict[str, Any]:
+    target = _scope(session, scope)
+    target.pop(key, None)
+    return state(session)
+
+
+def version_of(store: Store, session: Session) -> tuple[str | None, int]:
+    """What the live feed watches: the session the request would see now, and its revision."""
+    session_id: str | None = session.id
+    if session.user_id is not None:
+        session_id = store.current_session_id(session.user_id)
+    header = store.backend.read_header(session_id, store.clock()) if session_id else None
+    return (session_id, header.revision if header else 0)
+
+
+def forget_me(session: Session) -> None:
+    """Delete the conversation, and when logged in every session and fact of the user."""
+    if session.user_id is not None:
+        session.store.forget_user(session.user_id)
+    session.delete()

@@ -1,0 +1,119 @@
+"""The demo chat app on Starlette: `python -m examples.starlette_app` (or `make demo`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from examples import api
+from statemw import InvalidValue, Session, Store
+from statemw.asgi import StateMiddleware
+from statemw.keys import Cookie, UserID
+
+FEED_SECONDS = 600  # an event stream ends after this long; the browser reconnects by itself
+
+
+def create_app(store: Store | None = None, secret: str | None = None) -> Starlette:
+    store = store or api.demo_store()
+    secret = secret or api.demo_secret()
+    login = api.Login(secret)
+
+    def session_of(request: Request) -> Session:
+        session: Session = request.session  # type: ignore[assignment]
+        return session
+
+    async def index(request: Request) -> FileResponse:
+        return FileResponse(api.STATIC / "index.html")
+
+    async def get_state(request: Request) -> JSONResponse:
+        return JSONResponse(api.state(session_of(request)))
+
+    async def post_chat(request: Request) -> JSONResponse:
+        body = await request.json()
+        return JSONResponse(api.chat(session_of(request), body.get("text")))
+
+    async def put_item(request: Request) -> JSONResponse:
+        body = await request.json()
+        params = request.path_params
+        return JSONResponse(
+            api.edit(session_of(request), params["scope"], params["key"], body.get("value"))
+        )
+
+    async def delete_item(request: Request) -> JSONResponse:
+        params = request.path_params
+        return JSONResponse(api.forget_item(session_of(request), params["scope"], params["key"]))
+
+    async def post_login(request: Request) -> JSONResponse:
+        user = api.check_user_name((await request.json()).get("user"))
+        current = await store.acurrent_session_id(user)
+        session = (await store.aget(current) if current else None) or await store.acreate(user)
+        response = JSONResponse(api.state(session))
+        response.set_cookie(
+            api.LOGIN_COOKIE, login.cookie_value(user), httponly=True, samesite="lax"
+        )
+        return response
+
+    async def post_logout(request: Request) -> JSONResponse:
+        response = JSONResponse(api.state(store.create()))
+        response.delete_cookie(api.LOGIN_COOKIE)
+        response.delete_cookie("session")  # the cookie pointed at the user's conversation
+        return response
+
+    async def post_forget(request: Request) -> JSONResponse:
+        session = session_of(request)
+        api.forget_me(session)
+        return JSONResponse(api.state(session))
+
+    async def events(request: Request) -> StreamingResponse:
+        session = session_of(request)
+
+        async def feed() -> AsyncIterator[str]:
+            seen = api.version_of(store, session)
+            for _ in range(FEED_SECONDS):
+                await asyncio.sleep(1)
+                now = api.version_of(store, session)
+                if now != seen:
+                    seen = now
+                    yield f"data: {now[1]}\n\n"
+
+        return StreamingResponse(
+            feed(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        )
+
+    async def bad_input(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    def current_user(request: Any) -> str | None:
+        return login.user(request.cookies.get(api.LOGIN_COOKIE))
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/state", get_state),
+            Route("/api/chat", post_chat, methods=["POST"]),
+            Route("/api/state/{scope}/{key}", put_item, methods=["PUT"]),
+            Route("/api/state/{scope}/{key}", delete_item, methods=["DELETE"]),
+            Route("/api/login", post_login, methods=["POST"]),
+            Route("/api/logout", post_logout, methods=["POST"]),
+            Route("/api/forget", post_forget, methods=["POST"]),
+            Route("/api/events", events),
+            Mount("/static", StaticFiles(directory=api.STATIC), name="static"),
+        ],
+        middleware=[
+            Middleware(
+                StateMiddleware,
+                store=store,
+                keys=[UserID(current_user), Cookie(secret_key=secret)],
+                lazy_paths=["/static"],
+            )
+        ],
+        exception_handlers={InvalidValue: bad_input},
+    )

@@ -1,0 +1,148 @@
+"""The demo apps (Starlette and Flask) through their test clients: one suite, both apps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from examples import flask_app, starlette_app
+from examples.agent import respond
+from statemw import Store
+
+
+def _json(response: Any) -> Any:
+    return response.json() if callable(response.json) else response.json
+
+
+class Browser:
+    """One device: a client with its own cookies, speaking the demo's JSON API."""
+
+    def __init__(self, client: Any) -> None:  # a Starlette TestClient or a Flask test client
+        self.client = client
+
+    def say(self, text: str) -> dict[str, Any]:
+        response = self.client.post("/api/chat", json={"text": text})
+        assert response.status_code == 200
+        data: dict[str, Any] = _json(response)
+        return data
+
+    def login(self, user: str) -> dict[str, Any]:
+        data: dict[str, Any] = _json(self.client.post("/api/login", json={"user": user}))
+        return data
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = _json(self.client.get("/api/state"))
+        return data
+
+
+def starlette_browser(store: Store) -> Browser:
+    return Browser(TestClient(starlette_app.create_app(store, "test-secret")))
+
+
+def flask_browser(store: Store) -> Browser:
+    return Browser(flask_app.create_app(store, "test-secret").test_client())
+
+
+@pytest.fixture(params=[starlette_browser, flask_browser], ids=["starlette", "flask"])
+def open_browser(request: pytest.FixtureRequest, store: Store) -> Callable[[], Browser]:
+    factory: Callable[[Store], Browser] = request.param
+    return lambda: factory(store)
+
+
+def test_the_seeds_travel_conversation_builds_on_earlier_turns(
+    open_browser: Callable[[], Browser],
+) -> None:
+    me = open_browser()
+    assert me.say("Find flights to Berlin")["reply"].endswith("When would you like to travel?")
+    assert me.say("Next Tuesday")["reply"] == "Next Tuesday works. Morning or evening?"
+    reply = me.say("Morning")
+    assert reply["reply"] == "A morning departure. What's your budget?"
+    assert reply["state"] == {
+        "destination": "Berlin",
+        "date": "Next Tuesday",
+        "time_of_day": "morning",
+    }
+    assert [m["role"] for m in reply["messages"]] == ["user", "assistant"] * 3
+
+
+def test_the_support_bot_remembers_the_original_complaint(
+    open_browser: Callable[[], Browser],
+) -> None:
+    me = open_browser()
+    me.say("My order hasn't arrived")
+    assert me.say("ORDER-123")["reply"].startswith(
+        "I see ORDER-123 was shipped 3 days ago, and you said it hasn't arrived."
+    )
+
+
+def test_a_second_device_of_the_same_user_continues_the_conversation(
+    open_browser: Callable[[], Browser],
+) -> None:
+    phone, laptop = open_browser(), open_browser()
+    phone.login("harsh")
+    phone.say("Find hotels in Berlin")
+    laptop.login("harsh")
+    assert laptop.state()["messages"][0]["content"] == "Find hotels in Berlin"
+    assert laptop.say("Under $150")["state"]["budget"] == "under $150"
+    assert len(phone.state()["messages"]) == 4
+
+
+def test_user_facts_follow_the_user_into_a_new_conversation(
+    open_browser: Callable[[], Browser], store: Store
+) -> None:
+    me = open_browser()
+    me.login("harsh")
+    me.say("I live in San Francisco")
+    assert me.state()["user_state"] == {"home": "San Francisco"}
+    fresh = store.create(user_id="harsh")
+    assert "San Francisco" in respond(fresh, "Book a flight to Tokyo")
+
+
+def test_remembered_items_can_be_corrected_and_deleted(open_browser: Callable[[], Browser]) -> None:
+    me = open_browser()
+    me.say("Find flights to Berlin")
+    client = me.client
+    assert _json(client.put("/api/state/session/destination", json={"value": "Paris"}))[
+        "state"
+    ] == {"destination": "Paris"}
+    assert "Paris" in me.say("What do you remember?")["reply"]
+    assert _json(client.delete("/api/state/session/destination"))["state"] == {}
+
+
+def test_forget_me_removes_the_conversation_and_the_users_facts(
+    open_browser: Callable[[], Browser], store: Store
+) -> None:
+    me = open_browser()
+    me.login("harsh")
+    me.say("I live in San Francisco")
+    me.say("Find flights to Berlin")
+    forgotten = _json(me.client.post("/api/forget"))
+    assert forgotten["messages"] == []
+    assert forgotten["user_state"] == {}
+    assert store.user_sessions("harsh") == []
+    assert me.state()["messages"] == []
+
+
+def test_the_context_window_is_shown_with_token_counts(open_browser: Callable[[], Browser]) -> None:
+    context = open_browser().say("Find flights to Berlin")["context"]
+    assert [m["role"] for m in context["messages"]] == ["user", "assistant"]
+    assert context["token_count"] == sum(m["tokens"] for m in context["messages"])
+
+
+def test_bad_input_is_a_400_with_a_message(open_browser: Callable[[], Browser]) -> None:
+    client = open_browser().client
+    response = client.post("/api/chat", json={"text": "   "})
+    assert response.status_code == 400
+    assert _json(response)["error"] == "say something"
+    assert client.put("/api/state/nowhere/x", json={"value": 1}).status_code == 400
+
+
+def test_the_page_and_its_assets_are_served(open_browser: Callable[[], Browser]) -> None:
+    client = open_browser().client
+    for path in ("/", "/static/app.js", "/static/style.css"):
+        response = client.get(path)
+        assert response.status_code == 200
+        getattr(response, "close", lambda: None)()
