@@ -42,7 +42,8 @@ def _date(text: str) -> str | None:
 
 def _time_of_day(text: str) -> str | None:
     lowered = text.lower()
-    return next((t for t in TIMES if t in lowered), None)
+    # "$150/night" and "per night" are prices, not departure times
+    return next((t for t in TIMES if re.search(rf"(?<!/)(?<!per )\b{t}\b", lowered)), None)
 
 
 def _budget(text: str) -> str | None:

@@ -146,3 +146,13 @@ def test_the_page_and_its_assets_are_served(open_browser: Callable[[], Browser])
         response = client.get(path)
         assert response.status_code == 200
         getattr(response, "close", lambda: None)()
+
+
+def test_a_price_per_night_is_not_a_departure_time(store: Store) -> None:
+    session = store.create()
+    respond(session, "Find flights to Berlin")
+    respond(session, "Next Tuesday")
+    respond(session, "Morning")
+    respond(session, "Under $150/night")
+    assert session["time_of_day"] == "morning"
+    assert session["budget"] == "under $150"

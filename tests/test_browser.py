@@ -1,0 +1,98 @@
+"""The demo in a real headless Chromium: chat, a second device, live sync, edit, forget me."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.demo_server import DemoServer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(params=["starlette_app", "flask_app"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DemoServer]:
+    demo = DemoServer(str(request.param), tmp_path / "store")
+    demo.start()
+    yield demo
+    demo.stop()
+
+
+def test_two_devices_chat_edit_and_forget(
+    chromium: object, server: DemoServer, tmp_path: Path
+) -> None:
+    from playwright.sync_api import Browser, Page, expect
+
+    assert isinstance(chromium, Browser)
+    phone = chromium.new_context().new_page()
+    laptop = chromium.new_context().new_page()
+    pages: list[Page] = [phone, laptop]
+    for page in pages:
+        page.set_default_timeout(10_000)
+        page.on("dialog", lambda dialog: dialog.accept())
+
+    def login(page: Page, user: str) -> None:
+        page.goto(server.url)
+        page.fill("#login-name", user)
+        page.click("#login-button")
+        expect(page.get_by_test_id("who")).to_have_text(f"logged in as {user}")
+
+    def say(page: Page, text: str, reply: str) -> None:
+        page.fill("#text", text)
+        page.click("#send")
+        expect(page.locator("#messages li.assistant").last).to_contain_text(reply)
+
+    try:
+        login(phone, "harsh")
+        say(phone, "Find flights to Berlin", "When would you like to travel?")
+        say(phone, "Next Tuesday", "Morning or evening?")
+        say(phone, "Morning", "What's your budget?")
+
+        login(laptop, "harsh")  # the second device continues the same conversation
+        expect(laptop.locator("#messages li.user").first).to_have_text("Find flights to Berlin")
+        expect(laptop.locator("#messages li")).to_have_count(6)
+
+        say(laptop, "Under $150", "Booking to Berlin")
+        expect(phone.locator("#messages li")).to_have_count(8)  # live, without a reload
+
+        laptop.get_by_test_id("edit-session-destination").click()
+        laptop.get_by_test_id("input-session-destination").fill("Paris")
+        laptop.get_by_test_id("input-session-destination").press("Enter")
+        expect(laptop.locator('#state dd[data-key="destination"]')).to_have_text("Paris")
+        say(laptop, "What do you remember?", "destination Paris")
+
+        phone.get_by_test_id("forget").click()
+        expect(phone.locator("#messages li.empty")).to_be_visible()
+        expect(phone.get_by_test_id("state")).to_contain_text("nothing yet")
+        laptop.reload()
+        expect(laptop.locator("#messages li.empty")).to_be_visible()
+    except Exception:
+        for name, page in (("phone", phone), ("laptop", laptop)):
+            page.screenshot(path=str(tmp_path / f"failure-{name}.png"), full_page=True)
+        raise
