@@ -6,14 +6,27 @@ the Store it came from. That keeps it trivially testable and lets sync and async
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from statemw.errors import InvalidValue, StateError
+from statemw.formats import shape
 from statemw.ids import check_child_name
 from statemw.messages import Message, MessageLog, make_message
 from statemw.records import Header, Summary
 from statemw.state import Clock, TrackedState
+from statemw.tokens import message_text
+from statemw.window import (
+    LEADING_SYSTEM_SCAN,
+    Item,
+    Options,
+    Plan,
+    Read,
+    Step,
+    plan,
+    tool_result_ids,
+)
 
 if TYPE_CHECKING:
     from statemw.store import Store
@@ -71,6 +84,7 @@ class Session(TrackedState):
         self._children: dict[str, Session] = {}
         self._pending_summary: Summary | None = None
         self._pending_vectors: dict[int, bytes] = {}
+        self._vector_cache: dict[int, list[float]] = {}
 
     # -- lifecycle (I/O through the store) -------------------------------------------------------
 
@@ -288,11 +302,145 @@ class Session(TrackedState):
             return self.total_tokens
         return self.total_tokens - summary.covered_tokens + summary.tokens
 
-    def get_history(self, **options: Any) -> Any:
-        """What goes to the model: see statemw.window.history for the options."""
-        from statemw.window import history
+    # -- what goes to the model (statemw.window) ------------------------------------------------
 
-        return history(self, **options)
+    def get_history(
+        self,
+        *,
+        last: int | None = None,
+        max_tokens: int | None = None,
+        relevant_to: str | None = None,
+        embed: Callable[[str], Sequence[float]] | None = None,
+        k: int = 5,
+        format: str = "openai",
+    ) -> Any:
+        """The context window for a model, summary first (see statemw.window for the rules).
+
+        last: the last N messages. max_tokens: the newest that fit. relevant_to + embed: plus
+        the k older messages most similar to the query. format: "openai" (a list of dicts),
+        "anthropic" ({"system", "messages"}) or "raw" (the stored dicts).
+        """
+        options = Options(last, max_tokens, relevant_to, embed, k)
+        flow = self._history_plan(options)
+        try:
+            step = next(flow)
+            while True:
+                step = flow.send(self._answer(step, options))
+        except StopIteration as done:
+            return self._shape(done.value, format)
+
+    async def aget_history(
+        self,
+        *,
+        last: int | None = None,
+        max_tokens: int | None = None,
+        relevant_to: str | None = None,
+        embed: Callable[[str], Sequence[float]] | None = None,
+        k: int = 5,
+        format: str = "openai",
+    ) -> Any:
+        """get_history, reading older messages without blocking the event loop."""
+        options = Options(last, max_tokens, relevant_to, embed, k)
+        flow = self._history_plan(options)
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, Read):
+                    await self.fetch_messages(step.start, step.stop)
+                elif not self.is_new:
+                    stored = await self.store.aread_vectors(self, step.start, step.stop)
+                    self._vector_cache = {**stored, **self._vector_cache}
+                step = flow.send(self._answer(step, options, read_store=False))
+        except StopIteration as done:
+            return self._shape(done.value, format)
+
+    def _history_plan(self, options: Options) -> Plan:
+        summary = self.summary
+        floor = 0 if summary is None else summary.upto
+        tokens = 0 if summary is None else summary.tokens
+        return plan(len(self._log), floor, options, tokens)
+
+    def _answer(self, step: Step, options: Options, read_store: bool = True) -> Any:
+        """Carry out one plan step from what is loaded (and, for sync callers, the store)."""
+        if isinstance(step, Read):
+            return self._log.records(step.start, step.stop)
+        known = {p: v for p, v in self._vector_cache.items() if step.start <= p < step.stop}
+        missing = range(max(step.start, 0), step.stop)
+        if read_store and any(p not in known for p in missing) and not self.is_new:
+            known |= self.store.read_vectors(self, step.start, step.stop)
+        assert options.embed is not None
+        for position in missing:  # embed each text once; cache it with the message
+            if position not in known:
+                text = message_text(self._log.records(position, position + 1)[0].message)
+                known[position] = list(options.embed(text))
+                self._cache_vector(position, known[position])
+        return known
+
+    def _cache_vector(self, position: int, vector: list[float]) -> None:
+        self._vector_cache[position] = vector
+        if position < self._log.stored and not self._log.replaced:  # only stored positions hold
+            self._pending_vectors[position] = self.store.encode_vector(self.id, vector)
+
+    def _shape(self, items: list[Item], format: str) -> Any:
+        """The system prompt, then the summary (marked as one), then the chosen messages."""
+        messages = [dict(i.message) for i in items]
+        summary = self.summary_message()
+        if summary is not None:
+            at = next(
+                (n for n, m in enumerate(messages) if m.get("role") != "system"), len(messages)
+            )
+            messages.insert(at, summary)
+        return shape(messages, format)
+
+    def compact(self, summarize: Callable[[list[Message]], str], *, keep_last: int = 10) -> bool:
+        """Summarize all but the last `keep_last` messages: summarize(messages) -> str is
+        called once, with the previous summary (if any) first and then only the messages it
+        did not cover. The originals stay in `messages`; from now on the summary is sent
+        instead. Returns False when there was nothing new to summarize."""
+        span = self._compaction_span(keep_last)
+        if span is None:
+            return False
+        return self._compacted(summarize(self._to_summarize(span)), span)
+
+    async def acompact(
+        self, summarize: Callable[[list[Message]], Any], *, keep_last: int = 10
+    ) -> bool:
+        """compact() for async code; `summarize` may be a coroutine function."""
+        span = self._compaction_span(keep_last)
+        if span is None:
+            return False
+        await self.fetch_messages(*span)
+        text = summarize(self._to_summarize(span))
+        if inspect.isawaitable(text):
+            text = await text
+        return self._compacted(text, span)
+
+    def _compaction_span(self, keep_last: int) -> tuple[int, int] | None:
+        if keep_last < 0:
+            raise InvalidValue(f"keep_last must be >= 0, got {keep_last}")
+        summary = self.summary
+        floor = 0 if summary is None else summary.upto
+        for message in self._log[floor:LEADING_SYSTEM_SCAN]:  # the system prompt is not summarized
+            if message.get("role") != "system":
+                break
+            floor += 1
+        boundary = len(self._log) - keep_last
+        # never split a tool call from its results: move the cut before the call
+        while boundary > floor and tool_result_ids(
+            self._log[boundary] if boundary < len(self._log) else {}
+        ):
+            boundary -= 1
+        return (floor, boundary) if boundary > floor else None
+
+    def _to_summarize(self, span: tuple[int, int]) -> list[Message]:
+        previous = self.summary_message()
+        return ([previous] if previous else []) + [dict(m) for m in self._log[span[0] : span[1]]]
+
+    def _compacted(self, text: Any, span: tuple[int, int]) -> bool:
+        if not isinstance(text, str) or not text:
+            raise InvalidValue("summarize() must return the summary text (a non-empty str)")
+        self.set_summary(text, upto=span[1])
+        return True
 
     def __add__(self, other: Mapping[str, Any]) -> Context:
         """The seed's hybrid state: `session + user_profile + current_context` as one mapping."""

@@ -96,6 +96,8 @@ class Store:
 
     ttl: a session's absolute lifetime in seconds (None: no limit). idle: seconds without a save
     after which it expires (sliding; None: never). window: messages a load reads up front.
+    compact_at + summarize: on save, a session whose token_count() is over compact_at is first
+    compacted (session.compact(summarize, keep_last=keep_last)).
     """
 
     def __init__(
@@ -111,6 +113,9 @@ class Store:
         max_value_bytes: int | None = MAX_VALUE_BYTES,
         max_state_bytes: int | None = MAX_STATE_BYTES,
         max_messages: int | None = None,
+        compact_at: int | None = None,
+        summarize: Callable[[list[Message]], Any] | None = None,
+        keep_last: int = 10,
         clock: Clock = time.time,
         **backend_options: Any,
     ) -> None:
@@ -119,6 +124,8 @@ class Store:
                 raise ConfigurationError(f"{name} must be positive seconds or None, got {value!r}")
         if window < 0:
             raise ConfigurationError(f"window must be >= 0, got {window!r}")
+        if (compact_at is None) != (summarize is None):
+            raise ConfigurationError("compact_at and summarize go together")
         self.url = url or default_url()
         self.ttl = ttl
         self.idle = idle
@@ -128,6 +135,9 @@ class Store:
         self.max_value_bytes = max_value_bytes
         self.max_state_bytes = max_state_bytes
         self.max_messages = max_messages
+        self.compact_at = compact_at
+        self.summarize = summarize
+        self.keep_last = keep_last
         self.clock = clock
         self.codec = Codec(encryption_key)
         self._options = backend_options
@@ -190,6 +200,23 @@ class Store:
         if not isinstance(message, dict):
             raise CorruptRecord(session_id, "summary is not a message")
         return message
+
+    def encode_vector(self, session_id: str, vector: Sequence[float]) -> bytes:
+        return self.codec.encode([float(x) for x in vector], what=f"vector of {session_id!r}")
+
+    def _decode_vectors(self, session_id: str, raw: dict[int, bytes]) -> dict[int, list[float]]:
+        return {p: list(self.codec.decode(v, session_id=session_id)) for p, v in raw.items()}
+
+    def read_vectors(self, session: Session, start: int, stop: int) -> dict[int, list[float]]:
+        """Cached embedding vectors of messages [start, stop), by position."""
+        raw = self.backend.read_vectors(session.id, start, stop)
+        return self._decode_vectors(session.id, raw)
+
+    async def aread_vectors(
+        self, session: Session, start: int, stop: int
+    ) -> dict[int, list[float]]:
+        raw = await self.abackend.read_vectors(session.id, start, stop)
+        return self._decode_vectors(session.id, raw)
 
     def _expires_at(self, created_at: float, now: float) -> float | None:
         limits = [
@@ -318,6 +345,10 @@ class Store:
             delta.expected_revision = session.revision
         return delta
 
+    def _over_budget(self, session: Session) -> bool:
+        """The automatic compaction policy: is this session over compact_at tokens?"""
+        return self.compact_at is not None and session.token_count() > self.compact_at
+
     def _plan(self, session: Session, *, strict: bool) -> list[tuple[Any, Delta]]:
         """The deltas a save commits, in order: new ancestors, the session, user state, children."""
         now = self.clock()
@@ -395,6 +426,9 @@ class Store:
         """Commit the session's changes (see Session.save); adapters pass only_if_modified."""
         if only_if_modified and not session.modified:
             return
+        if self._over_budget(session):
+            assert self.summarize is not None
+            session.compact(self.summarize, keep_last=self.keep_last)
         for target, delta in self._plan(session, strict=strict):
             self._committed(target, self.backend.commit(delta))
 
@@ -476,6 +510,9 @@ class Store:
     ) -> None:
         if only_if_modified and not session.modified:
             return
+        if self._over_budget(session):
+            assert self.summarize is not None
+            await session.acompact(self.summarize, keep_last=self.keep_last)
         for target, delta in self._plan(session, strict=strict):
             self._committed(target, await self.abackend.commit(delta))
 

@@ -1,0 +1,132 @@
+"""Summarization: non-destructive, computed once, extended rather than redone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from statemw import InvalidValue, Session, Store
+
+
+class Summarizer:
+    def __init__(self) -> None:
+        self.calls: list[list[dict[str, Any]]] = []
+
+    def __call__(self, messages: list[dict[str, Any]]) -> str:
+        self.calls.append(messages)
+        return f"summary of {len(messages)} items"
+
+
+def chat(store: Store, n: int) -> Session:
+    session = store.create()
+    session.add_message("system", "You are a travel agent.")
+    for i in range(n):
+        session.add_message("user" if i % 2 == 0 else "assistant", f"message {i}")
+    session.save()
+    return session
+
+
+def test_compact_summarizes_once_and_keeps_the_originals(store: Store) -> None:
+    session = chat(store, 30)
+    summarize = Summarizer()
+    assert session.compact(summarize, keep_last=10)
+    assert len(summarize.calls) == 1
+    session.save()
+
+    again = store.load(session.id)
+    history = again.get_history()
+    assert history[0] == {"role": "system", "content": "You are a travel agent."}
+    assert history[1] == {"role": "system", "content": "summary of 20 items", "name": "summary"}
+    assert [m["content"] for m in history[2:]] == [f"message {i}" for i in range(20, 30)]
+    assert len(again.messages) == 31  # originals are still readable
+    assert again.messages[5]["content"] == "message 4"
+
+
+def test_a_later_compaction_extends_the_summary(store: Store) -> None:
+    session = chat(store, 30)
+    summarize = Summarizer()
+    session.compact(summarize, keep_last=10)
+    for i in range(30, 40):
+        session.add_message("user", f"message {i}")
+    session.compact(summarize, keep_last=10)
+    second = summarize.calls[1]
+    assert second[0] == {"role": "system", "content": "summary of 20 items", "summary": True}
+    assert [m["content"] for m in second[1:]] == [f"message {i}" for i in range(20, 30)]
+
+
+def test_token_count_drops_after_compaction(store: Store) -> None:
+    session = chat(store, 100)
+    before = session.token_count()
+    session.compact(Summarizer(), keep_last=10)
+    assert session.token_count() < before / 5
+    assert session.total_tokens > before - 1
+
+
+def test_nothing_to_compact_calls_nothing(store: Store) -> None:
+    summarize = Summarizer()
+    assert not chat(store, 5).compact(summarize, keep_last=10)
+    assert summarize.calls == []
+
+
+def test_compaction_never_splits_a_tool_call_from_its_results(store: Store) -> None:
+    session = store.create()
+    session.add_message("user", "weather?")
+    session.add_message(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "w", "arguments": "{}"}}
+            ],
+        }
+    )
+    session.add_message({"role": "tool", "tool_call_id": "a", "content": "sunny"})
+    session.add_message("assistant", "Sunny.")
+    session.compact(Summarizer(), keep_last=2)  # the cut would fall between call and result
+    assert [m["role"] for m in session.get_history()] == [
+        "system",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+
+
+def test_summarize_must_return_text(store: Store) -> None:
+    with pytest.raises(InvalidValue):
+        chat(store, 20).compact(lambda messages: None, keep_last=2)  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.anyio
+async def test_acompact_awaits_an_async_summarizer(store: Store) -> None:
+    session = chat(store, 30)
+
+    async def summarize(messages: list[dict[str, Any]]) -> str:
+        return f"async summary of {len(messages)}"
+
+    assert await session.acompact(summarize, keep_last=4)
+    assert session.get_history()[1]["content"] == "async summary of 26"
+
+
+def test_the_store_compacts_automatically_past_a_token_threshold(
+    backend_kind: str, tmp_path: Any
+) -> None:
+    from tests.conftest import store_url
+
+    summarize = Summarizer()
+    store = Store(
+        store_url(backend_kind, tmp_path), compact_at=200, summarize=summarize, keep_last=4
+    )
+    session = store.create()
+    for i in range(10):
+        session.add_message("user", f"message {i} " + "x" * 100)  # about 30 tokens each
+        session.save()
+    assert summarize.calls  # compacted once the session passed 200 tokens
+    assert store.load(session.id).token_count() <= 200 + 60
+
+
+def test_compact_at_needs_a_summarizer() -> None:
+    from statemw import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        Store("memory://", compact_at=100)

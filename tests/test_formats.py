@@ -1,0 +1,104 @@
+"""Provider formats: OpenAI and Anthropic shapes of the same history."""
+
+from __future__ import annotations
+
+from statemw import Store
+from statemw.formats import to_anthropic, to_openai
+
+CALL = {
+    "role": "assistant",
+    "content": "Checking.",
+    "tool_calls": [
+        {
+            "id": "c1",
+            "type": "function",
+            "function": {"name": "search", "arguments": '{"city": "Berlin"}'},
+        }
+    ],
+}
+RESULT = {"role": "tool", "tool_call_id": "c1", "content": "3 flights"}
+
+
+def test_openai_maps_the_seeds_agent_role_to_assistant() -> None:
+    assert to_openai([{"role": "agent", "content": "When?"}]) == [
+        {"role": "assistant", "content": "When?"}
+    ]
+
+
+def test_openai_marks_the_summary_by_name() -> None:
+    summary = {"role": "system", "content": "They want Berlin.", "summary": True}
+    assert to_openai([summary]) == [
+        {"role": "system", "content": "They want Berlin.", "name": "summary"}
+    ]
+
+
+def test_anthropic_puts_system_and_summary_in_system() -> None:
+    shaped = to_anthropic(
+        [
+            {"role": "system", "content": "You are a travel agent."},
+            {"role": "system", "content": "They want Berlin.", "summary": True},
+            {"role": "user", "content": "Next Tuesday"},
+        ]
+    )
+    assert shaped == {
+        "system": (
+            "You are a travel agent.\n\nSummary of the earlier conversation: They want Berlin."
+        ),
+        "messages": [{"role": "user", "content": "Next Tuesday"}],
+    }
+
+
+def test_anthropic_turns_tool_calls_into_tool_use_and_tool_result_blocks() -> None:
+    shaped = to_anthropic([{"role": "user", "content": "flights?"}, CALL, RESULT])
+    assert shaped["messages"] == [
+        {"role": "user", "content": "flights?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "c1", "name": "search", "input": {"city": "Berlin"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "c1", "content": "3 flights"},
+            ],
+        },
+    ]
+
+
+def test_anthropic_merges_consecutive_turns_of_one_role() -> None:
+    shaped = to_anthropic([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+    assert shaped["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
+    ]
+
+
+def test_anthropic_blocks_pass_through_untouched() -> None:
+    thinking = {
+        "role": "assistant",
+        "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "abc"},
+            {"type": "text", "text": "Berlin it is."},
+        ],
+    }
+    assert to_anthropic([{"role": "user", "content": "go"}, thinking])["messages"][1] == thinking
+
+
+def test_get_history_speaks_both_formats(store: Store) -> None:
+    session = store.create()
+    session.add_message("system", "You are a travel agent.")
+    session.add_message("user", "flights?")
+    session.add_message(CALL)
+    session.add_message(RESULT)
+    session.save()
+    again = store.load(session.id)
+    assert again.get_history()[2]["tool_calls"] == CALL["tool_calls"]
+    assert again.get_history(format="anthropic")["system"] == "You are a travel agent."
+    assert again.get_history(format="raw") == [
+        {"role": "system", "content": "You are a travel agent."},
+        {"role": "user", "content": "flights?"},
+        CALL,
+        RESULT,
+    ]

@@ -1,0 +1,218 @@
+"""Context windows: every strategy keeps the rules, for every budget (hypothesis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from statemw import InvalidValue, Session, Store
+from statemw.window import Item, group, tool_call_ids, tool_result_ids
+
+
+@st.composite
+def conversations(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Random chats: an optional system prompt, then user/assistant turns and tool-call groups."""
+    messages: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        messages.append({"role": "system", "content": "You are a travel agent."})
+    for turn in range(draw(st.integers(0, 40))):
+        kind = draw(st.sampled_from(["user", "assistant", "tools", "orphan"]))
+        text = "x" * draw(st.integers(0, 120))
+        if kind == "tools":
+            calls = [f"c{turn}-{i}" for i in range(draw(st.integers(1, 3)))]
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": c, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                        for c in calls
+                    ],
+                }
+            )
+            messages.extend({"role": "tool", "tool_call_id": c, "content": text} for c in calls)
+        elif kind == "orphan":
+            messages.append({"role": "tool", "tool_call_id": f"gone-{turn}", "content": text})
+        else:
+            messages.append({"role": kind, "content": f"{turn} {text}"})
+    return messages
+
+
+def stored_session(messages: list[dict[str, Any]], window: int = 7) -> Session:
+    store = Store("memory://", window=window)
+    session = store.create()
+    for message in messages:
+        session.add_message(message)
+    session.save()
+    return store.load(session.id)
+
+
+def check_rules(original: list[dict[str, Any]], sent: list[dict[str, Any]]) -> None:
+    # a subsequence of the conversation, in order
+    it = iter(original)
+    assert all(any(m == o for o in it) for m in sent)
+    # the leading system prompt stays
+    if original and original[0]["role"] == "system":
+        assert sent[0] == original[0]
+    # no orphaned tool result, and a call's results travel with it
+    calls_sent: set[str] = set()
+    for message in sent:
+        assert tool_result_ids(message) <= calls_sent
+        calls_sent |= tool_call_ids(message)
+    for message in sent:
+        for call in tool_call_ids(message):
+            expected = [o for o in original if tool_result_ids(o) == {call}]
+            assert [m for m in sent if tool_result_ids(m) == {call}] == expected
+
+
+def newest_group(session: Session) -> list[dict[str, Any]]:
+    """The last tool-call group or message that is not a system message."""
+    items = [Item(i, m, 0) for i, m in enumerate(session.messages)]
+    groups = [g for g in group(items) if g[0].message.get("role") != "system"]
+    return [dict(i.message) for i in groups[-1]] if groups else []
+
+
+@settings(max_examples=150, deadline=None)
+@given(conversations(), st.integers(1, 600))
+def test_a_token_budget_keeps_the_rules_and_the_budget(
+    original: list[dict[str, Any]], budget: int
+) -> None:
+    session = stored_session(original)
+    sent = session.get_history(max_tokens=budget, format="raw")
+    check_rules(original, sent)
+    newest = newest_group(session)
+    if newest:
+        assert sent[-len(newest) :] == newest  # the newest group always goes
+    records = session.messages.records(0, len(session.messages))
+    tokens = [next(r.tokens for r in records if r.message == m) for m in sent]
+    if len(sent) > len(newest) + sum(1 for m in sent if m["role"] == "system"):
+        assert sum(tokens) <= budget  # beyond the newest group, everything fits
+
+
+@settings(max_examples=150, deadline=None)
+@given(conversations(), st.integers(0, 30))
+def test_last_n_keeps_the_rules(original: list[dict[str, Any]], n: int) -> None:
+    session = stored_session(original)
+    sent = session.get_history(last=n, format="raw")
+    check_rules(original, sent)
+    non_system = [m for m in sent if m["role"] != "system"]
+    newest = newest_group(session)
+    assert len(non_system) <= max(n, len(newest) if n else 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(conversations(), st.integers(20, 600), st.integers(0, 4))
+def test_semantic_selection_keeps_the_rules(
+    original: list[dict[str, Any]], budget: int, k: int
+) -> None:
+    session = stored_session(original)
+    sent = session.get_history(
+        max_tokens=budget, relevant_to="x", embed=lambda t: [len(t), 1.0], k=k, format="raw"
+    )
+    check_rules(original, sent)
+
+
+def conversation(n: int) -> list[dict[str, Any]]:
+    return [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i}"} for i in range(n)
+    ]
+
+
+def contents(history: list[dict[str, Any]]) -> list[str]:
+    return [m["content"] for m in history]
+
+
+def test_last_n_is_the_last_n_messages(store: Store) -> None:
+    session = stored_session(conversation(30))
+    assert contents(session.get_history(last=3)) == ["message 27", "message 28", "message 29"]
+
+
+def test_a_token_budget_takes_the_newest_that_fit() -> None:
+    session = stored_session(conversation(100))
+    per_message = session.messages.records(99, 100)[0].tokens
+    assert len(session.get_history(max_tokens=per_message * 5)) == 5
+    assert contents(session.get_history(max_tokens=per_message * 5))[-1] == "message 99"
+
+
+def test_the_newest_message_goes_even_when_it_is_over_budget() -> None:
+    session = stored_session([{"role": "user", "content": "y" * 1000}])
+    assert len(session.get_history(max_tokens=5)) == 1
+
+
+def test_a_tool_call_and_its_results_are_never_split() -> None:
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "weather in Berlin and Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "w", "arguments": "{}"}},
+                {"id": "b", "type": "function", "function": {"name": "w", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "a", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "b", "content": "rain"},
+    ]
+    session = stored_session(messages)
+    assert [m["role"] for m in session.get_history(last=1)] == ["assistant", "tool", "tool"]
+    assert [m["role"] for m in session.get_history(last=3)] == ["assistant", "tool", "tool"]
+
+
+def test_semantic_selection_adds_the_most_relevant_older_messages() -> None:
+    messages = conversation(20)
+    messages[3]["content"] = "my passport number is X123"
+    session = stored_session(messages)
+    calls: list[str] = []
+
+    def embed(text: str) -> list[float]:
+        calls.append(text)
+        return [1.0, 0.0] if "passport" in text else [0.0, 1.0]
+
+    sent = session.get_history(max_tokens=60, relevant_to="passport?", embed=embed, k=1)
+    assert "my passport number is X123" in contents(sent)
+    assert contents(sent)[-1] == "message 19"
+    assert contents(sent) == sorted(contents(sent), key=lambda c: contents(messages).index(c))
+    embedded = len(calls)
+    session.get_history(max_tokens=60, relevant_to="passport?", embed=embed, k=1)
+    assert len(calls) == embedded + 1  # only the query again: message vectors are cached
+
+
+def test_message_vectors_are_stored_with_the_session(store: Store) -> None:
+    session = store.create()
+    for message in conversation(10):
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="q", embed=lambda t: [1.0, float(len(t))], k=2)
+    session.save()
+    calls: list[str] = []
+
+    def embed(text: str) -> list[float]:
+        calls.append(text)
+        return [1.0, 0.0]
+
+    store.load(session.id).get_history(relevant_to="q", embed=embed, k=2)
+    assert calls == ["q"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"last": -1}, {"max_tokens": 0}, {"relevant_to": "q"}, {"k": -1}, {"format": "xml"}],
+)
+def test_bad_options_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(InvalidValue):
+        stored_session(conversation(3)).get_history(**options)
+
+
+@pytest.mark.anyio
+async def test_aget_history_matches_get_history(store: Store) -> None:
+    session = store.create()
+    for message in conversation(300):
+        session.add_message(message)
+    await session.asave()
+    again = await store.aload(session.id)
+    assert await again.aget_history(max_tokens=200) == (await store.aload(session.id)).get_history(
+        max_tokens=200
+    )
