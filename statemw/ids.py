@@ -12,8 +12,12 @@ _CHILD = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 
 def new_session_id() -> str:
-    """24 url-safe characters, 144 bits from the OS's CSPRNG."""
-    return secrets.token_urlsafe(18)
+    """24 url-safe characters from the OS's CSPRNG (about 144 bits); never starting with "-",
+    so an id is never mistaken for a command-line option."""
+    while True:
+        session_id = secrets.token_urlsafe(18)
+        if not session_id.startswith("-"):
+            return session_id
 
 
 def check_session_id(session_id: object) -> str:

@@ -540,3 +540,7 @@ def test_after_forget_user_a_deleted_sessions_user_state_is_empty(store: Store) 
     store.forget_user("harsh")
     session.delete()
     assert session.user == {}
+
+
+def test_new_ids_never_look_like_command_line_options(store: Store) -> None:
+    assert not any(store.create().id.startswith("-") for _ in range(2000))

@@ -1,0 +1,97 @@
+"""The statemw command line against real diskcache stores."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from statemw import Store, generate_key
+from statemw.cli import main
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"diskcache://{tmp_path / 'store'}"
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+def conversation(url: str, user: str = "harsh", **options: object) -> str:
+    store = Store(url, **options)  # type: ignore[arg-type]
+    session = store.create(user_id=user)
+    session["destination"] = "Berlin"
+    session.user["home"] = "SF"
+    session.add_message("user", "Find flights to Berlin")
+    session.add_message("agent", "When would you like to travel?")
+    session.save()
+    store.close()
+    return session.id
+
+
+def test_ls_lists_sessions_and_filters_by_user(url: str) -> None:
+    mine, theirs = conversation(url), conversation(url, user="other")
+    code, out = run("--store", url, "ls")
+    assert code == 0
+    assert mine in out
+    assert theirs in out
+    code, out = run("--store", url, "ls", "--user", "harsh", "--json")
+    assert [s["id"] for s in json.loads(out)] == [mine]
+
+
+def test_show_prints_state_and_messages(url: str) -> None:
+    sid = conversation(url)
+    code, out = run("--store", url, "show", sid)
+    assert code == 0
+    assert '"destination": "Berlin"' in out
+    assert "user: Find flights to Berlin" in out
+    assert '"home": "SF"' in out
+
+
+@pytest.mark.parametrize("fmt", ["json", "openai", "anthropic"])
+def test_export_writes_the_conversation(url: str, tmp_path: Path, fmt: str) -> None:
+    sid = conversation(url)
+    target = tmp_path / "out.json"
+    assert run("--store", url, "export", sid, "--format", fmt, "--output", str(target))[0] == 0
+    data = json.loads(target.read_text())
+    if fmt == "json":
+        assert data["state"] == {"destination": "Berlin"}
+        assert [m["role"] for m in data["messages"]] == ["user", "agent"]
+    elif fmt == "openai":
+        assert [m["role"] for m in data] == ["user", "assistant"]
+    else:
+        assert [m["role"] for m in data["messages"]] == ["user", "assistant"]
+
+
+def test_rm_forget_user_purge_and_stats(url: str) -> None:
+    a, _ = conversation(url), conversation(url)
+    conversation(url, user="other")
+    assert run("--store", url, "rm", a)[0] == 0
+    assert json.loads(run("--store", url, "stats", "--json")[1])["sessions"] == 2
+    assert run("--store", url, "forget-user", "harsh")[1].startswith("forgot user 'harsh': 1")
+    assert run("--store", url, "purge")[0] == 0
+    assert json.loads(run("--store", url, "stats", "--json")[1])["users"] == 1
+
+
+def test_errors_are_one_line_and_exit_2(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("--store", url, "show", "no-such-session")[0] == 2
+    assert capsys.readouterr().err.startswith("statemw: error: no session 'no-such-session'")
+    assert run("--store", "ftp://nowhere", "ls")[0] == 2
+    assert "unknown store URL" in capsys.readouterr().err
+    assert run("--store", url, "rm", "nothing-here")[0] == 2
+
+
+def test_an_encrypted_store_needs_its_key(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    key = generate_key()
+    sid = conversation(url, encryption_key=key)
+    assert run("--store", url, "show", sid)[0] == 2
+    assert "encrypted" in capsys.readouterr().err
+    code, out = run("--store", url, "--encryption-key", key, "show", sid)
+    assert code == 0
+    assert "Berlin" in out
