@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 T = TypeVar("T")
 
@@ -347,8 +347,13 @@ def adk_prefill(kind: str, service: Any, session: Any, events: list[Any], tmp: s
 # --- LangGraph ---------------------------------------------------------------------------------
 
 
-def langgraph_bench(kind: str) -> Callable[[int, str], Bench]:
-    """MessagesState (add_messages reducer), one no-op node, a checkpointer, invoke per turn."""
+def langgraph_bench(kind: str, delta: bool = False) -> Callable[[int, str], Bench]:
+    """MessagesState (add_messages reducer), one no-op node, a checkpointer, invoke per turn.
+
+    delta=True swaps the reducer for the beta DeltaChannel with langgraph's own (experimental,
+    underscore-named) batch messages reducer, as its docstring shows: checkpoints then store the
+    new writes and a full snapshot only every 100th update.
+    """
 
     def setup(n: int, tmp: str) -> Bench:
         from langgraph.graph import END, START, MessagesState, StateGraph  # type: ignore[import-not-found]
@@ -368,7 +373,18 @@ def langgraph_bench(kind: str) -> Callable[[int, str], Bench]:
         def noop(state: Any) -> dict[str, Any]:
             return {}
 
-        builder = StateGraph(MessagesState)
+        schema: Any = MessagesState
+        if delta:
+            from langgraph.channels.delta import DeltaChannel  # type: ignore[import-not-found]
+            from langgraph.graph.message import (  # type: ignore[import-not-found]
+                _messages_delta_reducer,
+            )
+            from typing_extensions import TypedDict
+
+            make: Any = TypedDict  # a functional TypedDict, so the hints resolve at runtime
+            channel = DeltaChannel(_messages_delta_reducer)
+            schema = make("DeltaMessages", {"messages": Annotated[list[Any], channel]})
+        builder = StateGraph(schema)
         builder.add_node("noop", noop)
         builder.add_edge(START, "noop")
         builder.add_edge("noop", END)
@@ -404,6 +420,7 @@ PRODUCTS: dict[str, Callable[[int, str], Bench]] = {
     "ADK SqliteSessionService, num_recent=20": adk_bench("sqlite", recent_only=True),
     "LangGraph InMemorySaver": langgraph_bench("memory"),
     "LangGraph SqliteSaver (file)": langgraph_bench("sqlite"),
+    "LangGraph SqliteSaver + DeltaChannel (beta)": langgraph_bench("sqlite", delta=True),
 }
 
 
