@@ -226,27 +226,34 @@ def flask_session_bench(kind: str) -> Callable[[int, str], Bench]:
 # --- OpenAI Agents SDK -------------------------------------------------------------------------
 
 
-def openai_bench(n: int, tmp: str) -> Bench:
-    """SQLiteSession on a file: a new session object per request, as a stateless server does."""
-    from agents import SQLiteSession  # type: ignore[import-not-found]
+def openai_bench(reuse: bool) -> Callable[[int, str], Bench]:
+    """SQLiteSession on a file: a new session object per request, as a stateless server does
+    (reuse=False: opens a connection and checks the schema each turn), or one object kept."""
 
-    path = f"{tmp}/agents.db"
-    sid = "bench"
-    first = SQLiteSession(sid, path)
-    items = [{"role": role(i), "content": old_text(i)} for i in range(n)]
-    LOOP.run(first.add_items(items))  # one executemany
-    first.close()
+    def setup(n: int, tmp: str) -> Bench:
+        from agents import SQLiteSession  # type: ignore[import-not-found]
 
-    async def aturn() -> int:
-        session = SQLiteSession(sid, path)
-        try:
-            await session.add_items([{"role": "user", "content": NEW_TEXT}])
-            recent = await session.get_items(limit=RECENT)
-        finally:
-            session.close()
-        return len(recent)
+        path = f"{tmp}/agents.db"
+        sid = "bench"
+        first = SQLiteSession(sid, path)
+        items = [{"role": role(i), "content": old_text(i)} for i in range(n)]
+        LOOP.run(first.add_items(items))  # one executemany
+        if not reuse:
+            first.close()
 
-    return Bench(lambda: LOOP.run(aturn()), lambda: None)
+        async def aturn() -> int:
+            session = first if reuse else SQLiteSession(sid, path)
+            try:
+                await session.add_items([{"role": "user", "content": NEW_TEXT}])
+                recent = await session.get_items(limit=RECENT)
+            finally:
+                if not reuse:
+                    session.close()
+            return len(recent)
+
+        return Bench(lambda: LOOP.run(aturn()), first.close if reuse else lambda: None)
+
+    return setup
 
 
 # --- Google ADK --------------------------------------------------------------------------------
@@ -411,7 +418,8 @@ PRODUCTS: dict[str, Callable[[int, str], Bench]] = {
     "starsessions RedisStore": starsessions_bench("redis"),
     "Flask-Session cachelib FileSystemCache": flask_session_bench("cachelib"),
     "Flask-Session redis": flask_session_bench("redis"),
-    "OpenAI Agents SQLiteSession (file)": openai_bench,
+    "OpenAI Agents SQLiteSession (file), new object per turn": openai_bench(reuse=False),
+    "OpenAI Agents SQLiteSession (file), one object kept": openai_bench(reuse=True),
     "ADK InMemory, all events": adk_bench("memory", recent_only=False),
     "ADK InMemory, num_recent_events=20": adk_bench("memory", recent_only=True),
     "ADK Database sqlite+aiosqlite, all events": adk_bench("database", recent_only=False),
