@@ -1,12 +1,280 @@
-"""redis:// — placeholder until the Redis backend lands."""
+"""redis:// rediss:// unix:// redis+cluster:// — many app servers sharing one Redis (or Valkey).
+
+Two thin shells, one per redis-py client (redis.Redis, redis.asyncio.Redis), drive the same
+I/O-free operations of redis_ops.py; the scripts in redis_lua.py do each write atomically on the
+server. Every connection failure or timeout surfaces as StoreUnavailable.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from statemw.backends.base import AsyncBackend, Backend
-from statemw.errors import ConfigurationError
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from statemw.backends import redis_ops as ops
+from statemw.backends.redis_lua import SCRIPTS
+from statemw.errors import ConfigurationError, StoreUnavailable
+from statemw.records import Delta, Header, Snapshot
+
+DEFAULT_PREFIX = "statemw:"
+
+# Client options a store URL's user may pass through Store(url, **options).
+_CLIENT_OPTIONS = {
+    "socket_timeout",
+    "socket_connect_timeout",
+    "max_connections",
+    "health_check_interval",
+    "username",
+    "password",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+}
+
+_FAULTS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 
 
-def open_redis(url: str, **options: Any) -> tuple[Backend, AsyncBackend]:
-    raise ConfigurationError("the Redis backend is not available yet")
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"redis: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _faults() -> Iterator[None]:
+    try:
+        yield
+    except _FAULTS as exc:
+        raise _unavailable(exc) from exc
+
+
+@asynccontextmanager
+async def _afaults() -> AsyncIterator[None]:
+    try:
+        yield
+    except _FAULTS as exc:
+        raise _unavailable(exc) from exc
+
+
+class RedisBackend:
+    """The blocking backend over redis.Redis (or redis.cluster.RedisCluster)."""
+
+    def __init__(self, client: Any, keys: ops.Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+
+    def _call(self, call: ops.Call) -> Any:
+        if isinstance(call, ops.Script):
+            return self._scripts[call.name](keys=list(call.keys), args=list(call.args))
+        if isinstance(call, ops.Command):
+            return self.client.execute_command(*call.args)
+        pipe = self.client.pipeline(transaction=False)
+        for command in call.commands:
+            pipe.execute_command(*command.args)
+        return pipe.execute()
+
+    def _run(self, op: ops.Op) -> Any:
+        with _faults():
+            try:
+                call = next(op)
+                while True:
+                    call = op.send(self._call(call))
+            except StopIteration as stop:
+                return stop.value
+
+    def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
+        snap: Snapshot | None = self._run(ops.load_op(self.keys, session_id, window, now))
+        return snap
+
+    def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
+        out: list[bytes] = self._run(ops.read_messages_op(self.keys, session_id, start, stop))
+        return out
+
+    def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
+        out: dict[int, bytes] = self._run(ops.read_vectors_op(self.keys, session_id, start, stop))
+        return out
+
+    def read_header(self, session_id: str, now: float) -> Header | None:
+        header: Header | None = self._run(ops.read_header_op(self.keys, session_id, now))
+        return header
+
+    def commit(self, delta: Delta) -> Header:
+        header: Header = self._run(ops.commit_op(self.keys, delta))
+        return header
+
+    def delete(self, session_id: str) -> bool:
+        return bool(self._run(ops.delete_op(self.keys, session_id)))
+
+    def rename(self, old_id: str, new_id: str, now: float) -> None:
+        self._run(ops.rename_op(self.keys, old_id, new_id, now))
+
+    def user_sessions(self, user_id: str, now: float) -> list[str]:
+        ids: list[str] = self._run(ops.user_sessions_op(self.keys, user_id, now))
+        return ids
+
+    def forget_user(self, user_id: str) -> int:
+        return int(self._run(ops.forget_user_op(self.keys, user_id)))
+
+    def _header_keys(self) -> list[str]:
+        with _faults():
+            return [
+                ops._text(k)
+                for k in self.client.scan_iter(match=self.keys.header_pattern(), count=1000)
+            ]
+
+    def session_ids(self) -> Iterator[str]:
+        for key in self._header_keys():
+            sid = ops.is_session_key(self.keys, key)
+            if sid is not None:
+                yield sid
+
+    def purge(self, now: float) -> int:
+        return int(self._run(ops.purge_op(self.keys, self._header_keys(), now)))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class AsyncRedisBackend:
+    """The same operations over redis.asyncio.Redis (or its RedisCluster)."""
+
+    def __init__(self, client: Any, keys: ops.Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+
+    async def _call(self, call: ops.Call) -> Any:
+        if isinstance(call, ops.Script):
+            return await self._scripts[call.name](keys=list(call.keys), args=list(call.args))
+        if isinstance(call, ops.Command):
+            return await self.client.execute_command(*call.args)
+        pipe = self.client.pipeline(transaction=False)
+        for command in call.commands:
+            pipe.execute_command(*command.args)
+        return await pipe.execute()
+
+    async def _run(self, op: ops.Op) -> Any:
+        async with _afaults():
+            try:
+                call = next(op)
+                while True:
+                    call = op.send(await self._call(call))
+            except StopIteration as stop:
+                return stop.value
+
+    async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
+        snap: Snapshot | None = await self._run(ops.load_op(self.keys, session_id, window, now))
+        return snap
+
+    async def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
+        op = ops.read_messages_op(self.keys, session_id, start, stop)
+        out: list[bytes] = await self._run(op)
+        return out
+
+    async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
+        op = ops.read_vectors_op(self.keys, session_id, start, stop)
+        out: dict[int, bytes] = await self._run(op)
+        return out
+
+    async def read_header(self, session_id: str, now: float) -> Header | None:
+        header: Header | None = await self._run(ops.read_header_op(self.keys, session_id, now))
+        return header
+
+    async def commit(self, delta: Delta) -> Header:
+        header: Header = await self._run(ops.commit_op(self.keys, delta))
+        return header
+
+    async def delete(self, session_id: str) -> bool:
+        return bool(await self._run(ops.delete_op(self.keys, session_id)))
+
+    async def rename(self, old_id: str, new_id: str, now: float) -> None:
+        await self._run(ops.rename_op(self.keys, old_id, new_id, now))
+
+    async def user_sessions(self, user_id: str, now: float) -> list[str]:
+        ids: list[str] = await self._run(ops.user_sessions_op(self.keys, user_id, now))
+        return ids
+
+    async def forget_user(self, user_id: str) -> int:
+        return int(await self._run(ops.forget_user_op(self.keys, user_id)))
+
+    async def _header_keys(self) -> list[str]:
+        async with _afaults():
+            pattern = self.keys.header_pattern()
+            return [ops._text(k) async for k in self.client.scan_iter(match=pattern, count=1000)]
+
+    async def session_ids(self) -> AsyncIterator[str]:
+        for key in await self._header_keys():
+            sid = ops.is_session_key(self.keys, key)
+            if sid is not None:
+                yield sid
+
+    async def purge(self, now: float) -> int:
+        return int(await self._run(ops.purge_op(self.keys, await self._header_keys(), now)))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - _CLIENT_OPTIONS
+    if unknown:
+        raise ConfigurationError(
+            f"unknown Redis option(s) {sorted(unknown)}: use key_prefix, "
+            + ", ".join(sorted(_CLIENT_OPTIONS))
+        )
+    kwargs: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
+    kwargs.update(options)
+    return kwargs
+
+
+def _split_prefix(url: str) -> tuple[str, str | None]:
+    """Take `key_prefix=` out of the URL's query (redis-py would reject it)."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in pairs if k == "key_prefix"), None)
+    query = urlencode([(k, v) for k, v in pairs if k != "key_prefix"])
+    return urlunsplit(parts._replace(query=query)), prefix
+
+
+def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBackend]:
+    """Both backends on one URL. Options: key_prefix ("statemw:"), socket_timeout (5 s),
+    socket_connect_timeout (2 s), max_connections, health_check_interval, credentials, TLS files.
+
+    Commands are never retried by the client: a save whose reply was lost is not sent twice (it
+    may have committed); the caller gets StoreUnavailable and the next call reconnects.
+    """
+    url, query_prefix = _split_prefix(url)
+    prefix = str(options.pop("key_prefix", query_prefix or DEFAULT_PREFIX))
+    if "{" in prefix or "}" in prefix:
+        raise ConfigurationError(f"key_prefix must not contain braces, got {prefix!r}")
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    cluster = scheme.endswith("+cluster")
+    kwargs = _client_kwargs(options)
+    try:
+        if cluster:
+            plain = scheme.removesuffix("+cluster") + "://" + rest
+            if not urlsplit(plain).hostname:
+                raise ConfigurationError("redis+cluster:// needs a host: redis+cluster://host:port")
+            sync: Any = redis.cluster.RedisCluster.from_url(plain, **kwargs)
+            asyn: Any = redis.asyncio.cluster.RedisCluster.from_url(plain, **kwargs)
+        else:
+            kwargs["retry"] = Retry(NoBackoff(), 0)
+            sync = redis.Redis.from_url(url, **kwargs)
+            asyn = redis.asyncio.Redis.from_url(
+                url, **{**kwargs, "retry": redis.asyncio.retry.Retry(NoBackoff(), 0)}
+            )
+    except ValueError as exc:
+        raise ConfigurationError(f"bad Redis URL: {exc}") from exc
+    except _FAULTS as exc:  # the cluster client reads the topology when it is built
+        raise _unavailable(exc) from exc
+    keys = ops.Keys(prefix, cluster=cluster)
+    return RedisBackend(sync, keys), AsyncRedisBackend(asyn, keys)
