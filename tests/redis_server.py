@@ -144,3 +144,17 @@ def raw_redis_values(backend: object) -> list[bytes]:
         else:
             out.append(client.get(key))
     return out
+
+
+def append_worker(url: str, session_id: str, worker: int, count: int) -> None:
+    """One process of the multi-process test: `count` turns, each a load, an append, a save."""
+    from statemw import Store
+
+    store = Store(url)
+    try:
+        for i in range(count):
+            session = store.load(session_id)
+            session.add_message("user", f"w{worker}-{i}")
+            session.save()
+    finally:
+        store.close()

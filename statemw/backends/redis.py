@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 import redis.asyncio
@@ -237,11 +237,13 @@ def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
 
 def _split_prefix(url: str) -> tuple[str, str | None]:
     """Take `key_prefix=` out of the URL's query (redis-py would reject it)."""
-    parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
     prefix = next((v for k, v in pairs if k == "key_prefix"), None)
-    query = urlencode([(k, v) for k, v in pairs if k != "key_prefix"])
-    return urlunsplit(parts._replace(query=query)), prefix
+    if prefix is None:
+        return url, None
+    rest = urlencode([(k, v) for k, v in pairs if k != "key_prefix"])
+    return (base + "?" + rest if rest else base), prefix
 
 
 def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBackend]:
