@@ -7,8 +7,9 @@ server. Every connection failure or timeout surfaces as StoreUnavailable.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -20,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from statemw.backends import redis_ops as ops
+from statemw.backends.base import Change
 from statemw.backends.redis_lua import SCRIPTS
 from statemw.errors import ConfigurationError, StoreUnavailable
 from statemw.records import Delta, Header, Snapshot
@@ -61,6 +63,82 @@ async def _afaults() -> AsyncIterator[None]:
         yield
     except _FAULTS as exc:
         raise _unavailable(exc) from exc
+
+
+SUBSCRIBE_CONFIRM_SECONDS = 5.0
+LISTEN_STEP_SECONDS = 1.0
+"""A listener blocks on the socket at most this long per read, so socket timeouts never fire."""
+
+
+def _steps(timeout: float | None) -> Iterator[float]:
+    """Successive read timeouts covering `timeout` seconds (forever when None)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return
+        yield LISTEN_STEP_SECONDS if remaining is None else min(remaining, LISTEN_STEP_SECONDS)
+
+
+class RedisSubscription:
+    """A session's channel on a pub/sub connection of its own (the commit script PUBLISHes)."""
+
+    def __init__(self, client: Any, keys: ops.Keys, session_id: str) -> None:
+        self.session_id = session_id
+        self._pubsub = client.pubsub()
+        with _faults():
+            self._pubsub.subscribe(keys.channel(session_id))
+            for step in _steps(SUBSCRIBE_CONFIRM_SECONDS):  # confirmed: later commits are seen
+                message = self._pubsub.get_message(timeout=step)
+                if message is not None and message["type"] == "subscribe":
+                    return
+        raise StoreUnavailable("redis: SUBSCRIBE was not confirmed")
+
+    def get(self, wait: float | None) -> Change | None:
+        with _faults():
+            for step in _steps(wait):
+                message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=step)
+                if message is not None and message["type"] == "message":
+                    return ops.parse_change(self.session_id, message["data"])
+        return None
+
+    def close(self) -> None:
+        with suppress(*_FAULTS):
+            self._pubsub.close()
+
+
+class AsyncRedisSubscription:
+    """RedisSubscription over the asyncio client; cancelling a waiting get() is safe."""
+
+    def __init__(self, pubsub: Any, session_id: str) -> None:
+        self.session_id = session_id
+        self._pubsub = pubsub
+
+    @classmethod
+    async def open(cls, client: Any, keys: ops.Keys, session_id: str) -> AsyncRedisSubscription:
+        pubsub = client.pubsub()
+        async with _afaults():
+            await pubsub.subscribe(keys.channel(session_id))
+            for step in _steps(SUBSCRIBE_CONFIRM_SECONDS):
+                message = await pubsub.get_message(timeout=step)
+                if message is not None and message["type"] == "subscribe":
+                    return cls(pubsub, session_id)
+        await pubsub.aclose()
+        raise StoreUnavailable("redis: SUBSCRIBE was not confirmed")
+
+    async def get(self, wait: float | None) -> Change | None:
+        async with _afaults():
+            for step in _steps(wait):
+                message = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=step
+                )
+                if message is not None and message["type"] == "message":
+                    return ops.parse_change(self.session_id, message["data"])
+        return None
+
+    async def close(self) -> None:
+        with suppress(*_FAULTS):
+            await self._pubsub.aclose()
 
 
 class RedisBackend:
@@ -142,6 +220,9 @@ class RedisBackend:
     def close(self) -> None:
         self.client.close()
 
+    def subscribe(self, session_id: str) -> RedisSubscription:
+        return RedisSubscription(self.client, self.keys, session_id)
+
 
 class AsyncRedisBackend:
     """The same operations over redis.asyncio.Redis (or its RedisCluster)."""
@@ -221,6 +302,9 @@ class AsyncRedisBackend:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    async def subscribe(self, session_id: str) -> AsyncRedisSubscription:
+        return await AsyncRedisSubscription.open(self.client, self.keys, session_id)
 
 
 def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:

@@ -188,6 +188,7 @@ DELETE = (
     + r"""
 local uid = redis.call('HGET', KEYS[1], '_uid')
 if not remove_tree(ARGV[2], ARGV[1]) then return {0} end
+redis.call('PUBLISH', ARGV[2] .. 'c:' .. ARGV[1], 'deleted')
 if ARGV[3] ~= '' then unlink_child(KEYS[2], ARGV[3])
 elseif KEYS[3] and uid then redis.call('ZREM', KEYS[3], ARGV[1]) end
 return {1, uid or false}

@@ -12,6 +12,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from statemw.backends.base import Change
 from statemw.codec import pack, unpack
 from statemw.errors import ConflictError, CorruptRecord, SessionNotFound
 from statemw.records import (
@@ -391,6 +392,14 @@ def purge_op(keys: Keys, header_keys: Sequence[str], now: float) -> Op:
             if keys.cluster and not is_user and reply[1]:
                 yield Command(("ZREM", keys.index(_text(reply[1])), sid))
     return removed
+
+
+def parse_change(session_id: str, data: bytes) -> Change:
+    """A message the commit script PUBLISHed: b"<revision>\\n<message count>\\n<msgpack keys>"."""
+    if data == b"deleted":
+        return Change(session_id, 0, 0, deleted=True)
+    revision, count, keys = data.split(b"\n", 2)
+    return Change(session_id, int(revision), int(count), tuple(unpack(keys)))
 
 
 def is_session_key(keys: Keys, key: str) -> str | None:
