@@ -304,6 +304,9 @@ class AsyncRedisBackend:
         await self.client.aclose()
 
     async def subscribe(self, session_id: str) -> AsyncRedisSubscription:
+        if self.keys.cluster:  # its pub/sub needs the slot map, which the client reads lazily
+            async with _afaults():
+                await self.client.initialize()
         return await AsyncRedisSubscription.open(self.client, self.keys, session_id)
 
 
