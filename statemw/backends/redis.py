@@ -73,11 +73,17 @@ LISTEN_STEP_SECONDS = 1.0
 def _steps(timeout: float | None) -> Iterator[float]:
     """Successive read timeouts covering `timeout` seconds (forever when None)."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    first = True
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
+        if remaining is not None and remaining <= 0 and not first:
             return
-        yield LISTEN_STEP_SECONDS if remaining is None else min(remaining, LISTEN_STEP_SECONDS)
+        first = False  # even wait=0 reads once: a change already delivered is returned
+        yield (
+            LISTEN_STEP_SECONDS
+            if remaining is None
+            else min(max(remaining, 0.0), LISTEN_STEP_SECONDS)
+        )
 
 
 class RedisSubscription:
