@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,17 +60,10 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(
-    backend_kind: str, tmp_path: Path, clock: FakeClock, anyio_backend: str
-) -> AsyncIterator[Store]:
-    """A Store on each backend, with a fake clock; also the configured default.
-
-    Async (run by anyio, in the test's own event loop) so that the async client's connections
-    (redis.asyncio) are closed in the loop that opened them.
-    """
+def store(backend_kind: str, tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
+    """A Store on each backend, with a fake clock; also the configured default."""
     store = Store(store_url(backend_kind, tmp_path), clock=clock)
     configure(store)
     yield store
     configure(None)
     store.close()
-    await store.aclose()

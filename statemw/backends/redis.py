@@ -7,8 +7,11 @@ server. Every connection failure or timeout surfaces as StoreUnavailable.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator, Iterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -209,10 +212,9 @@ class RedisBackend:
 
     def _header_keys(self) -> list[str]:
         with _faults():
-            return [
-                ops._text(k)
-                for k in self.client.scan_iter(match=self.keys.header_pattern(), count=1000)
-            ]
+            pattern = self.keys.header_pattern()
+            keys = [ops._text(k) for k in self.client.scan_iter(match=pattern, count=1000)]
+        return list(dict.fromkeys(keys))  # SCAN may return a key twice
 
     def session_ids(self) -> Iterator[str]:
         for key in self._header_keys():
@@ -230,20 +232,64 @@ class RedisBackend:
         return RedisSubscription(self.client, self.keys, session_id)
 
 
-class AsyncRedisBackend:
-    """The same operations over redis.asyncio.Redis (or its RedisCluster)."""
+class _LoopClient:
+    """The async client of one event loop, closed when that loop shuts down.
 
-    def __init__(self, client: Any, keys: ops.Keys) -> None:
+    redis.asyncio connections belong to the loop that opened them, and apps do run several
+    loops (a Starlette TestClient per request, Flask's async views, asyncio.run per job). The
+    suspended async generator below is registered with its loop on first use; asyncio.run and
+    asyncio.Runner close such generators (shutdown_asyncgens) before closing the loop, and its
+    `finally` then closes the client's connections in the right loop.
+    """
+
+    def __init__(self, client: Any) -> None:
         self.client = client
+        self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        self._finalizer = self._close_at_loop_shutdown()
+
+    async def _close_at_loop_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with suppress(*_FAULTS):
+                await self.client.aclose()
+
+    async def start(self) -> None:
+        await anext(self._finalizer)
+
+    async def close(self) -> None:
+        await self._finalizer.aclose()
+
+
+class AsyncRedisBackend:
+    """The same operations over redis.asyncio.Redis (or its RedisCluster), one per event loop."""
+
+    def __init__(self, factory: Callable[[], Any], keys: ops.Keys) -> None:
+        self._factory = factory
         self.keys = keys
-        self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def _loop_client(self) -> _LoopClient:
+        loop = asyncio.get_running_loop()
+        entry = self._loops.get(loop)
+        if entry is None:
+            entry = self._loops[loop] = _LoopClient(self._factory())
+            await entry.start()
+        return entry
+
+    async def client(self) -> Any:
+        """This event loop's redis-py client."""
+        return (await self._loop_client()).client
 
     async def _call(self, call: ops.Call) -> Any:
+        entry = await self._loop_client()
         if isinstance(call, ops.Script):
-            return await self._scripts[call.name](keys=list(call.keys), args=list(call.args))
+            return await entry.scripts[call.name](keys=list(call.keys), args=list(call.args))
         if isinstance(call, ops.Command):
-            return await self.client.execute_command(*call.args)
-        pipe = self.client.pipeline(transaction=False)
+            return await entry.client.execute_command(*call.args)
+        pipe = entry.client.pipeline(transaction=False)
         for command in call.commands:
             pipe.execute_command(*command.args)
         return await pipe.execute()
@@ -294,8 +340,10 @@ class AsyncRedisBackend:
 
     async def _header_keys(self) -> list[str]:
         async with _afaults():
+            client = await self.client()
             pattern = self.keys.header_pattern()
-            return [ops._text(k) async for k in self.client.scan_iter(match=pattern, count=1000)]
+            keys = [ops._text(k) async for k in client.scan_iter(match=pattern, count=1000)]
+        return list(dict.fromkeys(keys))  # SCAN may return a key twice
 
     async def session_ids(self) -> AsyncIterator[str]:
         for key in await self._header_keys():
@@ -307,13 +355,17 @@ class AsyncRedisBackend:
         return int(await self._run(ops.purge_op(self.keys, await self._header_keys(), now)))
 
     async def close(self) -> None:
-        await self.client.aclose()
+        """Close this loop's client (other loops' clients close when their loops shut down)."""
+        entry = self._loops.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry.close()
 
     async def subscribe(self, session_id: str) -> AsyncRedisSubscription:
+        client = await self.client()
         if self.keys.cluster:  # its pub/sub needs the slot map, which the client reads lazily
             async with _afaults():
-                await self.client.initialize()
-        return await AsyncRedisSubscription.open(self.client, self.keys, session_id)
+                await client.initialize()
+        return await AsyncRedisSubscription.open(client, self.keys, session_id)
 
 
 def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
@@ -360,12 +412,16 @@ def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBacken
             if not urlsplit(plain).hostname:
                 raise ConfigurationError("redis+cluster:// needs a host: redis+cluster://host:port")
             sync: Any = redis.cluster.RedisCluster.from_url(plain, **kwargs)
-            asyn: Any = redis.asyncio.cluster.RedisCluster.from_url(plain, **kwargs)
+            asyn: Callable[[], Any] = functools.partial(
+                redis.asyncio.cluster.RedisCluster.from_url, plain, **kwargs
+            )
         else:
             kwargs["retry"] = Retry(NoBackoff(), 0)
             sync = redis.Redis.from_url(url, **kwargs)
-            asyn = redis.asyncio.Redis.from_url(
-                url, **{**kwargs, "retry": redis.asyncio.retry.Retry(NoBackoff(), 0)}
+            asyn = functools.partial(
+                redis.asyncio.Redis.from_url,
+                url,
+                **{**kwargs, "retry": redis.asyncio.retry.Retry(NoBackoff(), 0)},
             )
     except ValueError as exc:
         raise ConfigurationError(f"bad Redis URL: {exc}") from exc
