@@ -6,6 +6,8 @@ The contract itself (tests/test_session.py and friends) runs on Redis through co
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import multiprocessing
 import threading
 from collections.abc import Iterator
@@ -269,3 +271,18 @@ def test_four_processes_appending_to_one_session_lose_nothing(tmp_path: Path) ->
         assert [c for c in contents if c.startswith(f"w{w}-")] == [f"w{w}-{i}" for i in range(200)]
     assert [m["content"] for m in store.load(session.id).messages] == contents
     store.close()
+
+
+def test_the_async_backend_serves_one_event_loop_after_another(rstore: Store) -> None:
+    """Starlette's TestClient, Flask's async views and asyncio.run each bring a new loop."""
+    session = rstore.create()
+    session.save()
+
+    async def turn(n: int) -> int:
+        again = await rstore.aload(session.id)
+        again.add_message("user", f"turn {n}")
+        await again.asave()
+        return len(again.messages)
+
+    assert [asyncio.run(turn(n)) for n in range(3)] == [1, 2, 3]
+    gc.collect()  # a connection left open in a dead loop would warn here (an error in tests)
