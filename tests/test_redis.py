@@ -286,3 +286,24 @@ def test_the_async_backend_serves_one_event_loop_after_another(rstore: Store) ->
 
     assert [asyncio.run(turn(n)) for n in range(3)] == [1, 2, 3]
     gc.collect()  # a connection left open in a dead loop would warn here (an error in tests)
+
+
+def test_sessions_redis_expired_by_itself_leave_the_user_index(rstore: Store) -> None:
+    first, second = rstore.create(user_id="harsh"), rstore.create(user_id="harsh")
+    first.save()
+    second.save()
+    keys = backend_of(rstore).keys
+    raw(rstore).delete(keys.h(first.id), keys.m(first.id))  # as Redis's own expiry would
+    assert rstore.user_sessions("harsh") == [second.id]
+    assert raw(rstore).zrange(keys.index("harsh"), 0, -1) == [second.id.encode()]
+
+
+def test_vectors_are_read_by_position_range(rstore: Store) -> None:
+    backend = backend_of(rstore)
+    session = rstore.create()
+    session.save()
+    raw(rstore).hset(backend.keys.v(session.id), mapping={"3": b"v3", "7": b"v7", "2000": b"vx"})
+    assert backend.read_vectors(session.id, 0, 5) == {3: b"v3"}
+    assert backend.read_vectors(session.id, 3, 8) == {3: b"v3", 7: b"v7"}
+    assert backend.read_vectors(session.id, 0, 5000) == {3: b"v3", 7: b"v7", 2000: b"vx"}
+    assert backend.read_vectors(session.id, 5, 5) == {}

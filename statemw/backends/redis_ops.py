@@ -31,6 +31,10 @@ EXPIRY_SLACK_MS = 1000
 """Redis drops a session's keys this long after its logical expiry (the clock decides first)."""
 
 
+VECTOR_RANGE_READ = 1024
+"""read_vectors names up to this many positions (HMGET); a wider range reads the whole hash."""
+
+
 @dataclass(frozen=True, slots=True)
 class Script:
     """Run one of redis_lua.SCRIPTS by name."""
@@ -286,6 +290,11 @@ def read_messages_op(keys: Keys, session_id: str, start: int, stop: int) -> Op:
 def read_vectors_op(keys: Keys, session_id: str, start: int, stop: int) -> Op:
     if stop <= start:
         return {}
+    start = max(start, 0)
+    if stop - start <= VECTOR_RANGE_READ:  # the usual case: name the positions wanted
+        positions = range(start, stop)
+        values = yield Command(("HMGET", keys.v(session_id), *positions))
+        return {p: v for p, v in zip(positions, values, strict=True) if v is not None}
     reply = yield Command(("HGETALL", keys.v(session_id)))
     pairs = ((int(k), v) for k, v in _pairs(reply).items())
     return {position: v for position, v in pairs if start <= position < stop}
@@ -353,6 +362,9 @@ def user_sessions_op(keys: Keys, user_id: str, now: float) -> Op:
     if not ids:
         return []
     metas = yield Pipeline([Command(("HMGET", keys.h(sid), "_v", "_ea")) for sid in ids])
+    gone = [sid for sid, (version, _) in zip(ids, metas, strict=True) if version is None]
+    if gone:  # Redis expired them by itself: drop them from the index too
+        yield Command(("ZREM", keys.index(user_id), *gone))
     return [
         sid
         for sid, (version, ea) in zip(ids, metas, strict=True)
