@@ -2,17 +2,17 @@
 
 Two thin shells, one per redis-py client (redis.Redis, redis.asyncio.Redis), drive the same
 I/O-free operations of redis_ops.py; the scripts in redis_lua.py do each write atomically on the
-server. Every connection failure or timeout surfaces as StoreUnavailable.
+server. redis_pubsub.py listens for changes; redis_faults.py turns every connection failure or
+timeout into StoreUnavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import suppress
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -24,9 +24,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from statemw.backends import redis_ops as ops
-from statemw.backends.base import Change
+from statemw.backends.redis_faults import FAULTS, afaults, faults, unavailable
 from statemw.backends.redis_lua import SCRIPTS
-from statemw.errors import ConfigurationError, StoreUnavailable
+from statemw.backends.redis_pubsub import AsyncRedisSubscription, RedisSubscription
+from statemw.errors import ConfigurationError
 from statemw.records import Delta, Header, Snapshot
 
 DEFAULT_PREFIX = "statemw:"
@@ -44,110 +45,6 @@ _CLIENT_OPTIONS = {
     "ssl_keyfile",
     "ssl_cert_reqs",
 }
-
-_FAULTS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
-
-
-def _unavailable(exc: BaseException) -> StoreUnavailable:
-    return StoreUnavailable(f"redis: {type(exc).__name__}: {exc}")
-
-
-@contextmanager
-def _faults() -> Iterator[None]:
-    try:
-        yield
-    except _FAULTS as exc:
-        raise _unavailable(exc) from exc
-
-
-@asynccontextmanager
-async def _afaults() -> AsyncIterator[None]:
-    try:
-        yield
-    except _FAULTS as exc:
-        raise _unavailable(exc) from exc
-
-
-SUBSCRIBE_CONFIRM_SECONDS = 5.0
-LISTEN_STEP_SECONDS = 1.0
-"""A listener blocks on the socket at most this long per read, so socket timeouts never fire."""
-
-
-def _steps(timeout: float | None) -> Iterator[float]:
-    """Successive read timeouts covering `timeout` seconds (forever when None)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    first = True
-    while True:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0 and not first:
-            return
-        first = False  # even wait=0 reads once: a change already delivered is returned
-        yield (
-            LISTEN_STEP_SECONDS
-            if remaining is None
-            else min(max(remaining, 0.0), LISTEN_STEP_SECONDS)
-        )
-
-
-class RedisSubscription:
-    """A session's channel on a pub/sub connection of its own (the commit script PUBLISHes)."""
-
-    def __init__(self, client: Any, keys: ops.Keys, session_id: str) -> None:
-        self.session_id = session_id
-        self._pubsub = client.pubsub()
-        with _faults():
-            self._pubsub.subscribe(keys.channel(session_id))
-            for step in _steps(SUBSCRIBE_CONFIRM_SECONDS):  # confirmed: later commits are seen
-                message = self._pubsub.get_message(timeout=step)
-                if message is not None and message["type"] == "subscribe":
-                    return
-        raise StoreUnavailable("redis: SUBSCRIBE was not confirmed")
-
-    def get(self, wait: float | None) -> Change | None:
-        with _faults():
-            for step in _steps(wait):
-                message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=step)
-                if message is not None and message["type"] == "message":
-                    return ops.parse_change(self.session_id, message["data"])
-        return None
-
-    def close(self) -> None:
-        with suppress(*_FAULTS):
-            self._pubsub.close()
-
-
-class AsyncRedisSubscription:
-    """RedisSubscription over the asyncio client; cancelling a waiting get() is safe."""
-
-    def __init__(self, pubsub: Any, session_id: str) -> None:
-        self.session_id = session_id
-        self._pubsub = pubsub
-
-    @classmethod
-    async def open(cls, client: Any, keys: ops.Keys, session_id: str) -> AsyncRedisSubscription:
-        pubsub = client.pubsub()
-        async with _afaults():
-            await pubsub.subscribe(keys.channel(session_id))
-            for step in _steps(SUBSCRIBE_CONFIRM_SECONDS):
-                message = await pubsub.get_message(timeout=step)
-                if message is not None and message["type"] == "subscribe":
-                    return cls(pubsub, session_id)
-        await pubsub.aclose()
-        raise StoreUnavailable("redis: SUBSCRIBE was not confirmed")
-
-    async def get(self, wait: float | None) -> Change | None:
-        async with _afaults():
-            for step in _steps(wait):
-                message = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=step
-                )
-                if message is not None and message["type"] == "message":
-                    return ops.parse_change(self.session_id, message["data"])
-        return None
-
-    async def close(self) -> None:
-        with suppress(*_FAULTS):
-            await self._pubsub.aclose()
 
 
 class RedisBackend:
@@ -169,7 +66,7 @@ class RedisBackend:
         return pipe.execute()
 
     def _run(self, op: ops.Op) -> Any:
-        with _faults():
+        with faults():
             try:
                 call = next(op)
                 while True:
@@ -211,9 +108,9 @@ class RedisBackend:
         return int(self._run(ops.forget_user_op(self.keys, user_id)))
 
     def _header_keys(self) -> list[str]:
-        with _faults():
+        with faults():
             pattern = self.keys.header_pattern()
-            keys = [ops._text(k) for k in self.client.scan_iter(match=pattern, count=1000)]
+            keys = [ops.text_of(k) for k in self.client.scan_iter(match=pattern, count=1000)]
         return list(dict.fromkeys(keys))  # SCAN may return a key twice
 
     def session_ids(self) -> Iterator[str]:
@@ -251,7 +148,7 @@ class _LoopClient:
         try:
             yield
         finally:
-            with suppress(*_FAULTS):
+            with suppress(*FAULTS):
                 await self.client.aclose()
 
     async def start(self) -> None:
@@ -295,7 +192,7 @@ class AsyncRedisBackend:
         return await pipe.execute()
 
     async def _run(self, op: ops.Op) -> Any:
-        async with _afaults():
+        async with afaults():
             try:
                 call = next(op)
                 while True:
@@ -339,10 +236,10 @@ class AsyncRedisBackend:
         return int(await self._run(ops.forget_user_op(self.keys, user_id)))
 
     async def _header_keys(self) -> list[str]:
-        async with _afaults():
+        async with afaults():
             client = await self.client()
             pattern = self.keys.header_pattern()
-            keys = [ops._text(k) async for k in client.scan_iter(match=pattern, count=1000)]
+            keys = [ops.text_of(k) async for k in client.scan_iter(match=pattern, count=1000)]
         return list(dict.fromkeys(keys))  # SCAN may return a key twice
 
     async def session_ids(self) -> AsyncIterator[str]:
@@ -363,7 +260,7 @@ class AsyncRedisBackend:
     async def subscribe(self, session_id: str) -> AsyncRedisSubscription:
         client = await self.client()
         if self.keys.cluster:  # its pub/sub needs the slot map, which the client reads lazily
-            async with _afaults():
+            async with afaults():
                 await client.initialize()
         return await AsyncRedisSubscription.open(client, self.keys, session_id)
 
@@ -425,7 +322,7 @@ def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBacken
             )
     except ValueError as exc:
         raise ConfigurationError(f"bad Redis URL: {exc}") from exc
-    except _FAULTS as exc:  # the cluster client reads the topology when it is built
-        raise _unavailable(exc) from exc
+    except FAULTS as exc:  # the cluster client reads the topology when it is built
+        raise unavailable(exc) from exc
     keys = ops.Keys(prefix, cluster=cluster)
     return RedisBackend(sync, keys), AsyncRedisBackend(asyn, keys)

@@ -118,15 +118,15 @@ def _num(value: float | None) -> str:
 # -- parsing -----------------------------------------------------------------------------------
 
 
-def _text(value: bytes | str) -> str:
+def text_of(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
 def _pairs(reply: Sequence[bytes] | dict[bytes, bytes]) -> dict[str, bytes]:
     """HGETALL's reply: a flat [field, value, ...] list from a script, a dict from redis-py."""
     if isinstance(reply, dict):
-        return {_text(k): v for k, v in reply.items()}
-    return {_text(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
+        return {text_of(k): v for k, v in reply.items()}
+    return {text_of(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
 
 
 def parse_header(
@@ -155,7 +155,7 @@ def parse_header(
         ch = fields.get("_ch")
         return Header(
             session_id=session_id,
-            user_id=None if uid is None else _text(uid),
+            user_id=None if uid is None else text_of(uid),
             created_at=float(fields["_ca"]),
             updated_at=float(fields.get("_ua", fields["_ca"])),
             expires_at=None if ea is None else float(ea),
@@ -163,7 +163,7 @@ def parse_header(
             message_count=int(fields["_mc"]),
             token_total=int(fields["_tt"]),
             summary=summary,
-            children=[] if ch is None else _text(ch).split("/"),
+            children=[] if ch is None else text_of(ch).split("/"),
             state=state,
         )
     except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
@@ -234,7 +234,7 @@ def commit_op(keys: Keys, delta: Delta) -> Op:
     if index and not keys.cluster:
         key_list.append(keys.index(uid))
     reply = yield Script("commit", key_list, args)
-    status = _text(reply[0])
+    status = text_of(reply[0])
     if status == "NOTFOUND":
         raise SessionNotFound(sid)
     if status == "CONFLICT":
@@ -308,12 +308,12 @@ def delete_op(keys: Keys, session_id: str) -> Op:
     if not keys.cluster and not child_name and not is_user:
         uid = yield Command(("HGET", keys.h(session_id), "_uid"))
         if uid is not None:
-            key_list.append(keys.index(_text(uid)))
+            key_list.append(keys.index(text_of(uid)))
     reply = yield Script("delete", key_list, [session_id, keys.base(session_id), child_name])
     if not int(reply[0]):
         return False
     if keys.cluster and not child_name and not is_user and reply[1]:
-        yield Command(("ZREM", keys.index(_text(reply[1])), session_id))
+        yield Command(("ZREM", keys.index(text_of(reply[1])), session_id))
     return True
 
 
@@ -322,13 +322,13 @@ def rename_op(keys: Keys, old_id: str, new_id: str, now: float) -> Op:
         key_list = [keys.h(old_id), keys.h(new_id)]
         uid = yield Command(("HGET", keys.h(old_id), "_uid"))
         if uid is not None and "/" not in new_id:
-            key_list.append(keys.index(_text(uid)))
+            key_list.append(keys.index(text_of(uid)))
         reply = yield Script(
             "rename",
             key_list,
             [_num(now), old_id, new_id, keys.base(old_id), keys.base(new_id)],
         )
-        if _text(reply[0]) == "NOTFOUND":
+        if text_of(reply[0]) == "NOTFOUND":
             raise SessionNotFound(old_id)
         return None
     # Cluster: the new id hashes to another slot, so copy every key, then delete the old tree.
@@ -358,7 +358,7 @@ def rename_op(keys: Keys, old_id: str, new_id: str, now: float) -> Op:
 
 
 def user_sessions_op(keys: Keys, user_id: str, now: float) -> Op:
-    ids = [_text(s) for s in (yield Command(("ZRANGE", keys.index(user_id), 0, -1)))]
+    ids = [text_of(s) for s in (yield Command(("ZRANGE", keys.index(user_id), 0, -1)))]
     if not ids:
         return []
     metas = yield Pipeline([Command(("HMGET", keys.h(sid), "_v", "_ea")) for sid in ids])
@@ -374,7 +374,7 @@ def user_sessions_op(keys: Keys, user_id: str, now: float) -> Op:
 
 def forget_user_op(keys: Keys, user_id: str) -> Op:
     index = keys.index(user_id)
-    ids = [_text(s) for s in (yield Command(("ZRANGE", index, 0, -1)))]
+    ids = [text_of(s) for s in (yield Command(("ZRANGE", index, 0, -1)))]
     removed = 0
     for sid in ids:
         removed += bool((yield from delete_op(keys, sid)))
@@ -395,14 +395,14 @@ def purge_op(keys: Keys, header_keys: Sequence[str], now: float) -> Op:
         if root and not is_user and not keys.cluster:
             uid = yield Command(("HGET", keys.h(sid), "_uid"))
             if uid is not None:
-                key_list.append(keys.index(_text(uid)))
+                key_list.append(keys.index(text_of(uid)))
         reply = yield Script(
             "purge", key_list, [_num(now), sid, keys.base(sid), "1" if root else ""]
         )
         if int(reply[0]):
             removed += 1
             if keys.cluster and not is_user and reply[1]:
-                yield Command(("ZREM", keys.index(_text(reply[1])), sid))
+                yield Command(("ZREM", keys.index(text_of(reply[1])), sid))
     return removed
 
 
