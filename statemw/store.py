@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from statemw.backends.base import AsyncBackend, Backend
+from statemw.backends.base import AsyncBackend, AsyncChanges, Backend, Changes
 from statemw.codec import Codec, KeyLike, pack
 from statemw.errors import (
     ConfigurationError,
@@ -570,6 +570,23 @@ class Store:
         session._log._fetch = self._fetcher(new_id)
         for name, child in session._children.items():
             self._renamed(child, f"{new_id}/{name}")
+
+    # -- live changes ----------------------------------------------------------------------------
+
+    def subscribe(self, session_id: str, *, timeout: float | None = None) -> Changes:
+        """Listen to a session's commits from here on (any process, any device).
+
+            with store.subscribe(sid, timeout=15) as changes:
+                for change in changes: ...      # ends after 15 s without a change
+
+        Redis: pub/sub; memory: in-process; diskcache: also polls (other processes write).
+        """
+        return Changes(self.backend.subscribe(check_session_id(session_id)), timeout)
+
+    def asubscribe(self, session_id: str, *, timeout: float | None = None) -> AsyncChanges:
+        """The async twin: `async with store.asubscribe(sid) as changes: async for c in changes`."""
+        sid = check_session_id(session_id)
+        return AsyncChanges(lambda: self.abackend.subscribe(sid), timeout)
 
 
 _default: Store | None = None

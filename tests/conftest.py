@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from statemw import Store, configure
+from tests import redis_server
 
 
 class FakeClock:
@@ -33,7 +34,7 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-BACKENDS = ["memory", "diskcache"]
+BACKENDS = ["memory", "diskcache", "redis"]
 
 
 def store_url(kind: str, tmp_path: Path) -> str:
@@ -41,7 +42,16 @@ def store_url(kind: str, tmp_path: Path) -> str:
         return "memory://"
     if kind == "diskcache":
         return f"diskcache://{tmp_path / 'store'}"
+    if kind == "redis":
+        return redis_server.isolated_url(tmp_path.name)
     raise AssertionError(kind)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_keys_cleanup() -> Iterator[None]:
+    """Redis tests share one server: delete this run's keys (and stop a server we started)."""
+    yield
+    redis_server.cleanup()
 
 
 @pytest.fixture(params=BACKENDS)

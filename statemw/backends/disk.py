@@ -17,6 +17,8 @@ from statemw.backends.kv import KVBackend
 from statemw.errors import StoreUnavailable
 
 _FAULTS = (OSError, sqlite3.Error, diskcache.Timeout)
+POLL_INTERVAL = 0.2
+"""store.subscribe re-reads a session's header this often: other processes write here too."""
 
 
 @contextmanager
@@ -63,4 +65,4 @@ class DiskKV:
 
 def open_disk(directory: str, **options: Any) -> KVBackend:
     """`options`: timeout (seconds a save waits for another process's transaction)."""
-    return KVBackend(DiskKV(directory, **options))
+    return KVBackend(DiskKV(directory, **options), poll_interval=POLL_INTERVAL)

@@ -1,12 +1,328 @@
-"""redis:// — placeholder until the Redis backend lands."""
+"""redis:// rediss:// unix:// redis+cluster:// — many app servers sharing one Redis (or Valkey).
+
+Two thin shells, one per redis-py client (redis.Redis, redis.asyncio.Redis), drive the same
+I/O-free operations of redis_ops.py; the scripts in redis_lua.py do each write atomically on the
+server. redis_pubsub.py listens for changes; redis_faults.py turns every connection failure or
+timeout into StoreUnavailable.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from contextlib import suppress
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from statemw.backends.base import AsyncBackend, Backend
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from statemw.backends import redis_ops as ops
+from statemw.backends.redis_faults import FAULTS, afaults, faults, unavailable
+from statemw.backends.redis_lua import SCRIPTS
+from statemw.backends.redis_pubsub import AsyncRedisSubscription, RedisSubscription
 from statemw.errors import ConfigurationError
+from statemw.records import Delta, Header, Snapshot
+
+DEFAULT_PREFIX = "statemw:"
+
+# Client options a store URL's user may pass through Store(url, **options).
+_CLIENT_OPTIONS = {
+    "socket_timeout",
+    "socket_connect_timeout",
+    "max_connections",
+    "health_check_interval",
+    "username",
+    "password",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+}
 
 
-def open_redis(url: str, **options: Any) -> tuple[Backend, AsyncBackend]:
-    raise ConfigurationError("the Redis backend is not available yet")
+class RedisBackend:
+    """The blocking backend over redis.Redis (or redis.cluster.RedisCluster)."""
+
+    def __init__(self, client: Any, keys: ops.Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+
+    def _call(self, call: ops.Call) -> Any:
+        if isinstance(call, ops.Script):
+            return self._scripts[call.name](keys=list(call.keys), args=list(call.args))
+        if isinstance(call, ops.Command):
+            return self.client.execute_command(*call.args)
+        pipe = self.client.pipeline(transaction=False)
+        for command in call.commands:
+            pipe.execute_command(*command.args)
+        return pipe.execute()
+
+    def _run(self, op: ops.Op) -> Any:
+        with faults():
+            try:
+                call = next(op)
+                while True:
+                    call = op.send(self._call(call))
+            except StopIteration as stop:
+                return stop.value
+
+    def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
+        snap: Snapshot | None = self._run(ops.load_op(self.keys, session_id, window, now))
+        return snap
+
+    def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
+        out: list[bytes] = self._run(ops.read_messages_op(self.keys, session_id, start, stop))
+        return out
+
+    def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
+        out: dict[int, bytes] = self._run(ops.read_vectors_op(self.keys, session_id, start, stop))
+        return out
+
+    def read_header(self, session_id: str, now: float) -> Header | None:
+        header: Header | None = self._run(ops.read_header_op(self.keys, session_id, now))
+        return header
+
+    def commit(self, delta: Delta) -> Header:
+        header: Header = self._run(ops.commit_op(self.keys, delta))
+        return header
+
+    def delete(self, session_id: str) -> bool:
+        return bool(self._run(ops.delete_op(self.keys, session_id)))
+
+    def rename(self, old_id: str, new_id: str, now: float) -> None:
+        self._run(ops.rename_op(self.keys, old_id, new_id, now))
+
+    def user_sessions(self, user_id: str, now: float) -> list[str]:
+        ids: list[str] = self._run(ops.user_sessions_op(self.keys, user_id, now))
+        return ids
+
+    def forget_user(self, user_id: str) -> int:
+        return int(self._run(ops.forget_user_op(self.keys, user_id)))
+
+    def _header_keys(self) -> list[str]:
+        with faults():
+            pattern = self.keys.header_pattern()
+            keys = [ops.text_of(k) for k in self.client.scan_iter(match=pattern, count=1000)]
+        return list(dict.fromkeys(keys))  # SCAN may return a key twice
+
+    def session_ids(self) -> Iterator[str]:
+        for key in self._header_keys():
+            sid = ops.is_session_key(self.keys, key)
+            if sid is not None:
+                yield sid
+
+    def purge(self, now: float) -> int:
+        return int(self._run(ops.purge_op(self.keys, self._header_keys(), now)))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def subscribe(self, session_id: str) -> RedisSubscription:
+        return RedisSubscription(self.client, self.keys, session_id)
+
+
+class _LoopClient:
+    """The async client of one event loop, closed when that loop shuts down.
+
+    redis.asyncio connections belong to the loop that opened them, and apps do run several
+    loops (a Starlette TestClient per request, Flask's async views, asyncio.run per job). The
+    suspended async generator below is registered with its loop on first use; asyncio.run and
+    asyncio.Runner close such generators (shutdown_asyncgens) before closing the loop, and its
+    `finally` then closes the client's connections in the right loop.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        self._finalizer = self._close_at_loop_shutdown()
+
+    async def _close_at_loop_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with suppress(*FAULTS):
+                await self.client.aclose()
+
+    async def start(self) -> None:
+        await anext(self._finalizer)
+
+    async def close(self) -> None:
+        await self._finalizer.aclose()
+
+
+class AsyncRedisBackend:
+    """The same operations over redis.asyncio.Redis (or its RedisCluster), one per event loop."""
+
+    def __init__(self, factory: Callable[[], Any], keys: ops.Keys) -> None:
+        self._factory = factory
+        self.keys = keys
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def _loop_client(self) -> _LoopClient:
+        loop = asyncio.get_running_loop()
+        entry = self._loops.get(loop)
+        if entry is None:
+            entry = self._loops[loop] = _LoopClient(self._factory())
+            await entry.start()
+        return entry
+
+    async def client(self) -> Any:
+        """This event loop's redis-py client."""
+        return (await self._loop_client()).client
+
+    async def _call(self, call: ops.Call) -> Any:
+        entry = await self._loop_client()
+        if isinstance(call, ops.Script):
+            return await entry.scripts[call.name](keys=list(call.keys), args=list(call.args))
+        if isinstance(call, ops.Command):
+            return await entry.client.execute_command(*call.args)
+        pipe = entry.client.pipeline(transaction=False)
+        for command in call.commands:
+            pipe.execute_command(*command.args)
+        return await pipe.execute()
+
+    async def _run(self, op: ops.Op) -> Any:
+        async with afaults():
+            try:
+                call = next(op)
+                while True:
+                    call = op.send(await self._call(call))
+            except StopIteration as stop:
+                return stop.value
+
+    async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
+        snap: Snapshot | None = await self._run(ops.load_op(self.keys, session_id, window, now))
+        return snap
+
+    async def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
+        op = ops.read_messages_op(self.keys, session_id, start, stop)
+        out: list[bytes] = await self._run(op)
+        return out
+
+    async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
+        op = ops.read_vectors_op(self.keys, session_id, start, stop)
+        out: dict[int, bytes] = await self._run(op)
+        return out
+
+    async def read_header(self, session_id: str, now: float) -> Header | None:
+        header: Header | None = await self._run(ops.read_header_op(self.keys, session_id, now))
+        return header
+
+    async def commit(self, delta: Delta) -> Header:
+        header: Header = await self._run(ops.commit_op(self.keys, delta))
+        return header
+
+    async def delete(self, session_id: str) -> bool:
+        return bool(await self._run(ops.delete_op(self.keys, session_id)))
+
+    async def rename(self, old_id: str, new_id: str, now: float) -> None:
+        await self._run(ops.rename_op(self.keys, old_id, new_id, now))
+
+    async def user_sessions(self, user_id: str, now: float) -> list[str]:
+        ids: list[str] = await self._run(ops.user_sessions_op(self.keys, user_id, now))
+        return ids
+
+    async def forget_user(self, user_id: str) -> int:
+        return int(await self._run(ops.forget_user_op(self.keys, user_id)))
+
+    async def _header_keys(self) -> list[str]:
+        async with afaults():
+            client = await self.client()
+            pattern = self.keys.header_pattern()
+            keys = [ops.text_of(k) async for k in client.scan_iter(match=pattern, count=1000)]
+        return list(dict.fromkeys(keys))  # SCAN may return a key twice
+
+    async def session_ids(self) -> AsyncIterator[str]:
+        for key in await self._header_keys():
+            sid = ops.is_session_key(self.keys, key)
+            if sid is not None:
+                yield sid
+
+    async def purge(self, now: float) -> int:
+        return int(await self._run(ops.purge_op(self.keys, await self._header_keys(), now)))
+
+    async def close(self) -> None:
+        """Close this loop's client (other loops' clients close when their loops shut down)."""
+        entry = self._loops.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry.close()
+
+    async def subscribe(self, session_id: str) -> AsyncRedisSubscription:
+        client = await self.client()
+        if self.keys.cluster:  # its pub/sub needs the slot map, which the client reads lazily
+            async with afaults():
+                await client.initialize()
+        return await AsyncRedisSubscription.open(client, self.keys, session_id)
+
+
+def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - _CLIENT_OPTIONS
+    if unknown:
+        raise ConfigurationError(
+            f"unknown Redis option(s) {sorted(unknown)}: use key_prefix, "
+            + ", ".join(sorted(_CLIENT_OPTIONS))
+        )
+    kwargs: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
+    kwargs.update(options)
+    return kwargs
+
+
+def _split_prefix(url: str) -> tuple[str, str | None]:
+    """Take `key_prefix=` out of the URL's query (redis-py would reject it)."""
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    prefix = next((v for k, v in pairs if k == "key_prefix"), None)
+    if prefix is None:
+        return url, None
+    rest = urlencode([(k, v) for k, v in pairs if k != "key_prefix"])
+    return (base + "?" + rest if rest else base), prefix
+
+
+def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBackend]:
+    """Both backends on one URL. Options: key_prefix ("statemw:"), socket_timeout (5 s),
+    socket_connect_timeout (2 s), max_connections, health_check_interval, credentials, TLS files.
+
+    Commands are never retried by the client: a save whose reply was lost is not sent twice (it
+    may have committed); the caller gets StoreUnavailable and the next call reconnects.
+    """
+    url, query_prefix = _split_prefix(url)
+    prefix = str(options.pop("key_prefix", query_prefix or DEFAULT_PREFIX))
+    if "{" in prefix or "}" in prefix:
+        raise ConfigurationError(f"key_prefix must not contain braces, got {prefix!r}")
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    cluster = scheme.endswith("+cluster")
+    kwargs = _client_kwargs(options)
+    try:
+        if cluster:
+            plain = scheme.removesuffix("+cluster") + "://" + rest
+            if not urlsplit(plain).hostname:
+                raise ConfigurationError("redis+cluster:// needs a host: redis+cluster://host:port")
+            sync: Any = redis.cluster.RedisCluster.from_url(plain, **kwargs)
+            asyn: Callable[[], Any] = functools.partial(
+                redis.asyncio.cluster.RedisCluster.from_url, plain, **kwargs
+            )
+        else:
+            kwargs["retry"] = Retry(NoBackoff(), 0)
+            sync = redis.Redis.from_url(url, **kwargs)
+            asyn = functools.partial(
+                redis.asyncio.Redis.from_url,
+                url,
+                **{**kwargs, "retry": redis.asyncio.retry.Retry(NoBackoff(), 0)},
+            )
+    except ValueError as exc:
+        raise ConfigurationError(f"bad Redis URL: {exc}") from exc
+    except FAULTS as exc:  # the cluster client reads the topology when it is built
+        raise unavailable(exc) from exc
+    keys = ops.Keys(prefix, cluster=cluster)
+    return RedisBackend(sync, keys), AsyncRedisBackend(asyn, keys)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
-from statemw.backends.base import Backend
+from statemw.backends.base import Backend, Change, Subscription
 from statemw.records import Delta, Header, Snapshot
 
 T = TypeVar("T")
@@ -61,3 +61,23 @@ class ThreadedAsync:
 
     async def close(self) -> None:
         await self._run(self.sync.close)
+
+    async def subscribe(self, session_id: str) -> ThreadedSubscription:
+        return ThreadedSubscription(await self._run(self.sync.subscribe, session_id))
+
+
+class ThreadedSubscription:
+    """Awaitable twin of a sync subscription; uses its own `aget` when it has one (local ones)."""
+
+    def __init__(self, sync: Subscription) -> None:
+        self.sync = sync
+
+    async def get(self, wait: float | None) -> Change | None:
+        aget = getattr(self.sync, "aget", None)
+        if aget is not None:
+            change: Change | None = await aget(wait)
+            return change
+        return await asyncio.to_thread(self.sync.get, wait)
+
+    async def close(self) -> None:
+        self.sync.close()

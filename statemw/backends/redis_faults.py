@@ -1,0 +1,32 @@
+"""How the Redis backend reports trouble: every redis-py or socket fault is StoreUnavailable."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import redis
+
+from statemw.errors import StoreUnavailable
+
+FAULTS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"redis: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def faults() -> Iterator[None]:
+    try:
+        yield
+    except FAULTS as exc:
+        raise unavailable(exc) from exc
+
+
+@asynccontextmanager
+async def afaults() -> AsyncIterator[None]:
+    try:
+        yield
+    except FAULTS as exc:
+        raise unavailable(exc) from exc

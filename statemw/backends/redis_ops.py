@@ -1,0 +1,422 @@
+"""The Redis backend's logic, free of I/O: key names, script arguments, result parsing.
+
+Each operation is a generator that yields the calls it needs (a script, a command, a pipeline)
+and receives their replies; `redis.py` drives it with the sync client or the async one. So the
+sync and async backends differ only by `await`, and every decision lives here once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from statemw.backends.base import Change
+from statemw.codec import pack, unpack
+from statemw.errors import ConflictError, CorruptRecord, SessionNotFound
+from statemw.records import (
+    USER_PREFIX,
+    Delta,
+    Entry,
+    Header,
+    Snapshot,
+    Summary,
+    parent_ids,
+    root_id,
+    user_record_id,
+)
+
+EXPIRY_SLACK_MS = 1000
+"""Redis drops a session's keys this long after its logical expiry (the clock decides first)."""
+
+
+VECTOR_RANGE_READ = 1024
+"""read_vectors names up to this many positions (HMGET); a wider range reads the whole hash."""
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """Run one of redis_lua.SCRIPTS by name."""
+
+    name: str
+    keys: Sequence[str]
+    args: Sequence[str | bytes | int]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One plain Redis command."""
+
+    args: tuple[str | bytes | int | float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Several commands in one round trip (not a transaction; reads only)."""
+
+    commands: list[Command]
+
+
+Call: TypeAlias = Script | Command | Pipeline
+Op: TypeAlias = Generator[Call, Any, Any]
+
+
+def tag(session_id: str) -> str:
+    """The hash tag of a record: its root session (a user record is its own root)."""
+    return session_id if session_id.startswith(USER_PREFIX) else root_id(session_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under a prefix; every key of a session tree shares the root's `{tag}`."""
+
+    prefix: str
+    cluster: bool = False
+
+    def base(self, session_id: str) -> str:
+        return f"{self.prefix}{{{tag(session_id)}}}:"
+
+    def h(self, sid: str) -> str:
+        return f"{self.base(sid)}h:{sid}"
+
+    def m(self, sid: str) -> str:
+        return f"{self.base(sid)}m:{sid}"
+
+    def v(self, sid: str) -> str:
+        return f"{self.base(sid)}v:{sid}"
+
+    def x(self, sid: str) -> str:
+        return f"{self.base(sid)}x:{sid}"
+
+    def index(self, user_id: str) -> str:
+        return f"{self.base(user_record_id(user_id))}i"
+
+    def channel(self, sid: str) -> str:
+        return f"{self.base(sid)}c:{sid}"
+
+    def header_pattern(self) -> str:
+        return f"{_glob_escape(self.prefix)}{{*}}:h:*"
+
+    def sid_of_header_key(self, key: str) -> str | None:
+        """The record id in a header key, None for a key that is not one of ours."""
+        rest = key[len(self.prefix) :] if key.startswith(self.prefix) else None
+        if rest is None or not rest.startswith("{"):
+            return None
+        close = rest.find("}:h:")
+        return None if close < 0 else rest[close + 4 :]
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def text_of(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _pairs(reply: Sequence[bytes] | dict[bytes, bytes]) -> dict[str, bytes]:
+    """HGETALL's reply: a flat [field, value, ...] list from a script, a dict from redis-py."""
+    if isinstance(reply, dict):
+        return {text_of(k): v for k, v in reply.items()}
+    return {text_of(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
+
+
+def parse_header(
+    session_id: str, flat: Sequence[bytes] | dict[bytes, bytes] | None
+) -> Header | None:
+    """A header from an HGETALL reply; None when the hash is absent."""
+    if not flat:
+        return None
+    fields = _pairs(flat)
+    if "_v" not in fields:
+        return None
+    try:
+        if fields["_v"] != b"1":
+            raise ValueError(f"unknown header version {fields['_v']!r}")
+        summary = None
+        if "_sum" in fields:
+            s = unpack(fields["_sum"])
+            summary = Summary(s[0], s[1], s[2], s[3])
+        state = {}
+        for name, data in fields.items():
+            if name.startswith("s:"):
+                value, updated_at, expires_at = unpack(data)
+                state[name[2:]] = Entry(value, updated_at, expires_at)
+        ea = fields.get("_ea")
+        uid = fields.get("_uid")
+        ch = fields.get("_ch")
+        return Header(
+            session_id=session_id,
+            user_id=None if uid is None else text_of(uid),
+            created_at=float(fields["_ca"]),
+            updated_at=float(fields.get("_ua", fields["_ca"])),
+            expires_at=None if ea is None else float(ea),
+            revision=int(fields["_rev"]),
+            message_count=int(fields["_mc"]),
+            token_total=int(fields["_tt"]),
+            summary=summary,
+            children=[] if ch is None else text_of(ch).split("/"),
+            state=state,
+        )
+    except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
+        raise CorruptRecord(session_id, f"bad header ({exc})") from exc
+    except Exception as exc:  # msgpack's own errors
+        raise CorruptRecord(session_id, f"bad header ({exc})") from exc
+
+
+def live_header(session_id: str, flat: Sequence[bytes] | None, now: float) -> Header | None:
+    header = parse_header(session_id, flat)
+    return header if header is not None and header.live(now) else None
+
+
+# -- operations ----------------------------------------------------------------------------------
+
+
+def commit_op(keys: Keys, delta: Delta) -> Op:
+    """A save in one script: the same merge as records.apply_delta, done where the data is."""
+    sid = delta.session_id
+    now = delta.now
+    create = delta.create
+    is_user = sid.startswith(USER_PREFIX)
+    child_name = sid.rsplit("/", 1)[1] if "/" in sid and not is_user else ""
+    parent = sid.rsplit("/", 1)[0] if child_name else sid
+    expires_at = delta.expires_at
+    pexpire = (
+        ""
+        if expires_at is None
+        else str(max(math.ceil((expires_at - now) * 1000), 0) + EXPIRY_SLACK_MS)
+    )
+    uid = create.user_id if create is not None and create.user_id is not None else ""
+    summary = delta.summary
+    changed = sorted(set(delta.set) | set(delta.delete))
+    args: list[str | bytes | int] = [
+        _num(now),
+        "" if create is None else _num(create.created_at),
+        uid,
+        "" if delta.expected_revision is None else str(delta.expected_revision),
+        _num(expires_at),
+        "1" if delta.replace_log else "",
+        str(delta.append_tokens),
+        b""
+        if summary is None
+        else pack([summary.value, summary.upto, summary.covered_tokens, summary.tokens]),
+        "" if summary is None else str(summary.upto),
+        child_name,
+        keys.channel(sid),
+        pexpire,
+        pack(changed),
+        len(delta.set),
+        len(delta.delete),
+        len(delta.append),
+        len(delta.vectors),
+        sid,
+    ]
+    for key, entry in delta.set.items():
+        args += [
+            key,
+            pack([entry.value, entry.updated_at, entry.expires_at]),
+            _num(entry.expires_at),
+        ]
+    args += delta.delete
+    args += delta.append
+    for position, vector in delta.vectors.items():
+        args += [str(position), vector]
+    key_list = [keys.h(sid), keys.m(sid), keys.v(sid), keys.x(sid), keys.h(parent)]
+    index = uid and not child_name and not is_user
+    if index and not keys.cluster:
+        key_list.append(keys.index(uid))
+    reply = yield Script("commit", key_list, args)
+    status = text_of(reply[0])
+    if status == "NOTFOUND":
+        raise SessionNotFound(sid)
+    if status == "CONFLICT":
+        raise ConflictError(sid, delta.expected_revision or 0, int(reply[1]))
+    header = parse_header(sid, reply[2])
+    if header is None:  # pragma: no cover - the script just wrote it
+        raise CorruptRecord(sid, "header vanished during commit")
+    if index and keys.cluster and reply[1] == b"1":
+        yield Script("index_add", [keys.index(uid)], [sid, _num(header.created_at)])
+    header.state = header.live_state(now)
+    return header
+
+
+def load_op(keys: Keys, session_id: str, window: int, now: float) -> Op:
+    parents = parent_ids(session_id) if not session_id.startswith(USER_PREFIX) else []
+    reply = yield Script(
+        "load",
+        [keys.h(session_id), keys.m(session_id), *(keys.h(p) for p in parents)],
+        [_num(now), str(window), "" if keys.cluster else keys.prefix],
+    )
+    if not reply:
+        return None
+    header = parse_header(session_id, reply[0])
+    if header is None:
+        return None
+    parent_headers = [
+        h for h in (parse_header(p, flat) for p, flat in zip(parents, reply[3], strict=True)) if h
+    ]
+    user = None
+    if header.user_id is not None:
+        uid = user_record_id(header.user_id)
+        if keys.cluster:
+            flat = yield Command(("HGETALL", keys.h(uid)))
+        else:
+            flat = reply[4] or None
+        user = parse_header(uid, flat)
+    return Snapshot(header, int(reply[1]), list(reply[2]), parent_headers, user)
+
+
+def read_header_op(keys: Keys, session_id: str, now: float) -> Op:
+    flat = yield Command(("HGETALL", keys.h(session_id)))
+    return live_header(session_id, flat, now)
+
+
+def read_messages_op(keys: Keys, session_id: str, start: int, stop: int) -> Op:
+    start = max(start, 0)
+    if stop <= start:
+        return []
+    reply = yield Command(("LRANGE", keys.m(session_id), start, stop - 1))
+    return list(reply)
+
+
+def read_vectors_op(keys: Keys, session_id: str, start: int, stop: int) -> Op:
+    if stop <= start:
+        return {}
+    start = max(start, 0)
+    if stop - start <= VECTOR_RANGE_READ:  # the usual case: name the positions wanted
+        positions = range(start, stop)
+        values = yield Command(("HMGET", keys.v(session_id), *positions))
+        return {p: v for p, v in zip(positions, values, strict=True) if v is not None}
+    reply = yield Command(("HGETALL", keys.v(session_id)))
+    pairs = ((int(k), v) for k, v in _pairs(reply).items())
+    return {position: v for position, v in pairs if start <= position < stop}
+
+
+def delete_op(keys: Keys, session_id: str) -> Op:
+    is_user = session_id.startswith(USER_PREFIX)
+    child_name = session_id.rsplit("/", 1)[1] if "/" in session_id and not is_user else ""
+    parent = session_id.rsplit("/", 1)[0] if child_name else session_id
+    key_list = [keys.h(session_id), keys.h(parent)]
+    if not keys.cluster and not child_name and not is_user:
+        uid = yield Command(("HGET", keys.h(session_id), "_uid"))
+        if uid is not None:
+            key_list.append(keys.index(text_of(uid)))
+    reply = yield Script("delete", key_list, [session_id, keys.base(session_id), child_name])
+    if not int(reply[0]):
+        return False
+    if keys.cluster and not child_name and not is_user and reply[1]:
+        yield Command(("ZREM", keys.index(text_of(reply[1])), session_id))
+    return True
+
+
+def rename_op(keys: Keys, old_id: str, new_id: str, now: float) -> Op:
+    if not keys.cluster:
+        key_list = [keys.h(old_id), keys.h(new_id)]
+        uid = yield Command(("HGET", keys.h(old_id), "_uid"))
+        if uid is not None and "/" not in new_id:
+            key_list.append(keys.index(text_of(uid)))
+        reply = yield Script(
+            "rename",
+            key_list,
+            [_num(now), old_id, new_id, keys.base(old_id), keys.base(new_id)],
+        )
+        if text_of(reply[0]) == "NOTFOUND":
+            raise SessionNotFound(old_id)
+        return None
+    # Cluster: the new id hashes to another slot, so copy every key, then delete the old tree.
+    header = yield from read_header_op(keys, old_id, now)
+    if header is None:
+        raise SessionNotFound(old_id)
+    pending = [(old_id, new_id)]
+    while pending:
+        old, new = pending.pop()
+        flat = yield Command(("HGETALL", keys.h(old)))
+        child = parse_header(old, flat)
+        if child is None:
+            continue
+        pending.extend((f"{old}/{n}", f"{new}/{n}") for n in child.children)
+        for kind in ("h", "m", "v", "x"):
+            src, dst = getattr(keys, kind)(old), getattr(keys, kind)(new)
+            dumped, ttl = yield Pipeline([Command(("DUMP", src)), Command(("PTTL", src))])
+            if dumped is not None:
+                yield Command(("RESTORE", dst, max(int(ttl), 0), dumped, "REPLACE"))
+    if header.user_id is not None and "/" not in new_id:
+        index = keys.index(header.user_id)
+        score = yield Command(("ZSCORE", index, old_id))
+        if score is not None:
+            yield Command(("ZADD", index, float(score), new_id))
+    yield from delete_op(keys, old_id)
+    return None
+
+
+def user_sessions_op(keys: Keys, user_id: str, now: float) -> Op:
+    ids = [text_of(s) for s in (yield Command(("ZRANGE", keys.index(user_id), 0, -1)))]
+    if not ids:
+        return []
+    metas = yield Pipeline([Command(("HMGET", keys.h(sid), "_v", "_ea")) for sid in ids])
+    gone = [sid for sid, (version, _) in zip(ids, metas, strict=True) if version is None]
+    if gone:  # Redis expired them by itself: drop them from the index too
+        yield Command(("ZREM", keys.index(user_id), *gone))
+    return [
+        sid
+        for sid, (version, ea) in zip(ids, metas, strict=True)
+        if version is not None and (ea is None or float(ea) > now)
+    ]
+
+
+def forget_user_op(keys: Keys, user_id: str) -> Op:
+    index = keys.index(user_id)
+    ids = [text_of(s) for s in (yield Command(("ZRANGE", index, 0, -1)))]
+    removed = 0
+    for sid in ids:
+        removed += bool((yield from delete_op(keys, sid)))
+    yield Command(("DEL", index))
+    yield from delete_op(keys, user_record_id(user_id))
+    return removed
+
+
+def purge_op(keys: Keys, header_keys: Sequence[str], now: float) -> Op:
+    removed = 0
+    for key in header_keys:
+        sid = keys.sid_of_header_key(key)
+        if sid is None:
+            continue
+        is_user = sid.startswith(USER_PREFIX)
+        root = is_user or "/" not in sid
+        key_list = [keys.h(sid)]
+        if root and not is_user and not keys.cluster:
+            uid = yield Command(("HGET", keys.h(sid), "_uid"))
+            if uid is not None:
+                key_list.append(keys.index(text_of(uid)))
+        reply = yield Script(
+            "purge", key_list, [_num(now), sid, keys.base(sid), "1" if root else ""]
+        )
+        if int(reply[0]):
+            removed += 1
+            if keys.cluster and not is_user and reply[1]:
+                yield Command(("ZREM", keys.index(text_of(reply[1])), sid))
+    return removed
+
+
+def parse_change(session_id: str, data: bytes) -> Change:
+    """A message the commit script PUBLISHed: b"<revision>\\n<message count>\\n<msgpack keys>"."""
+    if data == b"deleted":
+        return Change(session_id, 0, 0, deleted=True)
+    revision, count, keys = data.split(b"\n", 2)
+    return Change(session_id, int(revision), int(count), tuple(unpack(keys)))
+
+
+def is_session_key(keys: Keys, key: str) -> str | None:
+    """The top-level session id a SCANned header key names (None for sub-sessions, users)."""
+    sid = keys.sid_of_header_key(key)
+    if sid is None or "/" in sid or sid.startswith(USER_PREFIX):
+        return None
+    return sid

@@ -1,0 +1,309 @@
+"""What the Redis backend adds to the shared contract: layout, round trips, faults, processes.
+
+The contract itself (tests/test_session.py and friends) runs on Redis through conftest's
+`store` fixture; these tests pin down what only a Redis store can get wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from statemw import Store
+from statemw.backends import redis_ops
+from statemw.backends.redis import AsyncRedisBackend, RedisBackend
+from statemw.errors import ConfigurationError, CorruptRecord, StoreUnavailable
+from tests.conftest import FakeClock
+from tests.redis_server import RedisServer, append_worker, free_port, isolated_url
+
+
+@pytest.fixture
+def rstore(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
+    store = Store(isolated_url(tmp_path.name), clock=clock)
+    yield store
+    store.close()
+
+
+def backend_of(store: Store) -> RedisBackend:
+    backend = store.backend
+    assert isinstance(backend, RedisBackend)
+    return backend
+
+
+def raw(store: Store) -> redis.Redis:
+    client: redis.Redis = backend_of(store).client
+    return client
+
+
+def count_round_trips(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each call the backend sends (a script, a command or a whole pipeline)."""
+    calls: list[str] = []
+    original = backend._call
+
+    def counting(call: redis_ops.Call) -> Any:
+        calls.append(type(call).__name__)
+        return original(call)
+
+    monkeypatch.setattr(backend, "_call", counting)
+    return calls
+
+
+def test_every_key_of_a_session_tree_carries_the_root_hash_tag(rstore: Store) -> None:
+    session = rstore.create(user_id="harsh")
+    session["k"] = 1
+    session.set("offer", 2, ttl=60)
+    session.add_message("user", "hi")
+    child = session.child("flights")
+    child.add_message("user", "to Berlin")
+    session.save()
+
+    prefix = backend_of(rstore).keys.prefix
+    client = raw(rstore)
+    keys = {k.decode() for k in client.scan_iter(match=f"{prefix}{{{session.id}}}:*")}
+    assert keys == {
+        f"{prefix}{{{session.id}}}:{kind}:{sid}"
+        for kind, sid in [
+            ("h", session.id),
+            ("m", session.id),
+            ("x", session.id),
+            ("h", child.id),
+            ("m", child.id),
+        ]
+    }
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+
+
+def test_a_save_and_a_load_are_one_round_trip_each(
+    rstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = rstore.create(user_id="harsh")
+    session.user["tz"] = "IST"
+    session.save()
+    calls = count_round_trips(backend_of(rstore), monkeypatch)
+
+    again = rstore.load(session.id)
+    assert calls == ["Script"]  # header, window, parents' headers and the user's, together
+    again["k"] = "v"
+    again.add_message("user", "hi")
+    again.save()
+    assert calls == ["Script", "Script"]
+    assert again.user["tz"] == "IST"
+
+
+def test_the_session_keys_expire_in_redis_too(rstore: Store) -> None:
+    store = Store(rstore.url, idle=60, clock=rstore.clock)
+    session = store.create()
+    session.add_message("user", "hi")
+    session.save()
+    client = raw(store)
+    keys = backend_of(store).keys
+    for key in (keys.h(session.id), keys.m(session.id)):
+        assert 60_000 < client.pttl(key) <= 60_000 + redis_ops.EXPIRY_SLACK_MS
+    store.close()
+
+
+def test_purge_drops_expired_state_fields(rstore: Store, clock: FakeClock) -> None:
+    session = rstore.create()
+    session.set("offer", "cheap", ttl=10)
+    session["kept"] = 1
+    session.save()
+    clock.advance(11)
+    assert rstore.purge() == 0
+    fields = raw(rstore).hkeys(backend_of(rstore).keys.h(session.id))
+    assert b"s:offer" not in fields
+    assert b"s:kept" in fields
+
+
+def test_a_corrupt_state_field_names_the_session_and_stays(rstore: Store) -> None:
+    session = rstore.create()
+    session["k"] = "v"
+    session.save()
+    key = backend_of(rstore).keys.h(session.id)
+    raw(rstore).hset(key, "s:k", b"\xc1garbage")
+
+    with pytest.raises(CorruptRecord) as info:
+        rstore.load(session.id)
+    assert info.value.session_id == session.id
+    assert raw(rstore).hget(key, "s:k") == b"\xc1garbage"
+
+
+def test_a_corrupt_message_names_the_session(rstore: Store) -> None:
+    session = rstore.create()
+    session.add_message("user", "hi")
+    session.save()
+    client: Any = raw(rstore)  # redis-py's stubs want str values; these are bytes
+    client.lset(backend_of(rstore).keys.m(session.id), 0, b"\x01\xc1")
+    with pytest.raises(CorruptRecord, match=session.id):
+        list(rstore.load(session.id).messages)
+
+
+def test_a_store_url_may_name_its_key_prefix(tmp_path: Path) -> None:
+    store = Store(isolated_url(tmp_path.name).split("?")[0] + "?key_prefix=statemw-test-x:")
+    assert backend_of(store).keys.prefix == "statemw-test-x:"
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("redis://127.0.0.1:1/0", {"no_such_option": 1}),
+        ("redis://127.0.0.1:1/0", {"key_prefix": "a{b}:"}),
+        ("redis://127.0.0.1:1/0?key_prefix={x}", {}),
+    ],
+)
+def test_bad_redis_options_are_configuration_errors(url: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        Store(url, **options).backend  # noqa: B018
+
+
+def test_unix_socket_urls_work(tmp_path: Path) -> None:
+    sock = tmp_path / "redis.sock"
+    server = RedisServer(None, "--unixsocket", str(sock), "--unixsocketperm", "700").start()
+    try:
+        store = Store(f"unix://{sock}?db=0")
+        session = store.create()
+        session["k"] = "v"
+        session.save()
+        assert store.load(session.id)["k"] == "v"
+        store.close()
+    finally:
+        server.remove()
+
+
+def test_an_unreachable_redis_is_store_unavailable() -> None:
+    store = Store(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    with pytest.raises(StoreUnavailable):
+        store.get("a" * 24)
+    session = store.create()
+    session["k"] = "v"
+    with pytest.raises(StoreUnavailable):
+        session.save()
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_redis_is_store_unavailable_async() -> None:
+    store = Store(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    assert isinstance(store.abackend, AsyncRedisBackend)
+    with pytest.raises(StoreUnavailable):
+        await store.aget("a" * 24)
+    await store.aclose()
+
+
+def test_a_redis_killed_mid_run_leaves_no_half_written_session(tmp_path: Path) -> None:
+    """Saves run in a thread; the server is SIGKILLed under them, then started again."""
+    server = RedisServer(None, "--appendonly", "yes", "--appendfsync", "always").start()
+    store = Store(server.url, socket_timeout=2, socket_connect_timeout=1)
+    try:
+        session = store.create()
+        session["turns"] = 0
+        session.save()
+        sid = session.id
+        ten_saves = threading.Event()
+        failures: list[BaseException] = []
+
+        def writer() -> None:
+            turn = store.load(sid)
+            for n in range(1, 10_000):
+                turn.add_message("user", f"q{n}")
+                turn.add_message("assistant", f"a{n}")
+                turn["turns"] = n
+                try:
+                    turn.save()
+                except StoreUnavailable as exc:
+                    failures.append(exc)
+                    return
+                if n == 10:
+                    ten_saves.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        assert ten_saves.wait(30)
+        server.kill()
+        thread.join(30)
+        assert not thread.is_alive()
+        assert len(failures) == 1
+        with pytest.raises(StoreUnavailable):
+            store.get(sid)
+
+        server.start()  # same port and directory: the append-only file comes back
+        again = store.load(sid)
+        turns = again["turns"]
+        assert turns >= 10
+        assert len(again.messages) == 2 * turns
+        assert again.messages[-1]["content"] == f"a{turns}"
+        again.add_message("user", "after the restart")
+        again.save()
+        assert len(store.load(sid).messages) == 2 * turns + 1
+    finally:
+        store.close()
+        server.remove()
+
+
+@pytest.mark.slow
+def test_four_processes_appending_to_one_session_lose_nothing(tmp_path: Path) -> None:
+    url = isolated_url(tmp_path.name)
+    store = Store(url)
+    session = store.create()
+    session.save()
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=append_worker, args=(url, session.id, w, 200)) for w in range(4)
+    ]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(60)
+    assert [p.exitcode for p in workers] == [0, 0, 0, 0]
+
+    contents = [m["content"] for m in store.load(session.id).messages]
+    assert len(contents) == 800
+    for w in range(4):
+        assert [c for c in contents if c.startswith(f"w{w}-")] == [f"w{w}-{i}" for i in range(200)]
+    assert [m["content"] for m in store.load(session.id).messages] == contents
+    store.close()
+
+
+def test_the_async_backend_serves_one_event_loop_after_another(rstore: Store) -> None:
+    """Starlette's TestClient, Flask's async views and asyncio.run each bring a new loop."""
+    session = rstore.create()
+    session.save()
+
+    async def turn(n: int) -> int:
+        again = await rstore.aload(session.id)
+        again.add_message("user", f"turn {n}")
+        await again.asave()
+        return len(again.messages)
+
+    assert [asyncio.run(turn(n)) for n in range(3)] == [1, 2, 3]
+    gc.collect()  # a connection left open in a dead loop would warn here (an error in tests)
+
+
+def test_sessions_redis_expired_by_itself_leave_the_user_index(rstore: Store) -> None:
+    first, second = rstore.create(user_id="harsh"), rstore.create(user_id="harsh")
+    first.save()
+    second.save()
+    keys = backend_of(rstore).keys
+    raw(rstore).delete(keys.h(first.id), keys.m(first.id))  # as Redis's own expiry would
+    assert rstore.user_sessions("harsh") == [second.id]
+    assert raw(rstore).zrange(keys.index("harsh"), 0, -1) == [second.id.encode()]
+
+
+def test_vectors_are_read_by_position_range(rstore: Store) -> None:
+    backend = backend_of(rstore)
+    session = rstore.create()
+    session.save()
+    raw(rstore).hset(backend.keys.v(session.id), mapping={"3": b"v3", "7": b"v7", "2000": b"vx"})
+    assert backend.read_vectors(session.id, 0, 5) == {3: b"v3"}
+    assert backend.read_vectors(session.id, 3, 8) == {3: b"v3", 7: b"v7"}
+    assert backend.read_vectors(session.id, 0, 5000) == {3: b"v3", 7: b"v7", 2000: b"vx"}
+    assert backend.read_vectors(session.id, 5, 5) == {}
