@@ -148,7 +148,9 @@ def test_a_tampered_or_truncated_cookie_does_not_reach_the_session(store: Store)
     client = TestClient(make_app(store))
     client.post("/remember", json={"name": "Harsh"})
     good = client.cookies["session"]
-    for bad in (good[:-1], good[:-1] + ("A" if good[-1] != "A" else "B"), good[: len(good) // 2]):
+    middle = len(good) - 10  # inside the signature; the last base64 character may be padding bits
+    flipped = good[:middle] + ("A" if good[middle] != "A" else "B") + good[middle + 1 :]
+    for bad in (good[:-1], flipped, good[: len(good) // 2]):
         stranger = TestClient(make_app(store))
         stranger.cookies.set("session", bad)
         assert stranger.get("/show").json() == {"session": {}}
