@@ -109,13 +109,17 @@ def forget_item(session: Session, scope: str, key: str) -> dict[str, Any]:
     return state(session)
 
 
-def version_of(store: Store, session: Session) -> tuple[str | None, int]:
-    """What the live feed watches: the session the request would see now, and its revision."""
-    session_id: str | None = session.id
+def followed(store: Store, session: Session) -> str | None:
+    """The conversation a device's live feed follows: the user's current one, else its own."""
     if session.user_id is not None:
-        session_id = store.current_session_id(session.user_id)
-    header = store.backend.read_header(session_id, store.clock()) if session_id else None
-    return (session_id, header.revision if header else 0)
+        return store.current_session_id(session.user_id)
+    return None if session.is_new else session.id
+
+
+async def afollowed(store: Store, session: Session) -> str | None:
+    if session.user_id is not None:
+        return await store.acurrent_session_id(session.user_id)
+    return None if session.is_new else session.id
 
 
 def forget_me(session: Session) -> None:

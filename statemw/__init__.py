@@ -6,6 +6,7 @@ session.add_message("user", "Find flights to Berlin")
 session.save()
 """
 
+from statemw.backends.base import Change
 from statemw.codec import generate_key
 from statemw.decorators import stateful
 from statemw.errors import (
@@ -27,6 +28,7 @@ from statemw.store import Store, configure, default_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "Change",
     "ConfigurationError",
     "ConflictError",
     "CorruptRecord",

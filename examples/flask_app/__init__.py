@@ -14,6 +14,7 @@ from statemw.flask import FlaskState
 from statemw.keys import Cookie, UserID
 
 FEED_SECONDS = 600
+HEARTBEAT = 5.0
 
 
 def create_app(store: Store | None = None, secret: str | None = None) -> Flask:
@@ -77,13 +78,20 @@ def create_app(store: Store | None = None, secret: str | None = None) -> Flask:
         session_now = current()
 
         def feed() -> Iterator[str]:
-            seen = api.version_of(store, session_now)
-            for _ in range(FEED_SECONDS):
-                time.sleep(1)
-                now = api.version_of(store, session_now)
-                if now != seen:
-                    seen = now
-                    yield f"data: {now[1]}\n\n"
+            """Push an event per committed change (see the Starlette app)."""
+            deadline = time.monotonic() + FEED_SECONDS
+            following = api.followed(store, session_now)
+            while time.monotonic() < deadline:
+                if following is None:
+                    time.sleep(HEARTBEAT)  # no conversation yet: nothing to listen to
+                else:
+                    with store.subscribe(following, timeout=HEARTBEAT) as changes:
+                        for change in changes:
+                            yield f"data: {change.revision}\n\n"
+                now = api.followed(store, session_now)
+                if now != following:
+                    following = now
+                    yield "data: switched\n\n"
 
         return Response(feed(), mimetype="text/event-stream", headers={"Cache-Control": "no-store"})
 

@@ -19,6 +19,7 @@ from statemw.asgi import StateMiddleware
 from statemw.keys import Cookie, UserID
 
 FEED_SECONDS = 600  # an event stream ends after this long; the browser reconnects by itself
+HEARTBEAT = 5.0
 
 
 def create_app(store: Store | None = None, secret: str | None = None) -> Starlette:
@@ -76,13 +77,22 @@ def create_app(store: Store | None = None, secret: str | None = None) -> Starlet
         session = session_of(request)
 
         async def feed() -> AsyncIterator[str]:
-            seen = api.version_of(store, session)
-            for _ in range(FEED_SECONDS):
-                await asyncio.sleep(1)
-                now = api.version_of(store, session)
-                if now != seen:
-                    seen = now
-                    yield f"data: {now[1]}\n\n"
+            """Push an event per committed change; every few quiet seconds, check whether the
+            device should follow another conversation now (after a login or a forget)."""
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + FEED_SECONDS
+            following = await api.afollowed(store, session)
+            while loop.time() < deadline:
+                if following is None:
+                    await asyncio.sleep(HEARTBEAT)  # no conversation yet: nothing to listen to
+                else:
+                    async with store.asubscribe(following, timeout=HEARTBEAT) as changes:
+                        async for change in changes:
+                            yield f"data: {change.revision}\n\n"
+                now = await api.afollowed(store, session)
+                if now != following:
+                    following = now
+                    yield "data: switched\n\n"
 
         return StreamingResponse(
             feed(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
