@@ -156,6 +156,19 @@ def test_a_tampered_or_truncated_cookie_does_not_reach_the_session(store: Store)
         assert stranger.get("/show").json() == {"session": {}}
 
 
+class _SignedLongAgo(TimestampSigner):
+    def get_timestamp(self) -> int:
+        return super().get_timestamp() - 15 * 24 * 3600  # older than the cookie's 14 days
+
+
+def test_an_expired_cookie_starts_a_fresh_session(store: Store) -> None:
+    client = TestClient(make_app(store))
+    client.post("/remember", json={"name": "Harsh"})
+    sid = next(iter(store.session_ids()))
+    client.cookies.set("session", _SignedLongAgo(SECRET, salt="statemw.cookie").sign(sid).decode())
+    assert client.get("/show").json() == {"session": {}}
+
+
 def test_a_signed_id_the_store_does_not_know_is_never_adopted(store: Store) -> None:
     client = TestClient(make_app(store))
     invented = TimestampSigner(SECRET, salt="statemw.cookie").sign("invented-id-0000").decode()
