@@ -9,6 +9,7 @@ import pytest
 
 from statemw import Store, configure
 from tests import redis_server
+from tests.demo_server import DemoServer
 
 
 class FakeClock:
@@ -67,3 +68,12 @@ def store(backend_kind: str, tmp_path: Path, clock: FakeClock) -> Iterator[Store
     yield store
     configure(None)
     store.close()
+
+
+@pytest.fixture(params=["starlette_app", "flask_app"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DemoServer]:
+    """A demo app as a real server process (each app in turn), its store in tmp_path."""
+    demo = DemoServer(str(request.param), tmp_path / "store")
+    demo.start()
+    yield demo
+    demo.stop()

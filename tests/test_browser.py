@@ -36,14 +36,6 @@ def chromium() -> Iterator[object]:
         browser.close()
 
 
-@pytest.fixture(params=["starlette_app", "flask_app"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DemoServer]:
-    demo = DemoServer(str(request.param), tmp_path / "store")
-    demo.start()
-    yield demo
-    demo.stop()
-
-
 def test_two_devices_chat_edit_and_forget(
     chromium: object, server: DemoServer, tmp_path: Path
 ) -> None:

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.demo_server import DemoServer
-
-
-@pytest.fixture(params=["starlette_app", "flask_app"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DemoServer]:
-    demo = DemoServer(str(request.param), tmp_path / "store")
-    demo.start()
-    yield demo
-    demo.stop()
 
 
 def test_every_acknowledged_message_survives_a_sigkill(server: DemoServer) -> None:
