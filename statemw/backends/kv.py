@@ -4,9 +4,9 @@ Keys (sids are statemw ids, so ':' cannot be confused):
     h:<sid>            header (records.Header, msgpack)
     m:<sid>:<chunk>    messages [chunk*CHUNK, (chunk+1)*CHUNK): an append rewrites one small chunk
     v:<sid>:<chunk>    cached vectors of those messages, by position
-Live changes for subscribers: local_pubsub.py.
     i:<user_id>        the user's session ids, oldest first
-User state lives in a header under records.user_record_id(user_id).
+User state lives in a header under records.user_record_id(user_id). Live changes for
+subscribers: local_pubsub.py.
 """
 
 from __future__ import annotations
