@@ -188,8 +188,12 @@ def cmd_forget_user(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_purge(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     progress = Progress("purging", None)
-    progress.advance(0)
-    removed = store.purge()
+
+    def looked_at(done: int, total: int) -> None:
+        progress.total = total
+        progress.advance(done - progress.done)
+
+    removed = store.purge(progress=looked_at)
     progress.close()
     out.write(f"purged {removed} expired session(s)\n")
     return 0

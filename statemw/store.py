@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from statemw.backends.base import AsyncBackend, AsyncChanges, Backend, Changes
+from statemw.backends.base import AsyncBackend, AsyncChanges, Backend, Changes, Progress
 from statemw.codec import Codec, KeyLike, pack
 from statemw.errors import (
     ConfigurationError,
@@ -458,9 +458,11 @@ class Store:
     def session_ids(self) -> Iterator[str]:
         return self.backend.session_ids()
 
-    def purge(self) -> int:
-        """Remove expired sessions and expired keys; the number of sessions removed."""
-        return self.backend.purge(self.clock())
+    def purge(self, progress: Progress | None = None) -> int:
+        """Remove expired sessions and expired keys; the number of sessions removed.
+
+        `progress(done, total)` is called as records are looked at (for a progress bar)."""
+        return self.backend.purge(self.clock(), progress)
 
     def read_records(self, session_id: str, start: int, stop: int) -> list[Record]:
         return [
@@ -540,8 +542,8 @@ class Store:
     def asession_ids(self) -> AsyncIterator[str]:
         return self.abackend.session_ids()
 
-    async def apurge(self) -> int:
-        return await self.abackend.purge(self.clock())
+    async def apurge(self, progress: Progress | None = None) -> int:
+        return await self.abackend.purge(self.clock(), progress)
 
     async def aread_records(self, session_id: str, start: int, stop: int) -> list[Record]:
         data = await self.abackend.read_messages(session_id, start, stop)

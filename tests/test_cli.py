@@ -95,3 +95,28 @@ def test_an_encrypted_store_needs_its_key(url: str, capsys: pytest.CaptureFixtur
     code, out = run("--store", url, "--encryption-key", key, "show", sid)
     assert code == 0
     assert "Berlin" in out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_long_sweeps_draw_a_progress_bar_on_a_terminal(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        conversation(url)
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert run("--store", url, "purge")[0] == 0
+    assert "purging [" in terminal.getvalue()
+    assert "/4" in terminal.getvalue()  # three sessions and the user's shared record
+
+
+def test_no_progress_bar_when_not_on_a_terminal(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conversation(url)
+    assert run("--store", url, "purge")[0] == 0
+    assert capsys.readouterr().err == ""

@@ -544,3 +544,13 @@ def test_after_forget_user_a_deleted_sessions_user_state_is_empty(store: Store) 
 
 def test_new_ids_never_look_like_command_line_options(store: Store) -> None:
     assert not any(store.create().id.startswith("-") for _ in range(2000))
+
+
+def test_purge_reports_its_progress(store: Store, clock: FakeClock) -> None:
+    for _ in range(3):
+        saved(store)
+    seen: list[tuple[int, int]] = []
+    store.purge(progress=lambda done, total: seen.append((done, total)))
+    assert seen
+    assert seen[-1][0] == seen[-1][1] >= 3  # sessions, plus the user's shared record
+    assert [done for done, _ in seen] == list(range(1, len(seen) + 1))

@@ -13,6 +13,9 @@ from typing import Protocol
 
 from statemw.records import Delta, Header, Snapshot
 
+Progress = Callable[[int, int], None]
+"""progress(done, total) for long sweeps (the CLI draws a bar with it)."""
+
 
 class Backend(Protocol):
     """Blocking backend calls (Flask, WSGI, plain scripts)."""
@@ -47,8 +50,10 @@ class Backend(Protocol):
     def session_ids(self) -> Iterator[str]:
         """Every stored top-level session id (live or not yet purged)."""
 
-    def purge(self, now: float) -> int:
-        """Remove expired sessions and expired state keys; the number of sessions removed."""
+    def purge(self, now: float, progress: Progress | None = None) -> int:
+        """Remove expired sessions and expired state keys; the number of sessions removed.
+
+        `progress(done, total)` is called after each stored record is looked at."""
 
     def close(self) -> None: ...
 
@@ -79,7 +84,7 @@ class AsyncBackend(Protocol):
 
     def session_ids(self) -> AsyncIterator[str]: ...
 
-    async def purge(self, now: float) -> int: ...
+    async def purge(self, now: float, progress: Progress | None = None) -> int: ...
 
     async def close(self) -> None: ...
 

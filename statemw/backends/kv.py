@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from statemw.backends.base import Change
+from statemw.backends.base import Change, Progress
 from statemw.backends.local_pubsub import LocalSubscription
 from statemw.codec import decode_header, encode_header, pack, unpack
 from statemw.errors import CorruptRecord, SessionNotFound
@@ -266,9 +266,12 @@ class KVBackend:
             if "/" not in sid and not sid.startswith(USER_PREFIX):
                 yield sid
 
-    def purge(self, now: float) -> int:
+    def purge(self, now: float, progress: Progress | None = None) -> int:
         removed = 0
-        for key in list(self.kv.keys("h:")):
+        keys = list(self.kv.keys("h:"))
+        for done, key in enumerate(keys, 1):
+            if progress is not None:
+                progress(done, len(keys))
             sid = key[2:]
             with self.kv.transaction():
                 header = self._header(sid)

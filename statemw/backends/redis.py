@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from statemw.backends import redis_ops as ops
+from statemw.backends.base import Progress
 from statemw.backends.redis_faults import FAULTS, afaults, faults, unavailable
 from statemw.backends.redis_lua import SCRIPTS
 from statemw.backends.redis_pubsub import AsyncRedisSubscription, RedisSubscription
@@ -119,8 +120,8 @@ class RedisBackend:
             if sid is not None:
                 yield sid
 
-    def purge(self, now: float) -> int:
-        return int(self._run(ops.purge_op(self.keys, self._header_keys(), now)))
+    def purge(self, now: float, progress: Progress | None = None) -> int:
+        return int(self._run(ops.purge_op(self.keys, self._header_keys(), now, progress)))
 
     def close(self) -> None:
         self.client.close()
@@ -248,8 +249,9 @@ class AsyncRedisBackend:
             if sid is not None:
                 yield sid
 
-    async def purge(self, now: float) -> int:
-        return int(await self._run(ops.purge_op(self.keys, await self._header_keys(), now)))
+    async def purge(self, now: float, progress: Progress | None = None) -> int:
+        header_keys = await self._header_keys()
+        return int(await self._run(ops.purge_op(self.keys, header_keys, now, progress)))
 
     async def close(self) -> None:
         """Close this loop's client (other loops' clients close when their loops shut down)."""

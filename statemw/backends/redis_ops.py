@@ -12,7 +12,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from statemw.backends.base import Change
+from statemw.backends.base import Change, Progress
 from statemw.codec import pack, unpack
 from statemw.errors import ConflictError, CorruptRecord, SessionNotFound
 from statemw.records import (
@@ -383,9 +383,13 @@ def forget_user_op(keys: Keys, user_id: str) -> Op:
     return removed
 
 
-def purge_op(keys: Keys, header_keys: Sequence[str], now: float) -> Op:
+def purge_op(
+    keys: Keys, header_keys: Sequence[str], now: float, progress: Progress | None = None
+) -> Op:
     removed = 0
-    for key in header_keys:
+    for done, key in enumerate(header_keys, 1):
+        if progress is not None:
+            progress(done, len(header_keys))
         sid = keys.sid_of_header_key(key)
         if sid is None:
             continue

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
-from statemw.backends.base import Backend, Change, Subscription
+from statemw.backends.base import Backend, Change, Progress, Subscription
 from statemw.records import Delta, Header, Snapshot
 
 T = TypeVar("T")
@@ -56,8 +56,8 @@ class ThreadedAsync:
         for session_id in ids:
             yield session_id
 
-    async def purge(self, now: float) -> int:
-        return await self._run(self.sync.purge, now)
+    async def purge(self, now: float, progress: Progress | None = None) -> int:
+        return await self._run(self.sync.purge, now, progress)
 
     async def close(self) -> None:
         await self._run(self.sync.close)
