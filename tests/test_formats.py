@@ -102,3 +102,36 @@ def test_get_history_speaks_both_formats(store: Store) -> None:
         CALL,
         RESULT,
     ]
+
+
+EVERY_FIELD = [
+    {"role": "system", "content": "You are a travel agent.", "name": "policy"},
+    {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x.png"}}]},
+    {
+        "role": "assistant",
+        "content": [
+            {"type": "thinking", "thinking": "…", "signature": "EqQBCkYIAhgC"},
+            {"type": "redacted_thinking", "data": b"\x00\xffopaque"},
+            {"type": "tool_use", "id": "tu1", "name": "search", "input": {"q": ["Berlin", 1.5]}},
+        ],
+        "provider_extra": {"cache_control": {"type": "ephemeral"}, "n": None},
+    },
+    {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": "", "is_error": True}],
+    },
+    {**CALL, "refusal": None, "annotations": []},
+    {**RESULT, "name": "search"},
+    {"role": "agent", "content": "Booked. ✈"},
+]
+
+
+def test_every_field_round_trips_through_the_store_and_get_history(store: Store) -> None:
+    session = store.create()
+    for message in EVERY_FIELD:
+        session.add_message(message)
+    session.save()
+    again = store.load(session.id)
+    assert list(again.messages) == EVERY_FIELD
+    assert again.get_history(format="raw") == EVERY_FIELD
+    assert again.get_history(max_tokens=10_000, format="raw") == EVERY_FIELD

@@ -14,12 +14,13 @@ from statemw.window import Item, group, tool_call_ids, tool_result_ids
 
 @st.composite
 def conversations(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """Random chats: an optional system prompt, then user/assistant turns and tool-call groups."""
+    """Random chats: an optional system prompt, then user/assistant turns, tool-call groups (OpenAI
+    tool_calls + tool messages, or Anthropic tool_use + tool_result blocks) and orphaned results."""
     messages: list[dict[str, Any]] = []
     if draw(st.booleans()):
         messages.append({"role": "system", "content": "You are a travel agent."})
     for turn in range(draw(st.integers(0, 40))):
-        kind = draw(st.sampled_from(["user", "assistant", "tools", "orphan"]))
+        kind = draw(st.sampled_from(["user", "assistant", "tools", "blocks", "orphan"]))
         text = "x" * draw(st.integers(0, 120))
         if kind == "tools":
             calls = [f"c{turn}-{i}" for i in range(draw(st.integers(1, 3)))]
@@ -34,6 +35,23 @@ def conversations(draw: st.DrawFn) -> list[dict[str, Any]]:
                 }
             )
             messages.extend({"role": "tool", "tool_call_id": c, "content": text} for c in calls)
+        elif kind == "blocks":  # Anthropic style: tool_use blocks, answered in one user turn
+            calls = [f"u{turn}-{i}" for i in range(draw(st.integers(1, 3)))]
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": text}]
+                    + [{"type": "tool_use", "id": c, "name": "f", "input": {}} for c in calls],
+                }
+            )
+            messages.append(
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": c, "content": text} for c in calls
+                    ],
+                }
+            )
         elif kind == "orphan":
             messages.append({"role": "tool", "tool_call_id": f"gone-{turn}", "content": text})
         else:
@@ -64,8 +82,8 @@ def check_rules(original: list[dict[str, Any]], sent: list[dict[str, Any]]) -> N
         calls_sent |= tool_call_ids(message)
     for message in sent:
         for call in tool_call_ids(message):
-            expected = [o for o in original if tool_result_ids(o) == {call}]
-            assert [m for m in sent if tool_result_ids(m) == {call}] == expected
+            expected = [o for o in original if call in tool_result_ids(o)]
+            assert [m for m in sent if call in tool_result_ids(m)] == expected
 
 
 def newest_group(session: Session) -> list[dict[str, Any]]:
@@ -216,3 +234,32 @@ async def test_aget_history_matches_get_history(store: Store) -> None:
     assert await again.aget_history(max_tokens=200) == (await store.aload(session.id)).get_history(
         max_tokens=200
     )
+
+
+@settings(max_examples=80, deadline=None)
+@given(conversations(), st.integers(0, 12), st.integers(0, 12), st.integers(1, 600))
+def test_after_compaction_the_summary_stands_first_and_the_rules_hold(
+    original: list[dict[str, Any]], keep_first: int, keep_then: int, budget: int
+) -> None:
+    session = stored_session(original)
+    summarized: list[dict[str, Any]] = []
+
+    def summarize(messages: list[dict[str, Any]]) -> str:
+        previous = [m for m in messages if m.get("summary") is True]
+        assert previous == ([] if not summarized else [session.summary_message()])
+        summarized.extend(m for m in messages if m.get("summary") is not True)
+        return f"summary of {len(summarized)}"
+
+    session.compact(summarize, keep_last=keep_first)
+    session.compact(summarize, keep_last=keep_then)
+    # each message is summarized once, in order, and never the system prompt
+    lead = 1 if original and original[0]["role"] == "system" else 0
+    assert summarized == original[lead : lead + len(summarized)]
+    sent = session.get_history(max_tokens=budget, format="raw")
+    rest = [m for m in sent if m.get("summary") is not True]
+    if summarized:
+        assert sent[lead] == session.summary_message()  # after the system prompt, marked
+        assert sum(1 for m in sent if m.get("summary") is True) == 1
+    check_rules(original, rest)
+    covered = session.summary.upto if session.summary else 0
+    assert all(original.index(m) >= covered or m["role"] == "system" for m in rest)
