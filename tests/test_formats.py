@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from statemw import Store
 from statemw.formats import to_anthropic, to_openai
 
@@ -104,7 +106,7 @@ def test_get_history_speaks_both_formats(store: Store) -> None:
     ]
 
 
-EVERY_FIELD = [
+EVERY_FIELD: list[dict[str, Any]] = [
     {"role": "system", "content": "You are a travel agent.", "name": "policy"},
     {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x.png"}}]},
     {
