@@ -2,7 +2,7 @@
 
 For sessions of 1,000 and 100,000 messages (memory and diskcache), loads the session and asks
 for a 4,000-token window; prints how many messages the store read (the load's window included),
-how many were returned, and the median time of load + get_history.
+the backend calls that read them, how many were returned, and the median time of load + get_history.
 
     .venv/bin/python bench/context.py [--sizes 1000,100000] [--budget 4000] [--runs 30]
 """
@@ -28,31 +28,33 @@ def fill(store: Store, n: int) -> str:
     return session.id
 
 
-def measure(store: Store, sid: str, budget: int, runs: int) -> tuple[int, int, float]:
+def measure(store: Store, sid: str, budget: int, runs: int) -> tuple[int, int, int, float]:
     backend: Any = store.backend
-    read = {"messages": 0}
+    read = {"messages": 0, "calls": 0}
     real_load, real_read = backend.load, backend.read_messages
 
     def counting_load(session_id: str, window: int, now: float) -> Any:
         snap = real_load(session_id, window, now)
         read["messages"] += len(snap.window)
+        read["calls"] += 1
         return snap
 
     def counting_read(session_id: str, start: int, stop: int) -> list[bytes]:
         out: list[bytes] = real_read(session_id, start, stop)
         read["messages"] += len(out)
+        read["calls"] += 1
         return out
 
     backend.load, backend.read_messages = counting_load, counting_read
     times = []
     returned = 0
     for _ in range(runs):
-        read["messages"] = 0
+        read["messages"] = read["calls"] = 0
         start = time.perf_counter()
         returned = len(store.load(sid).get_history(max_tokens=budget))
         times.append(time.perf_counter() - start)
     backend.load, backend.read_messages = real_load, real_read
-    return read["messages"], returned, statistics.median(times) * 1000
+    return read["messages"], read["calls"], returned, statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -62,15 +64,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
     print(f"get_history(max_tokens={args.budget}) after a load, median of {args.runs}")
-    print(f"{'store':10}{'messages':>10}{'read':>8}{'returned':>10}{'ms':>9}")
+    print(f"{'store':10}{'messages':>10}{'read':>8}{'calls':>7}{'returned':>10}{'ms':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("memory", "diskcache"):
             for n in (int(s) for s in args.sizes.split(",")):
                 url = "memory://" if kind == "memory" else f"diskcache://{tmp}/{n}"
                 store = Store(url)
                 sid = fill(store, n)
-                read, returned, ms = measure(store, sid, args.budget, args.runs)
-                print(f"{kind:10}{n:>10,}{read:>8}{returned:>10}{ms:>9.2f}")
+                read, calls, returned, ms = measure(store, sid, args.budget, args.runs)
+                print(f"{kind:10}{n:>10,}{read:>8}{calls:>7}{returned:>10}{ms:>9.2f}")
                 store.close()
 
 
