@@ -130,3 +130,51 @@ def test_compact_at_needs_a_summarizer() -> None:
 
     with pytest.raises(ConfigurationError):
         Store("memory://", compact_at=100)
+
+
+@pytest.mark.anyio
+async def test_asave_compacts_automatically_with_an_async_summarizer(
+    backend_kind: str, tmp_path: Any
+) -> None:
+    from tests.conftest import store_url
+
+    calls: list[int] = []
+
+    async def summarize(messages: list[dict[str, Any]]) -> str:
+        calls.append(len(messages))
+        return f"async summary of {len(messages)}"
+
+    store = Store(
+        store_url(backend_kind, tmp_path), compact_at=200, summarize=summarize, keep_last=4
+    )
+    session = await store.acreate()
+    for i in range(10):
+        session.add_message("user", f"message {i} " + "x" * 100)
+        await session.asave()
+    again = await store.aload(session.id)
+    assert calls
+    assert again.get_history()[0]["name"] == "summary"
+    assert len(again.messages) == 10  # the originals are kept
+
+
+def test_the_seeds_assignment_never_leaves_an_orphaned_tool_result(store: Store) -> None:
+    session = chat(store, 6)
+    session.add_message(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        }
+    )
+    session.add_message({"role": "tool", "tool_call_id": "c1", "content": "done"})
+    session.add_message("assistant", "All done.")
+    # the seed's pattern, cutting between the call and its result
+    summary = {"role": "system", "content": "earlier: six messages"}
+    session.messages = [summary] + session.messages[-2:]  # noqa: RUF005 - the seed, as written
+    session.save()
+    sent = store.load(session.id).get_history()
+    assert [m["role"] for m in sent] == ["system", "system", "assistant"]
+    assert sent[1]["name"] == "summary"
+    assert len(store.load(session.id).messages) == 10
