@@ -131,6 +131,13 @@ def test_semantic_selection_keeps_the_rules(
         max_tokens=budget, relevant_to="x", embed=lambda t: [len(t), 1.0], k=k, format="raw"
     )
     check_rules(original, sent)
+    newest = newest_group(session)
+    if newest:
+        assert sent[-len(newest) :] == newest  # the newest group always goes
+    records = session.messages.records(0, len(session.messages))
+    tokens = [next(r.tokens for r in records if r.message == m) for m in sent]
+    if len(sent) > len(newest) + sum(1 for m in sent if m["role"] == "system"):
+        assert sum(tokens) <= budget  # beyond the newest group, everything fits
 
 
 def conversation(n: int) -> list[dict[str, Any]]:
@@ -262,4 +269,8 @@ def test_after_compaction_the_summary_stands_first_and_the_rules_hold(
         assert sum(1 for m in sent if m.get("summary") is True) == 1
     check_rules(original, rest)
     covered = session.summary.upto if session.summary else 0
+    if covered < len(original):  # the cut never falls between a tool call and its results
+        assert not tool_result_ids(original[covered]) or not any(
+            tool_result_ids(original[covered]) & tool_call_ids(m) for m in original[:covered]
+        )
     assert all(original.index(m) >= covered or m["role"] == "system" for m in rest)
