@@ -4,7 +4,7 @@ For sessions of 1,000 and 100,000 messages (memory and diskcache), loads the ses
 for a 4,000-token window; prints how many messages the store read (the load's window included),
 the backend calls that read them, how many were returned, and the median time of load + get_history.
 
-    .venv/bin/python bench/context.py [--sizes 1000,100000] [--budget 4000] [--runs 30]
+    .venv/bin/python bench/context.py [--sizes 1000,100000] [--budget 4000] [--runs 30] [--semantic]
 """
 
 from __future__ import annotations
@@ -57,11 +57,43 @@ def measure(store: Store, sid: str, budget: int, runs: int) -> tuple[int, int, i
     return read["messages"], read["calls"], returned, statistics.median(times) * 1000
 
 
+def embed(text: str) -> list[float]:
+    """A stand-in embedding: cheap, so the figures are the library's cost, not a model's."""
+    return [float(len(text)), float(text.count("1")), 1.0]
+
+
+def measure_semantic(store: Store, sid: str, budget: int, runs: int) -> tuple[int, float]:
+    """Messages read and median ms of a semantic get_history once every vector is cached."""
+    session = store.load(sid)
+    session.get_history(max_tokens=budget, relevant_to="message 1", embed=embed, k=5)
+    session.save()  # commits the vectors computed above
+    backend: Any = store.backend
+    read = {"messages": 0}
+    real_read = backend.read_messages
+
+    def counting_read(session_id: str, start: int, stop: int) -> list[bytes]:
+        out: list[bytes] = real_read(session_id, start, stop)
+        read["messages"] += len(out)
+        return out
+
+    backend.read_messages = counting_read
+    times = []
+    for _ in range(runs):
+        read["messages"] = 0
+        again = store.load(sid)
+        start = time.perf_counter()
+        again.get_history(max_tokens=budget, relevant_to="message 1", embed=embed, k=5)
+        times.append(time.perf_counter() - start)
+    backend.read_messages = real_read
+    return read["messages"], statistics.median(times) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1000,100000")
     parser.add_argument("--budget", type=int, default=4000)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--semantic", action="store_true", help="also time relevant_to=")
     args = parser.parse_args()
     print(f"get_history(max_tokens={args.budget}) after a load, median of {args.runs}")
     print(f"{'store':10}{'messages':>10}{'read':>8}{'calls':>7}{'returned':>10}{'ms':>9}")
@@ -73,6 +105,9 @@ def main() -> None:
                 sid = fill(store, n)
                 read, calls, returned, ms = measure(store, sid, args.budget, args.runs)
                 print(f"{kind:10}{n:>10,}{read:>8}{calls:>7}{returned:>10}{ms:>9.2f}")
+                if args.semantic:
+                    read, ms = measure_semantic(store, sid, args.budget, max(3, args.runs // 5))
+                    print(f"{'  semantic':10}{n:>10,}{read:>8}{'':>7}{'':>10}{ms:>9.2f}")
                 store.close()
 
 
