@@ -16,6 +16,9 @@ from statemw.messages import Message
 
 ROLE_ALIASES = {"agent": "assistant", "bot": "assistant", "ai": "assistant", "human": "user"}
 SUMMARY_PREFIX = "Summary of the earlier conversation: "
+LEADING_USER_TURN = "(The conversation so far begins earlier.)"
+"""Anthropic rejects messages that start with an assistant turn (a window can cut there): this
+user turn is put first in that case."""
 
 
 def _role(message: Message) -> str:
@@ -62,7 +65,8 @@ def _arguments(raw: Any) -> Any:
 def to_anthropic(messages: Sequence[Message]) -> dict[str, Any]:
     """{"system": text, "messages": [...]}: system messages (the summary first) joined into
     `system`; OpenAI tool calls become tool_use blocks and tool results tool_result blocks in a
-    user turn; consecutive turns of one role are merged, as Anthropic requires."""
+    user turn; consecutive turns of one role are merged and the first turn is a user's, as
+    Anthropic requires (LEADING_USER_TURN goes first when the window starts with the assistant)."""
     system: list[str] = []
     turns: list[dict[str, Any]] = []
     for message in messages:
@@ -103,6 +107,8 @@ def to_anthropic(messages: Sequence[Message]) -> dict[str, Any]:
             turns.append({"role": role, "content": content})
         else:
             turns.append({"role": role, "content": blocks})
+    if turns and turns[0]["role"] == "assistant":
+        turns.insert(0, {"role": "user", "content": LEADING_USER_TURN})
     return {"system": "\n\n".join(system), "messages": turns}
 
 

@@ -137,3 +137,14 @@ def test_every_field_round_trips_through_the_store_and_get_history(store: Store)
     assert list(again.messages) == EVERY_FIELD
     assert again.get_history(format="raw") == EVERY_FIELD
     assert again.get_history(max_tokens=10_000, format="raw") == EVERY_FIELD
+
+
+def test_anthropic_history_always_starts_with_a_user_turn() -> None:
+    from statemw.formats import LEADING_USER_TURN
+
+    shaped = to_anthropic([{"role": "system", "content": "s"}, CALL, RESULT])
+    assert [t["role"] for t in shaped["messages"]] == ["user", "assistant", "user"]
+    assert shaped["messages"][0]["content"] == LEADING_USER_TURN
+    assert to_anthropic([{"role": "user", "content": "hi"}])["messages"] == [
+        {"role": "user", "content": "hi"}
+    ]
