@@ -77,10 +77,9 @@ class MessageLog(Sequence[Message]):
         start, stop = max(start, 0), min(stop, len(self))
         if start >= stop:
             return []
-        missing = [i for i in range(start, min(stop, self.start)) if i not in self._older]
-        if missing:
-            for i, record in enumerate(self._fetch(missing[0], missing[-1] + 1), missing[0]):
-                self._older[i] = record
+        need = self.missing(start, stop)
+        if need is not None:
+            self.cache(need[0], self._fetch(*need))
         return [self._at(i) for i in range(start, stop)]
 
     def cache(self, start: int, records: list[Record]) -> None:

@@ -6,6 +6,7 @@ plain methods; each public operation is a thin sync or async sequence of backend
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -252,12 +253,7 @@ class Store:
         )
 
     def _fetcher(self, sid: str) -> Fetch:
-        def fetch(start: int, stop: int) -> list[Record]:
-            return [
-                self.decode_record(sid, b) for b in self.backend.read_messages(sid, start, stop)
-            ]
-
-        return fetch
+        return functools.partial(self.read_records, sid)
 
     def _decoder(self, sid: str) -> Callable[[bytes], Any]:
         return lambda data: self.codec.decode(data, session_id=sid)
