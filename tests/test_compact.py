@@ -9,6 +9,16 @@ import pytest
 from statemw import InvalidValue, Session, Store
 
 
+def tool_call(call_id: str, name: str) -> dict[str, Any]:
+    """An assistant message calling one tool (its result must follow it)."""
+    function = {"name": name, "arguments": "{}"}
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+    }
+
+
 class Summarizer:
     def __init__(self) -> None:
         self.calls: list[list[dict[str, Any]]] = []
@@ -72,15 +82,7 @@ def test_nothing_to_compact_calls_nothing(store: Store) -> None:
 def test_compaction_never_splits_a_tool_call_from_its_results(store: Store) -> None:
     session = store.create()
     session.add_message("user", "weather?")
-    session.add_message(
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {"id": "a", "type": "function", "function": {"name": "w", "arguments": "{}"}}
-            ],
-        }
-    )
+    session.add_message(tool_call("a", "w"))
     session.add_message({"role": "tool", "tool_call_id": "a", "content": "sunny"})
     session.add_message("assistant", "Sunny.")
     session.compact(Summarizer(), keep_last=2)  # the cut would fall between call and result
@@ -159,15 +161,7 @@ async def test_asave_compacts_automatically_with_an_async_summarizer(
 
 def test_the_seeds_assignment_never_leaves_an_orphaned_tool_result(store: Store) -> None:
     session = chat(store, 6)
-    session.add_message(
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-            ],
-        }
-    )
+    session.add_message(tool_call("c1", "f"))
     session.add_message({"role": "tool", "tool_call_id": "c1", "content": "done"})
     session.add_message("assistant", "All done.")
     # the seed's pattern, cutting between the call and its result

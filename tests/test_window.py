@@ -86,6 +86,17 @@ def check_rules(original: list[dict[str, Any]], sent: list[dict[str, Any]]) -> N
             assert [m for m in sent if call in tool_result_ids(m)] == expected
 
 
+def check_budget(session: Session, sent: list[dict[str, Any]], budget: int) -> None:
+    """The newest group always goes; beyond it (and system messages) everything fits."""
+    newest = newest_group(session)
+    if newest:
+        assert sent[-len(newest) :] == newest
+    records = session.messages.records(0, len(session.messages))
+    tokens = [next(r.tokens for r in records if r.message == m) for m in sent]
+    if len(sent) > len(newest) + sum(1 for m in sent if m["role"] == "system"):
+        assert sum(tokens) <= budget
+
+
 def newest_group(session: Session) -> list[dict[str, Any]]:
     """The last tool-call group or message that is not a system message."""
     items = [Item(i, m, 0) for i, m in enumerate(session.messages)]
@@ -101,13 +112,7 @@ def test_a_token_budget_keeps_the_rules_and_the_budget(
     session = stored_session(original)
     sent = session.get_history(max_tokens=budget, format="raw")
     check_rules(original, sent)
-    newest = newest_group(session)
-    if newest:
-        assert sent[-len(newest) :] == newest  # the newest group always goes
-    records = session.messages.records(0, len(session.messages))
-    tokens = [next(r.tokens for r in records if r.message == m) for m in sent]
-    if len(sent) > len(newest) + sum(1 for m in sent if m["role"] == "system"):
-        assert sum(tokens) <= budget  # beyond the newest group, everything fits
+    check_budget(session, sent, budget)
 
 
 @settings(max_examples=150, deadline=None)
@@ -131,13 +136,7 @@ def test_semantic_selection_keeps_the_rules(
         max_tokens=budget, relevant_to="x", embed=lambda t: [len(t), 1.0], k=k, format="raw"
     )
     check_rules(original, sent)
-    newest = newest_group(session)
-    if newest:
-        assert sent[-len(newest) :] == newest  # the newest group always goes
-    records = session.messages.records(0, len(session.messages))
-    tokens = [next(r.tokens for r in records if r.message == m) for m in sent]
-    if len(sent) > len(newest) + sum(1 for m in sent if m["role"] == "system"):
-        assert sum(tokens) <= budget  # beyond the newest group, everything fits
+    check_budget(session, sent, budget)
 
 
 def conversation(n: int) -> list[dict[str, Any]]:
