@@ -141,7 +141,8 @@ class Manager:
         return session  # type: ignore[no-any-return]
 
     def save_flow(self, session: Session) -> Flow[list[tuple[str, str]]]:
-        yield Save(session)
+        if session.modified:
+            yield Save(session)
         return []
 
     def _carry(self, binding: Binding, session_id: str | None) -> list[tuple[str, str]]:
@@ -168,7 +169,7 @@ class Manager:
             return store.current_session_id(step.user_id)
         if isinstance(step, Create):
             return store.create(step.user_id, session_id=step.session_id)
-        store.save(step.session, only_if_modified=True)
+        store.save(step.session)  # the flows yield Save only for a modified session
         return None
 
     async def _ado(self, step: Step) -> Any:
@@ -179,7 +180,7 @@ class Manager:
             return await store.acurrent_session_id(step.user_id)
         if isinstance(step, Create):
             return await store.acreate(step.user_id, session_id=step.session_id)
-        await store.asave(step.session, only_if_modified=True)
+        await store.asave(step.session)
         return None
 
     def run(self, flow: Flow[T]) -> T:

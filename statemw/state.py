@@ -81,13 +81,20 @@ class TrackedState(dict[str, Any]):
                 f"{self._max_value_bytes}"
             )
 
-    def changes(self, now: float) -> tuple[dict[str, tuple[Any, float | None]], list[str]]:
-        """Keys to write (value, expires_at) and keys to delete since load (pure)."""
+    def changes(self, now: float) -> tuple[dict[str, tuple[Any, float | None]], list[str], int]:
+        """Keys to write (value, expires_at), keys to delete since load, and the encoded size of
+        the whole state (pure). Each value is encoded once, for both the comparison and the size."""
         sets: dict[str, tuple[Any, float | None]] = {}
+        size = 0
         for key, value in dict.items(self):
-            if key in self._touched or _packs_differently(value, self._baseline.get(key)):
+            try:
+                packed: bytes | None = pack(value)
+            except (TypeError, OverflowError, ValueError):
+                packed = None  # written, so the codec names the key in its error
+            size += 0 if packed is None else len(packed)
+            if key in self._touched or packed is None or packed != self._baseline.get(key):
                 sets[key] = (value, self._expiry.get(key))
-        return sets, sorted(self._deleted)
+        return sets, sorted(self._deleted), size
 
     def mark_committed(self) -> None:
         self._baseline = {k: pack(v) for k, v in dict.items(self)}

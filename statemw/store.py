@@ -306,18 +306,16 @@ class Store:
     def _state_delta(
         self, sid: str, state: TrackedState, now: float, create: Header | None
     ) -> Delta:
-        sets, deletes = state.changes(now)
+        sets, deletes, size = state.changes(now)
         entries = {
             k: Entry(self.codec.encode(v, what=f"state key {k!r} of session {sid!r}"), now, exp)
             for k, (v, exp) in sets.items()
         }
-        if self.max_state_bytes is not None:
-            size = sum(len(pack(v)) for v in dict.values(state))
-            if size > self.max_state_bytes:
-                raise LimitExceeded(
-                    f"session {sid!r}: state is {size} bytes, over max_state_bytes="
-                    f"{self.max_state_bytes}"
-                )
+        if self.max_state_bytes is not None and size > self.max_state_bytes:
+            raise LimitExceeded(
+                f"session {sid!r}: state is {size} bytes, over max_state_bytes="
+                f"{self.max_state_bytes}"
+            )
         return Delta(session_id=sid, now=now, create=create, set=entries, delete=deletes)
 
     def _session_delta(self, session: Session, now: float, strict: bool) -> Delta:

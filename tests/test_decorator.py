@@ -97,3 +97,12 @@ def test_on_a_starlette_endpoint_a_user_key_continues_the_users_session(store: S
     client = TestClient(Starlette(routes=[Route("/chat", chat, methods=["POST"])]))
     client.post("/chat", headers={"x-user": "harsh"})
     assert client.post("/chat", headers={"x-user": "harsh"}).json() == {"count": 2}
+
+
+def test_a_named_session_nobody_wrote_to_is_not_stored(store: Store) -> None:
+    @stateful(store)
+    def peek(session: Session) -> int:
+        return len(session.messages)
+
+    assert peek(session_id="only-looked-at") == 0
+    assert store.get("only-looked-at") is None
