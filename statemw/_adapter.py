@@ -9,6 +9,7 @@ ASGI, WSGI, Flask and the decorator share one flow and differ only by `await`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from statemw.session import Session
 from statemw.store import Store, default_store
 
 T = TypeVar("T")
+
+logger = logging.getLogger("statemw")
 
 
 @dataclass(slots=True)
@@ -53,7 +56,7 @@ class Binding:
     """One request's session and how it came: what `close` needs to answer."""
 
     session: Session
-    incoming: Incoming
+    incoming: Incoming | None  # None: named or handed in by code, no client to answer
     key: Key | None  # the carrier key that brought the id, None when fresh or found by user
     loaded_id: str | None  # the id as loaded (a different id at close means rotated)
     headers: list[tuple[str, str]] = field(default_factory=list)
@@ -113,9 +116,19 @@ class Manager:
         session = yield Create(None)
         return Binding(session, incoming, None, None)
 
-    def close_flow(self, binding: Binding) -> Flow[list[tuple[str, str]]]:
+    def close_flow(
+        self, binding: Binding, *, streaming: bool = False
+    ) -> Flow[list[tuple[str, str]]]:
+        """Save when the response starts; the headers that carry the id back.
+
+        `streaming`: the body is still to come (no Content-Length), so a new session that is
+        still empty gets its id now: what the body's code adds is saved under it at the end."""
         session = binding.session
         headers: list[tuple[str, str]] = []
+        if binding.incoming is None:
+            if session.modified:
+                yield Save(session)
+            return headers
         # the response may depend on the session whenever the request brought one (or wrote one)
         used = session.accessed or binding.loaded_id is not None or session.modified
         if used and self.cookies:
@@ -129,9 +142,20 @@ class Manager:
                 return headers + self._carry(binding, None)
         elif session.deleted:
             return headers + self._carry(binding, None)
+        elif streaming and session.is_new:
+            return headers + self._carry(binding, session.id)
         else:
             return headers + self._echo(binding)
         return headers + self._carry(binding, session.id)
+
+    def finish_flow(self, binding: Binding) -> Flow[None]:
+        """Save again when the response ends (a streamed body, a background task), if modified."""
+        session = binding.session
+        if session.modified:
+            try:
+                yield Save(session)
+            except SessionNotFound:
+                logger.warning("statemw: a session deleted elsewhere was not saved at response end")
 
     def named_flow(self, session_id: str) -> Flow[Session]:
         """A server-side session named by the caller, created on first use."""
@@ -140,13 +164,9 @@ class Manager:
             session = yield Create(None, session_id)
         return session  # type: ignore[no-any-return]
 
-    def save_flow(self, session: Session) -> Flow[list[tuple[str, str]]]:
-        if session.modified:
-            yield Save(session)
-        return []
-
     def _carry(self, binding: Binding, session_id: str | None) -> list[tuple[str, str]]:
         """Send the id (None: clear it) by the key that brought it, else by every carrier."""
+        assert binding.incoming is not None
         keys = [binding.key] if binding.key is not None else [k for k in self.keys if k.carrier]
         return [h for key in keys for h in key.outgoing(session_id, binding.incoming)]
 
@@ -155,7 +175,7 @@ class Manager:
         key = binding.key
         if key is None or isinstance(key, Cookie) or binding.session.is_new:
             return []
-        if isinstance(key, Header):
+        if isinstance(key, Header) and binding.incoming is not None:
             return key.outgoing(binding.session.id, binding.incoming)
         return []
 
@@ -215,11 +235,29 @@ class Manager:
     async def aopen(self, incoming: Incoming) -> Binding:
         return await self.arun(self.open_flow(incoming))
 
-    def close(self, binding: Binding) -> list[tuple[str, str]]:
-        return self.run(self.close_flow(binding))
+    def close(self, binding: Binding, *, streaming: bool = False) -> list[tuple[str, str]]:
+        return self.run(self.close_flow(binding, streaming=streaming))
 
-    async def aclose(self, binding: Binding) -> list[tuple[str, str]]:
-        return await self.arun(self.close_flow(binding))
+    async def aclose(self, binding: Binding, *, streaming: bool = False) -> list[tuple[str, str]]:
+        return await self.arun(self.close_flow(binding, streaming=streaming))
+
+    def finish(self, binding: Binding) -> bool:
+        """The save at the end of a response: its headers are gone, so a failure is logged
+        (and reported as False) rather than raised into a response that already went out."""
+        try:
+            self.run(self.finish_flow(binding))
+        except Exception:
+            logger.exception("statemw: saving the session at the end of the response failed")
+            return False
+        return True
+
+    async def afinish(self, binding: Binding) -> bool:
+        try:
+            await self.arun(self.finish_flow(binding))
+        except Exception:
+            logger.exception("statemw: saving the session at the end of the response failed")
+            return False
+        return True
 
 
 def parse_cookies(header: str) -> dict[str, str]:

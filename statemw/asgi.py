@@ -8,9 +8,12 @@ sessions to server-side ones:
 
 A request that carries no session id does no store I/O. With an id the session is loaded before
 the handler; on `lazy_paths` it is loaded only by `await get_session(request)` (or FastAPI's
-SessionDep). It is saved when the response starts, only if modified; WebSocket sessions are saved
-after each message the app sends. When the store is down the client gets a 503 (with Retry-After)
-instead of the response; `unavailable_status=None` lets StoreUnavailable propagate instead.
+SessionDep). It is saved when the response starts (so a new session's cookie goes out with the
+headers) and again when the body ends, each time only if modified: what a streamed body's code
+adds (the model's answer) is kept, also when the client disconnects or the stream raises.
+WebSocket sessions are saved after each message the app sends. When the store is down the
+client gets a 503 (with Retry-After) instead of the response; `unavailable_status=None` lets
+StoreUnavailable propagate instead.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import anyio
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,13 +49,21 @@ class _RequestSession:
             self.scope["session"] = self.binding.session
         return self.binding.session
 
-    async def save(self) -> list[tuple[str, str]]:
+    async def save(self, *, streaming: bool = False) -> list[tuple[str, str]]:
         binding, self.binding = self.binding, None  # one attempt; a failed save is not retried
         if binding is None:
             return []
-        headers = await self.manager.aclose(binding)
+        headers = await self.manager.aclose(binding, streaming=streaming)
         self.binding = binding
         return headers
+
+    async def finish(self) -> None:
+        """Save what changed after the response started; shielded, so a disconnect that
+        cancels the stream does not cancel the save of what it produced."""
+        if self.binding is not None:
+            with anyio.CancelScope(shield=True):
+                if not await self.manager.afinish(self.binding):
+                    self.binding = None  # logged; not retried
 
 
 def _incoming(scope: Scope) -> Incoming:
@@ -137,24 +149,32 @@ class StateMiddleware:
 
         if http:
             replaced = False
+            started = False
 
             async def send_http(message: Message) -> None:
-                nonlocal replaced
+                nonlocal replaced, started
                 if replaced:  # the 503 went out instead of the app's response
                     return
                 if message["type"] == "http.response.start":
+                    headers = MutableHeaders(scope=message)
                     try:
-                        extra = await state.save()
+                        extra = await state.save(streaming="content-length" not in headers)
                     except StoreUnavailable as exc:
                         replaced = True
                         await self._unavailable(send, exc)
                         return
-                    headers = MutableHeaders(scope=message)
                     for name, value in extra:
                         headers.append(name, value)
+                    started = True
+                elif message["type"] == "http.response.body" and not message.get("more_body"):
+                    await state.finish()  # before the client sees the end: its next turn follows
                 await send(message)
 
-            await self.app(scope, receive, send_http)
+            try:
+                await self.app(scope, receive, send_http)
+            finally:
+                if started:  # a disconnect or an error mid-stream: keep what was added
+                    await state.finish()
             return
 
         async def send_websocket(message: Message) -> None:

@@ -8,21 +8,22 @@
     turn("hi", session_id="slack-C042")          # a named server-side session, made on first use
 
 The session is loaded before the call and saved after it (only if modified). On a web handler the
-keys find the id and the response carries it back, as with the middleware.
+keys find the id and the response carries it back, as with the middleware; a streamed response
+(Starlette's StreamingResponse, a Flask generator) is saved again when its body ends. A generator
+function is saved when it is used up or closed.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Sequence
 from typing import Any, TypeVar, cast
 
 from statemw._adapter import Binding, Flow, Manager
 from statemw.errors import InvalidValue
 from statemw.ids import check_session_id
 from statemw.keys import Incoming, Key, SecretKey
-from statemw.session import Session
 from statemw.store import Store
 
 R = TypeVar("R")
@@ -54,20 +55,108 @@ def _incoming(args: tuple[Any, ...]) -> Incoming | None:
     return None
 
 
-def _with_headers(result: Any, headers: list[tuple[str, str]], opened: Any) -> Any:
-    """Attach the session's headers to the handler's response (Starlette or Flask)."""
-    if not headers or not isinstance(opened, Binding):
-        return result
-    if _starlette_connection((opened.incoming.request,)) is not None:
-        for name, value in headers:
-            result.headers.append(name, value)
+class _Call:
+    """One decorated function's session handling: find the session, then answer with it."""
+
+    def __init__(self, manager: Manager, fn: Callable[..., Any], param: str, keyed: bool) -> None:
+        self.manager = manager
+        self.fn = fn
+        self.param = param
+        self.keyed = keyed
+
+    def handed_in(self, kwargs: dict[str, Any]) -> Binding | None:
+        """The caller passed session=...: use it as it is."""
+        session = kwargs.get(self.param)
+        return None if session is None else Binding(session, None, None, session.id)
+
+    def open(self, args: tuple[Any, ...], kwargs: dict[str, Any], sid: str | None) -> Binding:
+        binding = self.handed_in(kwargs)
+        return self.manager.run(self.open_flow(args, sid)) if binding is None else binding
+
+    async def aopen(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], sid: str | None
+    ) -> Binding:
+        binding = self.handed_in(kwargs)
+        return await self.manager.arun(self.open_flow(args, sid)) if binding is None else binding
+
+    def open_flow(self, args: tuple[Any, ...], session_id: str | None) -> Flow[Binding]:
+        """A session the caller names (made on first use), else the one the request's keys find."""
+        if session_id is not None:
+            session = yield from self.manager.named_flow(check_session_id(session_id))
+            return Binding(session, None, None, None if session.is_new else session.id)
+        incoming = _incoming(args) if self.keyed else None
+        if incoming is None:
+            raise InvalidValue(
+                f"{self.fn.__qualname__}: name the session (session_id=...), pass session=..., "
+                "or decorate a web handler with key=..."
+            )
+        return (yield from self.manager.open_flow(incoming))
+
+    def answer_flow(self, result: Any, binding: Binding) -> Flow[Any]:
+        """Save, then give a web response the headers that carry the id (and a save at its end
+        when its body is streamed)."""
+        response = _as_response(result, binding)
+        streamed = _streamed(response, binding)
+        headers = yield from self.manager.close_flow(binding, streaming=streamed)
+        if binding.incoming is None:
+            return response
+        return _attach(response, headers, self.manager, binding, streamed)
+
+
+def _as_response(result: Any, binding: Binding) -> Any:
+    """A Flask view's return value as a Response, so headers can be added; others unchanged."""
+    if binding.incoming is None or _starlette_connection((binding.incoming.request,)) is not None:
         return result
     import flask
 
-    response = flask.make_response(result)
+    return flask.make_response(result)
+
+
+def _streamed(response: Any, binding: Binding) -> bool:
+    """Is the body still to come (Starlette's StreamingResponse, werkzeug's is_streamed)?"""
+    if binding.incoming is None:
+        return False
+    if _starlette_connection((binding.incoming.request,)) is not None:
+        from starlette.responses import StreamingResponse
+
+        return isinstance(response, StreamingResponse)
+    return bool(response.is_streamed)
+
+
+def _attach(
+    response: Any,
+    headers: list[tuple[str, str]],
+    manager: Manager,
+    binding: Binding,
+    streamed: bool,
+) -> Any:
+    if _starlette_connection((binding.incoming.request if binding.incoming else None,)):
+        for name, value in headers:
+            response.headers.append(name, value)
+        if streamed:
+            response.body_iterator = _saved_after(response.body_iterator, manager, binding)
+        return response
+    from statemw.wsgi import SavedAtEnd
+
     for name, value in headers:
         response.headers.add(name, value)
+    if streamed:
+        response.response = SavedAtEnd(response.response, lambda: manager.finish(binding))
     return response
+
+
+async def _saved_after(
+    body: AsyncIterable[Any], manager: Manager, binding: Binding
+) -> AsyncIterator[Any]:
+    """A Starlette body that saves when it ends, is cancelled (a disconnect) or raises."""
+    import anyio
+
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        with anyio.CancelScope(shield=True):
+            await manager.afinish(binding)
 
 
 def stateful(
@@ -90,29 +179,38 @@ def stateful(
     def decorate(fn: Callable[..., R]) -> Callable[..., R]:
         if param not in inspect.signature(fn).parameters:
             raise TypeError(f"@stateful: {fn.__qualname__} has no parameter {param!r}")
+        call = _Call(manager, fn, param, bool(keys))
 
-        def open_flow(
-            args: tuple[Any, ...], kwargs: dict[str, Any], session_id: str | None
-        ) -> Flow[Any]:
-            if param in kwargs:
-                return kwargs[param]
-            if session_id is not None:
-                return (yield from manager.named_flow(check_session_id(session_id)))
-            incoming = _incoming(args) if keys else None
-            if incoming is None:
-                raise InvalidValue(
-                    f"{fn.__qualname__}: name the session (session_id=...), pass session=..., "
-                    "or decorate a web handler with key=..."
-                )
-            return (yield from manager.open_flow(incoming))
+        if inspect.isasyncgenfunction(fn):
 
-        def close_flow(opened: Any) -> Flow[list[tuple[str, str]]]:
-            if isinstance(opened, Binding):
-                return (yield from manager.close_flow(opened))
-            return (yield from manager.save_flow(opened))
+            @functools.wraps(fn)
+            async def async_generator_wrapper(
+                *args: Any, session_id: str | None = None, **kwargs: Any
+            ) -> AsyncIterator[Any]:
+                binding = await call.aopen(args, kwargs, session_id)
+                kwargs[param] = binding.session
+                try:
+                    async for item in fn(*args, **kwargs):
+                        yield item
+                finally:
+                    await manager.arun(manager.close_flow(binding))
 
-        def session_of(opened: Any) -> Session:
-            return opened.session if isinstance(opened, Binding) else cast(Session, opened)
+            return cast(Callable[..., R], async_generator_wrapper)
+
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def generator_wrapper(
+                *args: Any, session_id: str | None = None, **kwargs: Any
+            ) -> Generator[Any, Any, Any]:
+                binding = call.open(args, kwargs, session_id)
+                kwargs[param] = binding.session
+                try:
+                    return (yield from fn(*args, **kwargs))
+                finally:
+                    manager.run(manager.close_flow(binding))
+
+            return cast(Callable[..., R], generator_wrapper)
 
         if inspect.iscoroutinefunction(fn):
 
@@ -120,19 +218,19 @@ def stateful(
             async def async_wrapper(
                 *args: Any, session_id: str | None = None, **kwargs: Any
             ) -> Any:
-                opened = await manager.arun(open_flow(args, kwargs, session_id))
-                kwargs[param] = session_of(opened)
+                binding = await call.aopen(args, kwargs, session_id)
+                kwargs[param] = binding.session
                 result = await fn(*args, **kwargs)
-                return _with_headers(result, await manager.arun(close_flow(opened)), opened)
+                return await manager.arun(call.answer_flow(result, binding))
 
             return cast(Callable[..., R], async_wrapper)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, session_id: str | None = None, **kwargs: Any) -> R:
-            opened = manager.run(open_flow(args, kwargs, session_id))
-            kwargs[param] = session_of(opened)
+            binding = call.open(args, kwargs, session_id)
+            kwargs[param] = binding.session
             result = fn(*args, **kwargs)
-            return _with_headers(result, manager.run(close_flow(opened)), opened)  # type: ignore[no-any-return]
+            return cast(R, manager.run(call.answer_flow(result, binding)))
 
         return wrapper
 

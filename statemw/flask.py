@@ -9,9 +9,9 @@ signs the cookie, and Flask's SESSION_COOKIE_* settings and PERMANENT_SESSION_LI
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface
@@ -22,7 +22,7 @@ from statemw.errors import StoreUnavailable
 from statemw.keys import Cookie, Key
 from statemw.session import Session
 from statemw.store import Store
-from statemw.wsgi import incoming_from_environ
+from statemw.wsgi import SavedAtEnd, incoming_from_environ
 
 EXTENSION = "statemw"
 _BINDING = "statemw.binding"
@@ -86,7 +86,7 @@ class _Interface(SessionInterface):
             return
         manager: Manager = app.extensions[EXTENSION]
         try:
-            headers = manager.close(binding)
+            headers = manager.close(binding, streaming=response.is_streamed)
         except StoreUnavailable:
             # never answer as if the turn was stored
             response.status_code = 503
@@ -96,6 +96,9 @@ class _Interface(SessionInterface):
             return
         for name, value in headers:
             response.headers.add(name, value)
+        if response.is_streamed:  # stream_with_context: save what the generator adds, at its end
+            body = cast(Iterable[bytes], response.response)
+            response.response = SavedAtEnd(body, lambda: manager.finish(binding))
 
 
 def _refuse_when_down() -> None:

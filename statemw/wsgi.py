@@ -1,13 +1,15 @@
 """WSGI middleware for any WSGI app: the session is `environ["statemw.session"]`.
 
 A request that carries no session id does no store I/O. The session is saved when the app calls
-start_response (before the body is sent), only if modified. When the store is down the client
-gets a 503 with Retry-After instead (`unavailable_status=None` lets StoreUnavailable propagate).
+start_response (before the body is sent) and again when the body ends (a streamed body's last
+chunk, or the server's close() after a disconnect or an error), each time only if modified. When
+the store is down the client gets a 503 with Retry-After instead (`unavailable_status=None` lets
+StoreUnavailable propagate).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from statemw._adapter import Manager, parse_cookies
@@ -35,6 +37,49 @@ def incoming_from_environ(environ: WSGIEnvironment, request: Any = None) -> Inco
     )
 
 
+def is_streamed(headers: Iterable[tuple[str, str]]) -> bool:
+    """A response without Content-Length: its body is produced as it is sent."""
+    return not any(name.lower() == "content-length" for name, _ in headers)
+
+
+class SavedAtEnd:
+    """A response body that runs `end` once: when it is used up, raises or is closed.
+
+    Used up: before the server writes the body's end, so the client's next request sees the
+    save. Closed: the server's close() after a disconnect.
+    """
+
+    def __init__(self, body: Iterable[bytes], end: Callable[[], object]) -> None:
+        self._body = body
+        self._chunks: Iterator[bytes] | None = None
+        self._end: Callable[[], object] | None = end
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._chunks is None:
+            self._chunks = iter(self._body)
+        try:
+            return next(self._chunks)
+        except BaseException:  # used up, or the body's code raised: the server may not close()
+            self._run_end()
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._run_end()
+
+    def _run_end(self) -> None:
+        end, self._end = self._end, None
+        if end is not None:
+            end()
+
+
 class StateMiddleware:
     """Server-side sessions for a WSGI app; UserID resolvers receive the WSGI environ."""
 
@@ -55,13 +100,25 @@ class StateMiddleware:
         try:
             binding = self.manager.open(incoming_from_environ(environ))
             environ[ENVIRON_KEY] = binding.session
+            started = False
 
             def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                nonlocal started
                 if exc_info is None:
-                    headers = [*headers, *self.manager.close(binding)]
+                    streamed = is_streamed(headers)
+                    headers = [*headers, *self.manager.close(binding, streaming=streamed)]
+                    started = True
                 return start_response(status, headers, exc_info)
 
-            return self.app(environ, start)
+            def end() -> None:
+                if started:
+                    self.manager.finish(binding)  # a failure is logged: the response went out
+
+            chunks = self.app(environ, start)
+            if isinstance(chunks, list | tuple):  # all produced already: nothing more can change
+                end()
+                return chunks
+            return SavedAtEnd(chunks, end)
         except StoreUnavailable:
             if self.unavailable_status is None:
                 raise

@@ -1,0 +1,432 @@
+"""Streamed answers are saved: what a handler adds while its response streams is kept.
+
+The shape of an LLM endpoint: the user's message is added, the answer streams token by token,
+and the generator adds the assistant's message when the stream ends. Each stack saves at the
+response's start and again when its body ends, disconnects or raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import pytest
+from fastapi import FastAPI
+from flask import Flask, Response, stream_with_context
+from flask import session as flask_session
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from werkzeug.test import Client
+
+from statemw import Session, Store, StoreUnavailable, stateful
+from statemw.asgi import StateMiddleware
+from statemw.fastapi import SessionDep
+from statemw.flask import FlaskState
+from statemw.keys import Cookie
+from statemw.wsgi import ENVIRON_KEY
+from statemw.wsgi import StateMiddleware as WSGIStateMiddleware
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+SECRET = "stream-secret"
+TOKENS = ["Hel", "lo ", "there"]
+Mode = Literal["complete", "raise"]
+
+
+class ModelFailed(Exception):
+    """The model's stream broke off."""
+
+
+def answer_tokens(session: Session, mode: Mode = "complete") -> Iterator[str]:
+    """A model's streamed answer; the assistant message is added when it ends (or breaks)."""
+    text = ""
+    try:
+        for token in TOKENS:
+            text += token
+            yield token
+            if mode == "raise":
+                raise ModelFailed("the model's connection dropped")
+    finally:
+        session.add_message("assistant", text)
+
+
+async def aanswer_tokens(session: Session, hang: anyio.Event | None = None) -> AsyncIterator[str]:
+    """The async twin; with `hang`, the model stalls after the first token until cancelled."""
+    text = ""
+    try:
+        for token in TOKENS:
+            text += token
+            yield token
+            if hang is not None:
+                await hang.wait()
+    finally:
+        session.add_message("assistant", text)
+
+
+def history(store: Store, session_id: str) -> list[Any]:
+    return [m["content"] for m in store.load(session_id).messages]
+
+
+# -- Starlette, FastAPI, raw ASGI -----------------------------------------------------------------
+
+
+def starlette_app(store: Store, hang: anyio.Event | None = None) -> Starlette:
+    async def chat(request: Request) -> StreamingResponse:
+        session: Session = request.session  # type: ignore[assignment]
+        session.add_message("user", request.query_params.get("text", "hi"))
+        return StreamingResponse(
+            aanswer_tokens(session, hang), media_type="text/plain", headers={"x-sid": session.id}
+        )
+
+    async def sse(request: Request) -> StreamingResponse:
+        session: Session = request.session  # type: ignore[assignment]
+
+        async def events() -> AsyncIterator[str]:
+            async for token in aanswer_tokens(session):
+                yield f"data: {token}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def broken(request: Request) -> StreamingResponse:
+        session: Session = request.session  # type: ignore[assignment]
+        session.add_message("user", "hi")
+        return StreamingResponse(answer_tokens(session, "raise"), headers={"x-sid": session.id})
+
+    async def replay(request: Request) -> StreamingResponse:
+        session: Session = request.session  # type: ignore[assignment]
+
+        async def read_only() -> AsyncIterator[str]:
+            for message in session.messages:
+                yield str(message["content"])
+
+        return StreamingResponse(read_only())
+
+    return Starlette(
+        routes=[
+            Route("/chat", chat),
+            Route("/sse", sse),
+            Route("/broken", broken),
+            Route("/replay", replay),
+        ],
+        middleware=[Middleware(StateMiddleware, store=store, secret_key=SECRET)],
+    )
+
+
+def test_starlette_keeps_the_streamed_answer(store: Store) -> None:
+    client = TestClient(starlette_app(store))
+    response = client.get("/chat", params={"text": "hi"})
+    assert response.text == "Hello there"
+    assert history(store, response.headers["x-sid"]) == ["hi", "Hello there"]
+    again = client.get("/chat", params={"text": "and again"})
+    assert history(store, again.headers["x-sid"]) == [
+        "hi",
+        "Hello there",
+        "and again",
+        "Hello there",
+    ]
+
+
+def test_a_session_first_written_inside_the_stream_gets_its_cookie_with_the_headers(
+    store: Store,
+) -> None:
+    client = TestClient(starlette_app(store))
+    response = client.get("/sse")
+    assert response.text == "data: Hel\n\ndata: lo \n\ndata: there\n\n"
+    assert "session" in response.cookies
+    client.get("/sse")
+    [sid] = store.session_ids()
+    assert history(store, sid) == ["Hello there", "Hello there"]
+
+
+def test_a_read_only_stream_writes_nothing(store: Store) -> None:
+    client = TestClient(starlette_app(store))
+    sid = client.get("/chat").headers["x-sid"]
+    revision = store.load(sid).revision
+    response = client.get("/replay")
+    assert response.text == "hiHello there"
+    assert "set-cookie" not in response.headers
+    assert store.load(sid).revision == revision
+
+
+def test_a_stream_that_raises_keeps_what_was_added(store: Store) -> None:
+    client = TestClient(starlette_app(store), raise_server_exceptions=False)
+    client.get("/chat")  # the cookie
+    with pytest.raises(ModelFailed):
+        TestClient(starlette_app(store), cookies=client.cookies).get("/broken")
+    [sid] = store.session_ids()
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+
+
+async def request_then_disconnect(app: Any, path: str, cookie: str) -> list[dict[str, Any]]:
+    """Drive an ASGI app as a server would when the client goes away after the first chunk."""
+    sent: list[dict[str, Any]] = []
+    first_chunk = anyio.Event()
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await first_chunk.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_chunk.set()
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"cookie", cookie.encode())],
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1234),
+        "root_path": "",
+        "http_version": "1.1",
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.anyio
+async def test_a_client_that_disconnects_mid_stream_keeps_the_partial_answer(
+    store: Store,
+) -> None:
+    app = starlette_app(store, hang=anyio.Event())
+    seed = starlette_app(store)
+    with TestClient(seed) as client:
+        sid = client.get("/chat").headers["x-sid"]
+        cookie = f"session={client.cookies['session']}"
+    sent = await request_then_disconnect(app, "/chat", cookie)
+    assert [m.get("body") for m in sent if m["type"] == "http.response.body"] == [b"Hel"]
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+
+
+def fastapi_app(store: Store) -> FastAPI:
+    api = FastAPI()
+    api.add_middleware(StateMiddleware, store=store, secret_key=SECRET, lazy_paths=["/"])
+
+    @api.get("/chat")
+    async def chat(session: SessionDep) -> StreamingResponse:
+        session.add_message("user", "hi")
+        return StreamingResponse(aanswer_tokens(session), headers={"x-sid": session.id})
+
+    return api
+
+
+def test_fastapi_keeps_the_streamed_answer(store: Store) -> None:
+    client = TestClient(fastapi_app(store))
+    sid = client.get("/chat").headers["x-sid"]
+    client.get("/chat")
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hello there"]
+
+
+async def raw_asgi(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app with no framework: chunks with more_body=True, the message added before the
+    last one."""
+    session: Session = scope["session"]
+    session.add_message("user", "hi")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for token in TOKENS:
+        await send({"type": "http.response.body", "body": token.encode(), "more_body": True})
+    session.add_message("assistant", "".join(TOKENS))
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def test_a_raw_asgi_app_sending_chunks_keeps_what_it_added_before_the_last(
+    store: Store,
+) -> None:
+    client = TestClient(StateMiddleware(raw_asgi, store=store, secret_key=SECRET))
+    assert client.get("/").text == "Hello there"
+    client.get("/")
+    [sid] = store.session_ids()
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hello there"]
+
+
+def test_the_answer_is_saved_before_the_client_sees_the_end_of_the_body(store: Store) -> None:
+    seen: list[list[Any]] = []
+
+    async def record_at_end(scope: Any, receive: Any, send: Any) -> None:
+        async def watch(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                seen.append(history(store, scope["session"].id))
+            await send(message)
+
+        await middleware(scope, receive, watch)
+
+    middleware = StateMiddleware(raw_asgi, store=store, secret_key=SECRET)
+    TestClient(record_at_end).get("/")
+    assert seen == [["hi", "Hello there"]]
+
+
+def test_a_subscriber_sees_the_streamed_answer_commit_once(store: Store) -> None:
+    client = TestClient(starlette_app(store))
+    sid = client.get("/chat").headers["x-sid"]
+    with store.subscribe(sid) as changes:
+        client.get("/chat")
+        seen: list[int] = []
+        while (change := changes.get(wait=2.0 if len(seen) < 2 else 0.2)) is not None:
+            seen.append(change.message_count)
+    assert seen == [3, 4]  # the user's message when the stream started, the answer at its end
+
+
+def test_an_error_in_the_late_save_is_logged_and_the_response_still_completes(
+    store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_asave = store.asave
+    saves = 0
+
+    async def second_save_fails(session: Session, **options: Any) -> None:
+        nonlocal saves
+        saves += 1
+        if saves > 1:
+            raise StoreUnavailable("the store went down mid-stream")
+        await real_asave(session, **options)
+
+    monkeypatch.setattr(store, "asave", second_save_fails)
+    with caplog.at_level(logging.ERROR, logger="statemw"):
+        response = TestClient(starlette_app(store)).get("/chat")
+    assert response.status_code == 200
+    assert response.text == "Hello there"
+    assert caplog.text.count("saving the session at the end of the response failed") == 1
+    assert history(store, response.headers["x-sid"]) == ["hi"]
+
+
+# -- Flask and plain WSGI -------------------------------------------------------------------------
+
+
+def flask_app(store: Store) -> Flask:
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = SECRET
+    FlaskState(app, store=store)
+
+    def current() -> Session:
+        return flask_session._get_current_object()  # type: ignore[attr-defined, no-any-return]
+
+    @app.get("/chat")
+    def chat() -> Response:
+        session = current()
+        session.add_message("user", "hi")
+        tokens = answer_tokens(session)
+        return Response(stream_with_context(tokens), headers={"x-sid": session.id})
+
+    @app.get("/broken")
+    def broken() -> Response:
+        session = current()
+        session.add_message("user", "hi")
+        return Response(stream_with_context(answer_tokens(session, "raise")))
+
+    return app
+
+
+def test_flask_stream_with_context_keeps_the_streamed_answer(store: Store) -> None:
+    client = flask_app(store).test_client()
+    response = client.get("/chat")
+    assert response.text == "Hello there"
+    assert client.get("/chat").text == "Hello there"
+    assert history(store, response.headers["x-sid"]) == ["hi", "Hello there", "hi", "Hello there"]
+
+
+def test_flask_keeps_the_partial_answer_when_the_client_goes_away(store: Store) -> None:
+    client = flask_app(store).test_client()
+    response = client.get("/chat", buffered=False)
+    assert next(iter(response.response)) == b"Hel"
+    response.close()  # the server's close() after a disconnect
+    assert history(store, response.headers["x-sid"]) == ["hi", "Hel"]
+
+
+def test_flask_keeps_what_was_added_when_the_stream_raises(store: Store) -> None:
+    client = flask_app(store).test_client()
+    first = client.get("/chat")
+    assert first.text == "Hello there"
+    sid = first.headers["x-sid"]
+    with pytest.raises(ModelFailed):
+        client.get("/broken").get_data()
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+
+
+def wsgi_chat(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    session: Session = environ[ENVIRON_KEY]
+    session.add_message("user", "hi")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Sid", session.id)])
+    return (token.encode() for token in answer_tokens(session))
+
+
+def test_plain_wsgi_keeps_the_streamed_answer_and_the_partial_one(store: Store) -> None:
+    client = Client(WSGIStateMiddleware(wsgi_chat, store=store, secret_key=SECRET))
+    first = client.get("/")
+    assert first.text == "Hello there"
+    sid = first.headers["X-Sid"]
+    partial = client.get("/", buffered=False)
+    assert next(iter(partial.response)) == b"Hel"
+    partial.close()
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+
+
+# -- @stateful ------------------------------------------------------------------------------------
+
+
+def test_stateful_starlette_endpoints_keep_the_streamed_answer(store: Store) -> None:
+    @stateful(store, key=Cookie(secret_key=SECRET))
+    async def chat(request: Request, session: Session) -> StreamingResponse:
+        session.add_message("user", "hi")
+        return StreamingResponse(aanswer_tokens(session), headers={"x-sid": session.id})
+
+    client = TestClient(Starlette(routes=[Route("/chat", chat)]))
+    sid = client.get("/chat").headers["x-sid"]
+    client.get("/chat")
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hello there"]
+
+
+def test_stateful_flask_views_keep_the_streamed_answer(store: Store) -> None:
+    app = Flask(__name__)
+
+    @app.get("/chat")
+    @stateful(store, key=Cookie(secret_key=SECRET))
+    def chat(session: Session) -> Response:
+        session.add_message("user", "hi")
+        return Response(answer_tokens(session), headers={"x-sid": session.id})
+
+    client = app.test_client()
+    first = client.get("/chat")
+    assert first.text == "Hello there"
+    sid = first.headers["x-sid"]
+    assert client.get("/chat").text == "Hello there"
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hello there"]
+
+
+def test_a_stateful_generator_function_is_saved_when_it_ends(store: Store) -> None:
+    @stateful(store)
+    def reply(text: str, session: Session) -> Generator[str, None, None]:
+        session.add_message("user", text)
+        yield from answer_tokens(session)
+
+    assert "".join(reply("hi", session_id="slack-C042")) == "Hello there"
+    stream = reply("again", session_id="slack-C042")
+    assert next(stream) == "Hel"
+    stream.close()  # the consumer stopped early
+    assert history(store, "slack-C042") == ["hi", "Hello there", "again", "Hel"]
+
+
+@pytest.mark.anyio
+async def test_a_stateful_async_generator_function_is_saved_when_it_ends(store: Store) -> None:
+    @stateful(store)
+    async def reply(text: str, session: Session) -> AsyncIterator[str]:
+        session.add_message("user", text)
+        async for token in aanswer_tokens(session):
+            yield token
+
+    assert [t async for t in reply("hi", session_id="slack-C042")] == TOKENS
+    assert history(store, "slack-C042") == ["hi", "Hello there"]
