@@ -12,6 +12,7 @@ import json
 import os
 import re
 import urllib.request
+from collections.abc import Generator
 from typing import Any
 
 from statemw import Session
@@ -188,8 +189,8 @@ def llm_reply(session: Session, base_url: str) -> str:  # pragma: no cover - nee
     return str(data["choices"][0]["message"]["content"])
 
 
-def respond(session: Session, text: str) -> str:
-    """One turn: log the user's message, answer, log the answer."""
+def begin_turn(session: Session, text: str) -> str:
+    """Log the user's message and decide the answer (not logged yet: it may be streamed)."""
     session.add_message("user", text)
     base_url = os.environ.get("OPENAI_BASE_URL")
     answer = rule_reply(session, text)
@@ -198,5 +199,23 @@ def respond(session: Session, text: str) -> str:
             answer = llm_reply(session, base_url)
         except OSError as exc:
             answer += f" (LLM unavailable: {exc})"
+    return answer
+
+
+def respond(session: Session, text: str) -> str:
+    """One whole turn: log the user's message, answer, log the answer."""
+    answer = begin_turn(session, text)
     session.add_message("assistant", answer)
     return answer
+
+
+def stream_answer(session: Session, answer: str) -> Generator[str, None, None]:
+    """The answer a word at a time, as a model streams it; logged when the stream ends, as
+    much of it as was sent (a client that leaves early saw only that)."""
+    sent = ""
+    try:
+        for piece in re.findall(r"\S+\s*", answer):
+            sent += piece
+            yield piece
+    finally:
+        session.add_message("assistant", sent)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 from itsdangerous import BadSignature, Signer
 
-from examples.agent import respond
+from examples.agent import begin_turn, respond, stream_answer
 from statemw import InvalidValue, Session, Store
 from statemw.tokens import count_message
 
@@ -58,11 +59,26 @@ def check_user_name(name: Any) -> str:
     return name.strip()
 
 
-def chat(session: Session, text: Any) -> dict[str, Any]:
+def _said(text: Any) -> str:
     if not isinstance(text, str) or not text.strip():
         raise InvalidValue("say something")
-    reply = respond(session, text.strip()[:2000])
+    return text.strip()[:2000]
+
+
+def chat(session: Session, text: Any) -> dict[str, Any]:
+    reply = respond(session, _said(text))
     return {"reply": reply, **state(session)}
+
+
+def chat_stream(session: Session, text: Any) -> Generator[str, None, None]:
+    """The turn begins now (bad input is a 400, not a broken stream); the answer then streams
+    and is logged when it ends. The middleware saves both: at the start and at the end."""
+    return stream_answer(session, begin_turn(session, _said(text)))
+
+
+def token_delay() -> float:
+    """Seconds between streamed words (DEMO_TOKEN_DELAY), so a person sees the answer arrive."""
+    return float(os.environ.get("DEMO_TOKEN_DELAY", "0.03"))
 
 
 def state(session: Session) -> dict[str, Any]:

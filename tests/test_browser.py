@@ -1,4 +1,4 @@
-"""The demo in a real headless Chromium: chat, a second device, live sync, edit, forget me."""
+"""The demo in a real headless Chromium: streamed chat, a second device, live sync, edit, forget."""
 
 from __future__ import annotations
 
@@ -65,6 +65,10 @@ def test_two_devices_chat_edit_and_forget(
         say(phone, "Find flights to Berlin", "When would you like to travel?")
         say(phone, "Next Tuesday", "Morning or evening?")
         say(phone, "Morning", "What's your budget?")
+        phone.reload()  # the streamed answers were stored, not just shown
+        expect(phone.locator("#messages li.assistant").last).to_have_text(
+            "A morning departure. What's your budget?"
+        )
 
         login(laptop, "harsh")  # the second device continues the same conversation
         expect(laptop.locator("#messages li.user").first).to_have_text("Find flights to Berlin")
@@ -72,6 +76,7 @@ def test_two_devices_chat_edit_and_forget(
 
         say(laptop, "Under $150", "Booking to Berlin")
         expect(phone.locator("#messages li")).to_have_count(8)  # live, without a reload
+        expect(phone.locator("#messages li.assistant").last).to_contain_text("Booking to Berlin")
 
         laptop.get_by_test_id("edit-session-destination").click()
         laptop.get_by_test_id("input-session-destination").fill("Paris")

@@ -132,11 +132,26 @@ def test_the_context_window_is_shown_with_token_counts(open_browser: Callable[[]
     assert context["token_count"] == sum(m["tokens"] for m in context["messages"])
 
 
+def test_the_streamed_answer_arrives_word_by_word_and_is_remembered(
+    open_browser: Callable[[], Browser], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEMO_TOKEN_DELAY", "0")
+    me = open_browser()
+    response = me.client.post("/api/chat/stream", json={"text": "Find flights to Berlin"})
+    assert response.status_code == 200
+    assert response.text == "Berlin, noted. When would you like to travel?"
+    assert me.state()["messages"] == [
+        {"role": "user", "content": "Find flights to Berlin"},
+        {"role": "assistant", "content": "Berlin, noted. When would you like to travel?"},
+    ]
+
+
 def test_bad_input_is_a_400_with_a_message(open_browser: Callable[[], Browser]) -> None:
     client = open_browser().client
     response = client.post("/api/chat", json={"text": "   "})
     assert response.status_code == 400
     assert _json(response)["error"] == "say something"
+    assert client.post("/api/chat/stream", json={"text": ""}).status_code == 400
     assert client.put("/api/state/nowhere/x", json={"value": 1}).status_code == 400
 
 

@@ -6,7 +6,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Flask, Response, jsonify, request, send_from_directory, session
+from flask import (
+    Flask,
+    Response,
+    jsonify,
+    request,
+    send_from_directory,
+    session,
+    stream_with_context,
+)
 
 from examples import api
 from statemw import InvalidValue, Session, Store
@@ -39,6 +47,24 @@ def create_app(store: Store | None = None, secret: str | None = None) -> Flask:
     @app.post("/api/chat")
     def post_chat() -> Response:
         return jsonify(api.chat(current(), (request.get_json(silent=True) or {}).get("text")))
+
+    @app.post("/api/chat/stream")
+    def post_chat_stream() -> Response:
+        pieces = api.chat_stream(current(), (request.get_json(silent=True) or {}).get("text"))
+
+        def paced() -> Iterator[str]:
+            try:
+                for piece in pieces:
+                    yield piece
+                    time.sleep(api.token_delay())
+            finally:
+                pieces.close()  # a client that left: the answer so far is logged
+
+        return Response(
+            stream_with_context(paced()),
+            mimetype="text/plain",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     @app.put("/api/state/<scope>/<key>")
     def put_item(scope: str, key: str) -> Response:

@@ -20,6 +20,7 @@ from statemw.keys import Cookie, UserID
 
 FEED_SECONDS = 600  # an event stream ends after this long; the browser reconnects by itself
 HEARTBEAT = 5.0
+STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 def create_app(store: Store | None = None, secret: str | None = None) -> Starlette:
@@ -40,6 +41,22 @@ def create_app(store: Store | None = None, secret: str | None = None) -> Starlet
     async def post_chat(request: Request) -> JSONResponse:
         body = await request.json()
         return JSONResponse(api.chat(session_of(request), body.get("text")))
+
+    async def post_chat_stream(request: Request) -> StreamingResponse:
+        body = await request.json()
+        pieces = api.chat_stream(session_of(request), body.get("text"))
+
+        async def paced() -> AsyncIterator[str]:
+            try:
+                for piece in pieces:
+                    yield piece
+                    await asyncio.sleep(api.token_delay())
+            finally:
+                pieces.close()  # a client that left: the answer so far is logged
+
+        return StreamingResponse(
+            paced(), media_type="text/plain; charset=utf-8", headers=STREAM_HEADERS
+        )
 
     async def put_item(request: Request) -> JSONResponse:
         body = await request.json()
@@ -109,6 +126,7 @@ def create_app(store: Store | None = None, secret: str | None = None) -> Starlet
             Route("/", index),
             Route("/api/state", get_state),
             Route("/api/chat", post_chat, methods=["POST"]),
+            Route("/api/chat/stream", post_chat_stream, methods=["POST"]),
             Route("/api/state/{scope}/{key}", put_item, methods=["PUT"]),
             Route("/api/state/{scope}/{key}", delete_item, methods=["DELETE"]),
             Route("/api/login", post_login, methods=["POST"]),

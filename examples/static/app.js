@@ -96,12 +96,43 @@ function listen() {
   events.onmessage = () => refresh();
 }
 
+async function streamChat(text) {
+  // The answer arrives word by word; the server logs it when the stream ends.
+  const list = $("messages");
+  list.querySelector("li.empty")?.remove();
+  list.append(el("li", { class: "user" }, text));
+  const answer = el("li", { class: "assistant streaming", "data-testid": "streaming" }, "");
+  list.append(answer);
+  const response = await fetch("/api/chat/stream", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ text }),
+    credentials: "same-origin",
+  });
+  if (!response.ok) {
+    answer.remove();
+    const data = response.headers.get("content-type")?.includes("json") ? await response.json() : {};
+    showError(data.error || `${response.status} ${response.statusText}`);
+    return refresh();
+  }
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    answer.textContent += decoder.decode(value, { stream: true });
+    list.scrollTop = list.scrollHeight;
+  }
+  answer.classList.remove("streaming");
+  await refresh();
+}
+
 $("composer").onsubmit = async (event) => {
   event.preventDefault();
   const text = $("text").value.trim();
   if (!text) return;
   $("text").value = "";
-  render(await api("POST", "/api/chat", { text }));
+  await streamChat(text);
   listen();
 };
 $("login").onsubmit = async (event) => {
