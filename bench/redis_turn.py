@@ -24,8 +24,8 @@ from typing import Any
 import redis
 
 from statemw import Store
-from statemw.backends import redis_ops
-from statemw.backends.redis import AsyncRedisBackend, RedisBackend
+from statemw.backends.redis import ops as redis_ops
+from statemw.backends.redis.client import AsyncRedisBackend, RedisBackend
 
 HISTORY = 20
 

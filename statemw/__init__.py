@@ -6,7 +6,7 @@ session.add_message("user", "Find flights to Berlin")
 session.save()
 """
 
-from statemw.backends.base import Change
+from statemw.changes import Change
 from statemw.codec import generate_key
 from statemw.decorators import stateful
 from statemw.errors import (

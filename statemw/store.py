@@ -12,9 +12,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from statemw.backends.base import AsyncBackend, AsyncChanges, Backend, Changes, Progress
+from statemw.backends import open_backend, redact
+from statemw.backends.base import AsyncBackend, Backend, Progress
+from statemw.changes import AsyncChanges, Changes
 from statemw.codec import Codec, KeyLike, pack
 from statemw.errors import (
     ConfigurationError,
@@ -40,45 +41,6 @@ def default_url() -> str:
         return url
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
     return "diskcache://" + os.path.join(base, "statemw")
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
-def _open(url: str, options: dict[str, Any]) -> tuple[Backend, AsyncBackend]:
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "memory":
-        from statemw.backends.memory import open_memory
-        from statemw.backends.threaded import ThreadedAsync
-
-        backend = open_memory()
-        return backend, ThreadedAsync(backend, inline=True)
-    if scheme == "diskcache":
-        from statemw.backends.disk import open_disk
-        from statemw.backends.threaded import ThreadedAsync
-
-        path = url[len("diskcache://") :]
-        if not path:
-            raise ConfigurationError("diskcache URL needs a directory: diskcache:///var/lib/app")
-        disk = open_disk(os.path.expanduser(path), **options)
-        return disk, ThreadedAsync(disk)
-    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster", "unix"):
-        try:
-            from statemw.backends.redis import open_redis
-        except ImportError as exc:
-            raise ConfigurationError(
-                "the Redis backend needs redis-py: pip install 'statemw[redis]'"
-            ) from exc
-        return open_redis(url, **options)
-    raise ConfigurationError(
-        f"unknown store URL {_redact(url)!r}: use memory://, diskcache:///path, "
-        "redis://host:port/db, rediss://... or redis+cluster://..."
-    )
 
 
 # Sizes statemw refuses by default, with a clear LimitExceeded, before anything is written.
@@ -145,7 +107,7 @@ class Store:
         self._backends: tuple[Backend, AsyncBackend] | None = None
 
     def __repr__(self) -> str:
-        return f"Store({_redact(self.url)!r})"
+        return f"Store({redact(self.url)!r})"
 
     @property
     def backend(self) -> Backend:
@@ -157,7 +119,7 @@ class Store:
 
     def _open(self) -> tuple[Backend, AsyncBackend]:
         if self._backends is None:
-            self._backends = _open(self.url, self._options)
+            self._backends = open_backend(self.url, self._options)
         return self._backends
 
     def close(self) -> None:

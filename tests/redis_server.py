@@ -142,7 +142,7 @@ def cleanup() -> None:
 
 def raw_redis_values(backend: object) -> list[bytes]:
     """Every byte string a Redis store holds under its prefix (field names and values)."""
-    from statemw.backends.redis import RedisBackend
+    from statemw.backends.redis.client import RedisBackend
 
     assert isinstance(backend, RedisBackend)
     client = backend.client

@@ -19,8 +19,8 @@ import redis
 from redis.crc import key_slot
 
 from statemw import Store
-from statemw.backends import redis_ops
-from statemw.backends.redis import AsyncRedisBackend, RedisBackend
+from statemw.backends.redis import ops as redis_ops
+from statemw.backends.redis.client import AsyncRedisBackend, RedisBackend
 from statemw.errors import ConfigurationError, CorruptRecord, StoreUnavailable
 from tests.conftest import FakeClock
 from tests.redis_server import RedisServer, append_worker, free_port, isolated_url

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from statemw import Session, Store
-from statemw.backends.base import Change
+from statemw.changes import Change
 from statemw.errors import SessionNotFound
 from tests.conftest import FakeClock
 from tests.redis_server import STARTUP_SECONDS, RedisServer, free_cluster_port

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from statemw import Session, Store
-from statemw.backends.base import Change
+from statemw.changes import Change
 from tests.conftest import FakeClock, store_url
 
 WAIT = 10.0  # upper bound for a change to arrive; passing runs take milliseconds

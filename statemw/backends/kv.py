@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from statemw.backends.base import Change, Progress
+from statemw.backends.base import Progress
 from statemw.backends.local_pubsub import LocalSubscription
+from statemw.changes import Change
 from statemw.codec import decode_header, encode_header, pack, unpack
 from statemw.errors import CorruptRecord, SessionNotFound
 from statemw.records import (

@@ -13,7 +13,7 @@ from collections import deque
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
-from statemw.backends.base import Change
+from statemw.changes import Change
 from statemw.records import Header
 
 if TYPE_CHECKING:

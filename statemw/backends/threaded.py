@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
-from statemw.backends.base import Backend, Change, Progress, Subscription
+from statemw.backends.base import Backend, Progress
+from statemw.changes import Change, Subscription
 from statemw.records import Delta, Header, Snapshot
 
 T = TypeVar("T")

@@ -12,7 +12,8 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from statemw.backends.base import Change, Progress
+from statemw.backends.base import Progress
+from statemw.changes import Change
 from statemw.codec import pack, unpack
 from statemw.errors import ConflictError, CorruptRecord, SessionNotFound
 from statemw.records import (
@@ -37,7 +38,7 @@ VECTOR_RANGE_READ = 1024
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """Run one of redis_lua.SCRIPTS by name."""
+    """Run one of lua.SCRIPTS by name."""
 
     name: str
     keys: Sequence[str]

@@ -1,9 +1,7 @@
-"""redis:// rediss:// unix:// redis+cluster:// — many app servers sharing one Redis (or Valkey).
+"""The Redis backend's I/O: thin sync and async shells over the operations of ops.py.
 
-Two thin shells, one per redis-py client (redis.Redis, redis.asyncio.Redis), drive the same
-I/O-free operations of redis_ops.py; the scripts in redis_lua.py do each write atomically on the
-server. redis_pubsub.py listens for changes; redis_faults.py turns every connection failure or
-timeout into StoreUnavailable.
+Two shells, one per redis-py client (redis.Redis, redis.asyncio.Redis), drive the same I/O-free
+operations; the scripts in lua.py do each write atomically on the server.
 """
 
 from __future__ import annotations
@@ -23,11 +21,11 @@ import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from statemw.backends import redis_ops as ops
 from statemw.backends.base import Progress
-from statemw.backends.redis_faults import FAULTS, afaults, faults, unavailable
-from statemw.backends.redis_lua import SCRIPTS
-from statemw.backends.redis_pubsub import AsyncRedisSubscription, RedisSubscription
+from statemw.backends.redis import ops
+from statemw.backends.redis.faults import FAULTS, afaults, faults, unavailable
+from statemw.backends.redis.lua import SCRIPTS
+from statemw.backends.redis.pubsub import AsyncRedisSubscription, RedisSubscription
 from statemw.errors import ConfigurationError
 from statemw.records import Delta, Header, Snapshot
 

@@ -58,7 +58,7 @@ end
 """
 
 # KEYS: h, m, v, x, parent h (or h again), [user index (standalone only)]
-# ARGV: see redis_ops.commit_call for the order.
+# ARGV: see ops.commit_op for the order.
 COMMIT = (
     _COMMON
     + r"""

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from contextlib import suppress
 from typing import Any
 
-from statemw.backends import redis_ops as ops
-from statemw.backends.base import Change
-from statemw.backends.redis_faults import FAULTS, afaults, faults
+from statemw.backends.redis import ops
+from statemw.backends.redis.faults import FAULTS, afaults, faults
+from statemw.changes import Change
 from statemw.errors import StoreUnavailable
 
 SUBSCRIBE_CONFIRM_SECONDS = 5.0
