@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from statemw.errors import ConfigurationError, SessionNotFound
-from statemw.keys import Cookie, Header, Incoming, Key, SecretKey
+from statemw.keys import Cookie, Header, IdSource, Incoming, SigningSecret
 from statemw.session import Session
 from statemw.store import Store, default_store
 
@@ -57,7 +57,7 @@ class Binding:
 
     session: Session
     incoming: Incoming | None  # None: named or handed in by code, no client to answer
-    key: Key | None  # the carrier key that brought the id, None when fresh or found by user
+    key: IdSource | None  # the carrier key that brought the id, None when fresh or found by user
     loaded_id: str | None  # the id as loaded (a different id at close means rotated)
     headers: list[tuple[str, str]] = field(default_factory=list)
 
@@ -68,9 +68,9 @@ class Manager:
     def __init__(
         self,
         store: Store | None = None,
-        keys: Sequence[Key] | None = None,
+        keys: Sequence[IdSource] | None = None,
         *,
-        secret_key: SecretKey | None = None,
+        secret_key: SigningSecret | None = None,
         require_keys: bool = True,
     ) -> None:
         self._store = store

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statemw._adapter import Binding, Manager, parse_cookies
 from statemw.errors import StateError, StoreUnavailable
-from statemw.keys import Cookie, Incoming, Key, SecretKey
+from statemw.keys import Cookie, IdSource, Incoming, SigningSecret
 from statemw.session import Session
 from statemw.store import Store
 
@@ -83,9 +83,9 @@ class StateMiddleware:
         self,
         app: ASGIApp,
         store: Store | None = None,
-        keys: Sequence[Key] | None = None,
+        keys: Sequence[IdSource] | None = None,
         *,
-        secret_key: SecretKey | None = None,
+        secret_key: SigningSecret | None = None,
         session_cookie: str = "session",
         max_age: int | None = 14 * 24 * 60 * 60,
         path: str = "/",

@@ -20,13 +20,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from statemw.errors import StateError
-from statemw.records import Header
+from statemw.records import SessionHeader
 from statemw.store import Store, default_url
 
-PAGE = 256
+EXPORT_PAGE = 256
 
 
-class Progress:
+class ProgressBar:
     """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
 
     def __init__(self, label: str, total: int | None, stream: TextIO | None = None) -> None:
@@ -62,7 +62,7 @@ def _when(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
-def _header_facts(header: Header) -> dict[str, Any]:
+def _header_facts(header: SessionHeader) -> dict[str, Any]:
     return {
         "id": header.session_id,
         "user": header.user_id,
@@ -77,7 +77,7 @@ def _header_facts(header: Header) -> dict[str, Any]:
     }
 
 
-def _headers(store: Store, session_ids: Sequence[str]) -> Iterator[Header]:
+def _headers(store: Store, session_ids: Sequence[str]) -> Iterator[SessionHeader]:
     now = store.clock()
     for session_id in session_ids:
         header = store.backend.read_header(session_id, now)
@@ -138,10 +138,10 @@ def cmd_show(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 
 def _all_messages(store: Store, session_id: str) -> Iterator[dict[str, Any]]:
     session = store.load(session_id)
-    progress = Progress("exporting", len(session.messages))
+    progress = ProgressBar("exporting", len(session.messages))
     try:
-        for start in range(0, len(session.messages), PAGE):
-            page = session.messages[start : start + PAGE]
+        for start in range(0, len(session.messages), EXPORT_PAGE):
+            page = session.messages[start : start + EXPORT_PAGE]
             yield from page
             progress.advance(len(page))
     finally:
@@ -187,7 +187,7 @@ def cmd_forget_user(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_purge(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    progress = Progress("purging", None)
+    progress = ProgressBar("purging", None)
 
     def looked_at(done: int, total: int) -> None:
         progress.total = total
@@ -201,7 +201,7 @@ def cmd_purge(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_stats(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     ids = list(store.session_ids())
-    progress = Progress("reading", len(ids))
+    progress = ProgressBar("reading", len(ids))
     now = store.clock()
     stats = {"sessions": 0, "expired": 0, "users": 0, "messages": 0, "tokens": 0}
     users: set[str] = set()

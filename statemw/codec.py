@@ -23,7 +23,7 @@ SEALED = 0x02
 _NONCE = 12
 _KEY_ID = 8
 
-KeyLike = bytes | str
+EncryptionKey = bytes | str
 
 
 def generate_key() -> str:
@@ -31,7 +31,7 @@ def generate_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
-def _key_bytes(key: KeyLike) -> bytes:
+def _key_bytes(key: EncryptionKey) -> bytes:
     if isinstance(key, str):
         try:
             raw = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
@@ -65,7 +65,9 @@ def unpack(data: bytes) -> Any:
 class Codec:
     """Encodes values and messages for the store; seals them when keys are configured."""
 
-    def __init__(self, encryption_key: KeyLike | Sequence[KeyLike] | None = None) -> None:
+    def __init__(
+        self, encryption_key: EncryptionKey | Sequence[EncryptionKey] | None = None
+    ) -> None:
         if encryption_key is None:
             keys: list[bytes] = []
         elif isinstance(encryption_key, bytes | str):

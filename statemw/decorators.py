@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 from statemw._adapter import Binding, Flow, Manager
 from statemw.errors import InvalidValue
 from statemw.ids import check_session_id
-from statemw.keys import Incoming, Key, SecretKey
+from statemw.keys import IdSource, Incoming, SigningSecret
 from statemw.store import Store
 
 R = TypeVar("R")
@@ -162,8 +162,8 @@ async def _saved_after(
 def stateful(
     store: Store | None = None,
     *,
-    key: Key | Sequence[Key] | None = None,
-    secret_key: SecretKey | None = None,
+    key: IdSource | Sequence[IdSource] | None = None,
+    secret_key: SigningSecret | None = None,
     param: str = "session",
 ) -> Callable[[Callable[..., R]], Callable[..., R]]:
     """Give the decorated function a `session` argument, loaded before and saved after it.
@@ -173,7 +173,7 @@ def stateful(
     request's keys find the session and the response carries its id back. The result keeps the
     function's return type; its parameters become `(*args, session_id=None, **kwargs)`.
     """
-    keys: list[Key] = [] if key is None else [key] if not isinstance(key, Sequence) else [*key]
+    keys: list[IdSource] = [] if key is None else [key] if not isinstance(key, Sequence) else [*key]
     manager = Manager(store, keys, secret_key=secret_key, require_keys=False)
 
     def decorate(fn: Callable[..., R]) -> Callable[..., R]:

@@ -19,7 +19,7 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from statemw._adapter import Binding, Manager
 from statemw.errors import StoreUnavailable
-from statemw.keys import Cookie, Key
+from statemw.keys import Cookie, IdSource
 from statemw.session import Session
 from statemw.store import Store
 from statemw.wsgi import SavedAtEnd, incoming_from_environ
@@ -116,7 +116,7 @@ class FlaskState:
         app: Flask | None = None,
         *,
         store: Store | None = None,
-        keys: Sequence[Key] | None = None,
+        keys: Sequence[IdSource] | None = None,
     ) -> None:
         self._store = store
         self._keys = keys

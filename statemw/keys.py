@@ -21,7 +21,7 @@ from itsdangerous import BadSignature, Signer, TimestampSigner
 from statemw.errors import ConfigurationError, InvalidValue
 from statemw.ids import check_session_id
 
-SecretKey = str | bytes | Sequence[str | bytes]
+SigningSecret = str | bytes | Sequence[str | bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +42,9 @@ class Found:
     user_id: str | None = None
 
 
-class Key(Protocol):
-    """A source of session ids. `carrier` keys also send the id back (cookie, header)."""
+class IdSource(Protocol):
+    """Where a request's session id comes from (a middleware's `keys=[...]`). `carrier` sources
+    also send the id back to the client (cookie, header)."""
 
     @property
     def carrier(self) -> bool: ...
@@ -54,7 +55,7 @@ class Key(Protocol):
         """Response headers carrying `session_id` to the client (None: forget it)."""
         ...
 
-    def with_default_secret(self, secret_key: SecretKey | None) -> Key:
+    def with_default_secret(self, secret_key: SigningSecret | None) -> IdSource:
         """This key, signing with `secret_key` if it has none of its own."""
         ...
 
@@ -62,7 +63,7 @@ class Key(Protocol):
 class _Secret:
     """Signing keys whose repr never shows them (newest first, as statemw lists keys)."""
 
-    def __init__(self, keys: SecretKey) -> None:
+    def __init__(self, keys: SigningSecret) -> None:
         listed = [keys] if isinstance(keys, str | bytes) else list(keys)
         if not listed or not all(listed):
             raise ConfigurationError("secret_key must be a non-empty string or list of them")
@@ -100,7 +101,7 @@ def _session_id_from(value: str | None, signer: Signer | None, max_age: int | No
 class Cookie:
     """A signed session id in a cookie: HttpOnly, SameSite=Lax, Secure on https by default."""
 
-    secret_key: SecretKey | None = field(default=None, repr=False)
+    secret_key: SigningSecret | None = field(default=None, repr=False)
     name: str = "session"
     max_age: int | None = 14 * 24 * 3600
     path: str = "/"
@@ -115,7 +116,7 @@ class Cookie:
         if self.same_site.lower() not in ("lax", "strict", "none"):
             raise ConfigurationError(f"same_site must be lax, strict or none: {self.same_site!r}")
 
-    def with_default_secret(self, secret_key: SecretKey | None) -> Cookie:
+    def with_default_secret(self, secret_key: SigningSecret | None) -> Cookie:
         if self.secret_key is not None or secret_key is None:
             return self
         return dataclasses.replace(self, secret_key=secret_key)
@@ -166,10 +167,10 @@ class Header:
 
     name: str = "X-Session-ID"
     signed: bool = True
-    secret_key: SecretKey | None = field(default=None, repr=False)
+    secret_key: SigningSecret | None = field(default=None, repr=False)
     carrier: bool = field(default=True, init=False)
 
-    def with_default_secret(self, secret_key: SecretKey | None) -> Header:
+    def with_default_secret(self, secret_key: SigningSecret | None) -> Header:
         if self.secret_key is not None or secret_key is None:
             return self
         return dataclasses.replace(self, secret_key=secret_key)
@@ -202,7 +203,7 @@ class UserID:
     resolver: Callable[[Any], str | None]
     carrier: bool = field(default=False, init=False)
 
-    def with_default_secret(self, secret_key: SecretKey | None) -> UserID:
+    def with_default_secret(self, secret_key: SigningSecret | None) -> UserID:
         return self
 
     def find(self, incoming: Incoming) -> Found | None:
@@ -213,3 +214,8 @@ class UserID:
 
     def outgoing(self, session_id: str | None, incoming: Incoming) -> list[tuple[str, str]]:
         return []
+
+
+# Deprecated names, kept for one release (see CHANGELOG.md).
+Key = IdSource
+SecretKey = SigningSecret

@@ -16,7 +16,7 @@ Message = dict[str, Any]
 
 
 @dataclass(slots=True)
-class Record:
+class MessageRecord:
     """One logged message with what statemw knows about it."""
 
     message: Message
@@ -27,7 +27,7 @@ class Record:
         return [self.message, self.tokens, self.created_at]
 
     @classmethod
-    def from_wire(cls, wire: Any) -> Record:
+    def from_wire(cls, wire: Any) -> MessageRecord:
         if not isinstance(wire, list) or len(wire) != 3 or not isinstance(wire[0], dict):
             raise ValueError("not a message record")
         return cls(wire[0], int(wire[1]), float(wire[2]))
@@ -46,7 +46,7 @@ def make_message(role: str | Mapping[str, Any], content: Any, fields: Mapping[st
     return message
 
 
-Fetch = Callable[[int, int], list[Record]]
+Fetch = Callable[[int, int], list[MessageRecord]]
 
 
 class MessageLog(Sequence[Message]):
@@ -56,23 +56,23 @@ class MessageLog(Sequence[Message]):
         self,
         stored: int,
         start: int,
-        window: list[Record | bytes],
+        window: list[MessageRecord | bytes],
         fetch: Fetch,
-        decode: Callable[[bytes], Record],
+        decode: Callable[[bytes], MessageRecord],
     ) -> None:
         self.stored = stored  # messages committed as of the last load or save
         self.start = start  # window covers [start, stored); encoded until first read
         self.window = window
         self._decode = decode
-        self.appended: list[Record] = []  # added since, not yet saved
+        self.appended: list[MessageRecord] = []  # added since, not yet saved
         self.replaced = False  # the log was replaced wholesale: save rewrites it
-        self._older: dict[int, Record] = {}
+        self._older: dict[int, MessageRecord] = {}
         self._fetch = fetch
 
     def __len__(self) -> int:
         return self.stored + len(self.appended)
 
-    def records(self, start: int, stop: int) -> list[Record]:
+    def records(self, start: int, stop: int) -> list[MessageRecord]:
         """Records [start, stop), fetching what is not loaded in one read."""
         start, stop = max(start, 0), min(stop, len(self))
         if start >= stop:
@@ -82,7 +82,7 @@ class MessageLog(Sequence[Message]):
             self.cache(need[0], self._fetch(*need))
         return [self._at(i) for i in range(start, stop)]
 
-    def cache(self, start: int, records: list[Record]) -> None:
+    def cache(self, start: int, records: list[MessageRecord]) -> None:
         for i, record in enumerate(records, start):
             if i < self.start:
                 self._older[i] = record
@@ -92,7 +92,7 @@ class MessageLog(Sequence[Message]):
         need = [i for i in range(max(start, 0), min(stop, self.start)) if i not in self._older]
         return (need[0], need[-1] + 1) if need else None
 
-    def _at(self, i: int) -> Record:
+    def _at(self, i: int) -> MessageRecord:
         if i >= self.stored:
             return self.appended[i - self.stored]
         if i >= self.start:

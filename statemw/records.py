@@ -56,7 +56,7 @@ class Summary:
 
 
 @dataclass(slots=True)
-class Header:
+class SessionHeader:
     """Everything about a session except its messages; small, rewritten on each save."""
 
     session_id: str
@@ -98,7 +98,7 @@ class Header:
         ]
 
     @classmethod
-    def from_wire(cls, wire: list[Any]) -> Header:
+    def from_wire(cls, wire: list[Any]) -> SessionHeader:
         if not isinstance(wire, list) or not wire or wire[0] != 1 or len(wire) != 12:
             raise ValueError("not a version-1 session header")
         s = wire[9]
@@ -127,7 +127,7 @@ class Delta:
 
     session_id: str
     now: float
-    create: Header | None = None
+    create: SessionHeader | None = None
     set: dict[str, Entry] = field(default_factory=dict)
     delete: list[str] = field(default_factory=list)
     append: list[bytes] = field(default_factory=list)
@@ -155,14 +155,14 @@ class Delta:
 class Snapshot:
     """What a load reads in one go: the header, the recent window, and what reads fall back to."""
 
-    header: Header
+    header: SessionHeader
     window_start: int
     window: list[bytes]
-    parents: list[Header] = field(default_factory=list)
-    user: Header | None = None
+    parents: list[SessionHeader] = field(default_factory=list)
+    user: SessionHeader | None = None
 
 
-def apply_delta(current: Header | None, delta: Delta) -> Header:
+def apply_delta(current: SessionHeader | None, delta: Delta) -> SessionHeader:
     """Merge a delta into the stored header (pure). Messages are the caller's to append.
 
     Raises SessionNotFound when the session is gone (deleted or expired) and the delta does not
@@ -174,7 +174,7 @@ def apply_delta(current: Header | None, delta: Delta) -> Header:
     if current is None:
         if delta.create is None:
             raise SessionNotFound(delta.session_id)
-        header = Header(
+        header = SessionHeader(
             session_id=delta.session_id,
             user_id=delta.create.user_id,
             created_at=delta.create.created_at,

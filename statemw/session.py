@@ -14,7 +14,7 @@ from statemw.errors import InvalidValue, StateError
 from statemw.formats import shape
 from statemw.ids import check_child_name
 from statemw.messages import Message, MessageLog, make_message
-from statemw.records import Header, Summary
+from statemw.records import SessionHeader, Summary
 from statemw.state import Clock, TrackedState
 from statemw.tokens import message_text
 from statemw.window import (
@@ -61,7 +61,7 @@ class Session(TrackedState):
         store: Store,
         session_id: str,
         user_id: str | None,
-        header: Header | None,
+        header: SessionHeader | None,
         state: Mapping[str, tuple[Any, bytes, float | None]],
         log: MessageLog,
         clock: Clock,

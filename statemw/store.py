@@ -16,7 +16,7 @@ from typing import Any
 from statemw.backends import open_backend, redact
 from statemw.backends.base import AsyncBackend, Backend, Progress
 from statemw.changes import AsyncChanges, Changes
-from statemw.codec import Codec, KeyLike, pack
+from statemw.codec import Codec, EncryptionKey, pack
 from statemw.errors import (
     ConfigurationError,
     CorruptRecord,
@@ -25,8 +25,8 @@ from statemw.errors import (
     SessionNotFound,
 )
 from statemw.ids import check_child_name, check_session_id, new_session_id
-from statemw.messages import Fetch, Message, MessageLog, Record
-from statemw.records import Delta, Entry, Header, Snapshot, Summary, user_record_id
+from statemw.messages import Fetch, Message, MessageLog, MessageRecord
+from statemw.records import Delta, Entry, SessionHeader, Snapshot, Summary, user_record_id
 from statemw.session import Session, UserState
 from statemw.state import Clock, TrackedState, plain_entries
 from statemw.tokens import TokenCounter, approx_tokens, count_message
@@ -69,7 +69,7 @@ class Store:
         *,
         ttl: float | None = None,
         idle: float | None = 30 * DAY,
-        encryption_key: KeyLike | Sequence[KeyLike] | None = None,
+        encryption_key: EncryptionKey | Sequence[EncryptionKey] | None = None,
         count_tokens: TokenCounter | None = None,
         window: int = 100,
         max_message_bytes: int | None = MAX_MESSAGE_BYTES,
@@ -132,7 +132,7 @@ class Store:
 
     # -- encoding (pure) ---------------------------------------------------------------------------
 
-    def new_record(self, message: Message, position: int) -> Record:
+    def new_record(self, message: Message, position: int) -> MessageRecord:
         """A message ready to append: size-checked, its tokens counted once."""
         if self.max_messages is not None and position >= self.max_messages:
             raise LimitExceeded(f"session is at max_messages={self.max_messages}")
@@ -144,12 +144,12 @@ class Store:
             raise LimitExceeded(
                 f"message is {size} bytes, over max_message_bytes={self.max_message_bytes}"
             )
-        return Record(message, count_message(message, self.count_tokens), self.clock())
+        return MessageRecord(message, count_message(message, self.count_tokens), self.clock())
 
-    def decode_record(self, session_id: str, data: bytes) -> Record:
+    def decode_record(self, session_id: str, data: bytes) -> MessageRecord:
         wire = self.codec.decode(data, session_id=session_id)
         try:
-            return Record.from_wire(wire)
+            return MessageRecord.from_wire(wire)
         except (ValueError, TypeError) as exc:
             raise CorruptRecord(session_id, f"bad message record ({exc})") from exc
 
@@ -220,7 +220,7 @@ class Store:
     def _decoder(self, sid: str) -> Callable[[bytes], Any]:
         return lambda data: self.codec.decode(data, session_id=sid)
 
-    def _user_state(self, user_id: str, header: Header | None, now: float) -> UserState:
+    def _user_state(self, user_id: str, header: SessionHeader | None, now: float) -> UserState:
         user = UserState(user_id, stored=header is not None)
         entries = {} if header is None else header.state
         user._init_tracking(
@@ -266,7 +266,7 @@ class Store:
     # -- planning a save (pure) ----------------------------------------------------------------
 
     def _state_delta(
-        self, sid: str, state: TrackedState, now: float, create: Header | None
+        self, sid: str, state: TrackedState, now: float, create: SessionHeader | None
     ) -> Delta:
         sets, deletes, size = state.changes(now)
         entries = {
@@ -285,7 +285,7 @@ class Store:
         created_at = now if header is None else header.created_at
         create = None
         if header is None:
-            create = Header(session.id, session.user_id, created_at=now, updated_at=now)
+            create = SessionHeader(session.id, session.user_id, created_at=now, updated_at=now)
         delta = self._state_delta(session.id, session, now, create)
         log = session._log
         delta.append = [
@@ -319,7 +319,7 @@ class Store:
         self._plan_tree(session, now, strict, plan)
         user = session.root._user
         if user is not None and user.modified:
-            create = Header(user_record_id(user.user_id), user.user_id, now, now)
+            create = SessionHeader(user_record_id(user.user_id), user.user_id, now, now)
             plan.append((user, self._state_delta(create.session_id, user, now, create)))
         return plan
 
@@ -333,7 +333,7 @@ class Store:
             if child.modified:
                 self._plan_tree(child, now, False, plan)
 
-    def _committed(self, target: Any, header: Header) -> None:
+    def _committed(self, target: Any, header: SessionHeader) -> None:
         if isinstance(target, Session):
             target._header = header
             target._log.committed(header.message_count)
@@ -420,7 +420,7 @@ class Store:
         `progress(done, total)` is called as records are looked at (for a progress bar)."""
         return self.backend.purge(self.clock(), progress)
 
-    def read_records(self, session_id: str, start: int, stop: int) -> list[Record]:
+    def read_records(self, session_id: str, start: int, stop: int) -> list[MessageRecord]:
         return [
             self.decode_record(session_id, b)
             for b in self.backend.read_messages(session_id, start, stop)
@@ -501,7 +501,7 @@ class Store:
     async def apurge(self, progress: Progress | None = None) -> int:
         return await self.abackend.purge(self.clock(), progress)
 
-    async def aread_records(self, session_id: str, start: int, stop: int) -> list[Record]:
+    async def aread_records(self, session_id: str, start: int, stop: int) -> list[MessageRecord]:
         data = await self.abackend.read_messages(session_id, start, stop)
         return [self.decode_record(session_id, b) for b in data]
 

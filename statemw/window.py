@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from statemw.errors import InvalidValue
-from statemw.messages import Message, Record
+from statemw.messages import Message, MessageRecord
 
-PAGE = 64
+READ_BACK = 64
 """Messages read per step when walking back through older history."""
 
 LEADING_SYSTEM_SCAN = 8
@@ -234,7 +234,7 @@ class Options:
             raise InvalidValue(f"k must be >= 0, got {self.k}")
 
 
-def _items(start: int, records: Sequence[Record]) -> list[Item]:
+def _items(start: int, records: Sequence[MessageRecord]) -> list[Item]:
     return [Item(start + i, r.message, r.tokens) for i, r in enumerate(records)]
 
 
@@ -255,7 +255,7 @@ def plan(total: int, floor: int, options: Options, summary_tokens: int = 0) -> P
     start = total
     semantic = options.relevant_to is not None
     while start > floor:  # read back a page at a time, only as far as needed
-        lo = max(floor, start - PAGE)
+        lo = max(floor, start - READ_BACK)
         items[:0] = _items(lo, (yield Read(lo, start)))
         start = lo
         if semantic:

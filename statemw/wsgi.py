@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from statemw._adapter import Manager, parse_cookies
 from statemw.errors import StoreUnavailable
-from statemw.keys import Incoming, Key, SecretKey
+from statemw.keys import IdSource, Incoming, SigningSecret
 from statemw.store import Store
 
 if TYPE_CHECKING:
@@ -87,9 +87,9 @@ class StateMiddleware:
         self,
         app: WSGIApplication,
         store: Store | None = None,
-        keys: Sequence[Key] | None = None,
+        keys: Sequence[IdSource] | None = None,
         *,
-        secret_key: SecretKey | None = None,
+        secret_key: SigningSecret | None = None,
         unavailable_status: int | None = 503,
     ) -> None:
         self.app = app

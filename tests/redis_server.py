@@ -147,7 +147,7 @@ def raw_redis_values(backend: object) -> list[bytes]:
     assert isinstance(backend, RedisBackend)
     client = backend.client
     out: list[bytes] = []
-    for key in client.scan_iter(match=backend.keys.prefix + "*"):
+    for key in client.scan_iter(match=backend.layout.prefix + "*"):
         kind = client.type(key)
         if kind == b"hash":
             for field, value in client.hgetall(key).items():

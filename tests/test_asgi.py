@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 
 from statemw import Store
 from statemw.asgi import StateMiddleware, get_session
-from statemw.keys import Cookie, Header, Key, UserID
+from statemw.keys import Cookie, Header, IdSource, UserID
 
 SECRET = "test-secret"
 
@@ -72,7 +72,7 @@ async def socket(websocket: WebSocket) -> None:
     await websocket.close()
 
 
-def make_app(store: Store, keys: Sequence[Key] | None = None, **options: Any) -> Starlette:
+def make_app(store: Store, keys: Sequence[IdSource] | None = None, **options: Any) -> Starlette:
     if keys is None:
         options.setdefault("secret_key", SECRET)
     return Starlette(

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemw import Store
-from statemw.records import Delta, Entry, Header, apply_delta
+from statemw.records import Delta, Entry, SessionHeader, apply_delta
 
 keys = st.sampled_from(["a", "b", "c", "d"])
 # one writer's save: keys set (value = its tag), keys deleted, number of messages appended
@@ -23,14 +23,14 @@ saves = st.tuples(
 def test_applying_deltas_keeps_every_append_and_the_last_write_of_each_key(
     commits: list[tuple[dict[str, int], list[str], int]],
 ) -> None:
-    header: Header | None = None
+    header: SessionHeader | None = None
     model: dict[str, bytes] = {}
     appended = 0
     for i, (sets, deletes, appends) in enumerate(commits):
         delta = Delta(
             session_id="s",
             now=float(i),
-            create=Header("s", None, 0.0, 0.0),
+            create=SessionHeader("s", None, 0.0, 0.0),
             set={k: Entry(bytes([v]), float(i)) for k, v in sets.items()},
             delete=deletes,
             append=[b"m"] * appends,

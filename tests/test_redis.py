@@ -66,7 +66,7 @@ def test_every_key_of_a_session_tree_carries_the_root_hash_tag(rstore: Store) ->
     child.add_message("user", "to Berlin")
     session.save()
 
-    prefix = backend_of(rstore).keys.prefix
+    prefix = backend_of(rstore).layout.prefix
     client = raw(rstore)
     keys = {k.decode() for k in client.scan_iter(match=f"{prefix}{{{session.id}}}:*")}
     assert keys == {
@@ -105,8 +105,8 @@ def test_the_session_keys_expire_in_redis_too(rstore: Store) -> None:
     session.add_message("user", "hi")
     session.save()
     client = raw(store)
-    keys = backend_of(store).keys
-    for key in (keys.h(session.id), keys.m(session.id)):
+    layout = backend_of(store).layout
+    for key in (layout.header(session.id), layout.messages(session.id)):
         assert 60_000 < client.pttl(key) <= 60_000 + redis_ops.EXPIRY_SLACK_MS
     store.close()
 
@@ -118,7 +118,7 @@ def test_purge_drops_expired_state_fields(rstore: Store, clock: FakeClock) -> No
     session.save()
     clock.advance(11)
     assert rstore.purge() == 0
-    fields = raw(rstore).hkeys(backend_of(rstore).keys.h(session.id))
+    fields = raw(rstore).hkeys(backend_of(rstore).layout.header(session.id))
     assert b"s:offer" not in fields
     assert b"s:kept" in fields
 
@@ -127,7 +127,7 @@ def test_a_corrupt_state_field_names_the_session_and_stays(rstore: Store) -> Non
     session = rstore.create()
     session["k"] = "v"
     session.save()
-    key = backend_of(rstore).keys.h(session.id)
+    key = backend_of(rstore).layout.header(session.id)
     raw(rstore).hset(key, "s:k", b"\xc1garbage")
 
     with pytest.raises(CorruptRecord) as info:
@@ -141,14 +141,14 @@ def test_a_corrupt_message_names_the_session(rstore: Store) -> None:
     session.add_message("user", "hi")
     session.save()
     client: Any = raw(rstore)  # redis-py's stubs want str values; these are bytes
-    client.lset(backend_of(rstore).keys.m(session.id), 0, b"\x01\xc1")
+    client.lset(backend_of(rstore).layout.messages(session.id), 0, b"\x01\xc1")
     with pytest.raises(CorruptRecord, match=session.id):
         list(rstore.load(session.id).messages)
 
 
 def test_a_store_url_may_name_its_key_prefix(tmp_path: Path) -> None:
     store = Store(isolated_url(tmp_path.name).split("?")[0] + "?key_prefix=statemw-test-x:")
-    assert backend_of(store).keys.prefix == "statemw-test-x:"
+    assert backend_of(store).layout.prefix == "statemw-test-x:"
     store.close()
 
 
@@ -292,17 +292,21 @@ def test_sessions_redis_expired_by_itself_leave_the_user_index(rstore: Store) ->
     first, second = rstore.create(user_id="harsh"), rstore.create(user_id="harsh")
     first.save()
     second.save()
-    keys = backend_of(rstore).keys
-    raw(rstore).delete(keys.h(first.id), keys.m(first.id))  # as Redis's own expiry would
+    layout = backend_of(rstore).layout
+    raw(rstore).delete(
+        layout.header(first.id), layout.messages(first.id)
+    )  # as Redis's own expiry would
     assert rstore.user_sessions("harsh") == [second.id]
-    assert raw(rstore).zrange(keys.index("harsh"), 0, -1) == [second.id.encode()]
+    assert raw(rstore).zrange(layout.user_index("harsh"), 0, -1) == [second.id.encode()]
 
 
 def test_vectors_are_read_by_position_range(rstore: Store) -> None:
     backend = backend_of(rstore)
     session = rstore.create()
     session.save()
-    raw(rstore).hset(backend.keys.v(session.id), mapping={"3": b"v3", "7": b"v7", "2000": b"vx"})
+    raw(rstore).hset(
+        backend.layout.vectors(session.id), mapping={"3": b"v3", "7": b"v7", "2000": b"vx"}
+    )
     assert backend.read_vectors(session.id, 0, 5) == {3: b"v3"}
     assert backend.read_vectors(session.id, 3, 8) == {3: b"v3", 7: b"v7"}
     assert backend.read_vectors(session.id, 0, 5000) == {3: b"v3", 7: b"v7", 2000: b"vx"}

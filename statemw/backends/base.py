@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Protocol
 
 from statemw.changes import AsyncSubscription, Subscription
-from statemw.records import Delta, Header, Snapshot
+from statemw.records import Delta, SessionHeader, Snapshot
 
 Progress = Callable[[int, int], None]
 """progress(done, total) for long sweeps (the CLI draws a bar with it)."""
@@ -21,7 +21,7 @@ class Backend(Protocol):
     """Blocking backend calls (Flask, WSGI, plain scripts)."""
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
-        """Header, the last `window` messages after any summary, parents' and user's headers."""
+        """The header, the last `window` messages after any summary, parents' and user's headers."""
 
     def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
         """Encoded messages [start, stop) of the log (clamped to what exists)."""
@@ -29,10 +29,10 @@ class Backend(Protocol):
     def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
         """Cached vectors of messages in [start, stop), by position."""
 
-    def read_header(self, session_id: str, now: float) -> Header | None:
+    def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         """The header alone (state, counters), None when absent or expired."""
 
-    def commit(self, delta: Delta) -> Header:
+    def commit(self, delta: Delta) -> SessionHeader:
         """Apply a save atomically; returns the header as committed."""
 
     def delete(self, session_id: str) -> bool:
@@ -70,9 +70,9 @@ class AsyncBackend(Protocol):
 
     async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]: ...
 
-    async def read_header(self, session_id: str, now: float) -> Header | None: ...
+    async def read_header(self, session_id: str, now: float) -> SessionHeader | None: ...
 
-    async def commit(self, delta: Delta) -> Header: ...
+    async def commit(self, delta: Delta) -> SessionHeader: ...
 
     async def delete(self, session_id: str) -> bool: ...
 

@@ -1,7 +1,7 @@
 """The session layout over a plain key-value store, shared by the memory and diskcache backends.
 
 Keys (sids are statemw ids, so ':' cannot be confused):
-    h:<sid>            header (records.Header, msgpack)
+    h:<sid>            header (records.SessionHeader, msgpack)
     m:<sid>:<chunk>    messages [chunk*CHUNK, (chunk+1)*CHUNK): an append rewrites one small chunk
     v:<sid>:<chunk>    cached vectors of those messages, by position
     i:<user_id>        the user's session ids, oldest first
@@ -24,7 +24,7 @@ from statemw.errors import CorruptRecord, SessionNotFound
 from statemw.records import (
     USER_PREFIX,
     Delta,
-    Header,
+    SessionHeader,
     Snapshot,
     apply_delta,
     parent_ids,
@@ -61,16 +61,16 @@ class KVBackend:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _header(self, session_id: str) -> Header | None:
+    def _header(self, session_id: str) -> SessionHeader | None:
         data = self.kv.get("h:" + session_id)
         if data is None:
             return None
         try:
-            return Header.from_wire(decode_header(data, session_id=session_id))
+            return SessionHeader.from_wire(decode_header(data, session_id=session_id))
         except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
             raise CorruptRecord(session_id, f"bad header ({exc})") from exc
 
-    def read_header(self, session_id: str, now: float) -> Header | None:
+    def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         header = self._header(session_id)
         return header if header is not None and header.live(now) else None
 
@@ -121,7 +121,7 @@ class KVBackend:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _put_header(self, header: Header) -> None:
+    def _put_header(self, header: SessionHeader) -> None:
         self.kv.set("h:" + header.session_id, encode_header(header.to_wire()))
 
     def _drop_log(self, session_id: str, count: int) -> None:
@@ -129,7 +129,7 @@ class KVBackend:
             self.kv.delete(f"m:{session_id}:{n}")
             self.kv.delete(f"v:{session_id}:{n}")
 
-    def commit(self, delta: Delta) -> Header:
+    def commit(self, delta: Delta) -> SessionHeader:
         sid = delta.session_id
         with self.kv.transaction():
             stored = self._header(sid)
@@ -167,7 +167,7 @@ class KVBackend:
             chunk.update(part)
             self.kv.set(f"v:{sid}:{n}", pack(chunk))
 
-    def _link(self, header: Header) -> None:
+    def _link(self, header: SessionHeader) -> None:
         """Record a new session in its parent's children or its user's index."""
         sid = header.session_id
         if sid.startswith(USER_PREFIX):
@@ -188,7 +188,7 @@ class KVBackend:
         data = self.kv.get("i:" + user_id)
         return [] if data is None else list(unpack(data))
 
-    def _unlink_from_index(self, header: Header) -> None:
+    def _unlink_from_index(self, header: SessionHeader) -> None:
         if header.user_id is None or "/" in header.session_id:
             return
         index = self._index(header.user_id)
@@ -196,7 +196,7 @@ class KVBackend:
             index.remove(header.session_id)
             self.kv.set("i:" + header.user_id, pack(index))
 
-    def _remove(self, sid: str) -> Header | None:
+    def _remove(self, sid: str) -> SessionHeader | None:
         header = self._header(sid)
         if header is None:
             return None
@@ -221,7 +221,7 @@ class KVBackend:
         self._publish(Change(session_id, 0, 0, deleted=True), None)
         return True
 
-    def _move(self, old: str, new: str) -> Header:
+    def _move(self, old: str, new: str) -> SessionHeader:
         header = self._header(old)
         if header is None:
             raise SessionNotFound(old)
@@ -306,7 +306,7 @@ class KVBackend:
                 if not subs:
                     del self._subscribers[sub.session_id]
 
-    def _publish(self, change: Change, header: Header | None) -> None:
+    def _publish(self, change: Change, header: SessionHeader | None) -> None:
         with self._subscribers_lock:
             subs = list(self._subscribers.get(change.session_id, ()))
         for sub in subs:

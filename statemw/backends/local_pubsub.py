@@ -14,7 +14,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from statemw.changes import Change
-from statemw.records import Header
+from statemw.records import SessionHeader
 
 if TYPE_CHECKING:
     from statemw.backends.kv import KVBackend
@@ -23,7 +23,7 @@ MAX_PENDING_CHANGES = 1000
 """A subscriber that stops reading keeps only this many changes (the oldest are dropped)."""
 
 
-def _changed_keys(old: Header | None, new: Header, now: float) -> tuple[str, ...]:
+def _changed_keys(old: SessionHeader | None, new: SessionHeader, now: float) -> tuple[str, ...]:
     """State keys whose value differs between two headers (what a poller can tell)."""
     before = {} if old is None else old.live_state(now)
     after = new.live_state(now)
@@ -57,7 +57,7 @@ class LocalSubscription:
         self._last = backend._header(session_id)
 
     @staticmethod
-    def _same(a: Header | None, b: Header | None) -> bool:
+    def _same(a: SessionHeader | None, b: SessionHeader | None) -> bool:
         if a is None or b is None:
             return a is b
         return (a.created_at, a.revision) == (b.created_at, b.revision)
@@ -68,7 +68,7 @@ class LocalSubscription:
             with suppress(RuntimeError):  # that loop has closed: its listener is gone
                 loop.call_soon_threadsafe(event.set)
 
-    def push(self, change: Change, header: Header | None) -> None:
+    def push(self, change: Change, header: SessionHeader | None) -> None:
         """A commit (or delete) through this backend; header is the one it committed."""
         with self._cond:
             if self._same(self._last, header) and not change.deleted:

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from statemw.backends.base import Backend, Progress
 from statemw.changes import Change, Subscription
-from statemw.records import Delta, Header, Snapshot
+from statemw.records import Delta, SessionHeader, Snapshot
 
 T = TypeVar("T")
 
@@ -34,10 +34,10 @@ class ThreadedAsync:
     async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
         return await self._run(self.sync.read_vectors, session_id, start, stop)
 
-    async def read_header(self, session_id: str, now: float) -> Header | None:
+    async def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         return await self._run(self.sync.read_header, session_id, now)
 
-    async def commit(self, delta: Delta) -> Header:
+    async def commit(self, delta: Delta) -> SessionHeader:
         return await self._run(self.sync.commit, delta)
 
     async def delete(self, session_id: str) -> bool:

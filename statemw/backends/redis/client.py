@@ -27,7 +27,7 @@ from statemw.backends.redis.faults import FAULTS, afaults, faults, unavailable
 from statemw.backends.redis.lua import SCRIPTS
 from statemw.backends.redis.pubsub import AsyncRedisSubscription, RedisSubscription
 from statemw.errors import ConfigurationError
-from statemw.records import Delta, Header, Snapshot
+from statemw.records import Delta, SessionHeader, Snapshot
 
 DEFAULT_PREFIX = "statemw:"
 
@@ -49,9 +49,9 @@ _CLIENT_OPTIONS = {
 class RedisBackend:
     """The blocking backend over redis.Redis (or redis.cluster.RedisCluster)."""
 
-    def __init__(self, client: Any, keys: ops.Keys) -> None:
+    def __init__(self, client: Any, layout: ops.KeyLayout) -> None:
         self.client = client
-        self.keys = keys
+        self.layout = layout
         self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
 
     def _call(self, call: ops.Call) -> Any:
@@ -74,58 +74,58 @@ class RedisBackend:
                 return stop.value
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
-        snap: Snapshot | None = self._run(ops.load_op(self.keys, session_id, window, now))
+        snap: Snapshot | None = self._run(ops.load_op(self.layout, session_id, window, now))
         return snap
 
     def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
-        out: list[bytes] = self._run(ops.read_messages_op(self.keys, session_id, start, stop))
+        out: list[bytes] = self._run(ops.read_messages_op(self.layout, session_id, start, stop))
         return out
 
     def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
-        out: dict[int, bytes] = self._run(ops.read_vectors_op(self.keys, session_id, start, stop))
+        out: dict[int, bytes] = self._run(ops.read_vectors_op(self.layout, session_id, start, stop))
         return out
 
-    def read_header(self, session_id: str, now: float) -> Header | None:
-        header: Header | None = self._run(ops.read_header_op(self.keys, session_id, now))
+    def read_header(self, session_id: str, now: float) -> SessionHeader | None:
+        header: SessionHeader | None = self._run(ops.read_header_op(self.layout, session_id, now))
         return header
 
-    def commit(self, delta: Delta) -> Header:
-        header: Header = self._run(ops.commit_op(self.keys, delta))
+    def commit(self, delta: Delta) -> SessionHeader:
+        header: SessionHeader = self._run(ops.commit_op(self.layout, delta))
         return header
 
     def delete(self, session_id: str) -> bool:
-        return bool(self._run(ops.delete_op(self.keys, session_id)))
+        return bool(self._run(ops.delete_op(self.layout, session_id)))
 
     def rename(self, old_id: str, new_id: str, now: float) -> None:
-        self._run(ops.rename_op(self.keys, old_id, new_id, now))
+        self._run(ops.rename_op(self.layout, old_id, new_id, now))
 
     def user_sessions(self, user_id: str, now: float) -> list[str]:
-        ids: list[str] = self._run(ops.user_sessions_op(self.keys, user_id, now))
+        ids: list[str] = self._run(ops.user_sessions_op(self.layout, user_id, now))
         return ids
 
     def forget_user(self, user_id: str) -> int:
-        return int(self._run(ops.forget_user_op(self.keys, user_id)))
+        return int(self._run(ops.forget_user_op(self.layout, user_id)))
 
     def _header_keys(self) -> list[str]:
         with faults():
-            pattern = self.keys.header_pattern()
+            pattern = self.layout.header_pattern()
             keys = [ops.text_of(k) for k in self.client.scan_iter(match=pattern, count=1000)]
         return list(dict.fromkeys(keys))  # SCAN may return a key twice
 
     def session_ids(self) -> Iterator[str]:
         for key in self._header_keys():
-            sid = ops.is_session_key(self.keys, key)
+            sid = ops.top_level_session_id(self.layout, key)
             if sid is not None:
                 yield sid
 
     def purge(self, now: float, progress: Progress | None = None) -> int:
-        return int(self._run(ops.purge_op(self.keys, self._header_keys(), now, progress)))
+        return int(self._run(ops.purge_op(self.layout, self._header_keys(), now, progress)))
 
     def close(self) -> None:
         self.client.close()
 
     def subscribe(self, session_id: str) -> RedisSubscription:
-        return RedisSubscription(self.client, self.keys, session_id)
+        return RedisSubscription(self.client, self.layout, session_id)
 
 
 class _LoopClient:
@@ -160,9 +160,9 @@ class _LoopClient:
 class AsyncRedisBackend:
     """The same operations over redis.asyncio.Redis (or its RedisCluster), one per event loop."""
 
-    def __init__(self, factory: Callable[[], Any], keys: ops.Keys) -> None:
+    def __init__(self, factory: Callable[[], Any], layout: ops.KeyLayout) -> None:
         self._factory = factory
-        self.keys = keys
+        self.layout = layout
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -200,56 +200,58 @@ class AsyncRedisBackend:
                 return stop.value
 
     async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
-        snap: Snapshot | None = await self._run(ops.load_op(self.keys, session_id, window, now))
+        snap: Snapshot | None = await self._run(ops.load_op(self.layout, session_id, window, now))
         return snap
 
     async def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
-        op = ops.read_messages_op(self.keys, session_id, start, stop)
+        op = ops.read_messages_op(self.layout, session_id, start, stop)
         out: list[bytes] = await self._run(op)
         return out
 
     async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
-        op = ops.read_vectors_op(self.keys, session_id, start, stop)
+        op = ops.read_vectors_op(self.layout, session_id, start, stop)
         out: dict[int, bytes] = await self._run(op)
         return out
 
-    async def read_header(self, session_id: str, now: float) -> Header | None:
-        header: Header | None = await self._run(ops.read_header_op(self.keys, session_id, now))
+    async def read_header(self, session_id: str, now: float) -> SessionHeader | None:
+        header: SessionHeader | None = await self._run(
+            ops.read_header_op(self.layout, session_id, now)
+        )
         return header
 
-    async def commit(self, delta: Delta) -> Header:
-        header: Header = await self._run(ops.commit_op(self.keys, delta))
+    async def commit(self, delta: Delta) -> SessionHeader:
+        header: SessionHeader = await self._run(ops.commit_op(self.layout, delta))
         return header
 
     async def delete(self, session_id: str) -> bool:
-        return bool(await self._run(ops.delete_op(self.keys, session_id)))
+        return bool(await self._run(ops.delete_op(self.layout, session_id)))
 
     async def rename(self, old_id: str, new_id: str, now: float) -> None:
-        await self._run(ops.rename_op(self.keys, old_id, new_id, now))
+        await self._run(ops.rename_op(self.layout, old_id, new_id, now))
 
     async def user_sessions(self, user_id: str, now: float) -> list[str]:
-        ids: list[str] = await self._run(ops.user_sessions_op(self.keys, user_id, now))
+        ids: list[str] = await self._run(ops.user_sessions_op(self.layout, user_id, now))
         return ids
 
     async def forget_user(self, user_id: str) -> int:
-        return int(await self._run(ops.forget_user_op(self.keys, user_id)))
+        return int(await self._run(ops.forget_user_op(self.layout, user_id)))
 
     async def _header_keys(self) -> list[str]:
         async with afaults():
             client = await self.client()
-            pattern = self.keys.header_pattern()
+            pattern = self.layout.header_pattern()
             keys = [ops.text_of(k) async for k in client.scan_iter(match=pattern, count=1000)]
         return list(dict.fromkeys(keys))  # SCAN may return a key twice
 
     async def session_ids(self) -> AsyncIterator[str]:
         for key in await self._header_keys():
-            sid = ops.is_session_key(self.keys, key)
+            sid = ops.top_level_session_id(self.layout, key)
             if sid is not None:
                 yield sid
 
     async def purge(self, now: float, progress: Progress | None = None) -> int:
         header_keys = await self._header_keys()
-        return int(await self._run(ops.purge_op(self.keys, header_keys, now, progress)))
+        return int(await self._run(ops.purge_op(self.layout, header_keys, now, progress)))
 
     async def close(self) -> None:
         """Close this loop's client (other loops' clients close when their loops shut down)."""
@@ -259,10 +261,10 @@ class AsyncRedisBackend:
 
     async def subscribe(self, session_id: str) -> AsyncRedisSubscription:
         client = await self.client()
-        if self.keys.cluster:  # its pub/sub needs the slot map, which the client reads lazily
+        if self.layout.cluster:  # its pub/sub needs the slot map, which the client reads lazily
             async with afaults():
                 await client.initialize()
-        return await AsyncRedisSubscription.open(client, self.keys, session_id)
+        return await AsyncRedisSubscription.open(client, self.layout, session_id)
 
 
 def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
@@ -324,5 +326,5 @@ def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBacken
         raise ConfigurationError(f"bad Redis URL: {exc}") from exc
     except FAULTS as exc:  # the cluster client reads the topology when it is built
         raise unavailable(exc) from exc
-    keys = ops.Keys(prefix, cluster=cluster)
-    return RedisBackend(sync, keys), AsyncRedisBackend(asyn, keys)
+    layout = ops.KeyLayout(prefix, cluster=cluster)
+    return RedisBackend(sync, layout), AsyncRedisBackend(asyn, layout)

@@ -20,7 +20,7 @@ from statemw.records import (
     USER_PREFIX,
     Delta,
     Entry,
-    Header,
+    SessionHeader,
     Snapshot,
     Summary,
     parent_ids,
@@ -69,7 +69,7 @@ def tag(session_id: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Keys:
+class KeyLayout:
     """Key names under a prefix; every key of a session tree shares the root's `{tag}`."""
 
     prefix: str
@@ -78,19 +78,19 @@ class Keys:
     def base(self, session_id: str) -> str:
         return f"{self.prefix}{{{tag(session_id)}}}:"
 
-    def h(self, sid: str) -> str:
+    def header(self, sid: str) -> str:
         return f"{self.base(sid)}h:{sid}"
 
-    def m(self, sid: str) -> str:
+    def messages(self, sid: str) -> str:
         return f"{self.base(sid)}m:{sid}"
 
-    def v(self, sid: str) -> str:
+    def vectors(self, sid: str) -> str:
         return f"{self.base(sid)}v:{sid}"
 
-    def x(self, sid: str) -> str:
+    def expiries(self, sid: str) -> str:
         return f"{self.base(sid)}x:{sid}"
 
-    def index(self, user_id: str) -> str:
+    def user_index(self, user_id: str) -> str:
         return f"{self.base(user_record_id(user_id))}i"
 
     def channel(self, sid: str) -> str:
@@ -132,7 +132,7 @@ def _pairs(reply: Sequence[bytes] | dict[bytes, bytes]) -> dict[str, bytes]:
 
 def parse_header(
     session_id: str, flat: Sequence[bytes] | dict[bytes, bytes] | None
-) -> Header | None:
+) -> SessionHeader | None:
     """A header from an HGETALL reply; None when the hash is absent."""
     if not flat:
         return None
@@ -154,7 +154,7 @@ def parse_header(
         ea = fields.get("_ea")
         uid = fields.get("_uid")
         ch = fields.get("_ch")
-        return Header(
+        return SessionHeader(
             session_id=session_id,
             user_id=None if uid is None else text_of(uid),
             created_at=float(fields["_ca"]),
@@ -173,7 +173,7 @@ def parse_header(
         raise CorruptRecord(session_id, f"bad header ({exc})") from exc
 
 
-def live_header(session_id: str, flat: Sequence[bytes] | None, now: float) -> Header | None:
+def live_header(session_id: str, flat: Sequence[bytes] | None, now: float) -> SessionHeader | None:
     header = parse_header(session_id, flat)
     return header if header is not None and header.live(now) else None
 
@@ -181,7 +181,7 @@ def live_header(session_id: str, flat: Sequence[bytes] | None, now: float) -> He
 # -- operations ----------------------------------------------------------------------------------
 
 
-def commit_op(keys: Keys, delta: Delta) -> Op:
+def commit_op(layout: KeyLayout, delta: Delta) -> Op:
     """A save in one script: the same merge as records.apply_delta, done where the data is."""
     sid = delta.session_id
     now = delta.now
@@ -211,7 +211,7 @@ def commit_op(keys: Keys, delta: Delta) -> Op:
         else pack([summary.value, summary.upto, summary.covered_tokens, summary.tokens]),
         "" if summary is None else str(summary.upto),
         child_name,
-        keys.channel(sid),
+        layout.channel(sid),
         pexpire,
         pack(changed),
         len(delta.set),
@@ -230,10 +230,16 @@ def commit_op(keys: Keys, delta: Delta) -> Op:
     args += delta.append
     for position, vector in delta.vectors.items():
         args += [str(position), vector]
-    key_list = [keys.h(sid), keys.m(sid), keys.v(sid), keys.x(sid), keys.h(parent)]
+    key_list = [
+        layout.header(sid),
+        layout.messages(sid),
+        layout.vectors(sid),
+        layout.expiries(sid),
+        layout.header(parent),
+    ]
     index = uid and not child_name and not is_user
-    if index and not keys.cluster:
-        key_list.append(keys.index(uid))
+    if index and not layout.cluster:
+        key_list.append(layout.user_index(uid))
     reply = yield Script("commit", key_list, args)
     status = text_of(reply[0])
     if status == "NOTFOUND":
@@ -243,18 +249,22 @@ def commit_op(keys: Keys, delta: Delta) -> Op:
     header = parse_header(sid, reply[2])
     if header is None:  # pragma: no cover - the script just wrote it
         raise CorruptRecord(sid, "header vanished during commit")
-    if index and keys.cluster and reply[1] == b"1":
-        yield Script("index_add", [keys.index(uid)], [sid, _num(header.created_at)])
+    if index and layout.cluster and reply[1] == b"1":
+        yield Script("index_add", [layout.user_index(uid)], [sid, _num(header.created_at)])
     header.state = header.live_state(now)
     return header
 
 
-def load_op(keys: Keys, session_id: str, window: int, now: float) -> Op:
+def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op:
     parents = parent_ids(session_id) if not session_id.startswith(USER_PREFIX) else []
     reply = yield Script(
         "load",
-        [keys.h(session_id), keys.m(session_id), *(keys.h(p) for p in parents)],
-        [_num(now), str(window), "" if keys.cluster else keys.prefix],
+        [
+            layout.header(session_id),
+            layout.messages(session_id),
+            *(layout.header(p) for p in parents),
+        ],
+        [_num(now), str(window), "" if layout.cluster else layout.prefix],
     )
     if not reply:
         return None
@@ -267,105 +277,105 @@ def load_op(keys: Keys, session_id: str, window: int, now: float) -> Op:
     user = None
     if header.user_id is not None:
         uid = user_record_id(header.user_id)
-        if keys.cluster:
-            flat = yield Command(("HGETALL", keys.h(uid)))
+        if layout.cluster:
+            flat = yield Command(("HGETALL", layout.header(uid)))
         else:
             flat = reply[4] or None
         user = parse_header(uid, flat)
     return Snapshot(header, int(reply[1]), list(reply[2]), parent_headers, user)
 
 
-def read_header_op(keys: Keys, session_id: str, now: float) -> Op:
-    flat = yield Command(("HGETALL", keys.h(session_id)))
+def read_header_op(layout: KeyLayout, session_id: str, now: float) -> Op:
+    flat = yield Command(("HGETALL", layout.header(session_id)))
     return live_header(session_id, flat, now)
 
 
-def read_messages_op(keys: Keys, session_id: str, start: int, stop: int) -> Op:
+def read_messages_op(layout: KeyLayout, session_id: str, start: int, stop: int) -> Op:
     start = max(start, 0)
     if stop <= start:
         return []
-    reply = yield Command(("LRANGE", keys.m(session_id), start, stop - 1))
+    reply = yield Command(("LRANGE", layout.messages(session_id), start, stop - 1))
     return list(reply)
 
 
-def read_vectors_op(keys: Keys, session_id: str, start: int, stop: int) -> Op:
+def read_vectors_op(layout: KeyLayout, session_id: str, start: int, stop: int) -> Op:
     if stop <= start:
         return {}
     start = max(start, 0)
     if stop - start <= VECTOR_RANGE_READ:  # the usual case: name the positions wanted
         positions = range(start, stop)
-        values = yield Command(("HMGET", keys.v(session_id), *positions))
+        values = yield Command(("HMGET", layout.vectors(session_id), *positions))
         return {p: v for p, v in zip(positions, values, strict=True) if v is not None}
-    reply = yield Command(("HGETALL", keys.v(session_id)))
+    reply = yield Command(("HGETALL", layout.vectors(session_id)))
     pairs = ((int(k), v) for k, v in _pairs(reply).items())
     return {position: v for position, v in pairs if start <= position < stop}
 
 
-def delete_op(keys: Keys, session_id: str) -> Op:
+def delete_op(layout: KeyLayout, session_id: str) -> Op:
     is_user = session_id.startswith(USER_PREFIX)
     child_name = session_id.rsplit("/", 1)[1] if "/" in session_id and not is_user else ""
     parent = session_id.rsplit("/", 1)[0] if child_name else session_id
-    key_list = [keys.h(session_id), keys.h(parent)]
-    if not keys.cluster and not child_name and not is_user:
-        uid = yield Command(("HGET", keys.h(session_id), "_uid"))
+    key_list = [layout.header(session_id), layout.header(parent)]
+    if not layout.cluster and not child_name and not is_user:
+        uid = yield Command(("HGET", layout.header(session_id), "_uid"))
         if uid is not None:
-            key_list.append(keys.index(text_of(uid)))
-    reply = yield Script("delete", key_list, [session_id, keys.base(session_id), child_name])
+            key_list.append(layout.user_index(text_of(uid)))
+    reply = yield Script("delete", key_list, [session_id, layout.base(session_id), child_name])
     if not int(reply[0]):
         return False
-    if keys.cluster and not child_name and not is_user and reply[1]:
-        yield Command(("ZREM", keys.index(text_of(reply[1])), session_id))
+    if layout.cluster and not child_name and not is_user and reply[1]:
+        yield Command(("ZREM", layout.user_index(text_of(reply[1])), session_id))
     return True
 
 
-def rename_op(keys: Keys, old_id: str, new_id: str, now: float) -> Op:
-    if not keys.cluster:
-        key_list = [keys.h(old_id), keys.h(new_id)]
-        uid = yield Command(("HGET", keys.h(old_id), "_uid"))
+def rename_op(layout: KeyLayout, old_id: str, new_id: str, now: float) -> Op:
+    if not layout.cluster:
+        key_list = [layout.header(old_id), layout.header(new_id)]
+        uid = yield Command(("HGET", layout.header(old_id), "_uid"))
         if uid is not None and "/" not in new_id:
-            key_list.append(keys.index(text_of(uid)))
+            key_list.append(layout.user_index(text_of(uid)))
         reply = yield Script(
             "rename",
             key_list,
-            [_num(now), old_id, new_id, keys.base(old_id), keys.base(new_id)],
+            [_num(now), old_id, new_id, layout.base(old_id), layout.base(new_id)],
         )
         if text_of(reply[0]) == "NOTFOUND":
             raise SessionNotFound(old_id)
         return None
     # Cluster: the new id hashes to another slot, so copy every key, then delete the old tree.
-    header = yield from read_header_op(keys, old_id, now)
+    header = yield from read_header_op(layout, old_id, now)
     if header is None:
         raise SessionNotFound(old_id)
     pending = [(old_id, new_id)]
     while pending:
         old, new = pending.pop()
-        flat = yield Command(("HGETALL", keys.h(old)))
+        flat = yield Command(("HGETALL", layout.header(old)))
         child = parse_header(old, flat)
         if child is None:
             continue
         pending.extend((f"{old}/{n}", f"{new}/{n}") for n in child.children)
-        for kind in ("h", "m", "v", "x"):
-            src, dst = getattr(keys, kind)(old), getattr(keys, kind)(new)
+        for kind in ("header", "messages", "vectors", "expiries"):
+            src, dst = getattr(layout, kind)(old), getattr(layout, kind)(new)
             dumped, ttl = yield Pipeline([Command(("DUMP", src)), Command(("PTTL", src))])
             if dumped is not None:
                 yield Command(("RESTORE", dst, max(int(ttl), 0), dumped, "REPLACE"))
     if header.user_id is not None and "/" not in new_id:
-        index = keys.index(header.user_id)
+        index = layout.user_index(header.user_id)
         score = yield Command(("ZSCORE", index, old_id))
         if score is not None:
             yield Command(("ZADD", index, float(score), new_id))
-    yield from delete_op(keys, old_id)
+    yield from delete_op(layout, old_id)
     return None
 
 
-def user_sessions_op(keys: Keys, user_id: str, now: float) -> Op:
-    ids = [text_of(s) for s in (yield Command(("ZRANGE", keys.index(user_id), 0, -1)))]
+def user_sessions_op(layout: KeyLayout, user_id: str, now: float) -> Op:
+    ids = [text_of(s) for s in (yield Command(("ZRANGE", layout.user_index(user_id), 0, -1)))]
     if not ids:
         return []
-    metas = yield Pipeline([Command(("HMGET", keys.h(sid), "_v", "_ea")) for sid in ids])
+    metas = yield Pipeline([Command(("HMGET", layout.header(sid), "_v", "_ea")) for sid in ids])
     gone = [sid for sid, (version, _) in zip(ids, metas, strict=True) if version is None]
     if gone:  # Redis expired them by itself: drop them from the index too
-        yield Command(("ZREM", keys.index(user_id), *gone))
+        yield Command(("ZREM", layout.user_index(user_id), *gone))
     return [
         sid
         for sid, (version, ea) in zip(ids, metas, strict=True)
@@ -373,41 +383,41 @@ def user_sessions_op(keys: Keys, user_id: str, now: float) -> Op:
     ]
 
 
-def forget_user_op(keys: Keys, user_id: str) -> Op:
-    index = keys.index(user_id)
+def forget_user_op(layout: KeyLayout, user_id: str) -> Op:
+    index = layout.user_index(user_id)
     ids = [text_of(s) for s in (yield Command(("ZRANGE", index, 0, -1)))]
     removed = 0
     for sid in ids:
-        removed += bool((yield from delete_op(keys, sid)))
+        removed += bool((yield from delete_op(layout, sid)))
     yield Command(("DEL", index))
-    yield from delete_op(keys, user_record_id(user_id))
+    yield from delete_op(layout, user_record_id(user_id))
     return removed
 
 
 def purge_op(
-    keys: Keys, header_keys: Sequence[str], now: float, progress: Progress | None = None
+    layout: KeyLayout, header_keys: Sequence[str], now: float, progress: Progress | None = None
 ) -> Op:
     removed = 0
     for done, key in enumerate(header_keys, 1):
         if progress is not None:
             progress(done, len(header_keys))
-        sid = keys.sid_of_header_key(key)
+        sid = layout.sid_of_header_key(key)
         if sid is None:
             continue
         is_user = sid.startswith(USER_PREFIX)
         root = is_user or "/" not in sid
-        key_list = [keys.h(sid)]
-        if root and not is_user and not keys.cluster:
-            uid = yield Command(("HGET", keys.h(sid), "_uid"))
+        key_list = [layout.header(sid)]
+        if root and not is_user and not layout.cluster:
+            uid = yield Command(("HGET", layout.header(sid), "_uid"))
             if uid is not None:
-                key_list.append(keys.index(text_of(uid)))
+                key_list.append(layout.user_index(text_of(uid)))
         reply = yield Script(
-            "purge", key_list, [_num(now), sid, keys.base(sid), "1" if root else ""]
+            "purge", key_list, [_num(now), sid, layout.base(sid), "1" if root else ""]
         )
         if int(reply[0]):
             removed += 1
-            if keys.cluster and not is_user and reply[1]:
-                yield Command(("ZREM", keys.index(text_of(reply[1])), sid))
+            if layout.cluster and not is_user and reply[1]:
+                yield Command(("ZREM", layout.user_index(text_of(reply[1])), sid))
     return removed
 
 
@@ -419,9 +429,9 @@ def parse_change(session_id: str, data: bytes) -> Change:
     return Change(session_id, int(revision), int(count), tuple(unpack(keys)))
 
 
-def is_session_key(keys: Keys, key: str) -> str | None:
+def top_level_session_id(layout: KeyLayout, key: str) -> str | None:
     """The top-level session id a SCANned header key names (None for sub-sessions, users)."""
-    sid = keys.sid_of_header_key(key)
+    sid = layout.sid_of_header_key(key)
     if sid is None or "/" in sid or sid.startswith(USER_PREFIX):
         return None
     return sid

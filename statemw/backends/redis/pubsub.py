@@ -36,11 +36,11 @@ def _steps(timeout: float | None) -> Iterator[float]:
 class RedisSubscription:
     """A session's channel on a pub/sub connection of its own (the commit script PUBLISHes)."""
 
-    def __init__(self, client: Any, keys: ops.Keys, session_id: str) -> None:
+    def __init__(self, client: Any, layout: ops.KeyLayout, session_id: str) -> None:
         self.session_id = session_id
         self._pubsub = client.pubsub()
         with faults():
-            self._pubsub.subscribe(keys.channel(session_id))
+            self._pubsub.subscribe(layout.channel(session_id))
             for step in _steps(SUBSCRIBE_CONFIRM_SECONDS):  # confirmed: later commits are seen
                 message = self._pubsub.get_message(timeout=step)
                 if message is not None and message["type"] == "subscribe":
@@ -68,10 +68,12 @@ class AsyncRedisSubscription:
         self._pubsub = pubsub
 
     @classmethod
-    async def open(cls, client: Any, keys: ops.Keys, session_id: str) -> AsyncRedisSubscription:
+    async def open(
+        cls, client: Any, layout: ops.KeyLayout, session_id: str
+    ) -> AsyncRedisSubscription:
         pubsub = client.pubsub()
         async with afaults():
-            await pubsub.subscribe(keys.channel(session_id))
+            await pubsub.subscribe(layout.channel(session_id))
             for step in _steps(SUBSCRIBE_CONFIRM_SECONDS):
                 message = await pubsub.get_message(timeout=step)
                 if message is not None and message["type"] == "subscribe":
