@@ -26,7 +26,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from statemw._adapter import Binding, Manager, parse_cookies
+from statemw._flow import Binding, Requests, parse_cookies
 from statemw.errors import StateError, StoreUnavailable
 from statemw.keys import Cookie, IdSource, Incoming, SigningSecret
 from statemw.session import Session
@@ -38,14 +38,14 @@ SCOPE_KEY = "statemw"
 class _RequestSession:
     """Per-request state: loads at most once, remembers the binding for the save."""
 
-    def __init__(self, manager: Manager, scope: Scope) -> None:
-        self.manager = manager
+    def __init__(self, requests: Requests, scope: Scope) -> None:
+        self.requests = requests
         self.scope = scope
         self.binding: Binding | None = None
 
     async def load(self) -> Session:
         if self.binding is None:
-            self.binding = await self.manager.aopen(_incoming(self.scope))
+            self.binding = await self.requests.aopen(_incoming(self.scope))
             self.scope["session"] = self.binding.session
         return self.binding.session
 
@@ -53,7 +53,7 @@ class _RequestSession:
         binding, self.binding = self.binding, None  # one attempt; a failed save is not retried
         if binding is None:
             return []
-        headers = await self.manager.aclose(binding, streaming=streaming)
+        headers = await self.requests.aclose(binding, streaming=streaming)
         self.binding = binding
         return headers
 
@@ -62,7 +62,7 @@ class _RequestSession:
         cancels the stream does not cancel the save of what it produced."""
         if self.binding is not None:
             with anyio.CancelScope(shield=True):
-                if not await self.manager.afinish(self.binding):
+                if not await self.requests.afinish(self.binding):
                     self.binding = None  # logged; not retried
 
 
@@ -110,7 +110,7 @@ class StateMiddleware:
                 )
             ]
         self.app = app
-        self.manager = Manager(store, keys, secret_key=secret_key)
+        self.requests = Requests(store, keys, secret_key=secret_key)
         self.lazy_paths = tuple(lazy_paths)
         self.unavailable_status = unavailable_status
 
@@ -135,7 +135,7 @@ class StateMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        state = _RequestSession(self.manager, scope)
+        state = _RequestSession(self.requests, scope)
         scope[SCOPE_KEY] = state
         http = scope["type"] == "http"
         if not (self.lazy_paths and scope["path"].startswith(self.lazy_paths)):

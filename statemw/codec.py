@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
 
 from statemw.errors import ConfigurationError, CorruptRecord, DecryptionError, UnencodableValue
+from statemw.messages import Message, MessageRecord
+from statemw.records import Entry, Summary
 
 PLAIN = 0x01
 SEALED = 0x02
@@ -144,6 +146,44 @@ class Codec:
             return unpack(body)
         except Exception as exc:
             raise CorruptRecord(session_id, f"bad msgpack ({exc})") from exc
+
+    # -- the records a session is made of --------------------------------------------------------
+
+    def decode_message(self, session_id: str, data: bytes) -> MessageRecord:
+        wire = self.decode(data, session_id=session_id)
+        try:
+            return MessageRecord.from_wire(wire)
+        except (ValueError, TypeError) as exc:
+            raise CorruptRecord(session_id, f"bad message record ({exc})") from exc
+
+    def decode_summary(self, session_id: str, summary: Summary) -> Message:
+        message = self.decode(summary.value, session_id=session_id)
+        if not isinstance(message, dict):
+            raise CorruptRecord(session_id, "summary is not a message")
+        return message
+
+    def encode_vector(self, session_id: str, vector: Sequence[float]) -> bytes:
+        return self.encode([float(x) for x in vector], what=f"vector of {session_id!r}")
+
+    def decode_vectors(self, session_id: str, raw: Mapping[int, bytes]) -> dict[int, list[float]]:
+        return {p: list(self.decode(v, session_id=session_id)) for p, v in raw.items()}
+
+    def decode_entries(
+        self, record_id: str, entries: Mapping[str, Entry], now: float
+    ) -> tuple[dict[str, Any], dict[str, float], dict[str, int]]:
+        """Live state entries as values, their expiry times (keys with a TTL) and their sizes
+        as stored; expired entries are left out."""
+        values: dict[str, Any] = {}
+        expiry: dict[str, float] = {}
+        sizes: dict[str, int] = {}
+        for key, entry in entries.items():
+            if entry.expires_at is not None:
+                if entry.expires_at <= now:
+                    continue
+                expiry[key] = entry.expires_at
+            values[key] = self.decode(entry.value, session_id=record_id)
+            sizes[key] = len(entry.value)
+        return values, expiry, sizes
 
 
 def encode_header(wire: list[Any]) -> bytes:

@@ -20,7 +20,7 @@ import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Sequence
 from typing import Any, TypeVar, cast
 
-from statemw._adapter import Binding, Flow, Manager
+from statemw._flow import Binding, RequestFlow, Requests
 from statemw.errors import InvalidValue
 from statemw.ids import check_session_id
 from statemw.keys import IdSource, Incoming, SigningSecret
@@ -58,8 +58,8 @@ def _incoming(args: tuple[Any, ...]) -> Incoming | None:
 class _Call:
     """One decorated function's session handling: find the session, then answer with it."""
 
-    def __init__(self, manager: Manager, fn: Callable[..., Any], param: str, keyed: bool) -> None:
-        self.manager = manager
+    def __init__(self, requests: Requests, fn: Callable[..., Any], param: str, keyed: bool) -> None:
+        self.requests = requests
         self.fn = fn
         self.param = param
         self.keyed = keyed
@@ -71,18 +71,18 @@ class _Call:
 
     def open(self, args: tuple[Any, ...], kwargs: dict[str, Any], sid: str | None) -> Binding:
         binding = self.handed_in(kwargs)
-        return self.manager.run(self.open_flow(args, sid)) if binding is None else binding
+        return self.requests.run(self.open_flow(args, sid)) if binding is None else binding
 
     async def aopen(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], sid: str | None
     ) -> Binding:
         binding = self.handed_in(kwargs)
-        return await self.manager.arun(self.open_flow(args, sid)) if binding is None else binding
+        return await self.requests.arun(self.open_flow(args, sid)) if binding is None else binding
 
-    def open_flow(self, args: tuple[Any, ...], session_id: str | None) -> Flow[Binding]:
+    def open_flow(self, args: tuple[Any, ...], session_id: str | None) -> RequestFlow[Binding]:
         """A session the caller names (made on first use), else the one the request's keys find."""
         if session_id is not None:
-            session = yield from self.manager.named_flow(check_session_id(session_id))
+            session = yield from self.requests.named_flow(check_session_id(session_id))
             return Binding(session, None, None, None if session.is_new else session.id)
         incoming = _incoming(args) if self.keyed else None
         if incoming is None:
@@ -90,17 +90,17 @@ class _Call:
                 f"{self.fn.__qualname__}: name the session (session_id=...), pass session=..., "
                 "or decorate a web handler with key=..."
             )
-        return (yield from self.manager.open_flow(incoming))
+        return (yield from self.requests.open_flow(incoming))
 
-    def answer_flow(self, result: Any, binding: Binding) -> Flow[Any]:
+    def answer_flow(self, result: Any, binding: Binding) -> RequestFlow[Any]:
         """Save, then give a web response the headers that carry the id (and a save at its end
         when its body is streamed)."""
         response = _as_response(result, binding)
         streamed = _streamed(response, binding)
-        headers = yield from self.manager.close_flow(binding, streaming=streamed)
+        headers = yield from self.requests.close_flow(binding, streaming=streamed)
         if binding.incoming is None:
             return response
-        return _attach(response, headers, self.manager, binding, streamed)
+        return _attach(response, headers, self.requests, binding, streamed)
 
 
 def _as_response(result: Any, binding: Binding) -> Any:
@@ -126,7 +126,7 @@ def _streamed(response: Any, binding: Binding) -> bool:
 def _attach(
     response: Any,
     headers: list[tuple[str, str]],
-    manager: Manager,
+    requests: Requests,
     binding: Binding,
     streamed: bool,
 ) -> Any:
@@ -134,19 +134,19 @@ def _attach(
         for name, value in headers:
             response.headers.append(name, value)
         if streamed:
-            response.body_iterator = _saved_after(response.body_iterator, manager, binding)
+            response.body_iterator = _saved_after(response.body_iterator, requests, binding)
         return response
     from statemw.wsgi import SavedAtEnd
 
     for name, value in headers:
         response.headers.add(name, value)
     if streamed:
-        response.response = SavedAtEnd(response.response, lambda: manager.finish(binding))
+        response.response = SavedAtEnd(response.response, lambda: requests.finish(binding))
     return response
 
 
 async def _saved_after(
-    body: AsyncIterable[Any], manager: Manager, binding: Binding
+    body: AsyncIterable[Any], requests: Requests, binding: Binding
 ) -> AsyncIterator[Any]:
     """A Starlette body that saves when it ends, is cancelled (a disconnect) or raises."""
     import anyio
@@ -156,7 +156,7 @@ async def _saved_after(
             yield chunk
     finally:
         with anyio.CancelScope(shield=True):
-            await manager.afinish(binding)
+            await requests.afinish(binding)
 
 
 def stateful(
@@ -174,12 +174,12 @@ def stateful(
     function's return type; its parameters become `(*args, session_id=None, **kwargs)`.
     """
     keys: list[IdSource] = [] if key is None else [key] if not isinstance(key, Sequence) else [*key]
-    manager = Manager(store, keys, secret_key=secret_key, require_keys=False)
+    requests = Requests(store, keys, secret_key=secret_key, require_keys=False)
 
     def decorate(fn: Callable[..., R]) -> Callable[..., R]:
         if param not in inspect.signature(fn).parameters:
             raise TypeError(f"@stateful: {fn.__qualname__} has no parameter {param!r}")
-        call = _Call(manager, fn, param, bool(keys))
+        call = _Call(requests, fn, param, bool(keys))
 
         if inspect.isasyncgenfunction(fn):
 
@@ -193,7 +193,7 @@ def stateful(
                     async for item in fn(*args, **kwargs):
                         yield item
                 finally:
-                    await manager.arun(manager.close_flow(binding))
+                    await requests.arun(requests.close_flow(binding))
 
             return cast(Callable[..., R], async_generator_wrapper)
 
@@ -208,7 +208,7 @@ def stateful(
                 try:
                     return (yield from fn(*args, **kwargs))
                 finally:
-                    manager.run(manager.close_flow(binding))
+                    requests.run(requests.close_flow(binding))
 
             return cast(Callable[..., R], generator_wrapper)
 
@@ -221,7 +221,7 @@ def stateful(
                 binding = await call.aopen(args, kwargs, session_id)
                 kwargs[param] = binding.session
                 result = await fn(*args, **kwargs)
-                return await manager.arun(call.answer_flow(result, binding))
+                return await requests.arun(call.answer_flow(result, binding))
 
             return cast(Callable[..., R], async_wrapper)
 
@@ -230,7 +230,7 @@ def stateful(
             binding = call.open(args, kwargs, session_id)
             kwargs[param] = binding.session
             result = fn(*args, **kwargs)
-            return cast(R, manager.run(call.answer_flow(result, binding)))
+            return cast(R, requests.run(call.answer_flow(result, binding)))
 
         return wrapper
 

@@ -17,7 +17,7 @@ from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface
 from werkzeug.exceptions import ServiceUnavailable
 
-from statemw._adapter import Binding, Manager
+from statemw._flow import Binding, Requests
 from statemw.errors import StoreUnavailable
 from statemw.keys import Cookie, IdSource
 from statemw.session import Session
@@ -70,13 +70,13 @@ class _Interface(SessionInterface):
     """Flask's session contract, answered by the shared adapter flow."""
 
     def open_session(self, app: Flask, request: Request) -> Session:  # type: ignore[override]
-        manager: Manager = app.extensions[EXTENSION]
+        requests: Requests = app.extensions[EXTENSION]
         try:
-            binding = manager.open(incoming_from_environ(request.environ, request))
+            binding = requests.open(incoming_from_environ(request.environ, request))
         except StoreUnavailable as exc:
             # Flask opens sessions outside its error handling; _refuse_when_down raises it inside
             request.environ[_DOWN] = exc
-            return manager.store.create()
+            return requests.store.create()
         request.environ[_BINDING] = binding
         return binding.session
 
@@ -84,9 +84,9 @@ class _Interface(SessionInterface):
         binding: Binding | None = request.environ.get(_BINDING)
         if binding is None:
             return
-        manager: Manager = app.extensions[EXTENSION]
+        requests: Requests = app.extensions[EXTENSION]
         try:
-            headers = manager.close(binding, streaming=response.is_streamed)
+            headers = requests.close(binding, streaming=response.is_streamed)
         except StoreUnavailable:
             # never answer as if the turn was stored
             response.status_code = 503
@@ -98,7 +98,7 @@ class _Interface(SessionInterface):
             response.headers.add(name, value)
         if response.is_streamed:  # stream_with_context: save what the generator adds, at its end
             body = cast(Iterable[bytes], response.response)
-            response.response = SavedAtEnd(body, lambda: manager.finish(binding))
+            response.response = SavedAtEnd(body, lambda: requests.finish(binding))
 
 
 def _refuse_when_down() -> None:
@@ -126,12 +126,12 @@ class FlaskState:
     def init_app(self, app: Flask) -> None:
         store = self._store or _store_from_config(app.config)
         keys = self._keys or app.config.get("STATEMW_KEYS") or [_cookie_from_config(app.config)]
-        app.extensions[EXTENSION] = Manager(store, keys, secret_key=app.config.get("SECRET_KEY"))
+        app.extensions[EXTENSION] = Requests(store, keys, secret_key=app.config.get("SECRET_KEY"))
         app.session_interface = _Interface()
         app.before_request(_refuse_when_down)
 
 
 def store_for(app: Flask) -> Store:
     """The store an app's sessions live in (for forget_user, listing, ...)."""
-    manager: Manager = app.extensions[EXTENSION]
-    return manager.store
+    requests: Requests = app.extensions[EXTENSION]
+    return requests.store

@@ -50,7 +50,9 @@ Fetch = Callable[[int, int], list[MessageRecord]]
 
 
 class MessageLog(Sequence[Message]):
-    """The whole log as a sequence: len() is O(1), items outside the loaded window are fetched."""
+    """The whole log as a sequence: len() is O(1), items outside the loaded window are fetched.
+
+    Loaded records stay encoded until first read, and are decoded once."""
 
     def __init__(
         self,
@@ -59,6 +61,8 @@ class MessageLog(Sequence[Message]):
         window: list[MessageRecord | bytes],
         fetch: Fetch,
         decode: Callable[[bytes], MessageRecord],
+        *,
+        lead: Sequence[MessageRecord | bytes] = (),
     ) -> None:
         self.stored = stored  # messages committed as of the last load or save
         self.start = start  # window covers [start, stored); encoded until first read
@@ -68,6 +72,16 @@ class MessageLog(Sequence[Message]):
         self.replaced = False  # the log was replaced wholesale: save rewrites it
         self._older: dict[int, MessageRecord] = {}
         self._fetch = fetch
+        for i, item in enumerate(lead[: max(start, 0)]):  # the leading system prompt, if loaded
+            self._older[i] = decode(item) if isinstance(item, bytes) else item
+
+    def replace(self, records: list[MessageRecord]) -> None:
+        """The log becomes `records`, all unsaved; a save rewrites it."""
+        self.appended = records
+        self.replaced = True
+        self.stored = self.start = 0
+        self.window = []
+        self._older = {}
 
     def __len__(self) -> int:
         return self.stored + len(self.appended)

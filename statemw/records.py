@@ -17,6 +17,9 @@ from statemw.errors import ConflictError, SessionNotFound
 USER_PREFIX = "~u:"
 """Id prefix of a user's shared state record: never a valid session id, so no client names one."""
 
+LEAD_SCAN = 8
+"""How many of the first messages may count as the leading system prompt (kept in every window)."""
+
 
 def user_record_id(user_id: str) -> str:
     return USER_PREFIX + user_id
@@ -44,6 +47,13 @@ class Entry:
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
 
+    def to_wire(self) -> list[Any]:
+        return [self.value, self.updated_at, self.expires_at]
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> Entry:
+        return cls(wire[0], wire[1], wire[2])
+
 
 @dataclass(slots=True)
 class Summary:
@@ -54,10 +64,23 @@ class Summary:
     covered_tokens: int
     tokens: int
 
+    def to_wire(self) -> list[Any]:
+        return [self.value, self.upto, self.covered_tokens, self.tokens]
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> Summary:
+        return cls(wire[0], wire[1], wire[2], wire[3])
+
 
 @dataclass(slots=True)
 class SessionHeader:
-    """Everything about a session except its messages; small, rewritten on each save."""
+    """Everything about a session except its messages; small, rewritten on each save.
+
+    `lead` counts the leading system messages (at most LEAD_SCAN), so a window knows whether it
+    must read the conversation's first messages; None in records written before it was kept.
+    `state_buckets`: 0 when `state` is stored inside the header, else how many bucket records a
+    key-value backend spread a large state over (so a save rewrites only the buckets it touches).
+    """
 
     session_id: str
     user_id: str | None
@@ -70,6 +93,8 @@ class SessionHeader:
     summary: Summary | None = None
     children: list[str] = field(default_factory=list)
     state: dict[str, Entry] = field(default_factory=dict)
+    lead: int | None = 0
+    state_buckets: int = 0
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
@@ -77,11 +102,12 @@ class SessionHeader:
     def live_state(self, now: float) -> dict[str, Entry]:
         return {k: e for k, e in self.state.items() if e.live(now)}
 
-    def to_wire(self) -> list[Any]:
-        """A msgpack-ready list; positional so the header stays small."""
+    def to_wire(self, *, state: bool = True) -> list[Any]:
+        """A msgpack-ready list; positional so the header stays small. `state=False` leaves the
+        state out (a backend that keeps it elsewhere)."""
         summary = self.summary
         return [
-            1,
+            2,
             self.session_id,
             self.user_id,
             self.created_at,
@@ -90,17 +116,18 @@ class SessionHeader:
             self.revision,
             self.message_count,
             self.token_total,
-            None
-            if summary is None
-            else [summary.value, summary.upto, summary.covered_tokens, summary.tokens],
+            None if summary is None else summary.to_wire(),
             self.children,
-            {k: [e.value, e.updated_at, e.expires_at] for k, e in self.state.items()},
+            {k: e.to_wire() for k, e in self.state.items()} if state else {},
+            self.lead,
+            self.state_buckets,
         ]
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> SessionHeader:
-        if not isinstance(wire, list) or not wire or wire[0] != 1 or len(wire) != 12:
-            raise ValueError("not a version-1 session header")
+        """Version 2, or version 1 (written before `lead` was kept)."""
+        if not isinstance(wire, list) or not wire or (wire[0], len(wire)) not in ((1, 12), (2, 14)):
+            raise ValueError("not a version-1 or version-2 session header")
         s = wire[9]
         return cls(
             session_id=wire[1],
@@ -111,9 +138,11 @@ class SessionHeader:
             revision=wire[6],
             message_count=wire[7],
             token_total=wire[8],
-            summary=None if s is None else Summary(s[0], s[1], s[2], s[3]),
+            summary=None if s is None else Summary.from_wire(s),
             children=list(wire[10]),
-            state={k: Entry(v[0], v[1], v[2]) for k, v in wire[11].items()},
+            state={k: Entry.from_wire(v) for k, v in wire[11].items()},
+            lead=wire[12] if wire[0] == 2 else None,
+            state_buckets=wire[13] if wire[0] == 2 else 0,
         )
 
 
@@ -123,6 +152,7 @@ class Delta:
 
     Appends from concurrent saves are all kept, in commit order; distinct keys all survive; the
     same key is last-write-wins. `expected_revision` asks for strict compare-and-set instead.
+    `lead_appended`: how many of the appended messages, from the first, are system messages.
     """
 
     session_id: str
@@ -132,6 +162,7 @@ class Delta:
     delete: list[str] = field(default_factory=list)
     append: list[bytes] = field(default_factory=list)
     append_tokens: int = 0
+    lead_appended: int = 0
     replace_log: bool = False
     summary: Summary | None = None
     vectors: dict[int, bytes] = field(default_factory=dict)
@@ -152,14 +183,45 @@ class Delta:
 
 
 @dataclass(slots=True)
+class Committed:
+    """What a commit reports back: enough for the saved session to stay in step with the store."""
+
+    revision: int
+    message_count: int
+    token_total: int
+    created_at: float
+    lead: int | None
+
+    @classmethod
+    def of(cls, header: SessionHeader) -> Committed:
+        return cls(
+            header.revision,
+            header.message_count,
+            header.token_total,
+            header.created_at,
+            header.lead,
+        )
+
+
+@dataclass(slots=True)
 class Snapshot:
-    """What a load reads in one go: the header, the recent window, and what reads fall back to."""
+    """What a load reads in one go: the header, the recent window, and what reads fall back to.
+
+    `lead` holds the leading system messages when the window does not start at 0."""
 
     header: SessionHeader
     window_start: int
     window: list[bytes]
     parents: list[SessionHeader] = field(default_factory=list)
     user: SessionHeader | None = None
+    lead: list[bytes] = field(default_factory=list)
+
+
+def next_lead(lead: int | None, count: int, appended: int, lead_appended: int) -> int | None:
+    """The leading-system count after `appended` messages join a log of `count` (pure)."""
+    if lead is None or lead < count or count >= LEAD_SCAN:
+        return lead
+    return min(count + min(lead_appended, appended), LEAD_SCAN)
 
 
 def apply_delta(current: SessionHeader | None, delta: Delta) -> SessionHeader:
@@ -186,15 +248,15 @@ def apply_delta(current: SessionHeader | None, delta: Delta) -> SessionHeader:
         header = current
         if delta.expected_revision is not None and delta.expected_revision != header.revision:
             raise ConflictError(delta.session_id, delta.expected_revision, header.revision)
-    state = {k: e for k, e in header.state.items() if e.live(now)}
-    for key in delta.delete:
-        state.pop(key, None)
-    state.update(delta.set)
-    header.state = state
+    header.state = merge_state(header.state, delta, now)
     if delta.replace_log:
         header.message_count = 0
         header.token_total = 0
         header.summary = None
+        header.lead = 0
+    header.lead = next_lead(
+        header.lead, header.message_count, len(delta.append), delta.lead_appended
+    )
     header.message_count += len(delta.append)
     header.token_total += delta.append_tokens
     if delta.summary is not None and (
@@ -205,3 +267,12 @@ def apply_delta(current: SessionHeader | None, delta: Delta) -> SessionHeader:
     header.expires_at = delta.expires_at
     header.revision += 1
     return header
+
+
+def merge_state(state: dict[str, Entry], delta: Delta, now: float) -> dict[str, Entry]:
+    """Stored state after a delta: expired keys dropped, then deletes, then sets (pure)."""
+    merged = {k: e for k, e in state.items() if e.live(now)}
+    for key in delta.delete:
+        merged.pop(key, None)
+    merged.update(delta.set)
+    return merged

@@ -1,32 +1,36 @@
-"""Session: one conversation's state mapping, message log and sub-sessions. Pure data.
+"""Session: one conversation's state mapping, message log and sub-sessions, with its bookkeeping.
 
-A Session never does I/O of its own: `save()`, `load()`, `child()` and reads of old messages ask
-the Store it came from. That keeps it trivially testable and lets sync and async code share it.
+A Session is data plus the rules for changing it: what a save must write (`save_plan`), what a
+commit means for it (`committed`), how it starts over after a delete or moves after a rotate. It
+does no I/O of its own: `save()`, `load()`, `child()`, `user` (first use) and reads of old
+messages ask the Store it came from, which carries out the I/O.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from statemw.errors import InvalidValue, StateError
+from statemw._drive import adrive, ask, drive
+from statemw.backends.base import ReadMessages, ReadVectors, StoreFlow
+from statemw.errors import InvalidValue, LimitExceeded, StateError
 from statemw.formats import shape
 from statemw.ids import check_child_name
-from statemw.messages import Message, MessageLog, make_message
-from statemw.records import SessionHeader, Summary
-from statemw.state import Clock, TrackedState
-from statemw.tokens import message_text
-from statemw.window import (
-    LEADING_SYSTEM_SCAN,
-    Item,
-    Options,
-    Plan,
-    Read,
-    Step,
-    plan,
-    tool_result_ids,
+from statemw.messages import Message, MessageLog, MessageRecord, make_message
+from statemw.records import (
+    LEAD_SCAN,
+    Committed,
+    Delta,
+    Entry,
+    SessionHeader,
+    Snapshot,
+    Summary,
+    user_record_id,
 )
+from statemw.state import TrackedState
+from statemw.tokens import message_text
+from statemw.window import Item, Options, plan, tool_result_ids
 
 if TYPE_CHECKING:
     from statemw.store import Store
@@ -39,52 +43,150 @@ class Context(dict[str, Any]):
         return Context({**self, **other})
 
 
-class UserState(TrackedState):
+class _Saved(TrackedState):
+    """State that is saved as one record: a session's own state, or a user's."""
+
+    store: Store
+    record_id: str
+
+    def _state_delta(self, now: float, create: SessionHeader | None) -> Delta:
+        """The keys set and deleted since load, encoded, size-checked."""
+        sets, deletes = self.changes()
+        codec = self.store.codec
+        entries = {
+            key: Entry(
+                codec.encode(value, what=f"state key {key!r} of session {self.record_id!r}"),
+                now,
+                expires_at,
+            )
+            for key, (value, expires_at) in sets.items()
+        }
+        limit = self.store.max_state_bytes
+        if limit is not None:
+            size = self.size_after({k: len(e.value) for k, e in entries.items()}, deletes)
+            if size > limit:
+                raise LimitExceeded(
+                    f"session {self.record_id!r}: state is {size} bytes, over "
+                    f"max_state_bytes={limit}"
+                )
+        return Delta(session_id=self.record_id, now=now, create=create, set=entries, delete=deletes)
+
+    def _state_committed(self, delta: Delta) -> None:
+        self.mark_committed({k: len(e.value) for k, e in delta.set.items()}, delta.delete)
+
+
+class UserState(_Saved):
     """State shared by all sessions of one user (`session.user`), saved with the session."""
 
-    def __init__(self, user_id: str, stored: bool) -> None:
+    def __init__(self, store: Store, user_id: str, header: SessionHeader | None) -> None:
         super().__init__()
+        self.store = store
         self.user_id = user_id
-        self.stored = stored
+        self.record_id = user_record_id(user_id)
+        self.stored = header is not None
+        values, expiry, sizes = store.codec.decode_entries(
+            self.record_id, {} if header is None else header.state, store.clock()
+        )
+        self._init_tracking(
+            values, store.clock, expiry=expiry, sizes=sizes, max_value_bytes=store.max_value_bytes
+        )
+
+    def delta(self, now: float) -> Delta:
+        create = SessionHeader(self.record_id, self.user_id, now, now)
+        return self._state_delta(now, create)
+
+    def committed(self, result: Committed, delta: Delta) -> None:
+        self.stored = True
+        self._state_committed(delta)
 
 
-class Session(TrackedState):
+SavePart: TypeAlias = "tuple[Session | UserState, Delta]"
+"""One record a save commits, and the object that takes the result (`committed`)."""
+
+
+class Session(_Saved):
     """A conversation: a dict of state plus a message log, loaded from and saved to a Store.
 
-    Make one with `Session.create(...)` or `Session.load(id)` (or the Store's methods);
-    the constructor is the Store's.
+    Make one with `Session.create(...)` or `Session.load(id)` (or the Store's methods).
     """
 
     def __init__(
         self,
-        *,
         store: Store,
         session_id: str,
         user_id: str | None,
-        header: SessionHeader | None,
-        state: Mapping[str, tuple[Any, bytes, float | None]],
-        log: MessageLog,
-        clock: Clock,
+        *,
+        header: SessionHeader | None = None,
+        window_start: int = 0,
+        window: Sequence[bytes] = (),
+        lead: Sequence[bytes] = (),
         parent: Session | None = None,
         inherited: Mapping[str, Any] | None = None,
-        user: UserState | None = None,
+        user_header: SessionHeader | None = None,
     ) -> None:
+        """The Store's constructor: a new session (`header=None`) or one as loaded."""
         super().__init__()
-        self._init_tracking(state, clock, max_value_bytes=store.max_value_bytes)
+        now = store.clock()
+        values, expiry, sizes = store.codec.decode_entries(
+            session_id, {} if header is None else header.state, now
+        )
+        self._init_tracking(
+            values, store.clock, expiry=expiry, sizes=sizes, max_value_bytes=store.max_value_bytes
+        )
         self.id = session_id
+        self.record_id = session_id
         self.user_id = user_id
         self.store = store
         self.parent = parent
         self.accessed = False
         self.deleted = False
-        self._header = header
-        self._log = log
+        self._stored = header is not None
+        self._created_at = None if header is None else header.created_at
+        self._revision = 0 if header is None else header.revision
+        self._token_total = 0 if header is None else header.token_total
+        self._stored_summary = None if header is None else header.summary
+        self._lead: int | None = 0 if header is None else header.lead
+        self._log = MessageLog(
+            0 if header is None else header.message_count,
+            window_start,
+            list(window),
+            self._fetch,
+            self._decode,
+            lead=list(lead),
+        )
         self._inherited = inherited or {}
-        self._user = user
+        self._user: UserState | None = None
+        self._user_header = user_header
         self._children: dict[str, Session] = {}
         self._pending_summary: Summary | None = None
+        self._summary_message: Message | None = None
         self._pending_vectors: dict[int, bytes] = {}
         self._vector_cache: dict[int, list[float]] = {}
+
+    @classmethod
+    def loaded(cls, store: Store, snap: Snapshot, parent: Session | None = None) -> Session:
+        """A session as a load read it (parents' state is inherited by a top-level sub-session
+        that was loaded by its own id)."""
+        header = snap.header
+        inherited: dict[str, Any] = {}
+        if parent is None:
+            for ancestor in reversed(snap.parents):  # nearest ancestor wins
+                values, _, _ = store.codec.decode_entries(
+                    ancestor.session_id, ancestor.state, store.clock()
+                )
+                inherited.update(values)
+        return cls(
+            store,
+            header.session_id,
+            header.user_id,
+            header=header,
+            window_start=snap.window_start,
+            window=snap.window,
+            lead=snap.lead,
+            parent=parent,
+            inherited=inherited,
+            user_header=snap.user,
+        )
 
     # -- lifecycle (I/O through the store) -------------------------------------------------------
 
@@ -160,16 +262,16 @@ class Session(TrackedState):
     @property
     def is_new(self) -> bool:
         """True until the session is first stored."""
-        return self._header is None
+        return not self._stored
 
     @property
     def created_at(self) -> float | None:
-        return None if self._header is None else self._header.created_at
+        return self._created_at
 
     @property
     def revision(self) -> int:
         """How many saves the store has committed for this session (0 before the first)."""
-        return 0 if self._header is None else self._header.revision
+        return self._revision
 
     @property
     def modified(self) -> bool:
@@ -186,6 +288,103 @@ class Session(TrackedState):
     @modified.setter
     def modified(self, value: bool) -> None:
         TrackedState.modified.fset(self, value)  # type: ignore[attr-defined]
+
+    def mark_accessed(self) -> None:
+        """Starlette's `request.session` calls this: the response depends on the session."""
+        self.accessed = True
+
+    # -- the store's side: what a save writes, and what a commit, delete or rotate means ---------
+
+    def save_plan(self, now: float, *, strict: bool = False) -> list[SavePart]:
+        """The records a save commits, in order: new ancestors, this session, its user's state,
+        its modified sub-sessions. Pure: encodes, checks limits, writes nothing."""
+        chain = []
+        ancestor = self.parent
+        while ancestor is not None and ancestor.is_new:
+            chain.append(ancestor)
+            ancestor = ancestor.parent
+        parts: list[SavePart] = [(a, a._delta(now, strict=False)) for a in reversed(chain)]
+        self._plan_tree(now, strict, parts)
+        user = self.root._user
+        if user is not None and user.modified:
+            parts.append((user, user.delta(now)))
+        return parts
+
+    def _plan_tree(self, now: float, strict: bool, parts: list[SavePart]) -> None:
+        delta = self._delta(now, strict=strict)
+        if self.is_new or not delta.empty or self.forced:
+            parts.append((self, delta))
+        for child in self._children.values():
+            if child.modified:
+                child._plan_tree(now, False, parts)
+
+    def _delta(self, now: float, *, strict: bool) -> Delta:
+        create = None
+        if not self._stored:
+            create = SessionHeader(self.id, self.user_id, created_at=now, updated_at=now)
+        delta = self._state_delta(now, create)
+        codec = self.store.codec
+        appended = self._log.appended
+        what = f"message of session {self.id!r}"
+        delta.append = [codec.encode(r.to_wire(), what=what) for r in appended]
+        delta.append_tokens = sum(r.tokens for r in appended)
+        delta.lead_appended = next(
+            (i for i, r in enumerate(appended) if r.message.get("role") != "system"),
+            len(appended),
+        )
+        delta.replace_log = self._log.replaced
+        delta.summary = self._pending_summary
+        delta.vectors = dict(self._pending_vectors)
+        delta.expires_at = self.store.expires_at(
+            now if self._created_at is None else self._created_at, now
+        )
+        if strict:
+            delta.expected_revision = self._revision
+        return delta
+
+    def committed(self, result: Committed, delta: Delta) -> None:
+        """The store committed `delta`: this session is in step with it now."""
+        self._stored = True
+        self._created_at = result.created_at
+        self._revision = result.revision
+        self._token_total = result.token_total
+        self._lead = result.lead
+        if delta.replace_log:
+            self._stored_summary = None
+        if self._pending_summary is not None:
+            self._stored_summary = self._pending_summary
+            self._pending_summary = None
+        self._log.committed(result.message_count)
+        self._pending_vectors.clear()
+        self._state_committed(delta)
+
+    def reset(self, new_id: str) -> None:
+        """After a delete: empty, under a new id, flagged so adapters expire the cookie."""
+        dict.clear(self)
+        self._init_tracking({}, self.store.clock, max_value_bytes=self.store.max_value_bytes)
+        self.id = self.record_id = new_id
+        self._stored = False
+        self._created_at = None
+        self._revision = self._token_total = 0
+        self._stored_summary = self._pending_summary = self._summary_message = None
+        self._lead = 0
+        self._log = MessageLog(0, 0, [], self._fetch, self._decode)
+        self._children.clear()
+        self._user = None  # re-read on use: forget_user may have removed it too
+        self._user_header = None
+        self._pending_vectors.clear()
+        self._vector_cache.clear()
+        self.deleted = True
+
+    def renamed(self, new_id: str) -> None:
+        """After a rotate: the same data under a new id (sub-sessions follow)."""
+        self.id = self.record_id = new_id
+        for name, child in self._children.items():
+            child.renamed(f"{new_id}/{name}")
+
+    def attach_user(self, user: UserState) -> None:
+        """The user's shared state, read ahead (async code cannot read it on first use)."""
+        self._user = user
 
     # -- state with parent fallback ------------------------------------------------------------
 
@@ -217,7 +416,10 @@ class Session(TrackedState):
         if self._user is None:
             if self.user_id is None:
                 raise StateError("this session has no user_id, so it has no user state")
-            self._user = self.store.user_state(self.user_id)  # a new session: read on first use
+            if self._stored:  # read with the session
+                self._user = UserState(self.store, self.user_id, self._user_header)
+            else:  # a new session: read on first use
+                self._user = self.store.user_state(self.user_id)
         return self._user
 
     # -- messages ------------------------------------------------------------------------------
@@ -227,8 +429,7 @@ class Session(TrackedState):
     ) -> Message:
         """Append a message ({"role", "content", ...fields}, or a whole message dict) to the log."""
         message = make_message(role, content, fields)
-        record = self.store.new_record(message, len(self._log))
-        self._log.appended.append(record)
+        self._log.appended.append(self.store.new_record(message, len(self._log)))
         return message
 
     @property
@@ -254,20 +455,29 @@ class Session(TrackedState):
             if not isinstance(item, Mapping):
                 raise InvalidValue(f"messages[{i}] is {type(item).__name__}, not a message dict")
             records.append(self.store.new_record(make_message(item, None, {}), i))
-        self._log.appended = records
-        self._log.replaced = True
-        self._log.stored = self._log.start = 0
-        self._log.window = []
-        self._pending_summary = None
+        self._log.replace(records)
+        self._pending_summary = self._summary_message = None
 
     async def fetch_messages(self, start: int = 0, stop: int | None = None) -> list[Message]:
         """Messages [start, stop) read without blocking the event loop."""
-        n = len(self._log)
-        start, stop, _ = slice(start, stop).indices(n)
+        start, stop, _ = slice(start, stop).indices(len(self._log))
+        records = await adrive(self._records(start, stop), self.store.abackend)
+        return [r.message for r in records]
+
+    def _fetch(self, start: int, stop: int) -> list[MessageRecord]:
+        """The log's blocking read of messages it has not loaded."""
+        return [self._decode(b) for b in self.store.backend.read_messages(self.id, start, stop)]
+
+    def _decode(self, data: bytes) -> MessageRecord:
+        return self.store.codec.decode_message(self.id, data)
+
+    def _records(self, start: int, stop: int) -> StoreFlow[list[MessageRecord]]:
+        """Records [start, stop): what is loaded at no cost, the rest in one read."""
         need = self._log.missing(start, stop)
         if need is not None:
-            self._log.cache(need[0], await self.store.aread_records(self.id, *need))
-        return [r.message for r in self._log.records(start, stop)]
+            raw = yield from ask(ReadMessages(self.id, *need))
+            self._log.cache(need[0], [self._decode(b) for b in raw])
+        return self._log.records(start, stop)
 
     def set_summary(self, text: str, *, upto: int) -> None:
         """Record that `text` summarizes messages [0, upto): sent instead of them from now on."""
@@ -275,24 +485,29 @@ class Session(TrackedState):
             raise InvalidValue(f"summary must cover 1..{len(self._log)} messages, not {upto}")
         tail_tokens = sum(r.tokens for r in self._log.records(upto, len(self._log)))
         self._pending_summary = self.store.new_summary(text, upto, self.total_tokens - tail_tokens)
+        self._summary_message = None
 
     @property
     def summary(self) -> Summary | None:
         if self._pending_summary is not None:
             return self._pending_summary
-        if self._header is None or self._log.replaced:
+        if self._log.replaced:
             return None
-        return self._header.summary
+        return self._stored_summary
 
     def summary_message(self) -> Message | None:
         """The stored summary as a system message marked `"summary": True`, or None."""
         summary = self.summary
-        return None if summary is None else self.store.decode_summary(self.id, summary)
+        if summary is None:
+            return None
+        if self._summary_message is None:
+            self._summary_message = self.store.codec.decode_summary(self.id, summary)
+        return dict(self._summary_message)
 
     @property
     def total_tokens(self) -> int:
         """Tokens of every message in the log, summarized ones included (O(1))."""
-        stored = 0 if self._header is None or self._log.replaced else self._header.token_total
+        stored = 0 if self._log.replaced else self._token_total
         return stored + sum(r.tokens for r in self._log.appended)
 
     def token_count(self) -> int:
@@ -321,13 +536,7 @@ class Session(TrackedState):
         "anthropic" ({"system", "messages"}) or "raw" (the stored dicts).
         """
         options = Options(last, max_tokens, relevant_to, embed, k)
-        flow = self._history_plan(options)
-        try:
-            step = next(flow)
-            while True:
-                step = flow.send(self._answer(step, options))
-        except StopIteration as done:
-            return self._shape(done.value, format)
+        return drive(self._history(options, format), self.store.backend)
 
     async def aget_history(
         self,
@@ -341,45 +550,44 @@ class Session(TrackedState):
     ) -> Any:
         """get_history, reading older messages without blocking the event loop."""
         options = Options(last, max_tokens, relevant_to, embed, k)
-        flow = self._history_plan(options)
-        try:
-            step = next(flow)
-            while True:
-                if isinstance(step, Read):
-                    await self.fetch_messages(step.start, step.stop)
-                elif not self.is_new:
-                    stored = await self.store.aread_vectors(self, step.start, step.stop)
-                    self._vector_cache = {**stored, **self._vector_cache}
-                step = flow.send(self._answer(step, options, read_store=False))
-        except StopIteration as done:
-            return self._shape(done.value, format)
+        return await adrive(self._history(options, format), self.store.abackend)
 
-    def _history_plan(self, options: Options) -> Plan:
+    def _history(self, options: Options, format: str) -> StoreFlow[Any]:
         summary = self.summary
-        floor = 0 if summary is None else summary.upto
-        tokens = 0 if summary is None else summary.tokens
-        return plan(len(self._log), floor, options, tokens)
+        items = yield from plan(
+            len(self._log),
+            0 if summary is None else summary.upto,
+            options,
+            self._records,
+            lambda start, stop: self._vectors(start, stop, options.embed),
+            summary_tokens=0 if summary is None else summary.tokens,
+            lead=None if self._log.replaced else self._lead,
+        )
+        return self._shape(items, format)
 
-    def _answer(self, step: Step, options: Options, read_store: bool = True) -> Any:
-        """Carry out one plan step from what is loaded (and, for sync callers, the store)."""
-        if isinstance(step, Read):
-            return self._log.records(step.start, step.stop)
-        known = {p: v for p, v in self._vector_cache.items() if step.start <= p < step.stop}
-        missing = range(max(step.start, 0), step.stop)
-        if read_store and any(p not in known for p in missing) and not self.is_new:
-            known |= self.store.read_vectors(self, step.start, step.stop)
-        assert options.embed is not None
-        for position in missing:  # embed each text once; cache it with the message
-            if position not in known:
-                text = message_text(self._log.records(position, position + 1)[0].message)
-                known[position] = list(options.embed(text))
-                self._cache_vector(position, known[position])
+    def _vectors(
+        self, start: int, stop: int, embed: Callable[[str], Sequence[float]] | None
+    ) -> StoreFlow[dict[int, list[float]]]:
+        """Embedding vectors of messages [start, stop): cached ones, stored ones, the rest
+        embedded now (once per text) and kept to be stored with the next save."""
+        known = {p: v for p, v in self._vector_cache.items() if start <= p < stop}
+        if len(known) < stop - start and self._stored:
+            raw = yield from ask(ReadVectors(self.id, start, stop))
+            for position, vector in self.store.codec.decode_vectors(self.id, raw).items():
+                known.setdefault(position, vector)
+                self._vector_cache.setdefault(position, vector)
+        missing = [p for p in range(start, stop) if p not in known]
+        if missing:
+            assert embed is not None
+            records = yield from self._records(missing[0], missing[-1] + 1)
+            for position in missing:
+                vector = list(embed(message_text(records[position - missing[0]].message)))
+                known[position] = self._vector_cache[position] = vector
+                if position < self._log.stored and not self._log.replaced:  # stored positions
+                    self._pending_vectors[position] = self.store.codec.encode_vector(
+                        self.id, vector
+                    )
         return known
-
-    def _cache_vector(self, position: int, vector: list[float]) -> None:
-        self._vector_cache[position] = vector
-        if position < self._log.stored and not self._log.replaced:  # only stored positions hold
-            self._pending_vectors[position] = self.store.encode_vector(self.id, vector)
 
     def _shape(self, items: list[Item], format: str) -> Any:
         """The system prompt, then the summary (marked as one), then the chosen messages."""
@@ -420,7 +628,7 @@ class Session(TrackedState):
             raise InvalidValue(f"keep_last must be >= 0, got {keep_last}")
         summary = self.summary
         floor = 0 if summary is None else summary.upto
-        for message in self._log[floor:LEADING_SYSTEM_SCAN]:  # the system prompt is not summarized
+        for message in self._log[floor:LEAD_SCAN]:  # the system prompt is not summarized
             if message.get("role") != "system":
                 break
             floor += 1

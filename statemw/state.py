@@ -1,21 +1,26 @@
 """A dict that remembers what changed: the state of a session and of a user.
 
 Every mutating method marks the mapping modified and records the key, so a save sends only those
-keys. A value mutated in place (`session["cart"].append(x)`) is caught at save time by comparing
-its encoding with the one loaded. Keys may carry an expiry time (`set(key, value, ttl=...)`).
+keys. A mutable value handed out (`session["cart"].append(x)`) is remembered as *lent*, with its
+encoding at that moment; a save compares only lent values with their encoding, so finding what
+changed costs what the request touched, not the size of the state. Keys may carry an expiry time
+(`set(key, value, ttl=...)`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from statemw.codec import pack
 from statemw.errors import InvalidValue, LimitExceeded, UnencodableValue
-from statemw.records import Entry
 
 _MISSING: Any = object()
 Clock = Callable[[], float]
+
+IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
+"""Value types that cannot change in place, so handing them out needs no watching."""
 
 
 class TrackedState(dict[str, Any]):
@@ -25,20 +30,24 @@ class TrackedState(dict[str, Any]):
 
     def _init_tracking(
         self,
-        entries: Mapping[str, tuple[Any, bytes, float | None]],
+        values: Mapping[str, Any],
         clock: Clock,
         *,
+        expiry: Mapping[str, float] | None = None,
+        sizes: Mapping[str, int] | None = None,
         max_value_bytes: int | None = None,
     ) -> None:
-        """Fill with loaded values: key -> (value, its plain encoding, expires_at)."""
+        """Fill with loaded values; `expiry`: key -> expires_at (keys with a TTL); `sizes`: key ->
+        bytes as stored (for the state size limit)."""
         dict.clear(self)
-        dict.update(self, {k: v for k, (v, _, _) in entries.items()})
-        self._baseline: dict[str, bytes] = {k: b for k, (_, b, _) in entries.items()}
-        self._expiry: dict[str, float] = {
-            k: exp for k, (_, _, exp) in entries.items() if exp is not None
-        }
+        dict.update(self, values)
+        self._expiry: dict[str, float] = dict(expiry or {})
+        self._next_expiry = min(self._expiry.values(), default=math.inf)
+        self._sizes: dict[str, int] = dict(sizes or {})
+        self._size = sum(self._sizes.values())
         self._touched: set[str] = set()
         self._deleted: set[str] = set()
+        self._lent: dict[str, bytes] = {}
         self._clock = clock
         self._max_value_bytes = max_value_bytes
         self._forced = False
@@ -54,18 +63,38 @@ class TrackedState(dict[str, Any]):
     def modified(self, value: bool) -> None:
         self._forced = value
 
+    @property
+    def forced(self) -> bool:
+        """`modified = True` was set: save even when nothing else changed."""
+        return self._forced
+
     def _mutated_in_place(self) -> bool:
+        return any(
+            _packs_differently(dict.get(self, key, _MISSING), packed)
+            for key, packed in self._lent.items()
+        )
+
+    def _lend(self, key: str, value: Any) -> Any:
+        """Hand a value out; a mutable one is remembered with its encoding, to see changes."""
+        if type(value) not in IMMUTABLE and key not in self._lent and key not in self._touched:
+            try:
+                self._lent[key] = pack(value)
+            except (TypeError, OverflowError, ValueError):
+                self._lent[key] = b""  # cannot tell: it will be written
+        return value
+
+    def _lend_all(self) -> None:
         for key, value in dict.items(self):
-            if key not in self._touched and _packs_differently(value, self._baseline.get(key)):
-                return True
-        return False
+            self._lend(key, value)
 
     def _touch(self, key: str) -> None:
         if not isinstance(key, str):
             raise InvalidValue(f"state keys are strings, got {type(key).__name__}: {key!r}")
         self._touched.add(key)
         self._deleted.discard(key)
-        self._expiry.pop(key, None)
+        self._lent.pop(key, None)
+        if self._expiry.pop(key, None) is not None:
+            self._next_expiry = min(self._expiry.values(), default=math.inf)
 
     def _check(self, key: str, value: Any) -> None:
         try:
@@ -81,39 +110,50 @@ class TrackedState(dict[str, Any]):
                 f"{self._max_value_bytes}"
             )
 
-    def changes(self, now: float) -> tuple[dict[str, tuple[Any, float | None]], list[str], int]:
-        """Keys to write (value, expires_at), keys to delete since load, and the encoded size of
-        the whole state (pure). Each value is encoded once, for both the comparison and the size."""
+    def changes(self) -> tuple[dict[str, tuple[Any, float | None]], list[str]]:
+        """Keys to write (value, expires_at) and keys to delete since load (pure). Costs what was
+        written or handed out, not the size of the state."""
+        self._drop_expired()
         sets: dict[str, tuple[Any, float | None]] = {}
-        size = 0
-        for key, value in dict.items(self):
-            try:
-                packed: bytes | None = pack(value)
-            except (TypeError, OverflowError, ValueError):
-                packed = None  # written, so the codec names the key in its error
-            size += 0 if packed is None else len(packed)
-            if key in self._touched or packed is None or packed != self._baseline.get(key):
+        for key in self._touched:
+            sets[key] = (dict.__getitem__(self, key), self._expiry.get(key))
+        for key, packed in self._lent.items():
+            value = dict.get(self, key, _MISSING)
+            if value is not _MISSING and _packs_differently(value, packed):
                 sets[key] = (value, self._expiry.get(key))
-        return sets, sorted(self._deleted), size
+        return sets, sorted(self._deleted)
 
-    def mark_committed(self) -> None:
-        self._baseline = {k: pack(v) for k, v in dict.items(self)}
+    def size_after(self, written: Mapping[str, int], deleted: list[str]) -> int:
+        """Bytes the state takes as stored once `written` (key -> size) and `deleted` land."""
+        sizes = self._sizes
+        replaced = sum(sizes.get(k, 0) for k in written) + sum(sizes.get(k, 0) for k in deleted)
+        return self._size - replaced + sum(written.values())
+
+    def mark_committed(self, written: Mapping[str, int], deleted: list[str]) -> None:
+        """After a save: what was written is the baseline now."""
+        self._size = self.size_after(written, deleted)
+        for key in deleted:
+            self._sizes.pop(key, None)
+        self._sizes.update(written)
         self._touched.clear()
         self._deleted.clear()
+        self._lent.clear()
         self._forced = False
 
     # -- expiry ------------------------------------------------------------------------------
 
     def _drop_expired(self) -> None:
-        if self._expiry:
-            now = self._clock()
-            for key in [k for k, exp in self._expiry.items() if exp <= now]:
-                del self._expiry[key]
-                self._baseline.pop(key, None)
-                dict.pop(self, key, None)
-                if key in self._touched:  # an unsaved write expired: what it replaced is gone too
-                    self._touched.discard(key)
-                    self._deleted.add(key)
+        if self._next_expiry > self._clock():
+            return
+        now = self._clock()
+        for key in [k for k, exp in self._expiry.items() if exp <= now]:
+            del self._expiry[key]
+            self._lent.pop(key, None)
+            dict.pop(self, key, None)
+            if key in self._touched:  # an unsaved write expired: what it replaced is gone too
+                self._touched.discard(key)
+                self._deleted.add(key)
+        self._next_expiry = min(self._expiry.values(), default=math.inf)
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store a value; with `ttl` (seconds) it is gone after that long, also from the store."""
@@ -121,21 +161,24 @@ class TrackedState(dict[str, Any]):
             raise InvalidValue(f"ttl must be positive seconds, got {ttl!r}")
         self[key] = value
         if ttl is not None:
-            self._expiry[key] = self._clock() + ttl
+            expires_at = self._clock() + ttl
+            self._expiry[key] = expires_at
+            self._next_expiry = min(self._next_expiry, expires_at)
 
     def expires_at(self, key: str) -> float | None:
         """When a key set with a ttl expires (clock seconds), None for lasting keys."""
         return self._expiry.get(key)
 
-    # -- reads (expired keys vanish) ---------------------------------------------------------
+    # -- reads (expired keys vanish; mutable values handed out are watched) -------------------
 
     def __getitem__(self, key: str) -> Any:
         self._drop_expired()
-        return dict.__getitem__(self, key)
+        return self._lend(key, dict.__getitem__(self, key))
 
     def get(self, key: str, default: Any = None) -> Any:
         self._drop_expired()
-        return dict.get(self, key, default)
+        value = dict.get(self, key, _MISSING)
+        return default if value is _MISSING else self._lend(key, value)
 
     def __contains__(self, key: object) -> bool:
         self._drop_expired()
@@ -155,10 +198,12 @@ class TrackedState(dict[str, Any]):
 
     def items(self) -> Any:
         self._drop_expired()
+        self._lend_all()
         return dict.items(self)
 
     def values(self) -> Any:
         self._drop_expired()
+        self._lend_all()
         return dict.values(self)
 
     # -- writes (all tracked) ----------------------------------------------------------------
@@ -172,6 +217,7 @@ class TrackedState(dict[str, Any]):
         self._drop_expired()
         dict.__delitem__(self, key)
         self._touched.discard(key)
+        self._lent.pop(key, None)
         self._expiry.pop(key, None)
         self._deleted.add(key)
 
@@ -185,7 +231,7 @@ class TrackedState(dict[str, Any]):
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if key in self:
-            return dict.__getitem__(self, key)
+            return self[key]
         self[key] = default
         return default
 
@@ -219,22 +265,10 @@ class TrackedState(dict[str, Any]):
         return {**self, **dict(other)}
 
 
-def _packs_differently(value: Any, baseline: bytes | None) -> bool:
-    if baseline is None:
-        return True
+def _packs_differently(value: Any, packed: bytes) -> bool:
+    if value is _MISSING:
+        return False
     try:
-        return pack(value) != baseline
+        return pack(value) != packed
     except (TypeError, OverflowError, ValueError):
         return True
-
-
-def plain_entries(
-    entries: Mapping[str, Entry], decode: Callable[[bytes], Any], now: float
-) -> dict[str, tuple[Any, bytes, float | None]]:
-    """Decode loaded entries into (value, plain encoding, expires_at), skipping expired ones."""
-    out: dict[str, tuple[Any, bytes, float | None]] = {}
-    for key, entry in entries.items():
-        if entry.live(now):
-            value = decode(entry.value)
-            out[key] = (value, pack(value), entry.expires_at)
-    return out

@@ -1,37 +1,49 @@
-"""Store: where sessions live. Opens a backend from a URL, and turns Sessions into deltas and back.
+"""Store: where sessions live. Holds the configuration, opens a backend from a URL, and runs each
+operation (load, save, delete, ...) as one flow of backend steps, blocking or awaited.
 
-The logic (building sessions from snapshots, computing a save's deltas) is written once here, in
-plain methods; each public operation is a thin sync or async sequence of backend calls around it.
+Each operation is written once, as a flow (statemw._drive): `load` is `drive(self._get(id),
+backend)` and `aload` is `await adrive(self._get(id), abackend)`. The Session decides what a save
+writes (`Session.save_plan`); the Store commits it and hands each result back.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from statemw._drive import adrive, ask, drive
 from statemw.backends import open_backend, redact
-from statemw.backends.base import AsyncBackend, Backend, Progress
+from statemw.backends.base import (
+    AsyncBackend,
+    Backend,
+    Commit,
+    Delete,
+    Load,
+    Progress,
+    ReadHeader,
+    Rename,
+    StoreFlow,
+    UserSessions,
+)
 from statemw.changes import AsyncChanges, Changes
 from statemw.codec import Codec, EncryptionKey, pack
-from statemw.errors import (
-    ConfigurationError,
-    CorruptRecord,
-    InvalidValue,
-    LimitExceeded,
-    SessionNotFound,
-)
+from statemw.errors import ConfigurationError, InvalidValue, LimitExceeded, SessionNotFound
 from statemw.ids import check_child_name, check_session_id, new_session_id
-from statemw.messages import Fetch, Message, MessageLog, MessageRecord
-from statemw.records import Delta, Entry, SessionHeader, Snapshot, Summary, user_record_id
+from statemw.messages import Message, MessageRecord
+from statemw.records import Summary, user_record_id
 from statemw.session import Session, UserState
-from statemw.state import Clock, TrackedState, plain_entries
+from statemw.state import Clock
 from statemw.tokens import TokenCounter, approx_tokens, count_message
 
 DAY = 86400.0
+
+# Sizes statemw refuses by default, with a clear LimitExceeded, before anything is written.
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_VALUE_BYTES = 1 << 20
+MAX_STATE_BYTES = 8 << 20
 
 
 def default_url() -> str:
@@ -43,12 +55,6 @@ def default_url() -> str:
     return "diskcache://" + os.path.join(base, "statemw")
 
 
-# Sizes statemw refuses by default, with a clear LimitExceeded, before anything is written.
-MAX_MESSAGE_BYTES = 1 << 20
-MAX_VALUE_BYTES = 1 << 20
-MAX_STATE_BYTES = 8 << 20
-
-
 class Store:
     """Sessions in a backend named by URL. Does no I/O until first used.
 
@@ -57,10 +63,20 @@ class Store:
         Store("redis://127.0.0.1:6379/0", ttl=30*DAY)       many servers
         Store(url, encryption_key=KEY)                      AES-GCM at rest; a list rotates
 
-    ttl: a session's absolute lifetime in seconds (None: no limit). idle: seconds without a save
-    after which it expires (sliding; None: never). window: messages a load reads up front.
-    compact_at + summarize: on save, a session whose token_count() is over compact_at is first
-    compacted (session.compact(summarize, keep_last=keep_last)).
+    url: the backend (None: STATEMW_URL, else a diskcache directory under ~/.local/state).
+    ttl: a session's absolute lifetime in seconds (None: no limit).
+    idle: seconds without a save after which a session expires (sliding; None: never).
+    encryption_key: seal values, messages and summaries with AES-GCM; a list rotates keys (the
+        first seals, all open).
+    count_tokens: fn(text) -> int, counted once per message (default: about 4 characters each).
+    window: messages a load reads up front; older ones are read on demand.
+    max_message_bytes, max_value_bytes, max_state_bytes, max_messages: limits that raise
+        LimitExceeded before anything is written (None: no limit).
+    compact_at + summarize (+ keep_last): on save, a session whose token_count() is over
+        compact_at is first compacted: session.compact(summarize, keep_last=keep_last).
+    clock: seconds since the epoch (tests pass a fake one).
+    **backend_options: passed to the backend (Redis: key_prefix, socket_timeout, ...; diskcache:
+        timeout).
     """
 
     def __init__(
@@ -130,7 +146,7 @@ class Store:
         if self._backends is not None:
             await self._backends[1].close()
 
-    # -- encoding (pure) ---------------------------------------------------------------------------
+    # -- what sessions are made of (pure) ----------------------------------------------------------
 
     def new_record(self, message: Message, position: int) -> MessageRecord:
         """A message ready to append: size-checked, its tokens counted once."""
@@ -146,42 +162,13 @@ class Store:
             )
         return MessageRecord(message, count_message(message, self.count_tokens), self.clock())
 
-    def decode_record(self, session_id: str, data: bytes) -> MessageRecord:
-        wire = self.codec.decode(data, session_id=session_id)
-        try:
-            return MessageRecord.from_wire(wire)
-        except (ValueError, TypeError) as exc:
-            raise CorruptRecord(session_id, f"bad message record ({exc})") from exc
-
     def new_summary(self, text: str, upto: int, covered_tokens: int) -> Summary:
         message = {"role": "system", "content": text, "summary": True}
         value = self.codec.encode(message, what="summary")
         return Summary(value, upto, covered_tokens, count_message(message, self.count_tokens))
 
-    def decode_summary(self, session_id: str, summary: Summary) -> Message:
-        message = self.codec.decode(summary.value, session_id=session_id)
-        if not isinstance(message, dict):
-            raise CorruptRecord(session_id, "summary is not a message")
-        return message
-
-    def encode_vector(self, session_id: str, vector: Sequence[float]) -> bytes:
-        return self.codec.encode([float(x) for x in vector], what=f"vector of {session_id!r}")
-
-    def _decode_vectors(self, session_id: str, raw: dict[int, bytes]) -> dict[int, list[float]]:
-        return {p: list(self.codec.decode(v, session_id=session_id)) for p, v in raw.items()}
-
-    def read_vectors(self, session: Session, start: int, stop: int) -> dict[int, list[float]]:
-        """Cached embedding vectors of messages [start, stop), by position."""
-        raw = self.backend.read_vectors(session.id, start, stop)
-        return self._decode_vectors(session.id, raw)
-
-    async def aread_vectors(
-        self, session: Session, start: int, stop: int
-    ) -> dict[int, list[float]]:
-        raw = await self.abackend.read_vectors(session.id, start, stop)
-        return self._decode_vectors(session.id, raw)
-
-    def _expires_at(self, created_at: float, now: float) -> float | None:
+    def expires_at(self, created_at: float, now: float) -> float | None:
+        """When a session saved now expires: the sooner of its ttl and its idle timeout."""
         limits = [
             t
             for t in (
@@ -192,216 +179,112 @@ class Store:
         ]
         return min(limits) if limits else None
 
-    # -- building sessions (pure) --------------------------------------------------------------
-
     def create(self, user_id: str | None = None, *, session_id: str | None = None) -> Session:
         """A new, empty session; nothing is stored until it is saved."""
         if user_id is not None and (not isinstance(user_id, str) or not user_id):
             raise InvalidValue(f"user_id must be a non-empty string, got {user_id!r}")
         sid = new_session_id() if session_id is None else check_session_id(session_id)
-        return self._new_session(sid, user_id)
+        return Session(self, sid, user_id)
 
-    def _new_session(self, sid: str, user_id: str | None, parent: Session | None = None) -> Session:
-        log = MessageLog(0, 0, [], self._fetcher(sid), lambda b: self.decode_record(sid, b))
-        return Session(
-            store=self,
-            session_id=sid,
-            user_id=user_id,
-            header=None,
-            state={},
-            log=log,
-            clock=self.clock,
-            parent=parent,
-        )
+    # -- operations, each one flow of backend steps ----------------------------------------------
 
-    def _fetcher(self, sid: str) -> Fetch:
-        return functools.partial(self.read_records, sid)
+    def _get(self, session_id: str) -> StoreFlow[Session | None]:
+        snap = yield from ask(Load(check_session_id(session_id), self.window, self.clock()))
+        return None if snap is None else Session.loaded(self, snap)
 
-    def _decoder(self, sid: str) -> Callable[[bytes], Any]:
-        return lambda data: self.codec.decode(data, session_id=sid)
+    def _load(self, session_id: str) -> StoreFlow[Session]:
+        session = yield from self._get(session_id)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
 
-    def _user_state(self, user_id: str, header: SessionHeader | None, now: float) -> UserState:
-        user = UserState(user_id, stored=header is not None)
-        entries = {} if header is None else header.state
-        user._init_tracking(
-            plain_entries(entries, self._decoder(user_record_id(user_id)), now),
-            self.clock,
-            max_value_bytes=self.max_value_bytes,
-        )
-        return user
+    def _user_state(self, user_id: str) -> StoreFlow[UserState]:
+        header = yield from ask(ReadHeader(user_record_id(user_id), self.clock()))
+        return UserState(self, user_id, header)
 
-    def _from_snapshot(self, snap: Snapshot, parent: Session | None = None) -> Session:
-        header = snap.header
-        sid = header.session_id
-        now = self.clock()
-        inherited: dict[str, Any] = {}
-        if parent is None:
-            for ancestor in reversed(snap.parents):  # nearest ancestor wins
-                decode = self._decoder(ancestor.session_id)
-                inherited.update(
-                    {k: v for k, (v, _, _) in plain_entries(ancestor.state, decode, now).items()}
-                )
-        log = MessageLog(
-            header.message_count,
-            snap.window_start,
-            list(snap.window),
-            self._fetcher(sid),
-            lambda b: self.decode_record(sid, b),
-        )
-        return Session(
-            store=self,
-            session_id=sid,
-            user_id=header.user_id,
-            header=header,
-            state=plain_entries(header.state, self._decoder(sid), now),
-            log=log,
-            clock=self.clock,
-            parent=parent,
-            inherited=inherited,
-            user=None
-            if parent is not None or header.user_id is None
-            else self._user_state(header.user_id, snap.user, now),
-        )
+    def _created(self, user_id: str | None, session_id: str | None) -> StoreFlow[Session]:
+        """create(), with the user's shared state read ahead so `session.user` does no I/O."""
+        session = self.create(user_id, session_id=session_id)
+        if user_id is not None:
+            session.attach_user((yield from self._user_state(user_id)))
+        return session
 
-    # -- planning a save (pure) ----------------------------------------------------------------
+    def _current_session_id(self, user_id: str) -> StoreFlow[str | None]:
+        ids = yield from ask(UserSessions(user_id, self.clock()))
+        return ids[-1] if ids else None
 
-    def _state_delta(
-        self, sid: str, state: TrackedState, now: float, create: SessionHeader | None
-    ) -> Delta:
-        sets, deletes, size = state.changes(now)
-        entries = {
-            k: Entry(self.codec.encode(v, what=f"state key {k!r} of session {sid!r}"), now, exp)
-            for k, (v, exp) in sets.items()
-        }
-        if self.max_state_bytes is not None and size > self.max_state_bytes:
-            raise LimitExceeded(
-                f"session {sid!r}: state is {size} bytes, over max_state_bytes="
-                f"{self.max_state_bytes}"
-            )
-        return Delta(session_id=sid, now=now, create=create, set=entries, delete=deletes)
+    def _child(self, parent: Session, name: str) -> StoreFlow[Session]:
+        sid = f"{parent.id}/{check_child_name(name)}"
+        snap = None
+        if not parent.is_new:
+            snap = yield from ask(Load(sid, self.window, self.clock()))
+        if snap is None:
+            return Session(self, sid, parent.user_id, parent=parent)
+        return Session.loaded(self, snap, parent)
 
-    def _session_delta(self, session: Session, now: float, strict: bool) -> Delta:
-        header = session._header
-        created_at = now if header is None else header.created_at
-        create = None
-        if header is None:
-            create = SessionHeader(session.id, session.user_id, created_at=now, updated_at=now)
-        delta = self._state_delta(session.id, session, now, create)
-        log = session._log
-        delta.append = [
-            self.codec.encode(r.to_wire(), what=f"message of session {session.id!r}")
-            for r in log.appended
-        ]
-        delta.append_tokens = sum(r.tokens for r in log.appended)
-        delta.replace_log = log.replaced
-        delta.summary = session._pending_summary
-        delta.vectors = dict(session._pending_vectors)
-        delta.expires_at = self._expires_at(created_at, now)
-        if strict:
-            delta.expected_revision = session.revision
-        return delta
+    def _save(self, session: Session, strict: bool) -> StoreFlow[None]:
+        for target, delta in session.save_plan(self.clock(), strict=strict):
+            result = yield from ask(Commit(delta))
+            target.committed(result, delta)
+
+    def _delete(self, session: Session | str) -> StoreFlow[bool]:
+        sid = session if isinstance(session, str) else session.id
+        existed = yield from ask(Delete(check_session_id(sid)))
+        if isinstance(session, Session):
+            session.reset(new_session_id())
+        return existed
+
+    def _rotate(self, session: Session) -> StoreFlow[str]:
+        new_id = new_session_id()
+        if not session.is_new:
+            yield from ask(Rename(session.id, new_id, self.clock()))
+        session.renamed(new_id)
+        return new_id
+
+    def _user_sessions(self, user_id: str, offset: int, limit: int) -> StoreFlow[list[str]]:
+        ids = yield from ask(UserSessions(user_id, self.clock()))
+        return ids[offset : offset + limit]
 
     def _over_budget(self, session: Session) -> bool:
         """The automatic compaction policy: is this session over compact_at tokens?"""
         return self.compact_at is not None and session.token_count() > self.compact_at
 
-    def _plan(self, session: Session, *, strict: bool) -> list[tuple[Any, Delta]]:
-        """The deltas a save commits, in order: new ancestors, the session, user state, children."""
-        now = self.clock()
-        chain = []
-        ancestor = session.parent
-        while ancestor is not None and ancestor.is_new:
-            chain.append(ancestor)
-            ancestor = ancestor.parent
-        plan: list[tuple[Any, Delta]] = [
-            (a, self._session_delta(a, now, False)) for a in reversed(chain)
-        ]
-        self._plan_tree(session, now, strict, plan)
-        user = session.root._user
-        if user is not None and user.modified:
-            create = SessionHeader(user_record_id(user.user_id), user.user_id, now, now)
-            plan.append((user, self._state_delta(create.session_id, user, now, create)))
-        return plan
-
-    def _plan_tree(
-        self, session: Session, now: float, strict: bool, plan: list[tuple[Any, Delta]]
-    ) -> None:
-        delta = self._session_delta(session, now, strict)
-        if session.is_new or not delta.empty or session._forced:
-            plan.append((session, delta))
-        for child in session._children.values():
-            if child.modified:
-                self._plan_tree(child, now, False, plan)
-
-    def _committed(self, target: Any, header: SessionHeader) -> None:
-        if isinstance(target, Session):
-            target._header = header
-            target._log.committed(header.message_count)
-            target._pending_summary = None
-            target._pending_vectors.clear()
-        elif isinstance(target, UserState):
-            target.stored = True
-        target.mark_committed()
-
-    # -- sync operations -------------------------------------------------------------------------
+    # -- blocking --------------------------------------------------------------------------------
 
     def get(self, session_id: str) -> Session | None:
         """The stored session, or None when there is none (or it expired)."""
-        snap = self.backend.load(check_session_id(session_id), self.window, self.clock())
-        return None if snap is None else self._from_snapshot(snap)
-
-    def user_state(self, user_id: str) -> UserState:
-        """The state shared by a user's sessions, as stored now (`session.user` reads it)."""
-        now = self.clock()
-        return self._user_state(
-            user_id, self.backend.read_header(user_record_id(user_id), now), now
-        )
-
-    def current_session_id(self, user_id: str) -> str | None:
-        """The user's most recent live session (what a UserID key continues), or None."""
-        ids = self.backend.user_sessions(user_id, self.clock())
-        return ids[-1] if ids else None
+        return drive(self._get(session_id), self.backend)
 
     def load(self, session_id: str) -> Session:
         """The stored session; SessionNotFound when there is none (or it expired)."""
-        session = self.get(session_id)
-        if session is None:
-            raise SessionNotFound(session_id)
-        return session
+        return drive(self._load(session_id), self.backend)
+
+    def user_state(self, user_id: str) -> UserState:
+        """The state shared by a user's sessions, as stored now (`session.user` reads it)."""
+        return drive(self._user_state(user_id), self.backend)
+
+    def current_session_id(self, user_id: str) -> str | None:
+        """The user's most recent live session (what a UserID key continues), or None."""
+        return drive(self._current_session_id(user_id), self.backend)
 
     def load_child(self, parent: Session, name: str) -> Session:
-        sid = f"{parent.id}/{check_child_name(name)}"
-        snap = None if parent.is_new else self.backend.load(sid, self.window, self.clock())
-        if snap is None:
-            return self._new_session(sid, parent.user_id, parent)
-        return self._from_snapshot(snap, parent)
+        """The sub-session `name` of `parent` (`parent.child(name)` calls this)."""
+        return drive(self._child(parent, name), self.backend)
 
-    def save(
-        self, session: Session, *, strict: bool = False, only_if_modified: bool = False
-    ) -> None:
-        """Commit the session's changes (see Session.save); adapters pass only_if_modified."""
-        if only_if_modified and not session.modified:
-            return
+    def save(self, session: Session, *, strict: bool = False) -> None:
+        """Commit the session's changes (see Session.save)."""
         if self._over_budget(session):
             assert self.summarize is not None
             session.compact(self.summarize, keep_last=self.keep_last)
-        for target, delta in self._plan(session, strict=strict):
-            self._committed(target, self.backend.commit(delta))
+        drive(self._save(session, strict), self.backend)
 
     def delete(self, session: Session | str) -> bool:
         """Remove a session and its sub-sessions; True if one was stored."""
-        sid = session if isinstance(session, str) else session.id
-        existed = self.backend.delete(check_session_id(sid))
-        if isinstance(session, Session):
-            self._reset(session)
-        return existed
+        return drive(self._delete(session), self.backend)
 
     def rotate(self, session: Session) -> str:
-        new_id = new_session_id()
-        if not session.is_new:
-            self.backend.rename(session.id, new_id, self.clock())
-        self._renamed(session, new_id)
-        return new_id
+        """Move a session to a fresh id (see Session.rotate); returns the new id."""
+        return drive(self._rotate(session), self.backend)
 
     def forget_user(self, user_id: str) -> int:
         """Remove every session of the user and the user's state; the number of sessions removed."""
@@ -409,9 +292,10 @@ class Store:
 
     def user_sessions(self, user_id: str, *, offset: int = 0, limit: int = 50) -> list[str]:
         """Ids of the user's live sessions, oldest first, one page at a time."""
-        return self.backend.user_sessions(user_id, self.clock())[offset : offset + limit]
+        return drive(self._user_sessions(user_id, offset, limit), self.backend)
 
     def session_ids(self) -> Iterator[str]:
+        """Every stored top-level session id (live or not yet purged)."""
         return self.backend.session_ids()
 
     def purge(self, progress: Progress | None = None) -> int:
@@ -420,114 +304,52 @@ class Store:
         `progress(done, total)` is called as records are looked at (for a progress bar)."""
         return self.backend.purge(self.clock(), progress)
 
-    def read_records(self, session_id: str, start: int, stop: int) -> list[MessageRecord]:
-        return [
-            self.decode_record(session_id, b)
-            for b in self.backend.read_messages(session_id, start, stop)
-        ]
+    # -- awaited twins ---------------------------------------------------------------------------
 
-    # -- async twins -----------------------------------------------------------------------------
+    async def aget(self, session_id: str) -> Session | None:
+        return await adrive(self._get(session_id), self.abackend)
+
+    async def aload(self, session_id: str) -> Session:
+        return await adrive(self._load(session_id), self.abackend)
+
+    async def auser_state(self, user_id: str) -> UserState:
+        return await adrive(self._user_state(user_id), self.abackend)
 
     async def acreate(
         self, user_id: str | None = None, *, session_id: str | None = None
     ) -> Session:
         """create(), with the user's shared state read ahead so `session.user` does no I/O."""
-        session = self.create(user_id, session_id=session_id)
-        if user_id is not None:
-            session._user = await self.auser_state(user_id)
-        return session
+        return await adrive(self._created(user_id, session_id), self.abackend)
 
     async def acurrent_session_id(self, user_id: str) -> str | None:
-        ids = await self.abackend.user_sessions(user_id, self.clock())
-        return ids[-1] if ids else None
-
-    async def auser_state(self, user_id: str) -> UserState:
-        now = self.clock()
-        header = await self.abackend.read_header(user_record_id(user_id), now)
-        return self._user_state(user_id, header, now)
-
-    async def aget(self, session_id: str) -> Session | None:
-        snap = await self.abackend.load(check_session_id(session_id), self.window, self.clock())
-        return None if snap is None else self._from_snapshot(snap)
-
-    async def aload(self, session_id: str) -> Session:
-        session = await self.aget(session_id)
-        if session is None:
-            raise SessionNotFound(session_id)
-        return session
+        return await adrive(self._current_session_id(user_id), self.abackend)
 
     async def aload_child(self, parent: Session, name: str) -> Session:
-        sid = f"{parent.id}/{check_child_name(name)}"
-        snap = None if parent.is_new else await self.abackend.load(sid, self.window, self.clock())
-        if snap is None:
-            return self._new_session(sid, parent.user_id, parent)
-        return self._from_snapshot(snap, parent)
+        return await adrive(self._child(parent, name), self.abackend)
 
-    async def asave(
-        self, session: Session, *, strict: bool = False, only_if_modified: bool = False
-    ) -> None:
-        if only_if_modified and not session.modified:
-            return
+    async def asave(self, session: Session, *, strict: bool = False) -> None:
         if self._over_budget(session):
             assert self.summarize is not None
             await session.acompact(self.summarize, keep_last=self.keep_last)
-        for target, delta in self._plan(session, strict=strict):
-            self._committed(target, await self.abackend.commit(delta))
+        await adrive(self._save(session, strict), self.abackend)
 
     async def adelete(self, session: Session | str) -> bool:
-        sid = session if isinstance(session, str) else session.id
-        existed = await self.abackend.delete(check_session_id(sid))
-        if isinstance(session, Session):
-            self._reset(session)
-        return existed
+        return await adrive(self._delete(session), self.abackend)
 
     async def arotate(self, session: Session) -> str:
-        new_id = new_session_id()
-        if not session.is_new:
-            await self.abackend.rename(session.id, new_id, self.clock())
-        self._renamed(session, new_id)
-        return new_id
+        return await adrive(self._rotate(session), self.abackend)
 
     async def aforget_user(self, user_id: str) -> int:
         return await self.abackend.forget_user(user_id)
 
     async def auser_sessions(self, user_id: str, *, offset: int = 0, limit: int = 50) -> list[str]:
-        ids = await self.abackend.user_sessions(user_id, self.clock())
-        return ids[offset : offset + limit]
+        return await adrive(self._user_sessions(user_id, offset, limit), self.abackend)
 
     def asession_ids(self) -> AsyncIterator[str]:
         return self.abackend.session_ids()
 
     async def apurge(self, progress: Progress | None = None) -> int:
         return await self.abackend.purge(self.clock(), progress)
-
-    async def aread_records(self, session_id: str, start: int, stop: int) -> list[MessageRecord]:
-        data = await self.abackend.read_messages(session_id, start, stop)
-        return [self.decode_record(session_id, b) for b in data]
-
-    # -- after delete / rotate (pure) ------------------------------------------------------------
-
-    def _reset(self, session: Session) -> None:
-        """A deleted session starts over: empty, new id, flagged so adapters expire the cookie."""
-        fresh = self._new_session(new_session_id(), session.user_id)
-        dict.clear(session)
-        session._init_tracking({}, self.clock, max_value_bytes=self.max_value_bytes)
-        session.id = fresh.id
-        session._header = None
-        session._log = fresh._log
-        session._children.clear()
-        session._user = None  # re-read on use: forget_user may have removed it too
-        session._pending_summary = None
-        session._pending_vectors.clear()
-        session.deleted = True
-
-    def _renamed(self, session: Session, new_id: str) -> None:
-        session.id = new_id
-        if session._header is not None:
-            session._header.session_id = new_id
-        session._log._fetch = self._fetcher(new_id)
-        for name, child in session._children.items():
-            self._renamed(child, f"{new_id}/{name}")
 
     # -- live changes ----------------------------------------------------------------------------
 

@@ -14,9 +14,11 @@ Rules every strategy keeps:
 - the summary of compacted messages stands first, marked as one;
 - when even the newest group exceeds the budget, it is still returned.
 
-Choosing what to read is a plan (a generator of ranges to read), so `get_history` and
-`aget_history` share it: a 4,000-token window of a 100,000-message session reads only the
-pages it needs, newest first.
+Choosing what to read is a plan: a flow that reads ranges through the reader it is given, so
+`get_history` and `aget_history` share it (statemw._drive). It reads only what the strategy
+needs, newest first: `last=20` reads 21 messages, a 4,000-token budget reads back until the
+budget is spent; messages already loaded cost no I/O. A system message inside the span a strategy
+covers is kept with it (and costs nothing of the budget's share for other messages).
 """
 
 from __future__ import annotations
@@ -24,16 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from statemw.errors import InvalidValue
 from statemw.messages import Message, MessageRecord
+from statemw.records import LEAD_SCAN
 
-READ_BACK = 64
-"""Messages read per step when walking back through older history."""
-
-LEADING_SYSTEM_SCAN = 8
-"""How many of the first messages are checked for a system prompt to keep."""
+BUDGET_STEP = 16
+"""Messages read per step when a token budget walks back through older history."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,8 @@ def size(groups: Iterable[Group]) -> int:
 
 
 def is_system(g: Group) -> bool:
-    return all(i.message.get("role") == "system" for i in g)
+    """A system message is never part of a tool group, so it stands alone."""
+    return len(g) == 1 and g[0].message.get("role") == "system"
 
 
 # -- strategies ----------------------------------------------------------------------------------
@@ -192,25 +193,9 @@ class Relevant:
 
 # -- the plan: what to read, then what to send ---------------------------------------------------
 
-
-@dataclass(frozen=True, slots=True)
-class Read:
-    """Messages [start, stop) the plan needs."""
-
-    start: int
-    stop: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReadVectors:
-    """Cached vectors of messages [start, stop) (a dict position -> vector comes back)."""
-
-    start: int
-    stop: int
-
-
-Step = Read | ReadVectors
-Plan = Generator[Step, Any, list[Item]]
+S = TypeVar("S")
+Reads = Generator[S, Any, list[MessageRecord]]
+"""A reader's answer: records [start, stop), after whatever I/O steps (of type S) it needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,48 +223,55 @@ def _items(start: int, records: Sequence[MessageRecord]) -> list[Item]:
     return [Item(start + i, r.message, r.tokens) for i, r in enumerate(records)]
 
 
-def plan(total: int, floor: int, options: Options, summary_tokens: int = 0) -> Plan:
+def plan(
+    total: int,
+    floor: int,
+    options: Options,
+    read: Callable[[int, int], Reads[S]],
+    read_vectors: Callable[[int, int], Generator[S, Any, Mapping[int, Sequence[float]]]],
+    *,
+    summary_tokens: int = 0,
+    lead: int | None = None,
+) -> Generator[S, Any, list[Item]]:
     """Choose the messages to send from a log of `total` messages whose first `floor` are
-    summarized. Yields the ranges it reads; returns the chosen items in order."""
-    pinned: list[Item] = []  # the leading system prompt goes first, summarized or not
-    for item in _items(0, (yield Read(0, min(LEADING_SYSTEM_SCAN, total)))):
-        if item.message.get("role") != "system":
-            break
-        pinned.append(item)
-    floor = max(floor, len(pinned))
+    summarized, reading through `read(start, stop)`. `lead`: how many leading messages are the
+    system prompt (None: unknown, so the first LEAD_SCAN are read to find out)."""
+    if lead is None:
+        head = yield from read(0, min(LEAD_SCAN, total))
+        lead = next((i for i, r in enumerate(head) if r.message.get("role") != "system"), len(head))
+    pinned = _items(0, (yield from read(0, lead))) if lead else []
+    floor = max(floor, lead)
     reserved = summary_tokens + sum(i.tokens for i in pinned)
-
     if options.last == 0:
         return pinned
-    items: list[Item] = []
-    start = total
+
     semantic = options.relevant_to is not None
-    while start > floor:  # read back a page at a time, only as far as needed
-        lo = max(floor, start - READ_BACK)
-        items[:0] = _items(lo, (yield Read(lo, start)))
+    if options.last is not None and not semantic:
+        start = max(floor, total - options.last - 1)
+        items = _items(start, (yield from read(start, total)))
+    elif options.max_tokens is not None and not semantic:
+        start, items, spent = total, [], reserved
+        while start > floor and (not items or spent <= options.max_tokens):
+            lo = max(floor, start - BUDGET_STEP)
+            items[:0] = _items(lo, (yield from read(lo, start)))
+            spent += sum(i.tokens for i in items[: start - lo])
+            start = lo
+    else:  # everything since the summary: semantic selection scores it all
+        start = floor
+        items = _items(start, (yield from read(start, total)))
+    while start > floor and items and tool_result_ids(items[0].message):
+        lo = max(floor, start - BUDGET_STEP)  # mid-group: read back to the tool call
+        items[:0] = _items(lo, (yield from read(lo, start)))
         start = lo
-        if semantic:
-            continue
-        if options.last is not None and len(items) > options.last + 1 and not _mid_group(items):
-            break
-        if (
-            options.max_tokens is not None
-            and options.last is None
-            and sum(i.tokens for i in items) + reserved > options.max_tokens
-            and not _mid_group(items)
-        ):
-            break
 
     groups = group(items)
-    if start > floor and groups and items and groups[0][0] is not items[0]:
-        groups = groups[1:]  # the oldest group read may be cut short: leave it out
     system = [g for g in groups if is_system(g)]
     rest = [g for g in groups if not is_system(g)]
     reserved += size(system)
     if semantic:
         assert options.embed is not None
         assert options.relevant_to is not None
-        vectors: dict[int, Sequence[float]] = yield ReadVectors(floor, total)
+        vectors = yield from read_vectors(floor, total)
         relevant = Relevant(
             options.embed(options.relevant_to), vectors, options.k, options.max_tokens
         )
@@ -290,8 +282,3 @@ def plan(total: int, floor: int, options: Options, summary_tokens: int = 0) -> P
         rest = TokenBudget(options.max_tokens).select(rest, reserved)
     chosen = sorted([*system, *rest], key=lambda g: g[0].position)
     return pinned + [i for g in chosen for i in g]
-
-
-def _mid_group(items: Sequence[Item]) -> bool:
-    """True when the oldest item read answers a tool call that is further back."""
-    return bool(items) and bool(tool_result_ids(items[0].message))

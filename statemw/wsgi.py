@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from statemw._adapter import Manager, parse_cookies
+from statemw._flow import Requests, parse_cookies
 from statemw.errors import StoreUnavailable
 from statemw.keys import IdSource, Incoming, SigningSecret
 from statemw.store import Store
@@ -93,12 +93,12 @@ class StateMiddleware:
         unavailable_status: int | None = 503,
     ) -> None:
         self.app = app
-        self.manager = Manager(store, keys, secret_key=secret_key)
+        self.requests = Requests(store, keys, secret_key=secret_key)
         self.unavailable_status = unavailable_status
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
-            binding = self.manager.open(incoming_from_environ(environ))
+            binding = self.requests.open(incoming_from_environ(environ))
             environ[ENVIRON_KEY] = binding.session
             started = False
 
@@ -106,13 +106,13 @@ class StateMiddleware:
                 nonlocal started
                 if exc_info is None:
                     streamed = is_streamed(headers)
-                    headers = [*headers, *self.manager.close(binding, streaming=streamed)]
+                    headers = [*headers, *self.requests.close(binding, streaming=streamed)]
                     started = True
                 return start_response(status, headers, exc_info)
 
             def end() -> None:
                 if started:
-                    self.manager.finish(binding)  # a failure is logged: the response went out
+                    self.requests.finish(binding)  # a failure is logged: the response went out
 
             chunks = self.app(environ, start)
             if isinstance(chunks, list | tuple):  # all produced already: nothing more can change

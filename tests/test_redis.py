@@ -47,13 +47,13 @@ def raw(store: Store) -> redis.Redis:
 def count_round_trips(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record each call the backend sends (a script, a command or a whole pipeline)."""
     calls: list[str] = []
-    original = backend._call
+    original = backend.call
 
-    def counting(call: redis_ops.Call) -> Any:
+    def counting(call: redis_ops.RedisStep) -> Any:
         calls.append(type(call).__name__)
         return original(call)
 
-    monkeypatch.setattr(backend, "_call", counting)
+    monkeypatch.setattr(backend, "call", counting)
     return calls
 
 

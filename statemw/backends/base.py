@@ -1,4 +1,5 @@
-"""The contract between the Store and a backend, in a sync and an async flavour.
+"""The contract between the Store and a backend, in a sync and an async flavour, and the steps
+store flows yield to reach it.
 
 A backend stores headers, message logs and vectors as bytes; it applies a save's Delta atomically
 (merging with concurrent saves by `records.apply_delta` or its equivalent) and reads a load's
@@ -8,10 +9,15 @@ Snapshot in as few round trips as it can. It never decodes values or messages.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias, TypeVar
 
+from statemw._drive import Flow, Step
 from statemw.changes import AsyncSubscription, Subscription
-from statemw.records import Delta, SessionHeader, Snapshot
+from statemw.records import Committed, Delta, SessionHeader, Snapshot
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 Progress = Callable[[int, int], None]
 """progress(done, total) for long sweeps (the CLI draws a bar with it)."""
@@ -21,7 +27,8 @@ class Backend(Protocol):
     """Blocking backend calls (Flask, WSGI, plain scripts)."""
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
-        """The header, the last `window` messages after any summary, parents' and user's headers."""
+        """The header, the last `window` messages after any summary, the leading system
+        messages when the window does not reach them, parents' and the user's headers."""
 
     def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
         """Encoded messages [start, stop) of the log (clamped to what exists)."""
@@ -32,8 +39,8 @@ class Backend(Protocol):
     def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         """The header alone (state, counters), None when absent or expired."""
 
-    def commit(self, delta: Delta) -> SessionHeader:
-        """Apply a save atomically; returns the header as committed."""
+    def commit(self, delta: Delta) -> Committed:
+        """Apply a save atomically; what the store holds now (revision, counts)."""
 
     def delete(self, session_id: str) -> bool:
         """Remove a session, its sub-sessions and its messages; False when there was none."""
@@ -58,7 +65,7 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
     def subscribe(self, session_id: str) -> Subscription:
-        """Start listening to a session's commits (see Changes)."""
+        """Start listening to a session's commits (see statemw.changes)."""
 
 
 class AsyncBackend(Protocol):
@@ -72,7 +79,7 @@ class AsyncBackend(Protocol):
 
     async def read_header(self, session_id: str, now: float) -> SessionHeader | None: ...
 
-    async def commit(self, delta: Delta) -> SessionHeader: ...
+    async def commit(self, delta: Delta) -> Committed: ...
 
     async def delete(self, session_id: str) -> bool: ...
 
@@ -89,3 +96,109 @@ class AsyncBackend(Protocol):
     async def close(self) -> None: ...
 
     async def subscribe(self, session_id: str) -> AsyncSubscription: ...
+
+
+# -- the steps a store flow yields: one per backend call, each run sync or async ------------------
+
+StoreFlow: TypeAlias = Flow[Backend, AsyncBackend, T]
+"""A store operation written once (statemw._drive): yields backend steps, returns a T."""
+
+StoreStep: TypeAlias = Step[Backend, AsyncBackend, R]
+
+
+@dataclass(frozen=True, slots=True)
+class Load(StoreStep[Snapshot | None]):
+    session_id: str
+    window: int
+    now: float
+
+    def run(self, io: Backend) -> Snapshot | None:
+        return io.load(self.session_id, self.window, self.now)
+
+    async def arun(self, aio: AsyncBackend) -> Snapshot | None:
+        return await aio.load(self.session_id, self.window, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMessages(StoreStep[list[bytes]]):
+    session_id: str
+    start: int
+    stop: int
+
+    def run(self, io: Backend) -> list[bytes]:
+        return io.read_messages(self.session_id, self.start, self.stop)
+
+    async def arun(self, aio: AsyncBackend) -> list[bytes]:
+        return await aio.read_messages(self.session_id, self.start, self.stop)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadVectors(StoreStep[dict[int, bytes]]):
+    session_id: str
+    start: int
+    stop: int
+
+    def run(self, io: Backend) -> dict[int, bytes]:
+        return io.read_vectors(self.session_id, self.start, self.stop)
+
+    async def arun(self, aio: AsyncBackend) -> dict[int, bytes]:
+        return await aio.read_vectors(self.session_id, self.start, self.stop)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadHeader(StoreStep[SessionHeader | None]):
+    session_id: str
+    now: float
+
+    def run(self, io: Backend) -> SessionHeader | None:
+        return io.read_header(self.session_id, self.now)
+
+    async def arun(self, aio: AsyncBackend) -> SessionHeader | None:
+        return await aio.read_header(self.session_id, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Commit(StoreStep[Committed]):
+    delta: Delta
+
+    def run(self, io: Backend) -> Committed:
+        return io.commit(self.delta)
+
+    async def arun(self, aio: AsyncBackend) -> Committed:
+        return await aio.commit(self.delta)
+
+
+@dataclass(frozen=True, slots=True)
+class Delete(StoreStep[bool]):
+    session_id: str
+
+    def run(self, io: Backend) -> bool:
+        return io.delete(self.session_id)
+
+    async def arun(self, aio: AsyncBackend) -> bool:
+        return await aio.delete(self.session_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Rename(StoreStep[None]):
+    old_id: str
+    new_id: str
+    now: float
+
+    def run(self, io: Backend) -> None:
+        io.rename(self.old_id, self.new_id, self.now)
+
+    async def arun(self, aio: AsyncBackend) -> None:
+        await aio.rename(self.old_id, self.new_id, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class UserSessions(StoreStep[list[str]]):
+    user_id: str
+    now: float
+
+    def run(self, io: Backend) -> list[str]:
+        return io.user_sessions(self.user_id, self.now)
+
+    async def arun(self, aio: AsyncBackend) -> list[str]:
+        return await aio.user_sessions(self.user_id, self.now)

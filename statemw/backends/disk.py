@@ -31,10 +31,21 @@ def _faults(directory: str) -> Iterator[None]:
 
 
 class DiskKV:
+    """The KV primitives over a diskcache.Cache, opened (and the directory made) on first use."""
+
     def __init__(self, directory: str, timeout: float = 60.0) -> None:
         self.directory = directory
-        with _faults(directory):
-            self._cache: Any = diskcache.Cache(directory, timeout=timeout, eviction_policy="none")
+        self.timeout = timeout
+        self._opened: Any = None
+
+    @property
+    def _cache(self) -> Any:
+        if self._opened is None:
+            with _faults(self.directory):
+                self._opened = diskcache.Cache(
+                    self.directory, timeout=self.timeout, eviction_policy="none"
+                )
+        return self._opened
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -60,7 +71,8 @@ class DiskKV:
         yield from (k for k in keys if k.startswith(prefix))
 
     def close(self) -> None:
-        self._cache.close()
+        if self._opened is not None:
+            self._opened.close()
 
 
 def open_disk(directory: str, **options: Any) -> KVBackend:

@@ -23,6 +23,7 @@ from statemw.codec import decode_header, encode_header, pack, unpack
 from statemw.errors import CorruptRecord, SessionNotFound
 from statemw.records import (
     USER_PREFIX,
+    Committed,
     Delta,
     SessionHeader,
     Snapshot,
@@ -114,10 +115,16 @@ class KVBackend:
             return None
         count = header.message_count
         start = max(count - window, header.summary.upto if header.summary else 0, 0)
-        messages = self._messages(session_id, start, count)
+        lead = min(header.lead or 0, start)
+        if lead and start // CHUNK == 0:  # one chunk holds both: read it once
+            messages = self._messages(session_id, 0, count)
+            lead_messages, messages = messages[:lead], messages[start:]
+        else:
+            messages = self._messages(session_id, start, count)
+            lead_messages = self._messages(session_id, 0, lead) if lead else []
         parents = [h for h in (self._header(p) for p in parent_ids(session_id)) if h is not None]
         user = self._header(user_record_id(header.user_id)) if header.user_id else None
-        return Snapshot(header, start, messages, parents, user)
+        return Snapshot(header, start, messages, parents, user, lead_messages)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -129,7 +136,7 @@ class KVBackend:
             self.kv.delete(f"m:{session_id}:{n}")
             self.kv.delete(f"v:{session_id}:{n}")
 
-    def commit(self, delta: Delta) -> SessionHeader:
+    def commit(self, delta: Delta) -> Committed:
         sid = delta.session_id
         with self.kv.transaction():
             stored = self._header(sid)
@@ -146,7 +153,7 @@ class KVBackend:
                 self._link(header)
         changed = tuple(sorted(set(delta.set) | set(delta.delete)))
         self._publish(Change(sid, header.revision, header.message_count, changed), header)
-        return header
+        return Committed.of(header)
 
     def _append(self, sid: str, position: int, messages: list[bytes]) -> None:
         while messages:
@@ -293,7 +300,7 @@ class KVBackend:
     # -- live changes ----------------------------------------------------------------------------
 
     def subscribe(self, session_id: str) -> LocalSubscription:
-        sub = LocalSubscription(self, session_id, self.poll_interval)
+        sub = LocalSubscription(session_id, self._header, self._unsubscribe, self.poll_interval)
         with self._subscribers_lock:
             self._subscribers.setdefault(session_id, set()).add(sub)
         return sub

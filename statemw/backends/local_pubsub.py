@@ -10,14 +10,11 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING
 
 from statemw.changes import Change
 from statemw.records import SessionHeader
-
-if TYPE_CHECKING:
-    from statemw.backends.kv import KVBackend
 
 MAX_PENDING_CHANGES = 1000
 """A subscriber that stops reading keeps only this many changes (the oldest are dropped)."""
@@ -46,15 +43,22 @@ class LocalSubscription:
     header that often, which catches commits by other processes (the diskcache backend).
     """
 
-    def __init__(self, backend: KVBackend, session_id: str, poll_interval: float | None) -> None:
-        self._backend = backend
+    def __init__(
+        self,
+        session_id: str,
+        read_header: Callable[[str], SessionHeader | None],
+        on_close: Callable[[LocalSubscription], None],
+        poll_interval: float | None,
+    ) -> None:
+        self._read_header = read_header
+        self._on_close = on_close
         self.session_id = session_id
         self._poll_interval = poll_interval
         self._cond = threading.Condition()
         self._queue: deque[Change] = deque(maxlen=MAX_PENDING_CHANGES)
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._closed = False
-        self._last = backend._header(session_id)
+        self._last = read_header(session_id)
 
     @staticmethod
     def _same(a: SessionHeader | None, b: SessionHeader | None) -> bool:
@@ -78,7 +82,7 @@ class LocalSubscription:
             self._wake()
 
     def _poll(self) -> None:
-        header = self._backend._header(self.session_id)
+        header = self._read_header(self.session_id)
         now = time.time()
         with self._cond:
             if self._same(self._last, header):
@@ -138,4 +142,4 @@ class LocalSubscription:
         with self._cond:
             self._closed = True
             self._wake()
-        self._backend._unsubscribe(self)
+        self._on_close(self)

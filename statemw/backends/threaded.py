@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from statemw.backends.base import Backend, Progress
 from statemw.changes import Change, Subscription
-from statemw.records import Delta, SessionHeader, Snapshot
+from statemw.records import Committed, Delta, SessionHeader, Snapshot
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ class ThreadedAsync:
     async def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         return await self._run(self.sync.read_header, session_id, now)
 
-    async def commit(self, delta: Delta) -> SessionHeader:
+    async def commit(self, delta: Delta) -> Committed:
         return await self._run(self.sync.commit, delta)
 
     async def delete(self, session_id: str) -> bool:

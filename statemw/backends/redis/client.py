@@ -11,7 +11,7 @@ import functools
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
@@ -21,13 +21,16 @@ import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from statemw._drive import adrive, drive
 from statemw.backends.base import Progress
 from statemw.backends.redis import ops
 from statemw.backends.redis.faults import FAULTS, afaults, faults, unavailable
 from statemw.backends.redis.lua import SCRIPTS
 from statemw.backends.redis.pubsub import AsyncRedisSubscription, RedisSubscription
 from statemw.errors import ConfigurationError
-from statemw.records import Delta, SessionHeader, Snapshot
+from statemw.records import Committed, Delta, SessionHeader, Snapshot
+
+T = TypeVar("T")
 
 DEFAULT_PREFIX = "statemw:"
 
@@ -54,57 +57,48 @@ class RedisBackend:
         self.layout = layout
         self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
 
-    def _call(self, call: ops.Call) -> Any:
+    def call(self, call: ops.RedisStep) -> Any:
+        """Send one call an operation yields (ops.Caller)."""
         if isinstance(call, ops.Script):
             return self._scripts[call.name](keys=list(call.keys), args=list(call.args))
         if isinstance(call, ops.Command):
             return self.client.execute_command(*call.args)
+        assert isinstance(call, ops.Pipeline)
         pipe = self.client.pipeline(transaction=False)
         for command in call.commands:
             pipe.execute_command(*command.args)
         return pipe.execute()
 
-    def _run(self, op: ops.Op) -> Any:
+    def _run(self, op: ops.Op[T]) -> T:
         with faults():
-            try:
-                call = next(op)
-                while True:
-                    call = op.send(self._call(call))
-            except StopIteration as stop:
-                return stop.value
+            return drive(op, self)
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
-        snap: Snapshot | None = self._run(ops.load_op(self.layout, session_id, window, now))
-        return snap
+        return self._run(ops.load_op(self.layout, session_id, window, now))
 
     def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
-        out: list[bytes] = self._run(ops.read_messages_op(self.layout, session_id, start, stop))
-        return out
+        return self._run(ops.read_messages_op(self.layout, session_id, start, stop))
 
     def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
-        out: dict[int, bytes] = self._run(ops.read_vectors_op(self.layout, session_id, start, stop))
-        return out
+        return self._run(ops.read_vectors_op(self.layout, session_id, start, stop))
 
     def read_header(self, session_id: str, now: float) -> SessionHeader | None:
-        header: SessionHeader | None = self._run(ops.read_header_op(self.layout, session_id, now))
-        return header
+        return self._run(ops.read_header_op(self.layout, session_id, now))
 
-    def commit(self, delta: Delta) -> SessionHeader:
-        header: SessionHeader = self._run(ops.commit_op(self.layout, delta))
-        return header
+    def commit(self, delta: Delta) -> Committed:
+        return self._run(ops.commit_op(self.layout, delta))
 
     def delete(self, session_id: str) -> bool:
-        return bool(self._run(ops.delete_op(self.layout, session_id)))
+        return self._run(ops.delete_op(self.layout, session_id))
 
     def rename(self, old_id: str, new_id: str, now: float) -> None:
         self._run(ops.rename_op(self.layout, old_id, new_id, now))
 
     def user_sessions(self, user_id: str, now: float) -> list[str]:
-        ids: list[str] = self._run(ops.user_sessions_op(self.layout, user_id, now))
-        return ids
+        return self._run(ops.user_sessions_op(self.layout, user_id, now))
 
     def forget_user(self, user_id: str) -> int:
-        return int(self._run(ops.forget_user_op(self.layout, user_id)))
+        return self._run(ops.forget_user_op(self.layout, user_id))
 
     def _header_keys(self) -> list[str]:
         with faults():
@@ -119,7 +113,7 @@ class RedisBackend:
                 yield sid
 
     def purge(self, now: float, progress: Progress | None = None) -> int:
-        return int(self._run(ops.purge_op(self.layout, self._header_keys(), now, progress)))
+        return self._run(ops.purge_op(self.layout, self._header_keys(), now, progress))
 
     def close(self) -> None:
         self.client.close()
@@ -179,62 +173,49 @@ class AsyncRedisBackend:
         """This event loop's redis-py client."""
         return (await self._loop_client()).client
 
-    async def _call(self, call: ops.Call) -> Any:
+    async def call(self, call: ops.RedisStep) -> Any:
+        """Send one call an operation yields (ops.AsyncCaller), on this event loop's client."""
         entry = await self._loop_client()
         if isinstance(call, ops.Script):
             return await entry.scripts[call.name](keys=list(call.keys), args=list(call.args))
         if isinstance(call, ops.Command):
             return await entry.client.execute_command(*call.args)
+        assert isinstance(call, ops.Pipeline)
         pipe = entry.client.pipeline(transaction=False)
         for command in call.commands:
             pipe.execute_command(*command.args)
         return await pipe.execute()
 
-    async def _run(self, op: ops.Op) -> Any:
+    async def _run(self, op: ops.Op[T]) -> T:
         async with afaults():
-            try:
-                call = next(op)
-                while True:
-                    call = op.send(await self._call(call))
-            except StopIteration as stop:
-                return stop.value
+            return await adrive(op, self)
 
     async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
-        snap: Snapshot | None = await self._run(ops.load_op(self.layout, session_id, window, now))
-        return snap
+        return await self._run(ops.load_op(self.layout, session_id, window, now))
 
     async def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
-        op = ops.read_messages_op(self.layout, session_id, start, stop)
-        out: list[bytes] = await self._run(op)
-        return out
+        return await self._run(ops.read_messages_op(self.layout, session_id, start, stop))
 
     async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
-        op = ops.read_vectors_op(self.layout, session_id, start, stop)
-        out: dict[int, bytes] = await self._run(op)
-        return out
+        return await self._run(ops.read_vectors_op(self.layout, session_id, start, stop))
 
     async def read_header(self, session_id: str, now: float) -> SessionHeader | None:
-        header: SessionHeader | None = await self._run(
-            ops.read_header_op(self.layout, session_id, now)
-        )
-        return header
+        return await self._run(ops.read_header_op(self.layout, session_id, now))
 
-    async def commit(self, delta: Delta) -> SessionHeader:
-        header: SessionHeader = await self._run(ops.commit_op(self.layout, delta))
-        return header
+    async def commit(self, delta: Delta) -> Committed:
+        return await self._run(ops.commit_op(self.layout, delta))
 
     async def delete(self, session_id: str) -> bool:
-        return bool(await self._run(ops.delete_op(self.layout, session_id)))
+        return await self._run(ops.delete_op(self.layout, session_id))
 
     async def rename(self, old_id: str, new_id: str, now: float) -> None:
         await self._run(ops.rename_op(self.layout, old_id, new_id, now))
 
     async def user_sessions(self, user_id: str, now: float) -> list[str]:
-        ids: list[str] = await self._run(ops.user_sessions_op(self.layout, user_id, now))
-        return ids
+        return await self._run(ops.user_sessions_op(self.layout, user_id, now))
 
     async def forget_user(self, user_id: str) -> int:
-        return int(await self._run(ops.forget_user_op(self.layout, user_id)))
+        return await self._run(ops.forget_user_op(self.layout, user_id))
 
     async def _header_keys(self) -> list[str]:
         async with afaults():
@@ -251,7 +232,7 @@ class AsyncRedisBackend:
 
     async def purge(self, now: float, progress: Progress | None = None) -> int:
         header_keys = await self._header_keys()
-        return int(await self._run(ops.purge_op(self.layout, header_keys, now, progress)))
+        return await self._run(ops.purge_op(self.layout, header_keys, now, progress))
 
     async def close(self) -> None:
         """Close this loop's client (other loops' clients close when their loops shut down)."""

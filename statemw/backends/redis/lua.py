@@ -58,84 +58,132 @@ end
 """
 
 # KEYS: h, m, v, x, parent h (or h again), [user index (standalone only)]
-# ARGV: see ops.commit_op for the order.
+# ARGV: see ops.commit_op for the order. A turn costs HMGET, HSET, RPUSH, PEXPIRE x2, PUBLISH:
+# the header's counters are read once and written back in the same HSET as the state keys, and
+# the reply is the new counters, never the whole header (O(what changed), not O(state)).
 COMMIT = (
     _COMMON
     + r"""
 local h, m, v, x, ph = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = tonumber(ARGV[1])
 local created_at, uid, expected, expires_at = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local replace_log, tokens, summary, summary_upto = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local replace_log, tokens, summary, summary_upto = ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9]
 local child_name, channel, pexpire, changed = ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local nset, ndel, napp, nvec = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]),
   tonumber(ARGV[17])
-local sid = ARGV[18]
+local sid, lead_appended = ARGV[18], tonumber(ARGV[19])
 
-local exists = redis.call('EXISTS', h) == 1
+local meta = redis.call('HMGET', h, '_v', '_ea', '_rev', '_mc', '_tt', '_lead', '_ca', '_x',
+  '_vec', '_sumupto')
+local live = meta[1] and ((not meta[2]) or tonumber(meta[2]) > now)
 local created = false
-if not live(h, now) then
+local rev, mc, tt, lead, ca, hasx, hasv, sumupto
+if not live then
   if created_at == '' then return {'NOTFOUND'} end
   if expected ~= '' and tonumber(expected) ~= 0 then return {'CONFLICT', '0'} end
-  if exists then redis.call('DEL', h, m, v, x) end
-  redis.call('HSET', h, '_v', '1', '_ca', created_at, '_rev', '0', '_mc', '0', '_tt', '0')
-  if uid ~= '' then redis.call('HSET', h, '_uid', uid) end
+  if meta[1] then redis.call('DEL', h, m, v, x) end
+  rev, mc, tt, lead, ca, hasx, hasv, sumupto = 0, 0, 0, 0, created_at, false, false, nil
   created = true
-elseif expected ~= '' then
-  local rev = redis.call('HGET', h, '_rev')
-  if tonumber(rev) ~= tonumber(expected) then return {'CONFLICT', rev} end
+else
+  rev, mc, tt = tonumber(meta[3]), tonumber(meta[4]), tonumber(meta[5])
+  lead, ca, hasx, hasv = meta[6] and tonumber(meta[6]), meta[7], meta[8], meta[9]
+  sumupto = meta[10] and tonumber(meta[10])
+  if expected ~= '' and rev ~= tonumber(expected) then return {'CONFLICT', tostring(rev)} end
 end
 
 -- state: drop expired keys, then deletes, then sets (last write wins per key)
-local dead = redis.call('ZRANGEBYSCORE', x, '-inf', ARGV[1])
-for _, key in ipairs(dead) do redis.call('HDEL', h, 's:' .. key) end
-if #dead > 0 then redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[1]) end
-local d = 19 + 3 * nset
+if hasx then
+  local dead = redis.call('ZRANGEBYSCORE', x, '-inf', ARGV[1])
+  for _, key in ipairs(dead) do redis.call('HDEL', h, 's:' .. key) end
+  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[1]) end
+end
+local d = 20 + 3 * nset
 for _ = 1, ndel do
   redis.call('HDEL', h, 's:' .. ARGV[d])
-  redis.call('ZREM', x, ARGV[d])
+  if hasx then redis.call('ZREM', x, ARGV[d]) end
   d = d + 1
 end
-local s = 19
+local fields = {}
+local s = 20
 for _ = 1, nset do
-  redis.call('HSET', h, 's:' .. ARGV[s], ARGV[s + 1])
-  if ARGV[s + 2] ~= '' then redis.call('ZADD', x, ARGV[s + 2], ARGV[s])
-  else redis.call('ZREM', x, ARGV[s]) end
+  fields[#fields + 1] = 's:' .. ARGV[s]
+  fields[#fields + 1] = ARGV[s + 1]
+  if ARGV[s + 2] ~= '' then
+    redis.call('ZADD', x, ARGV[s + 2], ARGV[s])
+    hasx = '1'
+  elseif hasx then
+    redis.call('ZREM', x, ARGV[s])
+  end
   s = s + 3
 end
 
 -- messages
 if replace_log == '1' then
   redis.call('DEL', m, v)
-  redis.call('HSET', h, '_mc', '0', '_tt', '0')
-  redis.call('HDEL', h, '_sum', '_sumupto')
+  mc, tt, lead, hasv, sumupto = 0, 0, 0, false, nil
+  redis.call('HDEL', h, '_sum', '_sumupto', '_vec')
 end
+if lead and lead >= mc and mc < 8 then lead = math.min(mc + math.min(lead_appended, napp), 8) end
 local a = d
 local left = napp
 while left > 0 do
   local take = math.min(left, 1000)
-  redis.call('RPUSH', m, unpack(ARGV, a, a + take - 1))
+  mc = redis.call('RPUSH', m, unpack(ARGV, a, a + take - 1))
   a = a + take
   left = left - take
 end
-if napp > 0 then redis.call('HINCRBY', h, '_mc', napp) end
-if tonumber(tokens) ~= 0 then redis.call('HINCRBY', h, '_tt', tokens) end
-if summary ~= '' then
-  local cur = redis.call('HGET', h, '_sumupto')
-  if (not cur) or tonumber(summary_upto) >= tonumber(cur) then
-    redis.call('HSET', h, '_sum', summary, '_sumupto', summary_upto)
+tt = tt + tokens
+if summary ~= '' and ((not sumupto) or tonumber(summary_upto) >= sumupto) then
+  fields[#fields + 1] = '_sum'
+  fields[#fields + 1] = summary
+  fields[#fields + 1] = '_sumupto'
+  fields[#fields + 1] = summary_upto
+end
+if nvec > 0 then
+  local vecs = {}
+  for _ = 1, nvec do
+    vecs[#vecs + 1] = ARGV[a]
+    vecs[#vecs + 1] = ARGV[a + 1]
+    a = a + 2
   end
-end
-for _ = 1, nvec do
-  redis.call('HSET', v, ARGV[a], ARGV[a + 1])
-  a = a + 2
+  redis.call('HSET', v, unpack(vecs))
+  hasv = '1'
 end
 
-redis.call('HSET', h, '_ua', ARGV[1])
-if expires_at ~= '' then redis.call('HSET', h, '_ea', expires_at)
-else redis.call('HDEL', h, '_ea') end
-local rev = redis.call('HINCRBY', h, '_rev', 1)
+rev = rev + 1
+for _, f in ipairs({'_v', '1', '_ca', ca, '_rev', rev, '_mc', mc, '_tt', tt, '_ua', ARGV[1]}) do
+  fields[#fields + 1] = f
+end
+if lead then
+  fields[#fields + 1] = '_lead'
+  fields[#fields + 1] = lead
+end
+if hasx then
+  fields[#fields + 1] = '_x'
+  fields[#fields + 1] = '1'
+end
+if hasv then
+  fields[#fields + 1] = '_vec'
+  fields[#fields + 1] = '1'
+end
+if created and uid ~= '' then
+  fields[#fields + 1] = '_uid'
+  fields[#fields + 1] = uid
+end
+if expires_at ~= '' then
+  fields[#fields + 1] = '_ea'
+  fields[#fields + 1] = expires_at
+elseif meta[2] then
+  redis.call('HDEL', h, '_ea')
+end
+local f = 1
+while f <= #fields do
+  local last = math.min(f + 7999, #fields)
+  redis.call('HSET', h, unpack(fields, f, last))
+  f = last + 1
+end
 
-if created and not exists then
+if created and not meta[1] then
   if child_name ~= '' then
     if redis.call('EXISTS', ph) == 1 then
       local ch = redis.call('HGET', ph, '_ch')
@@ -149,38 +197,40 @@ if created and not exists then
   end
 end
 
-for _, key in ipairs({h, m, v, x}) do
+local keys = {h, m}
+if hasv then keys[#keys + 1] = v end
+if hasx then keys[#keys + 1] = x end
+for _, key in ipairs(keys) do
   if pexpire ~= '' then redis.call('PEXPIRE', key, pexpire)
   else redis.call('PERSIST', key) end
 end
-local mc = redis.call('HGET', h, '_mc')
 redis.call('PUBLISH', channel, rev .. '\n' .. mc .. '\n' .. changed)
-return {'OK', created and '1' or '0', redis.call('HGETALL', h)}
+return {'OK', created and '1' or '0', rev, mc, tt, ca, lead or ''}
 """
 )
 
 # KEYS: h, m, parents' h (nearest first). ARGV: now, window, user key base ('' in cluster mode)
-LOAD = (
-    _COMMON
-    + r"""
+LOAD = r"""
 local h, m = KEYS[1], KEYS[2]
-if not live(h, tonumber(ARGV[1])) then return false end
+local meta = redis.call('HMGET', h, '_v', '_ea', '_mc', '_sumupto', '_lead', '_uid')
+if (not meta[1]) or (meta[2] and tonumber(meta[2]) <= tonumber(ARGV[1])) then return false end
 local header = redis.call('HGETALL', h)
-local meta = redis.call('HMGET', h, '_mc', '_sumupto', '_uid')
-local count = tonumber(meta[1])
-local start = math.max(count - tonumber(ARGV[2]), tonumber(meta[2] or '0'), 0)
+local count = tonumber(meta[3])
+local start = math.max(count - tonumber(ARGV[2]), tonumber(meta[4] or '0'), 0)
 local window = {}
 if count > start then window = redis.call('LRANGE', m, start, count - 1) end
+local lead = {}
+local nlead = math.min(tonumber(meta[5] or '0'), start)
+if nlead > 0 then lead = redis.call('LRANGE', m, 0, nlead - 1) end
 local parents = {}
 for k = 3, #KEYS do parents[#parents + 1] = redis.call('HGETALL', KEYS[k]) end
 local user = false
-if ARGV[3] ~= '' and meta[3] then
-  local uk = '~u:' .. meta[3]
+if ARGV[3] ~= '' and meta[6] then
+  local uk = '~u:' .. meta[6]
   user = redis.call('HGETALL', ARGV[3] .. '{' .. uk .. '}:h:' .. uk)
 end
-return {header, start, window, parents, user}
+return {header, start, window, parents, user, lead}
 """
-)
 
 # KEYS: h, parent h (or h again), [user index]. ARGV: sid, key base, child name ('' for a root)
 DELETE = (

@@ -1,23 +1,25 @@
 """The Redis backend's logic, free of I/O: key names, script arguments, result parsing.
 
-Each operation is a generator that yields the calls it needs (a script, a command, a pipeline)
-and receives their replies; `redis.py` drives it with the sync client or the async one. So the
-sync and async backends differ only by `await`, and every decision lives here once.
+Each operation is a flow (statemw._drive) that yields the calls it needs (a script, a command, a
+pipeline) and receives their replies; client.py drives it with the sync client or the async one.
+So the sync and async backends differ only by `await`, and every decision lives here once.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias, TypeVar
 
+from statemw._drive import Flow, Step
 from statemw.backends.base import Progress
 from statemw.changes import Change
 from statemw.codec import pack, unpack
 from statemw.errors import ConflictError, CorruptRecord, SessionNotFound
 from statemw.records import (
     USER_PREFIX,
+    Committed,
     Delta,
     Entry,
     SessionHeader,
@@ -36,8 +38,35 @@ VECTOR_RANGE_READ = 1024
 """read_vectors names up to this many positions (HMGET); a wider range reads the whole hash."""
 
 
+T = TypeVar("T")
+
+
+class Caller(Protocol):
+    """What carries out a call: the sync shell in client.py."""
+
+    def call(self, call: RedisStep) -> Any: ...
+
+
+class AsyncCaller(Protocol):
+    """The async shell in client.py."""
+
+    async def call(self, call: RedisStep) -> Any: ...
+
+
+class RedisStep(Step[Caller, AsyncCaller, Any]):
+    """A call an operation yields; the shell given to the driver sends it to Redis."""
+
+    __slots__ = ()
+
+    def run(self, io: Caller) -> Any:
+        return io.call(self)
+
+    async def arun(self, aio: AsyncCaller) -> Any:
+        return await aio.call(self)
+
+
 @dataclass(frozen=True, slots=True)
-class Script:
+class Script(RedisStep):
     """Run one of lua.SCRIPTS by name."""
 
     name: str
@@ -46,21 +75,22 @@ class Script:
 
 
 @dataclass(frozen=True, slots=True)
-class Command:
+class Command(RedisStep):
     """One plain Redis command."""
 
     args: tuple[str | bytes | int | float, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Pipeline:
+class Pipeline(RedisStep):
     """Several commands in one round trip (not a transaction; reads only)."""
 
     commands: list[Command]
 
 
 Call: TypeAlias = Script | Command | Pipeline
-Op: TypeAlias = Generator[Call, Any, Any]
+Op: TypeAlias = Flow[Caller, AsyncCaller, T]
+"""An operation: yields calls, returns a T."""
 
 
 def tag(session_id: str) -> str:
@@ -154,6 +184,7 @@ def parse_header(
         ea = fields.get("_ea")
         uid = fields.get("_uid")
         ch = fields.get("_ch")
+        lead = fields.get("_lead")
         return SessionHeader(
             session_id=session_id,
             user_id=None if uid is None else text_of(uid),
@@ -166,6 +197,7 @@ def parse_header(
             summary=summary,
             children=[] if ch is None else text_of(ch).split("/"),
             state=state,
+            lead=None if lead is None else int(lead),
         )
     except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
         raise CorruptRecord(session_id, f"bad header ({exc})") from exc
@@ -181,7 +213,7 @@ def live_header(session_id: str, flat: Sequence[bytes] | None, now: float) -> Se
 # -- operations ----------------------------------------------------------------------------------
 
 
-def commit_op(layout: KeyLayout, delta: Delta) -> Op:
+def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
     """A save in one script: the same merge as records.apply_delta, done where the data is."""
     sid = delta.session_id
     now = delta.now
@@ -219,6 +251,7 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op:
         len(delta.append),
         len(delta.vectors),
         sid,
+        delta.lead_appended,
     ]
     for key, entry in delta.set.items():
         args += [
@@ -246,16 +279,16 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op:
         raise SessionNotFound(sid)
     if status == "CONFLICT":
         raise ConflictError(sid, delta.expected_revision or 0, int(reply[1]))
-    header = parse_header(sid, reply[2])
-    if header is None:  # pragma: no cover - the script just wrote it
-        raise CorruptRecord(sid, "header vanished during commit")
+    created_at = float(reply[5])
     if index and layout.cluster and reply[1] == b"1":
-        yield Script("index_add", [layout.user_index(uid)], [sid, _num(header.created_at)])
-    header.state = header.live_state(now)
-    return header
+        yield Script("index_add", [layout.user_index(uid)], [sid, _num(created_at)])
+    lead = reply[6]
+    return Committed(
+        int(reply[2]), int(reply[3]), int(reply[4]), created_at, int(lead) if lead else None
+    )
 
 
-def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op:
+def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[Snapshot | None]:
     parents = parent_ids(session_id) if not session_id.startswith(USER_PREFIX) else []
     reply = yield Script(
         "load",
@@ -282,15 +315,15 @@ def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op:
         else:
             flat = reply[4] or None
         user = parse_header(uid, flat)
-    return Snapshot(header, int(reply[1]), list(reply[2]), parent_headers, user)
+    return Snapshot(header, int(reply[1]), list(reply[2]), parent_headers, user, list(reply[5]))
 
 
-def read_header_op(layout: KeyLayout, session_id: str, now: float) -> Op:
+def read_header_op(layout: KeyLayout, session_id: str, now: float) -> Op[SessionHeader | None]:
     flat = yield Command(("HGETALL", layout.header(session_id)))
     return live_header(session_id, flat, now)
 
 
-def read_messages_op(layout: KeyLayout, session_id: str, start: int, stop: int) -> Op:
+def read_messages_op(layout: KeyLayout, session_id: str, start: int, stop: int) -> Op[list[bytes]]:
     start = max(start, 0)
     if stop <= start:
         return []
@@ -298,7 +331,9 @@ def read_messages_op(layout: KeyLayout, session_id: str, start: int, stop: int) 
     return list(reply)
 
 
-def read_vectors_op(layout: KeyLayout, session_id: str, start: int, stop: int) -> Op:
+def read_vectors_op(
+    layout: KeyLayout, session_id: str, start: int, stop: int
+) -> Op[dict[int, bytes]]:
     if stop <= start:
         return {}
     start = max(start, 0)
@@ -311,7 +346,7 @@ def read_vectors_op(layout: KeyLayout, session_id: str, start: int, stop: int) -
     return {position: v for position, v in pairs if start <= position < stop}
 
 
-def delete_op(layout: KeyLayout, session_id: str) -> Op:
+def delete_op(layout: KeyLayout, session_id: str) -> Op[bool]:
     is_user = session_id.startswith(USER_PREFIX)
     child_name = session_id.rsplit("/", 1)[1] if "/" in session_id and not is_user else ""
     parent = session_id.rsplit("/", 1)[0] if child_name else session_id
@@ -328,7 +363,7 @@ def delete_op(layout: KeyLayout, session_id: str) -> Op:
     return True
 
 
-def rename_op(layout: KeyLayout, old_id: str, new_id: str, now: float) -> Op:
+def rename_op(layout: KeyLayout, old_id: str, new_id: str, now: float) -> Op[None]:
     if not layout.cluster:
         key_list = [layout.header(old_id), layout.header(new_id)]
         uid = yield Command(("HGET", layout.header(old_id), "_uid"))
@@ -368,7 +403,7 @@ def rename_op(layout: KeyLayout, old_id: str, new_id: str, now: float) -> Op:
     return None
 
 
-def user_sessions_op(layout: KeyLayout, user_id: str, now: float) -> Op:
+def user_sessions_op(layout: KeyLayout, user_id: str, now: float) -> Op[list[str]]:
     ids = [text_of(s) for s in (yield Command(("ZRANGE", layout.user_index(user_id), 0, -1)))]
     if not ids:
         return []
@@ -383,7 +418,7 @@ def user_sessions_op(layout: KeyLayout, user_id: str, now: float) -> Op:
     ]
 
 
-def forget_user_op(layout: KeyLayout, user_id: str) -> Op:
+def forget_user_op(layout: KeyLayout, user_id: str) -> Op[int]:
     index = layout.user_index(user_id)
     ids = [text_of(s) for s in (yield Command(("ZRANGE", index, 0, -1)))]
     removed = 0
@@ -396,7 +431,7 @@ def forget_user_op(layout: KeyLayout, user_id: str) -> Op:
 
 def purge_op(
     layout: KeyLayout, header_keys: Sequence[str], now: float, progress: Progress | None = None
-) -> Op:
+) -> Op[int]:
     removed = 0
     for done, key in enumerate(header_keys, 1):
         if progress is not None:

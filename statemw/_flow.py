@@ -1,54 +1,85 @@
 """The request flow every web adapter shares, free of any framework and of I/O.
 
-open:   ask the keys for an id (or a user), load that session, else start a fresh one
-close:  save what the handler changed, then say which headers carry the id back
+open:    ask the keys for an id (or a user), load that session, else start a fresh one
+close:   when the response starts: save what the handler changed, and say which headers carry
+         the id back
+finish:  when the response ends: save what a streamed body added
 
-The store calls are steps a generator yields; `run` (sync) and `arun` (async) carry them out, so
-ASGI, WSGI, Flask and the decorator share one flow and differ only by `await`.
+The store calls are steps a flow yields (statemw._drive), carried out on the Store by `run`
+(blocking) or `arun` (awaited), so ASGI, WSGI, Flask and the decorator share one flow.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeAlias, TypeVar
 
+from statemw._drive import Flow, Step, adrive, ask, drive
 from statemw.errors import ConfigurationError, SessionNotFound
 from statemw.keys import Cookie, Header, IdSource, Incoming, SigningSecret
 from statemw.session import Session
 from statemw.store import Store, default_store
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 logger = logging.getLogger("statemw")
 
+RequestFlow: TypeAlias = Flow[Store, Store, T]
+"""A request's session handling written once: yields steps the Store carries out."""
 
-@dataclass(slots=True)
-class Get:
+
+class StoreCall(Step[Store, Store, R]):
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GetSession(StoreCall[Session | None]):
     session_id: str
 
+    def run(self, io: Store) -> Session | None:
+        return io.get(self.session_id)
 
-@dataclass(slots=True)
-class Current:
+    async def arun(self, aio: Store) -> Session | None:
+        return await aio.aget(self.session_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentSessionId(StoreCall[str | None]):
     """The user's most recent live session id, or None."""
 
     user_id: str
 
+    def run(self, io: Store) -> str | None:
+        return io.current_session_id(self.user_id)
 
-@dataclass(slots=True)
-class Create:
+    async def arun(self, aio: Store) -> str | None:
+        return await aio.acurrent_session_id(self.user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSession(StoreCall[Session]):
     user_id: str | None
     session_id: str | None = None
 
+    def run(self, io: Store) -> Session:
+        return io.create(self.user_id, session_id=self.session_id)
 
-@dataclass(slots=True)
-class Save:
+    async def arun(self, aio: Store) -> Session:
+        return await aio.acreate(self.user_id, session_id=self.session_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SaveSession(StoreCall[None]):
     session: Session
 
+    def run(self, io: Store) -> None:
+        io.save(self.session)
 
-Step = Get | Current | Create | Save
-Flow = Generator[Step, Any, T]
+    async def arun(self, aio: Store) -> None:
+        await aio.asave(self.session)
 
 
 @dataclass(slots=True)
@@ -62,8 +93,8 @@ class Binding:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-class Manager:
-    """Configuration and flow shared by the adapters: a store, keys, and a fallback secret."""
+class Requests:
+    """What the adapters share: a store, the keys, a fallback secret, and the request flow."""
 
     def __init__(
         self,
@@ -97,28 +128,28 @@ class Manager:
 
     # -- the flow (pure generators) --------------------------------------------------------------
 
-    def open_flow(self, incoming: Incoming) -> Flow[Binding]:
+    def open_flow(self, incoming: Incoming) -> RequestFlow[Binding]:
         for key in self.keys:
             found = key.find(incoming)
             if found is None:
                 continue
             session_id = found.session_id
             if found.user_id is not None:
-                session_id = yield Current(found.user_id)
+                session_id = yield from ask(CurrentSessionId(found.user_id))
                 if session_id is None:
-                    session = yield Create(found.user_id)
-                    return Binding(session, incoming, None, None)
+                    created = yield from ask(CreateSession(found.user_id))
+                    return Binding(created, incoming, None, None)
             assert session_id is not None
-            session = yield Get(session_id)
-            if session is not None and (found.user_id is None or session.user_id == found.user_id):
-                return Binding(session, incoming, key if key.carrier else None, session.id)
+            loaded = yield from ask(GetSession(session_id))
+            if loaded is not None and (found.user_id is None or loaded.user_id == found.user_id):
+                return Binding(loaded, incoming, key if key.carrier else None, loaded.id)
             # an unknown, expired or deleted id: never adopted, try the next key
-        session = yield Create(None)
-        return Binding(session, incoming, None, None)
+        fresh = yield from ask(CreateSession(None))
+        return Binding(fresh, incoming, None, None)
 
     def close_flow(
         self, binding: Binding, *, streaming: bool = False
-    ) -> Flow[list[tuple[str, str]]]:
+    ) -> RequestFlow[list[tuple[str, str]]]:
         """Save when the response starts; the headers that carry the id back.
 
         `streaming`: the body is still to come (no Content-Length), so a new session that is
@@ -127,7 +158,7 @@ class Manager:
         headers: list[tuple[str, str]] = []
         if binding.incoming is None:
             if session.modified:
-                yield Save(session)
+                yield from ask(SaveSession(session))
             return headers
         # the response may depend on the session whenever the request brought one (or wrote one)
         used = session.accessed or binding.loaded_id is not None or session.modified
@@ -135,7 +166,7 @@ class Manager:
             headers.append(("vary", "Cookie"))
         if session.modified:
             try:
-                yield Save(session)
+                yield from ask(SaveSession(session))
             except SessionNotFound:
                 # deleted elsewhere (another device's "forget me") while this request ran:
                 # it stays deleted; this client starts over
@@ -148,21 +179,21 @@ class Manager:
             return headers + self._echo(binding)
         return headers + self._carry(binding, session.id)
 
-    def finish_flow(self, binding: Binding) -> Flow[None]:
+    def finish_flow(self, binding: Binding) -> RequestFlow[None]:
         """Save again when the response ends (a streamed body, a background task), if modified."""
         session = binding.session
         if session.modified:
             try:
-                yield Save(session)
+                yield from ask(SaveSession(session))
             except SessionNotFound:
                 logger.warning("statemw: a session deleted elsewhere was not saved at response end")
 
-    def named_flow(self, session_id: str) -> Flow[Session]:
+    def named_flow(self, session_id: str) -> RequestFlow[Session]:
         """A server-side session named by the caller, created on first use."""
-        session = yield Get(session_id)
+        session = yield from ask(GetSession(session_id))
         if session is None:
-            session = yield Create(None, session_id)
-        return session  # type: ignore[no-any-return]
+            session = yield from ask(CreateSession(None, session_id))
+        return session
 
     def _carry(self, binding: Binding, session_id: str | None) -> list[tuple[str, str]]:
         """Send the id (None: clear it) by the key that brought it, else by every carrier."""
@@ -181,53 +212,11 @@ class Manager:
 
     # -- runners -----------------------------------------------------------------------------------
 
-    def _do(self, step: Step) -> Any:
-        store = self.store
-        if isinstance(step, Get):
-            return store.get(step.session_id)
-        if isinstance(step, Current):
-            return store.current_session_id(step.user_id)
-        if isinstance(step, Create):
-            return store.create(step.user_id, session_id=step.session_id)
-        store.save(step.session)  # the flows yield Save only for a modified session
-        return None
+    def run(self, flow: RequestFlow[T]) -> T:
+        return drive(flow, self.store)
 
-    async def _ado(self, step: Step) -> Any:
-        store = self.store
-        if isinstance(step, Get):
-            return await store.aget(step.session_id)
-        if isinstance(step, Current):
-            return await store.acurrent_session_id(step.user_id)
-        if isinstance(step, Create):
-            return await store.acreate(step.user_id, session_id=step.session_id)
-        await store.asave(step.session)
-        return None
-
-    def run(self, flow: Flow[T]) -> T:
-        try:
-            step = next(flow)
-            while True:
-                try:
-                    result = self._do(step)
-                except Exception as exc:
-                    step = flow.throw(exc)
-                else:
-                    step = flow.send(result)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-
-    async def arun(self, flow: Flow[T]) -> T:
-        try:
-            step = next(flow)
-            while True:
-                try:
-                    result = await self._ado(step)
-                except Exception as exc:
-                    step = flow.throw(exc)
-                else:
-                    step = flow.send(result)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+    async def arun(self, flow: RequestFlow[T]) -> T:
+        return await adrive(flow, self.store)
 
     def open(self, incoming: Incoming) -> Binding:
         return self.run(self.open_flow(incoming))
