@@ -60,7 +60,7 @@ class _RequestSession:
     async def finish(self) -> None:
         """Save what changed after the response started; shielded, so a disconnect that
         cancels the stream does not cancel the save of what it produced."""
-        if self.binding is not None:
+        if self.binding is not None and self.binding.session.modified:
             with anyio.CancelScope(shield=True):
                 if not await self.requests.afinish(self.binding):
                     self.binding = None  # logged; not retried

@@ -32,12 +32,14 @@ def to_raw(messages: Sequence[Message]) -> list[Message]:
 
 
 def to_openai(messages: Sequence[Message]) -> list[Message]:
-    """OpenAI chat messages; the summary is a system message named "summary"."""
+    """OpenAI chat messages (copies); the summary is a system message named "summary"."""
     out = []
     for message in messages:
-        copy = {k: v for k, v in message.items() if k != "summary"}
-        copy["role"] = _role(message)
-        if message.get("summary") is True:
+        copy = dict(message)
+        role = copy["role"]
+        if role in ROLE_ALIASES:
+            copy["role"] = ROLE_ALIASES[role]
+        if "summary" in copy and copy.pop("summary") is True:
             copy["name"] = "summary"
         out.append(copy)
     return out

@@ -7,7 +7,7 @@ its token count and time live beside it in the record, never inside it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, overload
 
 from statemw.errors import InvalidValue
@@ -15,13 +15,76 @@ from statemw.errors import InvalidValue
 Message = dict[str, Any]
 
 
+_NONE: frozenset[str] = frozenset()
+
+
+def tool_call_ids(message: Mapping[str, Any]) -> frozenset[str]:
+    """Ids of the tool calls a message makes (OpenAI tool_calls or Anthropic tool_use blocks)."""
+    calls = message.get("tool_calls")
+    content = message.get("content")
+    if not calls and type(content) is not list:
+        return _NONE
+    ids = {str(c.get("id")) for c in calls or () if isinstance(c, Mapping)}
+    if isinstance(content, list):
+        ids |= {
+            str(b.get("id"))
+            for b in content
+            if isinstance(b, Mapping) and b.get("type") == "tool_use"
+        }
+    return frozenset(ids)
+
+
+def tool_result_ids(message: Mapping[str, Any]) -> frozenset[str]:
+    """Ids of the tool calls a message answers (role "tool", or tool_result blocks)."""
+    content = message.get("content")
+    is_tool = message.get("role") == "tool"
+    if not is_tool and type(content) is not list:
+        return _NONE
+    ids: set[str] = {str(message.get("tool_call_id"))} if is_tool else set()
+    if isinstance(content, list):
+        ids |= {
+            str(b.get("tool_use_id"))
+            for b in content
+            if isinstance(b, Mapping) and b.get("type") == "tool_result"
+        }
+    return frozenset(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """What a message is to the window: the calls it makes, the calls it answers, system or not."""
+
+    calls: frozenset[str]
+    answers: frozenset[str]
+    system: bool
+
+
+_PLAIN = Kind(_NONE, _NONE, False)
+_SYSTEM = Kind(_NONE, _NONE, True)
+
+
+def kind_of(message: Mapping[str, Any]) -> Kind:
+    """What a message is to a context window (statemw.window)."""
+    calls, answers = tool_call_ids(message), tool_result_ids(message)
+    if calls or answers:
+        return Kind(calls, answers, False)
+    return _SYSTEM if message.get("role") == "system" else _PLAIN
+
+
 @dataclass(slots=True)
 class MessageRecord:
-    """One logged message with what statemw knows about it."""
+    """One logged message with what statemw knows about it. `kind`: what the message is to a
+    context window (statemw.window), worked out on first use and kept."""
 
     message: Message
     tokens: int
     created_at: float
+    kind: Kind | None = field(default=None, compare=False, repr=False)
+
+    def classify(self) -> Kind:
+        """This message's kind, worked out once and kept."""
+        self.kind = kind_of(self.message)
+        return self.kind
 
     def to_wire(self) -> list[Any]:
         return [self.message, self.tokens, self.created_at]
@@ -86,15 +149,30 @@ class MessageLog(Sequence[Message]):
     def __len__(self) -> int:
         return self.stored + len(self.appended)
 
+    @property
+    def loaded_from(self) -> int:
+        """Messages from this position on are at hand: reading them needs no I/O."""
+        return self.start
+
     def records(self, start: int, stop: int) -> list[MessageRecord]:
         """Records [start, stop), fetching what is not loaded in one read."""
         start, stop = max(start, 0), min(stop, len(self))
         if start >= stop:
             return []
+        if start >= self.start and stop <= self.stored:  # all in the loaded window
+            return self._window(start - self.start, stop - self.start)
         need = self.missing(start, stop)
         if need is not None:
             self.cache(need[0], self._fetch(*need))
         return [self._at(i) for i in range(start, stop)]
+
+    def _window(self, lo: int, hi: int) -> list[MessageRecord]:
+        """Window items [lo, hi), each decoded on its first read."""
+        window = self.window
+        for j in range(lo, hi):
+            if type(window[j]) is bytes:
+                window[j] = self._decode(window[j])  # type: ignore[arg-type]
+        return window[lo:hi]  # type: ignore[return-value]
 
     def cache(self, start: int, records: list[MessageRecord]) -> None:
         for i, record in enumerate(records, start):

@@ -17,7 +17,7 @@ from statemw.backends.base import ReadMessages, ReadVectors, StoreFlow
 from statemw.errors import InvalidValue, LimitExceeded, StateError
 from statemw.formats import shape
 from statemw.ids import check_child_name
-from statemw.messages import Message, MessageLog, MessageRecord, make_message
+from statemw.messages import Message, MessageLog, MessageRecord, make_message, tool_result_ids
 from statemw.records import (
     LEAD_SCAN,
     Committed,
@@ -30,7 +30,7 @@ from statemw.records import (
 )
 from statemw.state import TrackedState
 from statemw.tokens import message_text
-from statemw.window import Item, Options, plan, tool_result_ids
+from statemw.window import Options, plan
 
 if TYPE_CHECKING:
     from statemw.store import Store
@@ -562,6 +562,7 @@ class Session(_Saved):
             lambda start, stop: self._vectors(start, stop, options.embed),
             summary_tokens=0 if summary is None else summary.tokens,
             lead=None if self._log.replaced else self._lead,
+            loaded_from=self._log.loaded_from,
         )
         return self._shape(items, format)
 
@@ -589,9 +590,10 @@ class Session(_Saved):
                     )
         return known
 
-    def _shape(self, items: list[Item], format: str) -> Any:
-        """The system prompt, then the summary (marked as one), then the chosen messages."""
-        messages = [dict(i.message) for i in items]
+    def _shape(self, items: list[MessageRecord], format: str) -> Any:
+        """The system prompt, then the summary (marked as one), then the chosen messages, as
+        copies in the asked format (the stored dicts are never handed out)."""
+        messages = [i.message for i in items]
         summary = self.summary_message()
         if summary is not None:
             at = next(

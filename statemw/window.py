@@ -1,6 +1,6 @@
 """Context windows: which part of a conversation goes to the model.
 
-Strategies are small objects over pure data (messages with their stored token counts):
+Strategies are small objects over pure data (message groups with their stored token counts):
 
     LastN(10)                      the last 10 messages
     TokenBudget(4000)              the newest messages that fit in 4,000 tokens
@@ -9,105 +9,70 @@ Strategies are small objects over pure data (messages with their stored token co
 Rules every strategy keeps:
 - a tool call and its results are one group, kept or dropped together, and a tool result whose
   call is gone is never sent (history never starts with an orphaned tool result);
-- the leading system prompt stays (even when it was summarized away), and so do system messages
-  within the window;
+- the leading system prompt stays (even when it was summarized away), and so does a system
+  message inside the span a strategy covers (it costs nothing of another message's share);
 - the summary of compacted messages stands first, marked as one;
 - when even the newest group exceeds the budget, it is still returned.
 
 Choosing what to read is a plan: a flow that reads ranges through the reader it is given, so
 `get_history` and `aget_history` share it (statemw._drive). It reads only what the strategy
 needs, newest first: `last=20` reads 21 messages, a 4,000-token budget reads back until the
-budget is spent; messages already loaded cost no I/O. A system message inside the span a strategy
-covers is kept with it (and costs nothing of the budget's share for other messages).
+budget is spent; messages already loaded cost no I/O. What a message is (a tool call, a result,
+a system message) is worked out once per loaded message and kept with it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from statemw.errors import InvalidValue
-from statemw.messages import Message, MessageRecord
+from statemw.messages import MessageRecord
 from statemw.records import LEAD_SCAN
 
 BUDGET_STEP = 16
-"""Messages read per step when a token budget walks back through older history."""
+"""Messages a token budget reads in its first step back through older history (then twice as
+many each step, so a long walk costs few reads)."""
+
+Group = tuple[int, int, int, bool]
+"""(start, stop, tokens, system): messages [start, stop) of a span, kept or dropped together (one
+message, or a tool call with the results that answer it), their tokens, and whether it is a
+system message. A plain tuple: a window makes one per message, so it must be cheap."""
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A message at its position in the log, with its stored token count."""
-
-    position: int
-    message: Message
-    tokens: int
-
-
-Group = tuple[Item, ...]
-
-
-def tool_call_ids(message: Mapping[str, Any]) -> set[str]:
-    """Ids of the tool calls a message makes (OpenAI tool_calls or Anthropic tool_use blocks)."""
-    ids = {str(c.get("id")) for c in message.get("tool_calls") or () if isinstance(c, Mapping)}
-    content = message.get("content")
-    if isinstance(content, list):
-        ids |= {
-            str(b.get("id"))
-            for b in content
-            if isinstance(b, Mapping) and b.get("type") == "tool_use"
-        }
-    return ids
-
-
-def tool_result_ids(message: Mapping[str, Any]) -> set[str]:
-    """Ids of the tool calls a message answers (role "tool", or tool_result blocks)."""
-    ids: set[str] = set()
-    if message.get("role") == "tool":
-        ids.add(str(message.get("tool_call_id")))
-    content = message.get("content")
-    if isinstance(content, list):
-        ids |= {
-            str(b.get("tool_use_id"))
-            for b in content
-            if isinstance(b, Mapping) and b.get("type") == "tool_result"
-        }
-    return ids
-
-
-def group(items: Iterable[Item]) -> list[Group]:
+def group(entries: Sequence[MessageRecord]) -> list[Group]:
     """Split messages into indivisible groups; orphaned tool results are left out."""
     groups: list[Group] = []
-    current: list[Item] = []
-    open_ids: set[str] = set()
-    for item in items:
-        answers = tool_result_ids(item.message)
-        if answers and current and answers & open_ids:
-            current.append(item)
-            continue
-        if current:
-            groups.append(tuple(current))
-            current, open_ids = [], set()
-        if answers:
+    append = groups.append
+    start = -1  # an open tool group's first index, or -1
+    tokens = 0
+    open_ids: frozenset[str] = frozenset()
+    for i, entry in enumerate(entries):
+        kind = entry.kind or entry.classify()
+        if kind.answers:
+            if start >= 0 and kind.answers & open_ids:
+                tokens += entry.tokens
+                continue
+            if start >= 0:
+                append((start, i, tokens, False))
+                start = -1
             continue  # a result whose call is not here: never sent
-        calls = tool_call_ids(item.message)
-        if calls:
-            current, open_ids = [item], calls
+        if start >= 0:
+            append((start, i, tokens, False))
+            start = -1
+        if kind.calls:
+            start, tokens, open_ids = i, entry.tokens, kind.calls
         else:
-            groups.append((item,))
-    if current:
-        groups.append(tuple(current))
+            append((i, i + 1, entry.tokens, kind.system))
+    if start >= 0:
+        append((start, len(entries), tokens, False))
     return groups
 
 
-def size(groups: Iterable[Group]) -> int:
-    return sum(i.tokens for g in groups for i in g)
-
-
-def is_system(g: Group) -> bool:
-    """A system message is never part of a tool group, so it stands alone."""
-    return len(g) == 1 and g[0].message.get("role") == "system"
+def size(groups: Sequence[Group]) -> int:
+    return sum(tokens for _, _, tokens, _ in groups)
 
 
 # -- strategies ----------------------------------------------------------------------------------
@@ -123,10 +88,11 @@ class LastN:
         chosen: list[Group] = []
         count = 0
         for g in reversed(groups):
-            if chosen and count + len(g) > self.n:
+            length = g[1] - g[0]
+            if chosen and count + length > self.n:
                 break
             chosen.append(g)
-            count += len(g)
+            count += length
         return chosen[::-1]
 
 
@@ -140,7 +106,7 @@ class TokenBudget:
         chosen: list[Group] = []
         total = reserved
         for g in reversed(groups):
-            tokens = size((g,))
+            tokens = g[2]
             if chosen and total + tokens > self.max_tokens:
                 break
             chosen.append(g)
@@ -157,16 +123,17 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 @dataclass(frozen=True, slots=True)
 class Relevant:
     """The newest group, then the `k` older groups most similar to the query, then the newest
-    groups that still fit; in original order and within `max_tokens` (None: no budget)."""
+    groups that still fit; in original order and within `max_tokens` (None: no budget).
+    `vectors` holds a vector per message, by its index in the span the groups cover."""
 
     query: Sequence[float]
-    vectors: Mapping[int, Sequence[float]]  # position -> vector
+    vectors: Mapping[int, Sequence[float]]
     k: int = 5
     max_tokens: int | None = None
 
     def score(self, g: Group) -> float:
         return max(
-            (cosine(self.query, self.vectors[i.position]) for i in g if i.position in self.vectors),
+            (cosine(self.query, self.vectors[i]) for i in range(g[0], g[1]) if i in self.vectors),
             default=-1.0,
         )
 
@@ -175,19 +142,19 @@ class Relevant:
             return []
         budget = math.inf if self.max_tokens is None else self.max_tokens
         chosen = {len(groups) - 1}
-        total = reserved + size((groups[-1],))
+        total = reserved + groups[-1][2]
         older = sorted(range(len(groups) - 1), key=lambda i: self.score(groups[i]), reverse=True)
         for i in older[: self.k]:
-            if total + size((groups[i],)) <= budget:
+            if total + groups[i][2] <= budget:
                 chosen.add(i)
-                total += size((groups[i],))
+                total += groups[i][2]
         for i in range(len(groups) - 2, -1, -1):  # then fill with the most recent
             if i in chosen:
                 continue
-            if total + size((groups[i],)) > budget or self.max_tokens is None:
+            if total + groups[i][2] > budget or self.max_tokens is None:
                 break
             chosen.add(i)
-            total += size((groups[i],))
+            total += groups[i][2]
         return [groups[i] for i in sorted(chosen)]
 
 
@@ -219,10 +186,6 @@ class Options:
             raise InvalidValue(f"k must be >= 0, got {self.k}")
 
 
-def _items(start: int, records: Sequence[MessageRecord]) -> list[Item]:
-    return [Item(start + i, r.message, r.tokens) for i, r in enumerate(records)]
-
-
 def plan(
     total: int,
     floor: int,
@@ -232,46 +195,49 @@ def plan(
     *,
     summary_tokens: int = 0,
     lead: int | None = None,
-) -> Generator[S, Any, list[Item]]:
+    loaded_from: int | None = None,
+) -> Generator[S, Any, list[MessageRecord]]:
     """Choose the messages to send from a log of `total` messages whose first `floor` are
     summarized, reading through `read(start, stop)`. `lead`: how many leading messages are the
-    system prompt (None: unknown, so the first LEAD_SCAN are read to find out)."""
+    system prompt (None: unknown, so the first LEAD_SCAN are read to find out). `loaded_from`:
+    messages from there on are at hand (no I/O), so a budget's first step takes them all."""
     if lead is None:
         head = yield from read(0, min(LEAD_SCAN, total))
         lead = next((i for i, r in enumerate(head) if r.message.get("role") != "system"), len(head))
-    pinned = _items(0, (yield from read(0, lead))) if lead else []
+    pinned = (yield from read(0, lead)) if lead else []
     floor = max(floor, lead)
-    reserved = summary_tokens + sum(i.tokens for i in pinned)
+    reserved = summary_tokens + sum(r.tokens for r in pinned)
     if options.last == 0:
         return pinned
 
     semantic = options.relevant_to is not None
     if options.last is not None and not semantic:
         start = max(floor, total - options.last - 1)
-        items = _items(start, (yield from read(start, total)))
+        span = yield from read(start, total)
     elif options.max_tokens is not None and not semantic:
-        start, items, spent = total, [], reserved
-        while start > floor and (not items or spent <= options.max_tokens):
-            lo = max(floor, start - BUDGET_STEP)
-            items[:0] = _items(lo, (yield from read(lo, start)))
-            spent += sum(i.tokens for i in items[: start - lo])
-            start = lo
+        start, span, spent, step = total, [], reserved, BUDGET_STEP
+        while start > floor and (not span or spent <= options.max_tokens):
+            lo = max(floor, min(start - step, total if loaded_from is None else loaded_from))
+            more = yield from read(lo, start)
+            spent += sum([r.tokens for r in more])
+            span, start, step = more + span, lo, step * 2
     else:  # everything since the summary: semantic selection scores it all
         start = floor
-        items = _items(start, (yield from read(start, total)))
-    while start > floor and items and tool_result_ids(items[0].message):
+        span = yield from read(start, total)
+    while start > floor and span and (span[0].kind or span[0].classify()).answers:
         lo = max(floor, start - BUDGET_STEP)  # mid-group: read back to the tool call
-        items[:0] = _items(lo, (yield from read(lo, start)))
+        span = (yield from read(lo, start)) + span
         start = lo
 
-    groups = group(items)
-    system = [g for g in groups if is_system(g)]
-    rest = [g for g in groups if not is_system(g)]
+    groups = group(span)
+    system = [g for g in groups if g[3]]
+    rest = [g for g in groups if not g[3]] if system else groups
     reserved += size(system)
     if semantic:
         assert options.embed is not None
         assert options.relevant_to is not None
-        vectors = yield from read_vectors(floor, total)
+        stored = yield from read_vectors(start, total)
+        vectors = {p - start: v for p, v in stored.items()}
         relevant = Relevant(
             options.embed(options.relevant_to), vectors, options.k, options.max_tokens
         )
@@ -280,5 +246,13 @@ def plan(
         rest = LastN(options.last).select(rest)
     if options.max_tokens is not None and not semantic:
         rest = TokenBudget(options.max_tokens).select(rest, reserved)
-    chosen = sorted([*system, *rest], key=lambda g: g[0].position)
-    return pinned + [i for g in chosen for i in g]
+    chosen = sorted([*system, *rest]) if system else rest
+    out = list(pinned)
+    run_start = run_stop = 0  # adjacent groups are sent as one slice of the span
+    for start_, stop, _, _ in chosen:
+        if start_ != run_stop:
+            out += span[run_start:run_stop]
+            run_start = start_
+        run_stop = stop
+    out += span[run_start:run_stop]
+    return out

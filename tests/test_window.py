@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemw import InvalidValue, Session, Store
-from statemw.window import Item, group, tool_call_ids, tool_result_ids
+from statemw.messages import MessageRecord, tool_call_ids, tool_result_ids
+from statemw.window import group
 
 
 @st.composite
@@ -99,9 +100,9 @@ def check_budget(session: Session, sent: list[dict[str, Any]], budget: int) -> N
 
 def newest_group(session: Session) -> list[dict[str, Any]]:
     """The last tool-call group or message that is not a system message."""
-    items = [Item(i, m, 0) for i, m in enumerate(session.messages)]
-    groups = [g for g in group(items) if g[0].message.get("role") != "system"]
-    return [dict(i.message) for i in groups[-1]] if groups else []
+    records = [MessageRecord(m, 0, 0.0) for m in session.messages]
+    groups = [(start, stop) for start, stop, _, system in group(records) if not system]
+    return [dict(r.message) for r in records[slice(*groups[-1])]] if groups else []
 
 
 @settings(max_examples=150, deadline=None)
