@@ -247,13 +247,3 @@ class Requests:
             logger.exception("statemw: saving the session at the end of the response failed")
             return False
         return True
-
-
-def parse_cookies(header: str) -> dict[str, str]:
-    """Cookie header -> dict, leniently (a malformed pair is skipped, never an error)."""
-    cookies: dict[str, str] = {}
-    for chunk in header.split(";"):
-        name, sep, value = chunk.partition("=")
-        if sep and name.strip():
-            cookies.setdefault(name.strip(), value.strip().strip('"'))
-    return cookies

@@ -26,7 +26,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from statemw._flow import Binding, Requests, parse_cookies
+from statemw._flow import Binding, Requests
 from statemw.errors import StateError, StoreUnavailable
 from statemw.keys import Cookie, IdSource, Incoming, SigningSecret
 from statemw.session import Session
@@ -67,13 +67,24 @@ class _RequestSession:
 
 
 def _incoming(scope: Scope) -> Incoming:
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    cookie = ""
+    for name, value in scope["headers"]:
+        if name == b"cookie":  # ASGI header names are lower-case
+            cookie = value.decode("latin-1") if not cookie else cookie + "; " + value.decode("latin-1")
     return Incoming(
-        cookies=parse_cookies(headers.get("cookie", "")),
-        headers=headers,
+        cookie_header=cookie,
+        header=lambda wanted: _header(scope, wanted),
         https=scope.get("scheme") in ("https", "wss"),
-        request=HTTPConnection(scope),
+        request=lambda: HTTPConnection(scope),
     )
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.encode("latin-1")
+    for key, value in scope["headers"]:
+        if key == wanted:
+            return str(value.decode("latin-1"))
+    return None
 
 
 class StateMiddleware:

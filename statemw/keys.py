@@ -11,27 +11,69 @@ secret keys rotates (the first signs, all verify). A key source is pure logic: i
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import formatdate
+from datetime import timedelta
 from typing import Any, Literal, Protocol
 
 from itsdangerous import BadSignature, Signer, TimestampSigner
+from itsdangerous.encoding import base64_encode, int_to_bytes
 
 from statemw.errors import ConfigurationError, InvalidValue
 from statemw.ids import check_session_id
 
 SigningSecret = str | bytes | Sequence[str | bytes]
 
+REMEMBERED_VALUES = 4096
+"""Signed values a key remembers having issued or verified, so a cookie seen again costs a dict
+lookup instead of an HMAC. Only exact values that verified are remembered."""
 
-@dataclass(frozen=True, slots=True)
+
 class Incoming:
-    """What a key source sees of a request, whatever the framework."""
+    """What a key source sees of a request, whatever the framework; read on demand, so a request
+    pays only for what its keys look at."""
 
-    cookies: Mapping[str, str]
-    headers: Mapping[str, str]  # names lower-cased
-    https: bool
-    request: Any = None  # the framework's request, for UserID resolvers
+    __slots__ = ("_cookie_header", "_cookies", "_header", "_request", "https")
+
+    def __init__(
+        self,
+        *,
+        cookie_header: str,
+        header: Callable[[str], str | None],
+        https: bool,
+        request: Callable[[], Any],
+    ) -> None:
+        self._cookie_header = cookie_header
+        self._cookies: dict[str, str] | None = None
+        self._header = header
+        self._request = request
+        self.https = https
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        if self._cookies is None:
+            self._cookies = parse_cookies(self._cookie_header)
+        return self._cookies
+
+    def header(self, name: str) -> str | None:
+        """A request header by its name (any case)."""
+        return self._header(name.lower())
+
+    @property
+    def request(self) -> Any:
+        """The framework's request (Starlette Request, flask.request, the WSGI environ)."""
+        return self._request()
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """Cookie header -> dict, leniently (a malformed pair is skipped, never an error)."""
+    cookies: dict[str, str] = {}
+    for chunk in header.split(";"):
+        name, sep, value = chunk.partition("=")
+        if sep and name.strip():
+            cookies.setdefault(name.strip(), value.strip().strip('"'))
+    return cookies
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,46 +102,78 @@ class IdSource(Protocol):
         ...
 
 
-class _Secret:
-    """Signing keys whose repr never shows them (newest first, as statemw lists keys)."""
+class _Signing:
+    """Signs and verifies session ids with itsdangerous, built once per key source.
 
-    def __init__(self, keys: SigningSecret) -> None:
-        listed = [keys] if isinstance(keys, str | bytes) else list(keys)
+    Keys are given newest first (statemw's order); the newest signs, all verify. Values it issued
+    or verified are remembered (bounded), with their timestamps, so the same value costs no HMAC
+    the next time; a remembered value still expires after `max_age`.
+    """
+
+    def __init__(self, secret: SigningSecret, salt: str, *, timed: bool) -> None:
+        listed = [secret] if isinstance(secret, str | bytes) else list(secret)
         if not listed or not all(listed):
             raise ConfigurationError("secret_key must be a non-empty string or list of them")
-        # itsdangerous signs with the last key
-        self.newest_last = [k.encode() if isinstance(k, str) else k for k in reversed(listed)]
+        keys = [k.encode() if isinstance(k, str) else k for k in reversed(listed)]
+        self._timed = timed
+        self._signer = TimestampSigner(keys, salt=salt) if timed else Signer(keys, salt=salt)
+        self._known: dict[str, tuple[str, int]] = {}
 
     def __repr__(self) -> str:
-        return "Secret('**********')"
+        return "_Signing('**********')"
+
+    def sign(self, session_id: str) -> str:
+        now = int(time.time())
+        value = session_id.encode()
+        if self._timed:  # TimestampSigner.sign, with the timestamp kept
+            value += b"." + base64_encode(int_to_bytes(now))
+        signed = Signer.sign(self._signer, value).decode()
+        self._remember(signed, session_id, now)
+        return signed
+
+    def unsign(self, value: str, max_age: int | None) -> str | None:
+        """The id in a client's value, or None if it is tampered, expired or malformed."""
+        known = self._known.get(value)
+        if known is not None:
+            session_id, signed_at = known
+            if max_age is not None and time.time() - signed_at > max_age:
+                return None
+            return session_id
+        try:
+            if isinstance(self._signer, TimestampSigner):
+                raw, signed = self._signer.unsign(value, max_age=max_age, return_timestamp=True)
+                signed_at = int(signed.timestamp())
+            else:
+                raw, signed_at = self._signer.unsign(value), 0
+            session_id = check_session_id(raw.decode())
+        except (BadSignature, InvalidValue, UnicodeDecodeError):
+            return None
+        self._remember(value, session_id, signed_at)
+        return session_id
+
+    def _remember(self, value: str, session_id: str, signed_at: int) -> None:
+        known = self._known
+        if len(known) >= REMEMBERED_VALUES:
+            known.pop(next(iter(known)))
+        known[value] = (session_id, signed_at)
 
 
-def _signer(secret: _Secret | None, salt: str, timed: bool) -> Signer | None:
-    if secret is None:
+def _seconds(max_age: int | float | timedelta | None) -> int | None:
+    """max_age as whole seconds; a timedelta is accepted (Flask's PERMANENT_SESSION_LIFETIME)."""
+    if max_age is None:
         return None
-    cls = TimestampSigner if timed else Signer
-    return cls(secret.newest_last, salt=salt)
-
-
-def _session_id_from(value: str | None, signer: Signer | None, max_age: int | None) -> str | None:
-    """The id in a client's value, or None if it is missing, tampered, expired or malformed."""
-    if not value:
-        return None
-    try:
-        if signer is None:
-            raw = value
-        elif isinstance(signer, TimestampSigner):
-            raw = signer.unsign(value, max_age=max_age).decode()
-        else:
-            raw = signer.unsign(value).decode()
-        return check_session_id(raw)
-    except (BadSignature, InvalidValue, UnicodeDecodeError):
-        return None
+    if isinstance(max_age, timedelta):
+        return int(max_age.total_seconds())
+    if isinstance(max_age, bool) or not isinstance(max_age, int | float):
+        raise ConfigurationError(f"max_age must be seconds or a timedelta, got {max_age!r}")
+    return int(max_age)
 
 
 @dataclass(frozen=True)
 class Cookie:
-    """A signed session id in a cookie: HttpOnly, SameSite=Lax, Secure on https by default."""
+    """A signed session id in a cookie: HttpOnly, SameSite=Lax, Secure on https by default.
+
+    The Set-Cookie text is Starlette's SessionMiddleware's, attribute for attribute."""
 
     secret_key: SigningSecret | None = field(default=None, repr=False)
     name: str = "session"
@@ -111,49 +185,55 @@ class Cookie:
     partitioned: bool = False
     http_only: bool = True
     carrier: bool = field(default=True, init=False)
+    _signing: _Signing | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.same_site.lower() not in ("lax", "strict", "none"):
+        same_site = str(self.same_site).lower()
+        if same_site not in ("lax", "strict", "none"):
             raise ConfigurationError(f"same_site must be lax, strict or none: {self.same_site!r}")
+        object.__setattr__(self, "same_site", same_site)
+        object.__setattr__(self, "max_age", _seconds(self.max_age))
+        if self.secret_key is not None:
+            object.__setattr__(
+                self, "_signing", _Signing(self.secret_key, "statemw.cookie", timed=True)
+            )
 
     def with_default_secret(self, secret_key: SigningSecret | None) -> Cookie:
         if self.secret_key is not None or secret_key is None:
             return self
         return dataclasses.replace(self, secret_key=secret_key)
 
-    def _signer(self) -> Signer:
-        if self.secret_key is None:
+    def signing(self) -> _Signing:
+        if self._signing is None:
             raise ConfigurationError(
                 "Cookie needs a secret_key (Cookie(secret_key=...), or the middleware's / "
                 "Flask's SECRET_KEY)"
             )
-        signer = _signer(_Secret(self.secret_key), "statemw.cookie", timed=True)
-        assert signer is not None
-        return signer
+        return self._signing
 
     def find(self, incoming: Incoming) -> Found | None:
-        sid = _session_id_from(incoming.cookies.get(self.name), self._signer(), self.max_age)
+        value = incoming.cookies.get(self.name)
+        sid = self.signing().unsign(value, self.max_age) if value else None
         return None if sid is None else Found(session_id=sid)
 
     def outgoing(self, session_id: str | None, incoming: Incoming) -> list[tuple[str, str]]:
-        parts = [f"{self.name}={self._signer().sign(session_id).decode() if session_id else ''}"]
-        parts.append(f"Path={self.path}")
-        if session_id is None:
-            parts.append("Max-Age=0")
-            parts.append("Expires=" + formatdate(0, usegmt=True))
-        elif self.max_age is not None:
-            parts.append(f"Max-Age={self.max_age}")
-        if self.domain:
-            parts.append(f"Domain={self.domain}")
-        if self.http_only:
-            parts.append("HttpOnly")
-        parts.append(f"SameSite={self.same_site.capitalize()}")
+        if session_id is None:  # Starlette's way of clearing: "null", expired long ago
+            head = f"{self.name}=null; path={self.path}; expires=Thu, 01 Jan 1970 00:00:00 GMT; "
+        else:
+            max_age = f"Max-Age={self.max_age}; " if self.max_age else ""
+            head = f"{self.name}={self.signing().sign(session_id)}; path={self.path}; {max_age}"
+        return [("set-cookie", head + self._flags(incoming))]
+
+    def _flags(self, incoming: Incoming) -> str:
+        flags = ("httponly; " if self.http_only else "") + f"samesite={self.same_site}"
         secure = incoming.https if self.https_only is None else self.https_only
-        if secure or self.same_site.lower() == "none":
-            parts.append("Secure")
+        if secure or self.same_site == "none":
+            flags += "; secure"
         if self.partitioned:
-            parts.append("Partitioned")
-        return [("set-cookie", "; ".join(parts))]
+            flags += "; partitioned"
+        if self.domain:
+            flags += f"; domain={self.domain}"
+        return flags
 
 
 @dataclass(frozen=True)
@@ -169,26 +249,35 @@ class Header:
     signed: bool = True
     secret_key: SigningSecret | None = field(default=None, repr=False)
     carrier: bool = field(default=True, init=False)
+    _signing: _Signing | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.signed and self.secret_key is not None:
+            object.__setattr__(
+                self, "_signing", _Signing(self.secret_key, "statemw.header", timed=False)
+            )
 
     def with_default_secret(self, secret_key: SigningSecret | None) -> Header:
         if self.secret_key is not None or secret_key is None:
             return self
         return dataclasses.replace(self, secret_key=secret_key)
 
-    def _signer(self) -> Signer | None:
-        if not self.signed or self.secret_key is None:
-            return None
-        return _signer(_Secret(self.secret_key), "statemw.header", timed=False)
-
     def find(self, incoming: Incoming) -> Found | None:
-        sid = _session_id_from(incoming.headers.get(self.name.lower()), self._signer(), None)
+        value = incoming.header(self.name)
+        if not value:
+            return None
+        if self._signing is None:
+            try:
+                return Found(session_id=check_session_id(value))
+            except InvalidValue:
+                return None
+        sid = self._signing.unsign(value, None)
         return None if sid is None else Found(session_id=sid)
 
     def outgoing(self, session_id: str | None, incoming: Incoming) -> list[tuple[str, str]]:
         if session_id is None:
             return []
-        signer = self._signer()
-        return [(self.name, signer.sign(session_id).decode() if signer else session_id)]
+        return [(self.name, self._signing.sign(session_id) if self._signing else session_id)]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from statemw._flow import Requests, parse_cookies
+from statemw._flow import Requests
 from statemw.errors import StoreUnavailable
 from statemw.keys import IdSource, Incoming, SigningSecret
 from statemw.store import Store
@@ -24,16 +24,12 @@ ENVIRON_KEY = "statemw.session"
 
 
 def incoming_from_environ(environ: WSGIEnvironment, request: Any = None) -> Incoming:
-    headers = {
-        name[5:].replace("_", "-").lower(): str(value)
-        for name, value in environ.items()
-        if name.startswith("HTTP_")
-    }
+    """The request as key sources see it; `request`: what UserID resolvers get (the environ)."""
     return Incoming(
-        cookies=parse_cookies(environ.get("HTTP_COOKIE", "")),
-        headers=headers,
+        cookie_header=environ.get("HTTP_COOKIE", ""),
+        header=lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")),
         https=environ.get("wsgi.url_scheme") == "https",
-        request=environ if request is None else request,
+        request=lambda: environ if request is None else request,
     )
 
 
