@@ -190,8 +190,9 @@ def fetch(suite: Suite, cache: Path) -> Path:
     except subprocess.TimeoutExpired as exc:
         raise DownloadFailed(f"pip download {spec} timed out") from exc
     if done.returncode != 0 or not sdist.is_file():
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise DownloadFailed(f"pip download {spec} failed: " + " / ".join(tail))
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        errors = [line for line in lines if line.startswith("ERROR")] or lines[-3:]
+        raise DownloadFailed(f"pip download {spec} failed: " + " / ".join(errors))
     if _sha256(sdist) != suite.sha256:
         raise DownloadFailed(f"{sdist.name}: sha256 {_sha256(sdist)} is not the pinned one")
     return sdist
