@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo demo-flask bench clean
+.PHONY: test lint typecheck pytest compat demo demo-flask bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# Starlette's and Flask's own session tests against statemw (docs/compat.md); STORE=diskcache or
+# STORE=redis://127.0.0.1:6379/0 runs them on another backend
+compat: $(STAMP)
+	$(BIN)/python compat/run.py --store $(or $(STORE),memory) --check compat/expected.json
 
 demo: $(STAMP)
 	$(BIN)/python -m examples.starlette_app
