@@ -12,7 +12,10 @@ import base64
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import msgpack
 
@@ -56,13 +59,77 @@ def _key_id(raw: bytes) -> bytes:
     return hashlib.sha256(b"statemw key id\x00" + raw).digest()[:_KEY_ID]
 
 
+# msgpack ext types for the values Flask's tagged JSON carries, so they come back as they went in
+_TUPLE, _DATETIME, _DATE, _UUID, _DECIMAL, _MARKUP = 1, 2, 3, 4, 5, 6
+
+STORABLE = (
+    "None, bool, int, float, str, bytes, lists, tuples and dicts of them, datetime, date, "
+    "UUID, Decimal and Markup"
+)
+
+
+def _ext(obj: Any) -> Any:
+    """msgpack's hook for types it has no encoding of."""
+    kind = type(obj)
+    if isinstance(obj, tuple):
+        return msgpack.ExtType(_TUPLE, pack(list(obj)))
+    if kind is datetime:
+        return msgpack.ExtType(_DATETIME, obj.isoformat().encode())
+    if kind is date:
+        return msgpack.ExtType(_DATE, obj.isoformat().encode())
+    if kind is UUID:
+        return msgpack.ExtType(_UUID, obj.bytes)
+    if kind is Decimal:
+        return msgpack.ExtType(_DECIMAL, str(obj).encode())
+    if isinstance(obj, str):
+        if kind.__name__ == "Markup" and hasattr(obj, "__html__"):
+            return msgpack.ExtType(_MARKUP, str.encode(obj))
+        return str.__str__(obj)  # a str subclass (an enum, say): stored as its text
+    # other subclasses of plain types (an IntEnum, an OrderedDict): stored as the plain type
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, bytes):
+        return bytes(obj)
+    if isinstance(obj, list):
+        return list(obj)
+    if isinstance(obj, dict):
+        return dict(obj)
+    raise TypeError(f"can not serialize {kind.__name__!r} object")
+
+
+def _unext(code: int, data: bytes) -> Any:
+    if code == _TUPLE:
+        return tuple(unpack(data))
+    if code == _DATETIME:
+        return datetime.fromisoformat(data.decode())
+    if code == _DATE:
+        return date.fromisoformat(data.decode())
+    if code == _UUID:
+        return UUID(bytes=data)
+    if code == _DECIMAL:
+        return Decimal(data.decode())
+    if code == _MARKUP:
+        try:
+            from markupsafe import Markup
+        except ImportError:  # pragma: no cover - markupsafe comes with Flask
+            return data.decode()
+        return Markup(data.decode())
+    return msgpack.ExtType(code, data)
+
+
 def pack(obj: Any) -> bytes:
     """msgpack, raising TypeError/OverflowError/ValueError for what it cannot encode."""
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(  # type: ignore[no-any-return]
+        obj, use_bin_type=True, strict_types=True, default=_ext
+    )
 
 
 def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_unext)
 
 
 class Codec:
@@ -104,8 +171,7 @@ class Codec:
             body = pack(obj)
         except (TypeError, OverflowError, ValueError) as exc:
             raise UnencodableValue(
-                f"{what}: cannot store {type(obj).__name__} ({exc}); store plain data: "
-                "None, bool, int, float, str, bytes, and lists and dicts of them"
+                f"{what}: cannot store {type(obj).__name__} ({exc}); store {STORABLE}"
             ) from exc
         return self.seal(body)
 
@@ -155,7 +221,7 @@ class Codec:
         try:
             if data[:1] == _PLAIN_BYTE:
                 message, tokens, created_at = msgpack.unpackb(
-                    data[1:], raw=False, strict_map_key=False
+                    data[1:], raw=False, strict_map_key=False, ext_hook=_unext
                 )
             else:
                 message, tokens, created_at = self.decode(data, session_id=session_id)

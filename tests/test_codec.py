@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import enum
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from markupsafe import Markup
 
 from statemw import (
     ConfigurationError,
@@ -169,3 +174,72 @@ def test_a_corrupt_message_names_the_session(store: Store) -> None:
     backend.kv.set(f"m:{session.id}:0", pack([b"\x01\xc1"]))
     with pytest.raises(CorruptRecord, match=session.id):
         list(store.load(session.id).messages)
+
+
+# -- the types Flask's tagged JSON carries ---------------------------------------------------------
+
+tagged_values = st.recursive(
+    plain_data
+    | st.datetimes(timezones=st.none() | st.timezones())
+    | st.dates()
+    | st.uuids()
+    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.text().map(Markup),
+    lambda inner: st.lists(inner, max_size=4).map(tuple) | st.lists(inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@given(tagged_values)
+def test_flasks_tagged_types_round_trip_with_their_type(value: Any) -> None:
+    codec = Codec()
+    back = codec.decode(codec.encode(value, what="v"), session_id="s")
+    assert back == value
+    assert type(back) is type(value)
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_tagged_types_survive_every_store(
+    backend_kind: str, tmp_path: Any, clock: FakeClock, encrypted: bool
+) -> None:
+    key = generate_key() if encrypted else None
+    store = Store(store_url(backend_kind, tmp_path), encryption_key=key, clock=clock)
+    values = {
+        "t": (1, 2, (3, "x")),
+        "b": b"\xff",
+        "m": Markup("<b>hi</b>"),
+        "u": uuid.uuid4(),
+        "d": datetime(2026, 11, 25, 15, 30, 1, 123456, tzinfo=UTC),
+        "day": date(2026, 11, 25),
+        "money": Decimal("12.50"),
+        "flashes": [("message", "Hello")],
+    }
+    session = store.create()
+    session.update(values)
+    session.save()
+    again = store.load(session.id)
+    assert dict(again) == values
+    assert {k: type(v) for k, v in again.items()} == {k: type(v) for k, v in values.items()}
+    assert type(again["flashes"][0]) is tuple
+    store.close()
+
+
+def test_records_written_before_the_tagged_types_still_read() -> None:
+    import msgpack
+
+    old = b"\x01" + msgpack.packb({"cart": [1, 2], "name": "x"}, use_bin_type=True)
+    assert Codec().decode(old, session_id="s") == {"cart": [1, 2], "name": "x"}
+
+
+def test_a_subclass_of_a_plain_type_is_stored_as_that_type() -> None:
+    class Color(enum.StrEnum):
+        RED = "red"
+
+    codec = Codec()
+    assert codec.decode(codec.encode({"c": Color.RED}, what="v"), session_id="s") == {"c": "red"}
+
+
+def test_an_unknown_type_names_the_key_and_what_can_be_stored(store: Store) -> None:
+    session = store.create()
+    with pytest.raises(UnencodableValue, match=r"'when'.*datetime, date, UUID"):
+        session["when"] = object()
