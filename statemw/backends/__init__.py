@@ -40,8 +40,8 @@ def open_backend(url: str, options: dict[str, Any]) -> tuple[Backend, AsyncBacke
         path = url[len("diskcache://") :]
         if not path:
             raise ConfigurationError("diskcache URL needs a directory: diskcache:///var/lib/app")
-        disk = open_disk(os.path.expanduser(path), **options)
-        return disk, ThreadedAsync(disk)
+        disk, kv = open_disk(os.path.expanduser(path), **options)
+        return disk, ThreadedAsync(disk, nonblocking=kv.nonblocking)
     if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster", "unix"):
         try:
             from statemw.backends.redis import open_redis

@@ -23,6 +23,11 @@ Progress = Callable[[int, int], None]
 """progress(done, total) for long sweeps (the CLI draws a bar with it)."""
 
 
+class WouldBlock(Exception):
+    """A call made in a backend's nonblocking mode met a lock another process holds; nothing
+    was written. The async shell runs the call again where it may wait (a worker thread)."""
+
+
 class Backend(Protocol):
     """Blocking backend calls (Flask, WSGI, plain scripts)."""
 

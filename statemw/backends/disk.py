@@ -2,6 +2,11 @@
 
 diskcache keeps each key in SQLite (large values in files); `Cache.transact()` holds SQLite's
 write lock across a save, so processes sharing the directory commit one at a time.
+
+Async code runs a call in the event loop itself when it cannot wait: with `nonblocking()` the
+call uses a second connection whose SQLite busy timeout is zero, so where another process holds
+the write lock it raises WouldBlock at once (before writing anything) and the caller runs it in
+a worker thread instead. A read or a save that meets no lock costs no thread hop.
 """
 
 from __future__ import annotations
@@ -9,10 +14,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import diskcache
 
+from statemw.backends.base import WouldBlock
 from statemw.backends.kv import KVBackend
 from statemw.errors import StoreUnavailable
 
@@ -20,14 +27,7 @@ _FAULTS = (OSError, sqlite3.Error, diskcache.Timeout)
 POLL_INTERVAL = 0.2
 """store.subscribe re-reads a session's header this often: other processes write here too."""
 
-
-@contextmanager
-def _faults(directory: str) -> Iterator[None]:
-    """SQLite and file-system failures surface as the one StoreUnavailable apps map to 503."""
-    try:
-        yield
-    except _FAULTS as exc:
-        raise StoreUnavailable(f"diskcache {directory!r}: {exc}") from exc
+_inline: ContextVar[bool] = ContextVar("statemw_disk_inline", default=False)
 
 
 class DiskKV:
@@ -36,45 +36,75 @@ class DiskKV:
     def __init__(self, directory: str, timeout: float = 60.0) -> None:
         self.directory = directory
         self.timeout = timeout
-        self._opened: Any = None
+        self._waiting: Any = None  # waits up to `timeout` for another writer
+        self._at_once: Any = None  # gives up at once (nonblocking mode)
+
+    @contextmanager
+    def nonblocking(self) -> Iterator[None]:
+        """Calls inside raise WouldBlock instead of waiting for another process's lock."""
+        token = _inline.set(True)
+        try:
+            yield
+        finally:
+            _inline.reset(token)
 
     @property
     def _cache(self) -> Any:
-        if self._opened is None:
-            with _faults(self.directory):
-                self._opened = diskcache.Cache(
-                    self.directory, timeout=self.timeout, eviction_policy="none"
-                )
-        return self._opened
+        if _inline.get():
+            if self._at_once is None:
+                self._at_once = self._open(0.0)
+            return self._at_once
+        if self._waiting is None:
+            self._waiting = self._open(self.timeout)
+        return self._waiting
+
+    def _open(self, timeout: float) -> Any:
+        with self._faults():
+            return diskcache.Cache(self.directory, timeout=timeout, eviction_policy="none")
+
+    @contextmanager
+    def _faults(self) -> Iterator[None]:
+        """SQLite and file-system failures surface as the one StoreUnavailable apps map to 503;
+        a lock met in nonblocking mode as WouldBlock."""
+        try:
+            yield
+        except (diskcache.Timeout, sqlite3.OperationalError) as exc:
+            if _inline.get() and (isinstance(exc, diskcache.Timeout) or "locked" in str(exc)):
+                raise WouldBlock from exc
+            raise StoreUnavailable(f"diskcache {self.directory!r}: {exc}") from exc
+        except _FAULTS as exc:
+            raise StoreUnavailable(f"diskcache {self.directory!r}: {exc}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with _faults(self.directory), self._cache.transact(retry=True):
+        with self._faults(), self._cache.transact(retry=not _inline.get()):
             yield
 
     def get(self, key: str) -> bytes | None:
-        with _faults(self.directory):
-            value: bytes | None = self._cache.get(key, retry=True)
+        with self._faults():
+            value: bytes | None = self._cache.get(key, retry=not _inline.get())
         return value
 
     def set(self, key: str, value: bytes) -> None:
-        with _faults(self.directory):
-            self._cache.set(key, value, retry=True)
+        with self._faults():
+            self._cache.set(key, value, retry=not _inline.get())
 
     def delete(self, key: str) -> None:
-        with _faults(self.directory):
-            self._cache.delete(key, retry=True)
+        with self._faults():
+            self._cache.delete(key, retry=not _inline.get())
 
     def keys(self, prefix: str) -> Iterator[str]:
-        with _faults(self.directory):
+        with self._faults():
             keys = [k for k in self._cache.iterkeys() if isinstance(k, str)]
         yield from (k for k in keys if k.startswith(prefix))
 
     def close(self) -> None:
-        if self._opened is not None:
-            self._opened.close()
+        for cache in (self._waiting, self._at_once):
+            if cache is not None:
+                cache.close()
 
 
-def open_disk(directory: str, **options: Any) -> KVBackend:
+def open_disk(directory: str, **options: Any) -> tuple[KVBackend, DiskKV]:
     """`options`: timeout (seconds a save waits for another process's transaction)."""
-    return KVBackend(DiskKV(directory, **options), poll_interval=POLL_INTERVAL)
+    kv = DiskKV(directory, **options)
+    return KVBackend(kv, poll_interval=POLL_INTERVAL), kv

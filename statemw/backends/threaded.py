@@ -1,29 +1,63 @@
-"""An AsyncBackend over a blocking one: each call runs in a worker thread (or inline when cheap)."""
+"""An AsyncBackend over a blocking one (memory, diskcache): each call runs in the event loop when
+it cannot wait, else in a worker thread.
+
+- memory: always in the loop (a dict under a lock; nothing waits long);
+- diskcache: first in the loop with a connection that gives up at once when another process
+  holds the write lock (WouldBlock, raised before anything is written), then in a thread.
+Threads come from asyncio, or from anyio under any other event loop (trio).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
-from statemw.backends.base import Backend, Progress
+from statemw.backends.base import Backend, Progress, WouldBlock
 from statemw.changes import Change, Subscription
 from statemw.records import Committed, Delta, SessionHeader, Snapshot
 
 T = TypeVar("T")
 
 
-class ThreadedAsync:
-    """Awaitable twin of a sync backend; `inline=True` for backends that never block (memory)."""
+async def to_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run a blocking call in a worker thread of whichever event loop runs this."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio, through anyio (Starlette brings it)
+        import anyio
 
-    def __init__(self, sync: Backend, *, inline: bool = False) -> None:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+    return await asyncio.to_thread(fn, *args)
+
+
+class ThreadedAsync:
+    """Awaitable twin of a sync backend. `nonblocking`: a context in which the backend's calls
+    raise WouldBlock instead of waiting (None with `inline=True`: always in the loop)."""
+
+    def __init__(
+        self,
+        sync: Backend,
+        *,
+        inline: bool = False,
+        nonblocking: Callable[[], AbstractContextManager[None]] | None = None,
+    ) -> None:
         self.sync = sync
         self._inline = inline
+        self._nonblocking = nonblocking
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         if self._inline:
             return fn(*args)
-        return await asyncio.to_thread(fn, *args)
+        if self._nonblocking is not None:
+            try:
+                with self._nonblocking():
+                    return fn(*args)
+            except WouldBlock:
+                pass  # another process holds the lock: wait for it in a thread
+        return await to_thread(fn, *args)
 
     async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
         return await self._run(self.sync.load, session_id, window, now)
@@ -53,15 +87,15 @@ class ThreadedAsync:
         return await self._run(self.sync.forget_user, user_id)
 
     async def session_ids(self) -> AsyncIterator[str]:
-        ids = await self._run(lambda: list(self.sync.session_ids()))
+        ids = await to_thread(lambda: list(self.sync.session_ids()))
         for session_id in ids:
             yield session_id
 
     async def purge(self, now: float, progress: Progress | None = None) -> int:
-        return await self._run(self.sync.purge, now, progress)
+        return await to_thread(self.sync.purge, now, progress)  # long: never in the loop
 
     async def close(self) -> None:
-        await self._run(self.sync.close)
+        self.sync.close()
 
     async def subscribe(self, session_id: str) -> ThreadedSubscription:
         return ThreadedSubscription(await self._run(self.sync.subscribe, session_id))
@@ -78,7 +112,7 @@ class ThreadedSubscription:
         if aget is not None:
             change: Change | None = await aget(wait)
             return change
-        return await asyncio.to_thread(self.sync.get, wait)
+        return await to_thread(self.sync.get, wait)
 
     async def close(self) -> None:
         self.sync.close()

@@ -27,6 +27,8 @@ from statemw.backends.redis import ops
 from statemw.backends.redis.faults import FAULTS, afaults, faults, unavailable
 from statemw.backends.redis.lua import SCRIPTS
 from statemw.backends.redis.pubsub import AsyncRedisSubscription, RedisSubscription
+from statemw.backends.threaded import ThreadedSubscription, to_thread
+from statemw.changes import AsyncSubscription
 from statemw.errors import ConfigurationError
 from statemw.records import Committed, Delta, SessionHeader, Snapshot
 
@@ -151,12 +153,26 @@ class _LoopClient:
         await self._finalizer.aclose()
 
 
-class AsyncRedisBackend:
-    """The same operations over redis.asyncio.Redis (or its RedisCluster), one per event loop."""
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
-    def __init__(self, factory: Callable[[], Any], layout: ops.KeyLayout) -> None:
+
+class AsyncRedisBackend:
+    """The same operations over redis.asyncio.Redis (or its RedisCluster), one per event loop.
+
+    redis.asyncio needs asyncio; under another event loop (trio) each operation runs on the
+    blocking client `sync`, in a worker thread."""
+
+    def __init__(
+        self, factory: Callable[[], Any], layout: ops.KeyLayout, sync: RedisBackend
+    ) -> None:
         self._factory = factory
         self.layout = layout
+        self._sync = sync
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -187,6 +203,8 @@ class AsyncRedisBackend:
         return await pipe.execute()
 
     async def _run(self, op: ops.Op[T]) -> T:
+        if not _on_asyncio():
+            return await to_thread(self._sync._run, op)
         async with afaults():
             return await adrive(op, self)
 
@@ -218,6 +236,8 @@ class AsyncRedisBackend:
         return await self._run(ops.forget_user_op(self.layout, user_id))
 
     async def _header_keys(self) -> list[str]:
+        if not _on_asyncio():
+            return await to_thread(self._sync._header_keys)
         async with afaults():
             client = await self.client()
             pattern = self.layout.header_pattern()
@@ -236,11 +256,15 @@ class AsyncRedisBackend:
 
     async def close(self) -> None:
         """Close this loop's client (other loops' clients close when their loops shut down)."""
+        if not _on_asyncio():
+            return
         entry = self._loops.pop(asyncio.get_running_loop(), None)
         if entry is not None:
             await entry.close()
 
-    async def subscribe(self, session_id: str) -> AsyncRedisSubscription:
+    async def subscribe(self, session_id: str) -> AsyncSubscription:
+        if not _on_asyncio():
+            return ThreadedSubscription(await to_thread(self._sync.subscribe, session_id))
         client = await self.client()
         if self.layout.cluster:  # its pub/sub needs the slot map, which the client reads lazily
             async with afaults():
@@ -308,4 +332,5 @@ def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBacken
     except FAULTS as exc:  # the cluster client reads the topology when it is built
         raise unavailable(exc) from exc
     layout = ops.KeyLayout(prefix, cluster=cluster)
-    return RedisBackend(sync, layout), AsyncRedisBackend(asyn, layout)
+    backend = RedisBackend(sync, layout)
+    return backend, AsyncRedisBackend(asyn, layout, backend)
