@@ -82,6 +82,26 @@ class SaveSession(StoreCall[None]):
         await aio.asave(self.session)
 
 
+@dataclass(frozen=True, slots=True)
+class DeleteSession(StoreCall[bool]):
+    session: Session
+
+    def run(self, io: Store) -> bool:
+        return io.delete(self.session)
+
+    async def arun(self, aio: Store) -> bool:
+        return await aio.adelete(self.session)
+
+
+@dataclass(slots=True)
+class Reply:
+    """What a response carries for its session: the request headers it varies on, and the
+    headers that carry the id back (or clear it)."""
+
+    vary: list[str] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class Binding:
     """One request's session and how it came: what `close` needs to answer."""
@@ -120,7 +140,12 @@ class Requests:
         if fallback is None and cookie_keys:  # a Header may sign with a Cookie's key
             fallback = cookie_keys[0]
         self.keys = [k.with_default_secret(fallback) for k in keys]
-        self.cookies = [k for k in self.keys if isinstance(k, Cookie)]
+        for key in self.keys:
+            if isinstance(key, Cookie) and key.secret_key is None:
+                raise ConfigurationError(
+                    "a Cookie key needs a secret_key to sign session ids: "
+                    "StateMiddleware(app, secret_key=...) or Cookie(secret_key=...)"
+                )
 
     @property
     def store(self) -> Store:
@@ -148,41 +173,54 @@ class Requests:
         return Binding(fresh, incoming, None, None)
 
     def close_flow(
-        self, binding: Binding, *, streaming: bool = False
-    ) -> RequestFlow[list[tuple[str, str]]]:
-        """Save when the response starts; the headers that carry the id back.
+        self, binding: Binding, *, streaming: bool = False, refresh: bool = False
+    ) -> RequestFlow[Reply]:
+        """When the response starts: save what changed, and say what the response carries.
 
-        `streaming`: the body is still to come (no Content-Length), so a new session that is
-        still empty gets its id now: what the body's code adds is saved under it at the end."""
+        A session left with no state, no messages and no sub-sessions is no session: its record
+        is removed and the client's id cleared. `streaming`: the body is still to come (no
+        Content-Length), so a new session gets its id now and what the body adds is saved under
+        it at the end. `refresh`: send the id again even when nothing changed (Flask's
+        SESSION_REFRESH_EACH_REQUEST for permanent sessions)."""
         session = binding.session
-        headers: list[tuple[str, str]] = []
         if binding.incoming is None:
-            if session.modified:
+            if session.unsaved:
                 yield from ask(SaveSession(session))
-            return headers
-        # the response may depend on the session whenever the request brought one (or wrote one)
-        used = session.accessed or binding.loaded_id is not None or session.modified
-        if used and self.cookies:
-            headers.append(("vary", "Cookie"))
-        if session.modified:
+            return Reply()
+        reply = Reply(vary=self._vary(session))
+        if session.modified and session.is_empty() and not session.is_new:
+            yield from ask(DeleteSession(session))
+        elif session.unsaved:
             try:
                 yield from ask(SaveSession(session))
             except SessionNotFound:
                 # deleted elsewhere (another device's "forget me") while this request ran:
                 # it stays deleted; this client starts over
-                return headers + self._carry(binding, None)
-        elif session.deleted:
-            return headers + self._carry(binding, None)
-        elif streaming and session.is_new:
-            return headers + self._carry(binding, session.id)
+                reply.headers = self._carry(binding, None)
+                return reply
+        if session.deleted:
+            reply.headers = self._carry(binding, None) if binding.loaded_id else []
+        elif session.is_new:  # nothing stored (yet): only a streamed body may still write
+            reply.headers = self._carry(binding, session.id) if streaming else []
+        elif session.modified or refresh:
+            reply.headers = self._carry(binding, session.id)
         else:
-            return headers + self._echo(binding)
-        return headers + self._carry(binding, session.id)
+            reply.headers = self._echo(binding)
+        if reply.headers and not reply.vary:  # the response sets or clears the id
+            reply.vary = self._vary(None)
+        return reply
+
+    def _vary(self, session: Session | None) -> list[str]:
+        """A response that read or wrote the session (None: any) depends on what carries its
+        id."""
+        if session is not None and not (session.accessed or session.modified):
+            return []
+        return [key.vary for key in self.keys if key.vary is not None]
 
     def finish_flow(self, binding: Binding) -> RequestFlow[None]:
         """Save again when the response ends (a streamed body, a background task), if modified."""
         session = binding.session
-        if session.modified:
+        if session.unsaved:
             try:
                 yield from ask(SaveSession(session))
             except SessionNotFound:
@@ -204,9 +242,7 @@ class Requests:
     def _echo(self, binding: Binding) -> list[tuple[str, str]]:
         """Unchanged sessions: a header-keyed client still gets its id back; no cookie is set."""
         key = binding.key
-        if key is None or isinstance(key, Cookie) or binding.session.is_new:
-            return []
-        if isinstance(key, Header) and binding.incoming is not None:
+        if isinstance(key, Header) and binding.incoming is not None and not binding.session.is_new:
             return key.outgoing(binding.session.id, binding.incoming)
         return []
 
@@ -224,10 +260,10 @@ class Requests:
     async def aopen(self, incoming: Incoming) -> Binding:
         return await self.arun(self.open_flow(incoming))
 
-    def close(self, binding: Binding, *, streaming: bool = False) -> list[tuple[str, str]]:
-        return self.run(self.close_flow(binding, streaming=streaming))
+    def close(self, binding: Binding, *, streaming: bool = False, refresh: bool = False) -> Reply:
+        return self.run(self.close_flow(binding, streaming=streaming, refresh=refresh))
 
-    async def aclose(self, binding: Binding, *, streaming: bool = False) -> list[tuple[str, str]]:
+    async def aclose(self, binding: Binding, *, streaming: bool = False) -> Reply:
         return await self.arun(self.close_flow(binding, streaming=streaming))
 
     def finish(self, binding: Binding) -> bool:

@@ -26,7 +26,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from statemw._flow import Binding, Requests
+from statemw._flow import Binding, Reply, Requests
 from statemw.errors import StateError, StoreUnavailable
 from statemw.keys import Cookie, IdSource, Incoming, SigningSecret
 from statemw.session import Session
@@ -49,18 +49,18 @@ class _RequestSession:
             self.scope["session"] = self.binding.session
         return self.binding.session
 
-    async def save(self, *, streaming: bool = False) -> list[tuple[str, str]]:
+    async def save(self, *, streaming: bool = False) -> Reply:
         binding, self.binding = self.binding, None  # one attempt; a failed save is not retried
         if binding is None:
-            return []
-        headers = await self.requests.aclose(binding, streaming=streaming)
+            return Reply()
+        reply = await self.requests.aclose(binding, streaming=streaming)
         self.binding = binding
-        return headers
+        return reply
 
     async def finish(self) -> None:
         """Save what changed after the response started; shielded, so a disconnect that
         cancels the stream does not cancel the save of what it produced."""
-        if self.binding is not None and self.binding.session.modified:
+        if self.binding is not None and self.binding.session.unsaved:
             with anyio.CancelScope(shield=True):
                 if not await self.requests.afinish(self.binding):
                     self.binding = None  # logged; not retried
@@ -70,7 +70,9 @@ def _incoming(scope: Scope) -> Incoming:
     cookie = ""
     for name, value in scope["headers"]:
         if name == b"cookie":  # ASGI header names are lower-case
-            cookie = value.decode("latin-1") if not cookie else cookie + "; " + value.decode("latin-1")
+            cookie = (
+                value.decode("latin-1") if not cookie else cookie + "; " + value.decode("latin-1")
+            )
     return Incoming(
         cookie_header=cookie,
         header=lambda wanted: _header(scope, wanted),
@@ -169,13 +171,12 @@ class StateMiddleware:
                 if message["type"] == "http.response.start":
                     headers = MutableHeaders(scope=message)
                     try:
-                        extra = await state.save(streaming="content-length" not in headers)
+                        reply = await state.save(streaming="content-length" not in headers)
                     except StoreUnavailable as exc:
                         replaced = True
                         await self._unavailable(send, exc)
                         return
-                    for name, value in extra:
-                        headers.append(name, value)
+                    add_reply(headers, reply)
                     started = True
                 elif message["type"] == "http.response.body" and not message.get("more_body"):
                     await state.finish()  # before the client sees the end: its next turn follows
@@ -190,7 +191,8 @@ class StateMiddleware:
 
         async def send_websocket(message: Message) -> None:
             if message["type"] == "websocket.accept":
-                extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in await state.save()]
+                reply = await state.save()
+                extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in reply.headers]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             elif message["type"] in ("websocket.send", "websocket.close"):
                 await state.save()
@@ -202,9 +204,19 @@ class StateMiddleware:
             await state.save()
 
 
+def add_reply(headers: MutableHeaders, reply: Reply) -> None:
+    """Put a session's reply on a response's headers: Vary merged, the id's headers added."""
+    for name in reply.vary:
+        headers.add_vary_header(name)
+    for name, value in reply.headers:
+        headers.append(name, value)
+
+
 async def get_session(connection: HTTPConnection) -> Session:
     """The request's session, loading it now on lazy routes (no I/O when already loaded)."""
     state = connection.scope.get(SCOPE_KEY)
     if not isinstance(state, _RequestSession):
         raise StateError("statemw.asgi.StateMiddleware is not installed on this app")
-    return await state.load()
+    session = await state.load()
+    session.mark_accessed()  # as Starlette's request.session does
+    return session

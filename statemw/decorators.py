@@ -20,7 +20,7 @@ import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Sequence
 from typing import Any, TypeVar, cast
 
-from statemw._flow import Binding, RequestFlow, Requests
+from statemw._flow import Binding, Reply, RequestFlow, Requests
 from statemw.errors import InvalidValue
 from statemw.ids import check_session_id
 from statemw.keys import IdSource, Incoming, SigningSecret
@@ -97,10 +97,10 @@ class _Call:
         when its body is streamed)."""
         response = _as_response(result, binding)
         streamed = _streamed(response, binding)
-        headers = yield from self.requests.close_flow(binding, streaming=streamed)
+        reply = yield from self.requests.close_flow(binding, streaming=streamed)
         if binding.incoming is None:
             return response
-        return _attach(response, headers, self.requests, binding, streamed)
+        return _attach(response, reply, self.requests, binding, streamed)
 
 
 def _as_response(result: Any, binding: Binding) -> Any:
@@ -125,21 +125,22 @@ def _streamed(response: Any, binding: Binding) -> bool:
 
 def _attach(
     response: Any,
-    headers: list[tuple[str, str]],
+    reply: Reply,
     requests: Requests,
     binding: Binding,
     streamed: bool,
 ) -> Any:
     if _starlette_connection((binding.incoming.request if binding.incoming else None,)):
-        for name, value in headers:
-            response.headers.append(name, value)
+        from statemw.asgi import add_reply
+
+        add_reply(response.headers, reply)
         if streamed:
             response.body_iterator = _saved_after(response.body_iterator, requests, binding)
         return response
+    from statemw.flask import add_reply as add_flask_reply
     from statemw.wsgi import SavedAtEnd
 
-    for name, value in headers:
-        response.headers.add(name, value)
+    add_flask_reply(response, reply)
     if streamed:
         response.response = SavedAtEnd(response.response, lambda: requests.finish(binding))
     return response

@@ -2,24 +2,36 @@
 
     FlaskState(app)          # or ext = FlaskState(); ext.init_app(app)
 
-Configuration from app.config: STATEMW_URL (or STATEMW_STORE, a Store), STATEMW_TTL,
-STATEMW_IDLE, STATEMW_ENCRYPTION_KEY, STATEMW_WINDOW, STATEMW_KEYS (a list of keys); SECRET_KEY
-signs the cookie, and Flask's SESSION_COOKIE_* settings and PERMANENT_SESSION_LIFETIME shape it.
+The session id travels in Flask's own session cookie, set as Flask sets it: SESSION_COOKIE_NAME,
+_DOMAIN, _PATH (else APPLICATION_ROOT), _HTTPONLY, _SECURE, _SAMESITE, _PARTITIONED,
+PERMANENT_SESSION_LIFETIME and SESSION_REFRESH_EACH_REQUEST are read on each request, as Flask
+reads them; SECRET_KEY signs it and SECRET_KEY_FALLBACKS still open it. With no SECRET_KEY the
+request gets Flask's null session (it fails on write, with Flask's message). `session.permanent`
+works as in Flask (default False: a browser-session cookie; SESSION_PERMANENT=True changes the
+default, as in Flask-Session).
+
+The store comes from the app's config on first use: STATEMW_URL (or STATEMW_STORE, a Store),
+STATEMW_TTL, STATEMW_IDLE, STATEMW_ENCRYPTION_KEY, STATEMW_WINDOW, STATEMW_MAX_*; STATEMW_KEYS
+(a list of keys) replaces the cookie.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
 
+import flask
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface
 from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.http import dump_cookie
 
-from statemw._flow import Binding, Requests
+from statemw._flow import Binding, Reply, Requests
+from statemw._signing import Signing
 from statemw.errors import StoreUnavailable
-from statemw.keys import Cookie, IdSource
+from statemw.keys import Found, IdSource, Incoming, SigningSecret
 from statemw.session import Session
 from statemw.store import Store
 from statemw.wsgi import SavedAtEnd, incoming_from_environ
@@ -49,34 +61,78 @@ def _store_from_config(config: Any) -> Store | None:
     return None  # the process-wide default store
 
 
-def _cookie_from_config(config: Any) -> Cookie:
-    lifetime = config.get("PERMANENT_SESSION_LIFETIME", timedelta(days=31))
-    max_age = int(lifetime.total_seconds()) if isinstance(lifetime, timedelta) else int(lifetime)
-    same_site: Any = str(config.get("SESSION_COOKIE_SAMESITE") or "lax").lower()
-    return Cookie(
-        config.get("SECRET_KEY"),
-        name=config.get("SESSION_COOKIE_NAME", "session"),
-        max_age=max_age,
-        path=config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/",
-        domain=config.get("SESSION_COOKIE_DOMAIN") or None,
-        same_site=same_site,
-        https_only=True if config.get("SESSION_COOKIE_SECURE") else None,
-        partitioned=bool(config.get("SESSION_COOKIE_PARTITIONED", False)),
-        http_only=bool(config.get("SESSION_COOKIE_HTTPONLY", True)),
+def _lifetime(app: Flask) -> int:
+    lifetime = app.permanent_session_lifetime
+    return int(lifetime.total_seconds() if isinstance(lifetime, timedelta) else lifetime)
+
+
+@dataclass(frozen=True)
+class FlaskCookie:
+    """The session id in Flask's session cookie, with the app's settings of this request."""
+
+    carrier: bool = field(default=True, init=False)
+    vary: str | None = field(default="Cookie", init=False)
+    _signings: dict[tuple[Any, ...], Signing] = field(
+        default_factory=dict, init=False, repr=False, compare=False
     )
+
+    def with_default_secret(self, secret_key: SigningSecret | None) -> FlaskCookie:
+        return self
+
+    def signing(self, app: Flask) -> Signing | None:
+        """SECRET_KEY signs, SECRET_KEY_FALLBACKS verify too (None: no SECRET_KEY)."""
+        if not app.secret_key:
+            return None
+        keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        if keys not in self._signings:
+            if len(self._signings) > 8:  # keys rotate rarely: keep the few recent sets
+                self._signings.clear()
+            self._signings[keys] = Signing(list(keys), "statemw.cookie", timed=True)
+        return self._signings[keys]
+
+    def find(self, incoming: Incoming) -> Found | None:
+        app = flask.current_app
+        value = incoming.cookies.get(app.config["SESSION_COOKIE_NAME"])
+        signing = self.signing(app)
+        sid = signing.unsign(value, _lifetime(app)) if value and signing else None
+        return None if sid is None else Found(session_id=sid)
+
+    def outgoing(self, session_id: str | None, incoming: Incoming) -> list[tuple[str, str]]:
+        """Set-Cookie as Flask's own session interface writes it (via werkzeug)."""
+        app = flask.current_app
+        interface = app.session_interface
+        options: dict[str, Any] = {
+            "domain": interface.get_cookie_domain(app),
+            "path": interface.get_cookie_path(app),
+            "secure": interface.get_cookie_secure(app),
+            "partitioned": interface.get_cookie_partitioned(app),
+            "samesite": interface.get_cookie_samesite(app),
+            "httponly": interface.get_cookie_httponly(app),
+        }
+        name = interface.get_cookie_name(app)
+        if session_id is None:
+            return [("Set-Cookie", dump_cookie(name, "", max_age=0, expires=0, **options))]
+        signing = self.signing(app)
+        assert signing is not None  # open_session gives a null session without SECRET_KEY
+        expires = interface.get_expiration_time(app, flask.session)
+        value = signing.sign(session_id)
+        return [("Set-Cookie", dump_cookie(name, value, expires=expires, **options))]
 
 
 class _Interface(SessionInterface):
-    """Flask's session contract, answered by the shared adapter flow."""
+    """Flask's session contract, answered by the shared request flow."""
 
-    def open_session(self, app: Flask, request: Request) -> Session:  # type: ignore[override]
-        requests: Requests = app.extensions[EXTENSION]
+    def open_session(self, app: Flask, request: Request) -> Session | None:  # type: ignore[override]
+        requests = _requests(app)
+        if not app.secret_key and any(isinstance(k, FlaskCookie) for k in requests.keys):
+            return None  # Flask's null session: it fails on write, with Flask's message
         try:
             binding = requests.open(incoming_from_environ(request.environ, request))
         except StoreUnavailable as exc:
             # Flask opens sessions outside its error handling; _refuse_when_down raises it inside
             request.environ[_DOWN] = exc
             return requests.store.create()
+        binding.session.permanent_default = bool(app.config.get("SESSION_PERMANENT", False))
         request.environ[_BINDING] = binding
         return binding.session
 
@@ -84,9 +140,10 @@ class _Interface(SessionInterface):
         binding: Binding | None = request.environ.get(_BINDING)
         if binding is None:
             return
-        requests: Requests = app.extensions[EXTENSION]
+        requests = _requests(app)
+        refresh = bool(session.permanent and app.config["SESSION_REFRESH_EACH_REQUEST"])
         try:
-            headers = requests.close(binding, streaming=response.is_streamed)
+            reply = requests.close(binding, streaming=response.is_streamed, refresh=refresh)
         except StoreUnavailable:
             # never answer as if the turn was stored
             response.status_code = 503
@@ -94,11 +151,18 @@ class _Interface(SessionInterface):
             response.set_data(b'{"error": "session store unavailable"}')
             response.mimetype = "application/json"
             return
-        for name, value in headers:
-            response.headers.add(name, value)
+        add_reply(response, reply)
         if response.is_streamed:  # stream_with_context: save what the generator adds, at its end
             body = cast(Iterable[bytes], response.response)
             response.response = SavedAtEnd(body, lambda: requests.finish(binding))
+
+
+def add_reply(response: Response, reply: Reply) -> None:
+    """Put a session's reply on a Flask response: Vary merged, the id's headers added."""
+    for name in reply.vary:
+        response.vary.add(name)
+    for name, value in reply.headers:
+        response.headers.add(name, value)
 
 
 def _refuse_when_down() -> None:
@@ -106,6 +170,24 @@ def _refuse_when_down() -> None:
     exc = request.environ.get(_DOWN)
     if exc is not None:
         raise ServiceUnavailable("session store unavailable") from exc
+
+
+class _AppState:
+    """Per-app state in app.extensions: the request flow, built on the first request."""
+
+    def __init__(self, store: Store | None, keys: Sequence[IdSource] | None) -> None:
+        self.store = store
+        self.keys = keys
+        self.requests: Requests | None = None
+
+
+def _requests(app: Flask) -> Requests:
+    state: _AppState = app.extensions[EXTENSION]
+    if state.requests is None:
+        store = state.store or _store_from_config(app.config)
+        keys = state.keys or app.config.get("STATEMW_KEYS") or [FlaskCookie()]
+        state.requests = Requests(store, keys, secret_key=app.config.get("SECRET_KEY"))
+    return state.requests
 
 
 class FlaskState:
@@ -124,14 +206,11 @@ class FlaskState:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        store = self._store or _store_from_config(app.config)
-        keys = self._keys or app.config.get("STATEMW_KEYS") or [_cookie_from_config(app.config)]
-        app.extensions[EXTENSION] = Requests(store, keys, secret_key=app.config.get("SECRET_KEY"))
+        app.extensions[EXTENSION] = _AppState(self._store, self._keys)
         app.session_interface = _Interface()
         app.before_request(_refuse_when_down)
 
 
 def store_for(app: Flask) -> Store:
     """The store an app's sessions live in (for forget_user, listing, ...)."""
-    requests: Requests = app.extensions[EXTENSION]
-    return requests.store
+    return _requests(app).store

@@ -11,23 +11,16 @@ secret keys rotates (the first signs, all verify). A key source is pure logic: i
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, Protocol
 
-from itsdangerous import BadSignature, Signer, TimestampSigner
-from itsdangerous.encoding import base64_encode, int_to_bytes
-
+from statemw._signing import Signing
 from statemw.errors import ConfigurationError, InvalidValue
 from statemw.ids import check_session_id
 
 SigningSecret = str | bytes | Sequence[str | bytes]
-
-REMEMBERED_VALUES = 4096
-"""Signed values a key remembers having issued or verified, so a cookie seen again costs a dict
-lookup instead of an HMAC. Only exact values that verified are remembered."""
 
 
 class Incoming:
@@ -91,6 +84,11 @@ class IdSource(Protocol):
     @property
     def carrier(self) -> bool: ...
 
+    @property
+    def vary(self) -> str | None:
+        """The request header a response that uses the session depends on (for `Vary`)."""
+        ...
+
     def find(self, incoming: Incoming) -> Found | None: ...
 
     def outgoing(self, session_id: str | None, incoming: Incoming) -> list[tuple[str, str]]:
@@ -100,62 +98,6 @@ class IdSource(Protocol):
     def with_default_secret(self, secret_key: SigningSecret | None) -> IdSource:
         """This key, signing with `secret_key` if it has none of its own."""
         ...
-
-
-class _Signing:
-    """Signs and verifies session ids with itsdangerous, built once per key source.
-
-    Keys are given newest first (statemw's order); the newest signs, all verify. Values it issued
-    or verified are remembered (bounded), with their timestamps, so the same value costs no HMAC
-    the next time; a remembered value still expires after `max_age`.
-    """
-
-    def __init__(self, secret: SigningSecret, salt: str, *, timed: bool) -> None:
-        listed = [secret] if isinstance(secret, str | bytes) else list(secret)
-        if not listed or not all(listed):
-            raise ConfigurationError("secret_key must be a non-empty string or list of them")
-        keys = [k.encode() if isinstance(k, str) else k for k in reversed(listed)]
-        self._timed = timed
-        self._signer = TimestampSigner(keys, salt=salt) if timed else Signer(keys, salt=salt)
-        self._known: dict[str, tuple[str, int]] = {}
-
-    def __repr__(self) -> str:
-        return "_Signing('**********')"
-
-    def sign(self, session_id: str) -> str:
-        now = int(time.time())
-        value = session_id.encode()
-        if self._timed:  # TimestampSigner.sign, with the timestamp kept
-            value += b"." + base64_encode(int_to_bytes(now))
-        signed = Signer.sign(self._signer, value).decode()
-        self._remember(signed, session_id, now)
-        return signed
-
-    def unsign(self, value: str, max_age: int | None) -> str | None:
-        """The id in a client's value, or None if it is tampered, expired or malformed."""
-        known = self._known.get(value)
-        if known is not None:
-            session_id, signed_at = known
-            if max_age is not None and time.time() - signed_at > max_age:
-                return None
-            return session_id
-        try:
-            if isinstance(self._signer, TimestampSigner):
-                raw, signed = self._signer.unsign(value, max_age=max_age, return_timestamp=True)
-                signed_at = int(signed.timestamp())
-            else:
-                raw, signed_at = self._signer.unsign(value), 0
-            session_id = check_session_id(raw.decode())
-        except (BadSignature, InvalidValue, UnicodeDecodeError):
-            return None
-        self._remember(value, session_id, signed_at)
-        return session_id
-
-    def _remember(self, value: str, session_id: str, signed_at: int) -> None:
-        known = self._known
-        if len(known) >= REMEMBERED_VALUES:
-            known.pop(next(iter(known)))
-        known[value] = (session_id, signed_at)
 
 
 def _seconds(max_age: int | float | timedelta | None) -> int | None:
@@ -185,7 +127,8 @@ class Cookie:
     partitioned: bool = False
     http_only: bool = True
     carrier: bool = field(default=True, init=False)
-    _signing: _Signing | None = field(default=None, init=False, repr=False, compare=False)
+    vary: str | None = field(default="Cookie", init=False)
+    _signing: Signing | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         same_site = str(self.same_site).lower()
@@ -195,7 +138,7 @@ class Cookie:
         object.__setattr__(self, "max_age", _seconds(self.max_age))
         if self.secret_key is not None:
             object.__setattr__(
-                self, "_signing", _Signing(self.secret_key, "statemw.cookie", timed=True)
+                self, "_signing", Signing(self.secret_key, "statemw.cookie", timed=True)
             )
 
     def with_default_secret(self, secret_key: SigningSecret | None) -> Cookie:
@@ -203,7 +146,7 @@ class Cookie:
             return self
         return dataclasses.replace(self, secret_key=secret_key)
 
-    def signing(self) -> _Signing:
+    def signing(self) -> Signing:
         if self._signing is None:
             raise ConfigurationError(
                 "Cookie needs a secret_key (Cookie(secret_key=...), or the middleware's / "
@@ -220,7 +163,7 @@ class Cookie:
         if session_id is None:  # Starlette's way of clearing: "null", expired long ago
             head = f"{self.name}=null; path={self.path}; expires=Thu, 01 Jan 1970 00:00:00 GMT; "
         else:
-            max_age = f"Max-Age={self.max_age}; " if self.max_age else ""
+            max_age = f"Max-Age={self.max_age}; " if self.max_age is not None else ""
             head = f"{self.name}={self.signing().sign(session_id)}; path={self.path}; {max_age}"
         return [("set-cookie", head + self._flags(incoming))]
 
@@ -249,12 +192,14 @@ class Header:
     signed: bool = True
     secret_key: SigningSecret | None = field(default=None, repr=False)
     carrier: bool = field(default=True, init=False)
-    _signing: _Signing | None = field(default=None, init=False, repr=False, compare=False)
+    vary: str | None = field(default=None, init=False)
+    _signing: Signing | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "vary", self.name)
         if self.signed and self.secret_key is not None:
             object.__setattr__(
-                self, "_signing", _Signing(self.secret_key, "statemw.header", timed=False)
+                self, "_signing", Signing(self.secret_key, "statemw.header", timed=False)
             )
 
     def with_default_secret(self, secret_key: SigningSecret | None) -> Header:
@@ -291,6 +236,7 @@ class UserID:
 
     resolver: Callable[[Any], str | None]
     carrier: bool = field(default=False, init=False)
+    vary: str | None = field(default=None, init=False)
 
     def with_default_secret(self, secret_key: SigningSecret | None) -> UserID:
         return self

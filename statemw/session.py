@@ -155,6 +155,8 @@ class Session(_Saved):
             lead=list(lead),
         )
         self._inherited = inherited or {}
+        self._child_names = [] if header is None else list(header.children)
+        self.permanent_default = False
         self._user: UserState | None = None
         self._user_header = user_header
         self._children: dict[str, Session] = {}
@@ -274,20 +276,51 @@ class Session(_Saved):
         return self._revision
 
     @property
-    def modified(self) -> bool:
+    def unsaved(self) -> bool:
         """True when a save would write something: state, messages, summary, user state."""
         return (
-            TrackedState.modified.fget(self)  # type: ignore[attr-defined]
+            TrackedState.unsaved.fget(self)  # type: ignore[attr-defined]
             or bool(self._log.appended)
             or self._log.replaced
             or self._pending_summary is not None
-            or (self.parent is None and self._user is not None and self._user.modified)
-            or any(c.modified for c in self._children.values())
+            or (self.parent is None and self._user is not None and self._user.unsaved)
+            or any(c.unsaved for c in self._children.values())
         )
+
+    @property
+    def modified(self) -> bool:
+        """True once anything was written since load, saved or not (as Flask and Starlette
+        mean it); set it to True to force a save."""
+        return self._saved_changes or self.unsaved
 
     @modified.setter
     def modified(self, value: bool) -> None:
         TrackedState.modified.fset(self, value)  # type: ignore[attr-defined]
+
+    def is_empty(self) -> bool:
+        """No state, no messages, no sub-sessions and no unsaved user state: no session at all."""
+        return (
+            not dict.__len__(self)
+            and not len(self._log)
+            and not self._child_names
+            and not self._children
+            and not (self._user is not None and self._user.unsaved)
+        )
+
+    @property
+    def permanent(self) -> bool:
+        """Flask's session.permanent: the cookie outlives the browser (kept under "_permanent",
+        as Flask keeps it)."""
+        return bool(dict.get(self, "_permanent", self.permanent_default))
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        self["_permanent"] = bool(value)
+
+    @property
+    def new(self) -> bool:
+        """Flask's session.new: the session was not stored before this request."""
+        return self.is_new
 
     def mark_accessed(self) -> None:
         """Starlette's `request.session` calls this: the response depends on the session."""
@@ -306,7 +339,7 @@ class Session(_Saved):
         parts: list[SavePart] = [(a, a._delta(now, strict=False)) for a in reversed(chain)]
         self._plan_tree(now, strict, parts)
         user = self.root._user
-        if user is not None and user.modified:
+        if user is not None and user.unsaved:
             parts.append((user, user.delta(now)))
         return parts
 
@@ -315,7 +348,7 @@ class Session(_Saved):
         if self.is_new or not delta.empty or self.forced:
             parts.append((self, delta))
         for child in self._children.values():
-            if child.modified:
+            if child.unsaved:
                 child._plan_tree(now, False, parts)
 
     def _delta(self, now: float, *, strict: bool) -> Delta:
@@ -370,6 +403,7 @@ class Session(_Saved):
         self._lead = 0
         self._log = MessageLog(0, 0, [], self._fetch, self._decode)
         self._children.clear()
+        self._child_names = []
         self._user = None  # re-read on use: forget_user may have removed it too
         self._user_header = None
         self._pending_vectors.clear()

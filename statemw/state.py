@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
-from statemw.codec import pack
+from statemw.codec import STORABLE, pack
 from statemw.errors import InvalidValue, LimitExceeded, UnencodableValue
 
 _MISSING: Any = object()
 Clock = Callable[[], float]
 
-IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
+IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, datetime, date, UUID, Decimal})
 """Value types that cannot change in place, so handing them out needs no watching."""
 
 
@@ -45,23 +48,31 @@ class TrackedState(dict[str, Any]):
         self._next_expiry = min(self._expiry.values(), default=math.inf)
         self._sizes: dict[str, int] = dict(sizes or {})
         self._size = sum(self._sizes.values())
-        self._touched: set[str] = set()
+        self._touched: dict[str, None] = {}  # in the order written, so the store keeps it
         self._deleted: set[str] = set()
         self._lent: dict[str, bytes] = {}
         self._clock = clock
         self._max_value_bytes = max_value_bytes
         self._forced = False
+        self._saved_changes = False
+        self.accessed = False
 
     # -- change tracking ---------------------------------------------------------------------
 
     @property
     def modified(self) -> bool:
-        """True once anything was written (or set to True to force a save of this state)."""
-        return self._forced or bool(self._touched or self._deleted) or self._mutated_in_place()
+        """True once anything was written since load, saved or not, as Flask's and Starlette's
+        sessions mean it. Set it to True to force a save (Flask's idiom)."""
+        return self._saved_changes or self.unsaved
 
     @modified.setter
     def modified(self, value: bool) -> None:
         self._forced = value
+
+    @property
+    def unsaved(self) -> bool:
+        """True when a save would write something now."""
+        return self._forced or bool(self._touched or self._deleted) or self._mutated_in_place()
 
     @property
     def forced(self) -> bool:
@@ -90,7 +101,7 @@ class TrackedState(dict[str, Any]):
     def _touch(self, key: str) -> None:
         if not isinstance(key, str):
             raise InvalidValue(f"state keys are strings, got {type(key).__name__}: {key!r}")
-        self._touched.add(key)
+        self._touched[key] = None
         self._deleted.discard(key)
         self._lent.pop(key, None)
         if self._expiry.pop(key, None) is not None:
@@ -101,8 +112,7 @@ class TrackedState(dict[str, Any]):
             size = len(pack(value))
         except (TypeError, OverflowError, ValueError) as exc:
             raise UnencodableValue(
-                f"state key {key!r}: cannot store {type(value).__name__} ({exc}); store plain "
-                "data: None, bool, int, float, str, bytes, and lists and dicts of them"
+                f"state key {key!r}: cannot store {type(value).__name__} ({exc}); store {STORABLE}"
             ) from exc
         if self._max_value_bytes is not None and size > self._max_value_bytes:
             raise LimitExceeded(
@@ -135,6 +145,7 @@ class TrackedState(dict[str, Any]):
         for key in deleted:
             self._sizes.pop(key, None)
         self._sizes.update(written)
+        self._saved_changes = True
         self._touched.clear()
         self._deleted.clear()
         self._lent.clear()
@@ -151,7 +162,7 @@ class TrackedState(dict[str, Any]):
             self._lent.pop(key, None)
             dict.pop(self, key, None)
             if key in self._touched:  # an unsaved write expired: what it replaced is gone too
-                self._touched.discard(key)
+                del self._touched[key]
                 self._deleted.add(key)
         self._next_expiry = min(self._expiry.values(), default=math.inf)
 
@@ -172,10 +183,12 @@ class TrackedState(dict[str, Any]):
     # -- reads (expired keys vanish; mutable values handed out are watched) -------------------
 
     def __getitem__(self, key: str) -> Any:
+        self.accessed = True
         self._drop_expired()
         return self._lend(key, dict.__getitem__(self, key))
 
     def get(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
         self._drop_expired()
         value = dict.get(self, key, _MISSING)
         return default if value is _MISSING else self._lend(key, value)
@@ -211,12 +224,14 @@ class TrackedState(dict[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         self._check(key, value)
         self._touch(key)
+        self.accessed = True
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
+        self.accessed = True
         self._drop_expired()
         dict.__delitem__(self, key)
-        self._touched.discard(key)
+        self._touched.pop(key, None)
         self._lent.pop(key, None)
         self._expiry.pop(key, None)
         self._deleted.add(key)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from statemw._flow import Requests
+from statemw._flow import Reply, Requests
 from statemw.errors import StoreUnavailable
 from statemw.keys import IdSource, Incoming, SigningSecret
 from statemw.store import Store
@@ -31,6 +31,16 @@ def incoming_from_environ(environ: WSGIEnvironment, request: Any = None) -> Inco
         https=environ.get("wsgi.url_scheme") == "https",
         request=lambda: environ if request is None else request,
     )
+
+
+def with_reply(headers: list[tuple[str, str]], reply: Reply) -> list[tuple[str, str]]:
+    """A response's headers with a session's reply: Vary merged into one header, the id's
+    headers added."""
+    if reply.vary:
+        names = [v.strip() for n, value in headers if n.lower() == "vary" for v in value.split(",")]
+        names += [v for v in reply.vary if v.lower() not in {n.lower() for n in names}]
+        headers = [(n, v) for n, v in headers if n.lower() != "vary"] + [("Vary", ", ".join(names))]
+    return [*headers, *reply.headers]
 
 
 def is_streamed(headers: Iterable[tuple[str, str]]) -> bool:
@@ -101,8 +111,8 @@ class StateMiddleware:
             def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
                 nonlocal started
                 if exc_info is None:
-                    streamed = is_streamed(headers)
-                    headers = [*headers, *self.requests.close(binding, streaming=streamed)]
+                    reply = self.requests.close(binding, streaming=is_streamed(headers))
+                    headers = with_reply(headers, reply)
                     started = True
                 return start_response(status, headers, exc_info)
 

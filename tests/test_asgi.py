@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
-from statemw import Store
+from statemw import ConfigurationError, Store
 from statemw.asgi import StateMiddleware, get_session
 from statemw.keys import Cookie, Header, IdSource, UserID
 
@@ -337,3 +339,76 @@ def test_a_store_that_is_down_can_propagate_instead(tmp_path: Path) -> None:
     app = make_app(Store(f"diskcache://{blocker}/s"), unavailable_status=None)
     with pytest.raises(StoreUnavailable):
         TestClient(app).post("/remember", json={"name": "x"})
+
+
+# -- behaving as Starlette's SessionMiddleware does (docs/compat.md) -------------------------------
+
+
+async def negotiated(request: Request) -> JSONResponse:
+    request.session["seen"] = True
+    return JSONResponse({}, headers={"vary": "Accept-Encoding"})
+
+
+async def clear(request: Request) -> PlainTextResponse:
+    request.session.clear()
+    return PlainTextResponse("cleared")
+
+
+def compat_app(store: Store, **options: Any) -> Starlette:
+    options.setdefault("secret_key", SECRET)
+    return Starlette(
+        routes=[
+            Route("/remember", remember, methods=["POST"]),
+            Route("/show", show),
+            Route("/ping", nothing),
+            Route("/negotiated", negotiated),
+            Route("/clear", clear, methods=["POST"]),
+        ],
+        middleware=[Middleware(StateMiddleware, store=store, **options)],
+    )
+
+
+def test_the_set_cookie_text_is_starlettes_own(store: Store) -> None:
+    cookie = (
+        TestClient(compat_app(store)).post("/remember", json={"name": "x"}).headers["set-cookie"]
+    )
+    assert re.fullmatch(r"session=[\w.-]+; path=/; Max-Age=1209600; httponly; samesite=lax", cookie)
+
+
+def test_vary_cookie_joins_the_responses_own_vary_header(store: Store) -> None:
+    response = TestClient(compat_app(store)).get("/negotiated")
+    assert response.headers.get_list("vary") == ["Accept-Encoding, Cookie"]
+
+
+def test_only_a_route_that_uses_the_session_varies_by_cookie(store: Store) -> None:
+    client = TestClient(compat_app(store))
+    assert client.get("/show").headers["vary"] == "Cookie"  # a fresh client that reads: varies
+    client.post("/remember", json={"name": "x"})
+    assert "vary" not in client.get("/ping").headers  # carries the cookie, never touches it
+
+
+def test_clearing_a_session_removes_its_record_and_expires_the_cookie(store: Store) -> None:
+    client = TestClient(compat_app(store))
+    client.post("/remember", json={"name": "x"})
+    cookie = client.post("/clear").headers["set-cookie"]
+    assert cookie.startswith("session=null; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT;")
+    assert list(store.session_ids()) == []
+
+
+def test_max_age_may_be_a_timedelta(store: Store) -> None:
+    client = TestClient(compat_app(store, max_age=timedelta(hours=1)))
+    assert "; Max-Age=3600; " in client.post("/remember", json={"name": "x"}).headers["set-cookie"]
+
+
+def test_a_middleware_with_no_secret_and_no_keys_fails_at_construction() -> None:
+    with pytest.raises(ConfigurationError, match="secret_key"):
+        StateMiddleware(Starlette())
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+async def test_a_trio_app_saves_on_every_store(store: Store, anyio_backend: str) -> None:
+    transport = httpx.ASGITransport(app=compat_app(store))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        await client.post("/remember", json={"name": "Harsh"})
+        assert (await client.get("/show")).json() == {"session": {"name": "Harsh"}}

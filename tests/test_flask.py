@@ -13,6 +13,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import httpx
 import pytest
 from flask import Flask, jsonify, request, session
+from flask.globals import request_ctx
 
 from statemw import Session, Store
 from statemw.flask import FlaskState, store_for
@@ -164,3 +165,129 @@ def test_concurrent_requests_through_a_threaded_server_lose_nothing(
     saved = store.load(sid)
     assert sorted(m["content"] for m in saved.messages) == sorted(f"turn {i}" for i in range(30))
     assert saved["name"] == "Harsh"
+
+
+# -- behaving as flask.session does (docs/compat.md) -----------------------------------------------
+
+
+def cookie_of(response: Any) -> str:
+    return str(response.headers["Set-Cookie"])
+
+
+def test_cookie_settings_made_after_init_are_read_on_each_request(store: Store) -> None:
+    app = make_app(store)
+    app.config.update(APPLICATION_ROOT="/foo", SESSION_COOKIE_SAMESITE=None)
+    cookie = cookie_of(app.test_client().post("/remember", json={"name": "x"}))
+    assert "Path=/foo" in cookie
+    assert "SameSite" not in cookie
+
+
+def test_a_leading_dot_domain_is_sent_as_flask_sends_it_and_the_cookie_comes_back(
+    store: Store,
+) -> None:
+    app = make_app(store, SESSION_COOKIE_DOMAIN=".example.com", SERVER_NAME="www.example.com")
+    client = app.test_client()
+    cookie = cookie_of(client.post("/remember", json={"name": "Harsh"}))
+    assert "Domain=example.com" in cookie
+    assert client.get("/show").json == {"name": "Harsh"}
+
+
+def test_secret_key_fallbacks_still_open_sessions_after_rotation(store: Store) -> None:
+    app = make_app(store)
+    client = app.test_client()
+    client.post("/remember", json={"name": "Harsh"})
+    app.config.update(SECRET_KEY="new-secret", SECRET_KEY_FALLBACKS=["test-secret"])
+    assert client.get("/show").json == {"name": "Harsh"}
+    app.config.update(SECRET_KEY_FALLBACKS=[])
+    assert client.get("/show").json == {}
+
+
+def test_a_permanent_session_cookie_has_an_expiry_and_a_plain_one_does_not(store: Store) -> None:
+    app = make_app(store)
+
+    @app.post("/stay")
+    def stay() -> str:
+        session.permanent = True
+        return ""
+
+    client = app.test_client()
+    assert "Expires=" not in cookie_of(client.post("/remember", json={"name": "x"}))
+    assert "Expires=" in cookie_of(client.post("/stay"))
+    assert store.load(next(iter(store.session_ids()))).permanent is True
+
+
+def test_session_permanent_true_makes_every_session_permanent(store: Store) -> None:
+    cookie = cookie_of(
+        make_app(store, SESSION_PERMANENT=True).test_client().post("/remember", json={"name": "x"})
+    )
+    assert "Expires=" in cookie
+
+
+def test_a_permanent_session_is_refreshed_on_each_request_without_a_store_write(
+    store: Store,
+) -> None:
+    app = make_app(store, SESSION_PERMANENT=True, SESSION_REFRESH_EACH_REQUEST=True)
+    client = app.test_client()
+    client.post("/remember", json={"name": "x"})
+    [sid] = store.session_ids()
+    revision = store.load(sid).revision
+    assert "Set-Cookie" in client.get("/show").headers
+    assert store.load(sid).revision == revision
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = False
+    assert "Set-Cookie" not in client.get("/show").headers
+
+
+def test_without_a_secret_key_reads_work_and_writes_fail_as_in_flask(store: Store) -> None:
+    app = make_app(store)
+    app.secret_key = None
+    with app.test_request_context():
+        assert session.get("anything") is None
+        with pytest.raises(RuntimeError, match="session is unavailable"):
+            session["k"] = 1
+
+
+def test_vary_cookie_joins_the_responses_own_vary_header(store: Store) -> None:
+    app = make_app(store)
+
+    @app.get("/negotiated")
+    def negotiated() -> Any:
+        response = jsonify(dict(session))
+        response.vary.add("Accept-Encoding")
+        session["seen"] = True
+        return response
+
+    client = app.test_client()
+    response = client.get("/negotiated")
+    assert response.headers.get_all("Vary") == ["Accept-Encoding, Cookie"]
+    assert "Vary" not in client.get("/ping").headers  # never touched the session
+
+
+def test_clearing_a_session_removes_its_record_and_expires_the_cookie(store: Store) -> None:
+    app = make_app(store)
+
+    @app.post("/clear")
+    def clear() -> str:
+        session.clear()
+        return ""
+
+    client = app.test_client()
+    client.post("/remember", json={"name": "x"})
+    cookie = cookie_of(client.post("/clear"))
+    assert cookie.startswith("session=;")
+    assert "Expires=Thu, 01 Jan 1970" in cookie
+    assert list(store.session_ids()) == []
+
+
+def test_modified_and_accessed_report_the_request_as_flask_does(store: Store) -> None:
+    app = make_app(store)
+    client = app.test_client()
+    with client:  # (flask.session itself would mark the session accessed: read Flask's slot)
+        client.post("/remember", json={"name": "x"})
+        assert request_ctx._session is not None
+        assert request_ctx._session.modified  # still true after the save, as Flask reports it
+        assert request_ctx._session.accessed
+    with client:
+        client.get("/ping")
+        assert request_ctx._session is not None
+        assert not request_ctx._session.accessed
+        assert not request_ctx._session.modified

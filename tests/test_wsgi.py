@@ -44,3 +44,25 @@ def test_header_keys_work_for_api_clients(store: Store) -> None:
     sid = client.get("/count").headers["X-Session-ID"]
     again = Client(StateMiddleware(counter, store=store, keys=[Header(secret_key="k")]))
     assert again.get("/count", headers={"X-Session-ID": sid}).json == {"n": 2}
+
+
+def negotiated(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    session: Session = environ[ENVIRON_KEY]
+    if environ["PATH_INFO"] == "/clear":
+        session.clear()
+    else:
+        session["seen"] = True
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Vary", "Accept-Encoding")])
+    return [b"ok"]
+
+
+def test_vary_cookie_joins_the_apps_own_vary_header(store: Store) -> None:
+    response = Client(StateMiddleware(negotiated, store=store, secret_key="k")).get("/")
+    assert response.headers.get_all("Vary") == ["Accept-Encoding, Cookie"]
+
+
+def test_clearing_a_session_removes_its_record_and_expires_the_cookie(store: Store) -> None:
+    client = Client(StateMiddleware(negotiated, store=store, secret_key="k"))
+    client.get("/")
+    assert "expires=Thu, 01 Jan 1970" in client.get("/clear").headers["Set-Cookie"]
+    assert list(store.session_ids()) == []
