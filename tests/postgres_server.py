@@ -7,8 +7,13 @@ and no server answering, the run fails; elsewhere PostgreSQL tests skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,6 +44,75 @@ def base_url() -> str:
             pytest.fail(f"CI=true but PostgreSQL does not answer at {BASE_URL}")
         pytest.skip(f"no PostgreSQL here ({BASE_URL} does not answer)")
     return BASE_URL
+
+
+BIN = (
+    Path("/usr/lib/postgresql")
+    / (
+        sorted(os.listdir("/usr/lib/postgresql"))[-1]
+        if os.path.isdir("/usr/lib/postgresql")
+        else "-"
+    )
+    / "bin"
+)
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster on a free port, for tests that restart or kill a server
+    (the shared one on 5432 is never touched). Runs as the `postgres` user when we are root."""
+
+    def __init__(self) -> None:
+        from tests.redis_server import free_port
+
+        if not (BIN / "initdb").exists():
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI=true but no PostgreSQL server binaries in {BIN}")
+            pytest.skip(f"no PostgreSQL server binaries in {BIN}")
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="statemw-pg-"))
+        self._pg(
+            "initdb",
+            "-D",
+            str(self.dir / "data"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _pg(self, tool: str, *args: str) -> None:
+        command = [str(BIN / tool), *args]
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _ctl(self, action: str, *args: str) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        data = str(self.dir / "data")
+        self._pg(
+            "pg_ctl", action, "-D", data, "-w", "-o", options, "-l", str(self.dir / "log"), *args
+        )
+
+    def start(self) -> PostgresServer:
+        self._ctl("start")
+        return self
+
+    def restart(self) -> None:
+        """A fast shutdown (sessions are ended, transactions rolled back), then start again."""
+        self._ctl("restart", "-m", "fast")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):  # not running
+            self._ctl("stop", "-m", "immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def new_schema() -> str:

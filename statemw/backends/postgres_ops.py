@@ -155,6 +155,8 @@ def settings(url: str, options: dict[str, Any]) -> Settings:
         raise ConfigurationError(f"bad PostgreSQL URL: {exc}") from exc
     host = str(parts.get("host") or "localhost")
     port = str(parts.get("port") or "5432")
+    if not all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
+        raise ConfigurationError(f"bad PostgreSQL URL: port {port!r} is not a TCP port")
     target = f"{host}:{port}/{parts.get('dbname') or parts.get('user') or ''}"
     return Settings(conninfo=conninfo, target=target, **values)
 
