@@ -13,7 +13,7 @@ import re
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from statemw.backends import postgres_sql as sql
 from statemw.backends.base import Change, Progress
@@ -148,7 +148,7 @@ def settings(url: str, options: dict[str, Any]) -> Settings:
         raise ConfigurationError(
             f"schema must be a lower-case SQL name (a-z, 0-9, _; 63 at most), got {schema!r}"
         )
-    conninfo = base + ("?" + urlencode(libpq) if libpq else "")
+    conninfo = base + ("?" + urlencode(libpq, quote_via=quote) if libpq else "")
     try:
         parts = conninfo_to_dict(conninfo)
     except Exception as exc:  # psycopg.ProgrammingError: libpq could not parse it

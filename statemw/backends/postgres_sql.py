@@ -18,13 +18,33 @@ from __future__ import annotations
 
 SCHEMA_VERSION = 1
 
-# The header as every read returns it (header_rows); postgres_ops.parse_header reads these.
+# The header as every read returns it; postgres_ops.parse_header reads these 17 columns.
 HEADER_COLUMNS = (
     "sid text, user_id text, created_at float8, updated_at float8, expires_at float8, "
     "revision bigint, message_count bigint, token_total bigint, summary bytea, "
     "summary_upto bigint, summary_covered bigint, summary_tokens bigint, children text[], "
     "state_keys text[], state_values bytea[], state_updated float8[], state_expires float8[]"
 )
+
+
+def header_select(now: str, where: str) -> str:
+    """SELECT the header columns (and the live state keys, aggregated) of the rows `where`
+    picks, as of `now`. Written into each statement that reads headers rather than called as a
+    SQL function: such a function is planned again on every call unless it can be inlined."""
+    return f"""
+    SELECT h.sid, h.user_id, h.created_at, h.updated_at, h.expires_at, h.revision,
+           h.message_count, h.token_total, h.summary, h.summary_upto, h.summary_covered,
+           h.summary_tokens, h.children, st.keys, st.vals, st.upd, st.exp
+    FROM {{s}}.sessions h
+    LEFT JOIN LATERAL (
+        SELECT array_agg(k.key ORDER BY k.seq) AS keys, array_agg(k.value ORDER BY k.seq) AS vals,
+               array_agg(k.updated_at ORDER BY k.seq) AS upd,
+               array_agg(k.expires_at ORDER BY k.seq) AS exp
+        FROM {{s}}.state k
+        WHERE k.sid = h.sid AND (k.expires_at IS NULL OR k.expires_at > {now})
+    ) st ON true
+    WHERE {where}"""
+
 
 _V1_TABLES = r"""
 CREATE TABLE {s}.sessions (
@@ -93,23 +113,6 @@ BEGIN
 END
 $fn$;
 
-CREATE FUNCTION {s}.header_rows(p_ids text[], p_now float8)
-RETURNS TABLE ({header_columns})
-LANGUAGE sql STABLE AS $fn$
-    SELECT h.sid, h.user_id, h.created_at, h.updated_at, h.expires_at, h.revision,
-           h.message_count, h.token_total, h.summary, h.summary_upto, h.summary_covered,
-           h.summary_tokens, h.children, st.keys, st.vals, st.upd, st.exp
-    FROM {s}.sessions h
-    LEFT JOIN LATERAL (
-        SELECT array_agg(k.key ORDER BY k.seq) AS keys, array_agg(k.value ORDER BY k.seq) AS vals,
-               array_agg(k.updated_at ORDER BY k.seq) AS upd,
-               array_agg(k.expires_at ORDER BY k.seq) AS exp
-        FROM {s}.state k
-        WHERE k.sid = h.sid AND (k.expires_at IS NULL OR k.expires_at > p_now)
-    ) st ON true
-    WHERE h.sid = ANY(p_ids)
-$fn$;
-
 -- Remove a session with its sub-sessions (state, messages and vectors go by ON DELETE CASCADE).
 CREATE FUNCTION {s}.remove_tree(p_sid text) RETURNS void
 LANGUAGE sql AS $fn$
@@ -128,7 +131,11 @@ CREATE FUNCTION {s}.commit(
     p_delete text[], p_append bytea[], p_vector_pos bigint[], p_vectors bytea[],
     p_notify boolean, p_changed text
 ) RETURNS TABLE (o_status text, o_actual bigint, o_header {s}.header_row)
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+-- Every statement here is a primary-key lookup: a generic plan is always right, and re-planning
+-- each statement on each call (what "auto" may keep doing) costs more than running it.
+SET plan_cache_mode = force_generic_plan
+AS $fn$
 DECLARE
     cur      {s}.sessions%ROWTYPE;
     v_parent text;
@@ -249,8 +256,8 @@ BEGIN
     IF p_notify THEN  -- delivered when the transaction commits, never before
         PERFORM pg_notify({s}.channel(p_sid), v_rev || E'\n' || v_count || E'\n' || p_changed);
     END IF;
-    RETURN QUERY SELECT 'OK'::text, v_rev, h::{s}.header_row
-        FROM {s}.header_rows(ARRAY[p_sid], p_now) h;
+    RETURN QUERY SELECT 'OK'::text, v_rev, ROW(h.*)::{s}.header_row
+        FROM ({commit_header}) h;
 END
 $fn$;
 
@@ -339,6 +346,8 @@ END
 $fn$;
 """
 
+_V1_FUNCTIONS = _V1_FUNCTIONS.replace("{commit_header}", header_select("p_now", "h.sid = p_sid"))
+
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         _V1_TABLES,
@@ -369,14 +378,15 @@ WRITE_VERSION = (
 
 # -- the operations' statements --------------------------------------------------------------------
 
-LOAD = """
+_LOAD_WHERE = """h.sid = ANY(%(ids)s::text[] ||
+        (SELECT '~u:' || u.user_id FROM {s}.sessions u WHERE u.sid = %(sid)s::text))"""
+
+LOAD = f"""
 SELECT h.*, w.start, w.bodies
-FROM {s}.header_rows(
-    %(ids)s::text[] || (SELECT '~u:' || u.user_id FROM {s}.sessions u WHERE u.sid = %(sid)s::text),
-    %(now)s::float8) h
+FROM ({header_select("%(now)s::float8", _LOAD_WHERE)}) h
 LEFT JOIN LATERAL (
     SELECT g.start, ARRAY(
-        SELECT m.body FROM {s}.messages m
+        SELECT m.body FROM {{s}}.messages m
         WHERE m.sid = h.sid AND m.pos >= g.start AND m.pos < h.message_count ORDER BY m.pos
     ) AS bodies
     FROM (SELECT greatest(h.message_count - %(window)s::bigint, coalesce(h.summary_upto, 0), 0)
@@ -385,7 +395,7 @@ LEFT JOIN LATERAL (
 ) w ON true
 """
 
-READ_HEADER = "SELECT * FROM {s}.header_rows(ARRAY[%(sid)s::text], %(now)s::float8)"
+READ_HEADER = header_select("%(now)s::float8", "h.sid = %(sid)s::text")
 
 COMMIT = """
 SELECT c.o_status, c.o_actual, (c.o_header).*
