@@ -199,6 +199,19 @@ def test_the_schema_is_migrated_in_place_from_an_older_version(
         upgraded.close()
 
 
+def test_a_store_without_notify_saves_and_refuses_to_subscribe(clock: FakeClock) -> None:
+    store = Store(isolated_url(notify="false"), clock=clock)
+    try:
+        session = store.create()
+        session["k"] = "v"
+        session.save()
+        assert store.load(session.id)["k"] == "v"
+        with pytest.raises(ConfigurationError, match="notify"):
+            store.subscribe(session.id)
+    finally:
+        store.close()
+
+
 # -- bad rows and bad input ------------------------------------------------------------------------
 
 

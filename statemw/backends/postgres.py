@@ -149,12 +149,16 @@ class PostgresBackend:
             except StopIteration as stop:
                 return stop.value
 
-    def _run(self, op: ops.Op) -> Any:
+    def _ready(self) -> None:
+        """The schema exists at our version (checked once per process, made if missing)."""
         if not self._schema.ready:
             with self._schema.lock:
                 if not self._schema.ready:
                     self._drive(ops.ensure_schema_op(self.sql))
                     self._schema.ready = True
+
+    def _run(self, op: ops.Op) -> Any:
+        self._ready()
         return self._drive(op)
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
@@ -210,7 +214,7 @@ class PostgresBackend:
     def subscribe(self, session_id: str) -> PostgresSubscription:
         if not self.settings.notify:
             raise ConfigurationError("this store was opened with notify=False: no subscribe")
-        self._run(ops.read_messages_op(self.sql, session_id, 0, 0))  # the schema, first
+        self._ready()  # LISTEN calls the schema's listen()
         return PostgresSubscription(self.settings, session_id)
 
 
@@ -318,10 +322,13 @@ class AsyncPostgresBackend:
             except StopIteration as stop:
                 return stop.value
 
-    async def _run(self, op: ops.Op) -> Any:
+    async def _ready(self) -> None:
         if not self._schema.ready:  # two loops may both migrate: the advisory lock orders them
             await self._drive(ops.ensure_schema_op(self.sql))
             self._schema.ready = True
+
+    async def _run(self, op: ops.Op) -> Any:
+        await self._ready()
         return await self._drive(op)
 
     async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
@@ -378,7 +385,7 @@ class AsyncPostgresBackend:
     async def subscribe(self, session_id: str) -> AsyncPostgresSubscription:
         if not self.settings.notify:
             raise ConfigurationError("this store was opened with notify=False: no subscribe")
-        await self._run(ops.read_messages_op(self.sql, session_id, 0, 0))  # the schema, first
+        await self._ready()  # LISTEN calls the schema's listen()
         return await AsyncPostgresSubscription.open(self.settings, session_id)
 
 
