@@ -13,6 +13,8 @@ measured in the same run:
         [--redis redis://127.0.0.1:6379/0] [--turns 300] [--sizes 10,100000]
 
 The PostgreSQL tables live in a schema of their own (bench_<random>), dropped at the end.
+Each save waits for its WAL flush (the durability Redis here does not offer); to see the cost
+without it, pass --url '...?options=-c%20synchronous_commit%3Doff'.
 """
 
 from __future__ import annotations
@@ -96,30 +98,53 @@ def select_one_floor(backend: PostgresBackend, turns: int) -> float:
         return statistics.median(timed(lambda: conn.execute("SELECT 1").fetchall(), turns))
 
 
-def measure(label: str, store: Store, sizes: list[int], turns: int) -> list[float]:
+def settle(url: str, schema: str) -> None:
+    """After the bulk fill: vacuum and checkpoint now, so autovacuum's catch-up (it freezes the
+    pages of a freshly filled table, writing WAL) does not compete with the turns measured."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in ("sessions", "state", "messages", "vectors"):
+            conn.execute(f'VACUUM (ANALYZE, FREEZE) "{schema}".{table}'.encode())
+        conn.execute(b"CHECKPOINT")
+
+
+def measure(
+    label: str,
+    store: Store,
+    sizes: list[int],
+    turns: int,
+    after_fill: Callable[[], None] | None = None,
+) -> None:
+    """Fill a session per size, then alternate their turns, so every size is measured under
+    the same conditions (a shared machine's disk and CPU come and go)."""
     loop = asyncio.new_event_loop()
-    medians = []
     try:
-        for n in sizes:
-            sid = fill(store, max(n, HISTORY))
-            for _ in range(20):  # warm up: connections open, statements prepared
+        sids = [fill(store, max(n, HISTORY)) for n in sizes]
+        if after_fill is not None:
+            after_fill()
+        for _ in range(20):  # warm up: connections open, statements prepared
+            for sid in sids:
                 turn(store, sid)
                 loop.run_until_complete(aturn(store, sid))
-            loads, history, saves = round_trips(store, sid)
-            sync_times = timed(lambda: turn(store, sid), turns)  # noqa: B023
-            async_times = timed(lambda: loop.run_until_complete(aturn(store, sid)), turns)  # noqa: B023
-            median = statistics.median(sync_times)
-            p90 = statistics.quantiles(sync_times, n=10)[-1]
-            medians.append(median)
+        trips = [round_trips(store, sid) for sid in sids]
+        sync_times: list[list[float]] = [[] for _ in sids]
+        async_times: list[list[float]] = [[] for _ in sids]
+        for _ in range(turns):
+            for k, sid in enumerate(sids):
+                sync_times[k] += timed(lambda: turn(store, sid), 1)  # noqa: B023
+                async_times[k] += timed(lambda: loop.run_until_complete(aturn(store, sid)), 1)  # noqa: B023
+        base = statistics.median(sync_times[0])
+        for n, (loads, history, saves), times, atimes in zip(
+            sizes, trips, sync_times, async_times, strict=True
+        ):
+            median = statistics.median(times)
+            p90 = statistics.quantiles(times, n=10)[-1]
             print(
-                f"{label:>10} {n:>9} {median:>8.3f} {p90:>7.3f} "
-                f"{statistics.median(async_times):>9.3f} {loads:>6} {history:>8} {saves:>6}"
-                f"   x{median / medians[0]:.2f} of the smallest"
+                f"{label:>10} {n:>9} {median:>8.3f} {p90:>7.3f} {statistics.median(atimes):>9.3f} "
+                f"{loads:>6} {history:>8} {saves:>6}   x{median / base:.2f} of the smallest"
             )
     finally:
         loop.run_until_complete(store.aclose())
         loop.close()
-    return medians
 
 
 def main() -> None:
@@ -132,7 +157,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    store = Store(f"{args.url}?schema={schema}")
+    store = Store(f"{args.url}{'&' if '?' in args.url else '?'}schema={schema}")
     backend = store.backend
     assert isinstance(backend, PostgresBackend)
     print(
@@ -140,7 +165,9 @@ def main() -> None:
         f"{'load':>6} {'history':>8} {'save':>6}   (round trips per turn)"
     )
     try:
-        measure("postgres", store, sizes, args.turns)
+        measure(
+            "postgres", store, sizes, args.turns, lambda: settle(args.url.split("?")[0], schema)
+        )
         floor = select_one_floor(backend, args.turns * 2)
         print(
             f"{'floor':>10} {'':>9} {floor:>8.3f}   one SELECT 1 round trip; "
@@ -148,7 +175,7 @@ def main() -> None:
         )
     finally:
         store.close()
-        with psycopg.connect(args.url, autocommit=True) as conn:
+        with psycopg.connect(args.url.split("?")[0], autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
 
     prefix = f"statemw-bench-{uuid.uuid4().hex[:8]}:"
