@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -199,6 +200,21 @@ def test_the_schema_is_migrated_in_place_from_an_older_version(
         upgraded.close()
 
 
+def test_vectors_are_read_by_position_range(pstore: Store) -> None:
+    session = pstore.create()
+    session.save()
+    rows(
+        pstore,
+        "INSERT INTO {s}.vectors VALUES "
+        + ", ".join(f"('{session.id}', {p}, '\\x{p % 256:02x}')" for p in (3, 7, 2000)),
+    )
+    backend = backend_of(pstore)
+    assert backend.read_vectors(session.id, 0, 5) == {3: b"\x03"}
+    assert backend.read_vectors(session.id, 3, 8) == {3: b"\x03", 7: b"\x07"}
+    assert backend.read_vectors(session.id, 0, 5000) == {3: b"\x03", 7: b"\x07", 2000: b"\xd0"}
+    assert backend.read_vectors(session.id, 5, 5) == {}
+
+
 def test_a_store_without_notify_saves_and_refuses_to_subscribe(clock: FakeClock) -> None:
     store = Store(isolated_url(notify="false"), clock=clock)
     try:
@@ -290,6 +306,13 @@ def test_both_scheme_spellings_and_url_options_are_read() -> None:
     assert backend.settings.target == "db.example:6543/app"
     assert "sslmode=allow" in backend.settings.conninfo
     store.close()
+
+
+def test_without_psycopg_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "statemw.backends.postgres", raising=False)
+    with pytest.raises(ConfigurationError, match=r"statemw\[postgres\]"):
+        Store("postgresql://127.0.0.1/db").backend  # noqa: B018
 
 
 def test_a_refused_connection_is_store_unavailable_naming_the_host_not_the_password() -> None:
