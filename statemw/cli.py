@@ -4,6 +4,7 @@
     statemw show SID                           header, state, user state, last messages
     statemw export SID --format openai|anthropic|json [--output FILE]
     statemw rm SID | forget-user U | purge | stats
+    statemw copy --from URL --to URL [--user U | --session SID]   between any two stores
 
 --store defaults to STATEMW_URL, else the default diskcache directory. Errors are one line on
 stderr and exit status 2.
@@ -22,6 +23,7 @@ from typing import Any, TextIO
 from statemw.errors import StateError
 from statemw.records import SessionHeader
 from statemw.store import Store, default_url
+from statemw.transfer import copy_sessions
 
 EXPORT_PAGE = 256
 
@@ -227,6 +229,61 @@ def cmd_stats(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _keys(text: str | None) -> list[str] | None:
+    """Comma-separated keys (the first seals, all open), None for none."""
+    keys = [k.strip() for k in (text or "").split(",") if k.strip()]
+    return keys or None
+
+
+def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
+    """Copy sessions between two stores; exit 1 when some were left alone or did not verify.
+
+    Keys: --from-key, else STATEMW_FROM_ENCRYPTION_KEY, else --encryption-key /
+    STATEMW_ENCRYPTION_KEY. --to-key, else STATEMW_TO_ENCRYPTION_KEY, else the source's keys
+    (a copy stays encrypted unless --to-plain says otherwise).
+    """
+    env = os.environ.get
+    from_keys = _keys(
+        args.from_key
+        or env("STATEMW_FROM_ENCRYPTION_KEY")
+        or args.encryption_key
+        or env("STATEMW_ENCRYPTION_KEY")
+    )
+    to_keys = _keys(args.to_key or env("STATEMW_TO_ENCRYPTION_KEY"))
+    if args.to_plain:
+        if to_keys:
+            raise StateError("--to-plain and a target key contradict each other")
+    elif to_keys is None:
+        to_keys = from_keys
+    source = Store(args.source, encryption_key=from_keys)
+    target = Store(args.target, encryption_key=to_keys)
+    progress = ProgressBar("copying", None)
+
+    def advanced(done: int, total: int) -> None:
+        progress.total = total
+        progress.advance(done - progress.done)
+
+    try:
+        report = copy_sessions(
+            source, target, user_id=args.user, session_id=args.session, progress=advanced
+        )
+    finally:
+        progress.close()
+        source.close()
+        target.close()
+    out.write(
+        f"copied {report.sessions} session(s) and {report.messages:,} message(s), "
+        f"shared state of {report.users} user(s); {report.skipped} already there\n"
+    )
+    for sid in report.conflicts:
+        out.write(f"left alone: {sid} (the target holds another history of it)\n")
+    for sid in report.mismatches:
+        out.write(f"did not verify: {sid} (counts differ after the copy)\n")
+    if report.ok:
+        out.write("verified: message, token and key counts match\n")
+    return 0 if report.ok else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="statemw", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", help="store URL (default: STATEMW_URL or the default directory)")
@@ -260,6 +317,16 @@ def parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="counts of sessions, users, messages, tokens")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(run=cmd_stats)
+    copy = sub.add_parser("copy", help="copy sessions to another store (resumable, verified)")
+    copy.add_argument("--from", dest="source", required=True, metavar="URL")
+    copy.add_argument("--to", dest="target", required=True, metavar="URL")
+    which = copy.add_mutually_exclusive_group()
+    which.add_argument("--user", help="only this user's sessions (and shared state)")
+    which.add_argument("--session", help="only this session (with its sub-sessions)")
+    copy.add_argument("--from-key", help="source key(s), comma-separated")
+    copy.add_argument("--to-key", help="target key(s), comma-separated (default: the source's)")
+    copy.add_argument("--to-plain", action="store_true", help="write the target unencrypted")
+    copy.set_defaults(run=None)
     return p
 
 
@@ -267,6 +334,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser().parse_args(argv)
     keys = args.encryption_key or os.environ.get("STATEMW_ENCRYPTION_KEY")
     try:
+        if args.run is None:  # copy: two stores of its own
+            return cmd_copy(args, out or sys.stdout)
         store = Store(
             args.store or os.environ.get("STATEMW_URL") or default_url(),
             encryption_key=keys.split(",") if keys else None,

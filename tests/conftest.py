@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from statemw import Store, configure
-from tests import redis_server
+from tests import postgres_server, redis_server
 from tests.demo_server import DemoServer
 
 
@@ -35,7 +35,7 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-BACKENDS = ["memory", "diskcache", "redis"]
+BACKENDS = ["memory", "diskcache", "redis", "postgres"]
 
 
 def store_url(kind: str, tmp_path: Path) -> str:
@@ -45,6 +45,8 @@ def store_url(kind: str, tmp_path: Path) -> str:
         return f"diskcache://{tmp_path / 'store'}"
     if kind == "redis":
         return redis_server.isolated_url(tmp_path.name)
+    if kind == "postgres":
+        return postgres_server.isolated_url()
     raise AssertionError(kind)
 
 
@@ -53,6 +55,13 @@ def _redis_keys_cleanup() -> Iterator[None]:
     """Redis tests share one server: delete this run's keys (and stop a server we started)."""
     yield
     redis_server.cleanup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_schemas_cleanup() -> Iterator[None]:
+    """PostgreSQL tests share one server: drop this run's schemas."""
+    yield
+    postgres_server.cleanup()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -22,8 +22,10 @@ from statemw import (
     generate_key,
 )
 from statemw.backends.kv import KVBackend
+from statemw.backends.postgres import PostgresBackend
 from statemw.codec import Codec
 from tests.conftest import FakeClock, store_url
+from tests.postgres_server import raw_postgres_values
 
 plain_data = st.recursive(
     st.none()
@@ -102,6 +104,8 @@ def test_unencodable_values_say_what_they_are() -> None:
 
 def raw_values(store: Store) -> list[bytes]:
     backend = store.backend
+    if isinstance(backend, PostgresBackend):
+        return raw_postgres_values(backend)
     if not isinstance(backend, KVBackend):
         from tests.redis_server import raw_redis_values
 

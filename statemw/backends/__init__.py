@@ -50,7 +50,15 @@ def open_backend(url: str, options: dict[str, Any]) -> tuple[Backend, AsyncBacke
                 "the Redis backend needs redis-py: pip install 'statemw[redis]'"
             ) from exc
         return open_redis(url, **options)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from statemw.backends.postgres import open_postgres
+        except ImportError as exc:
+            raise ConfigurationError(
+                "the PostgreSQL backend needs psycopg 3: pip install 'statemw[postgres]'"
+            ) from exc
+        return open_postgres(url, **options)
     raise ConfigurationError(
         f"unknown store URL {redact(url)!r}: use memory://, diskcache:///path, "
-        "redis://host:port/db, rediss://... or redis+cluster://..."
+        "redis://host:port/db, rediss://..., redis+cluster://... or postgresql://user@host/db"
     )

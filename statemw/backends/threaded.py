@@ -22,11 +22,18 @@ from statemw.records import Committed, Delta, SessionHeader, Snapshot
 T = TypeVar("T")
 
 
-async def to_thread(fn: Callable[..., T], *args: object) -> T:
-    """Run a blocking call in a worker thread of whichever event loop runs this."""
+def on_asyncio() -> bool:
+    """Is an asyncio event loop running this (not trio, say)?"""
     try:
         asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio: trio, through anyio (Starlette brings it)
+    except RuntimeError:
+        return False
+    return True
+
+
+async def to_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run a blocking call in a worker thread of whichever event loop runs this."""
+    if not on_asyncio():  # trio, through anyio (Starlette brings it)
         import anyio
 
         return await anyio.to_thread.run_sync(functools.partial(fn, *args))

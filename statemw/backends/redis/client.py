@@ -27,7 +27,7 @@ from statemw.backends.redis import ops
 from statemw.backends.redis.faults import FAULTS, afaults, faults, unavailable
 from statemw.backends.redis.lua import SCRIPTS
 from statemw.backends.redis.pubsub import AsyncRedisSubscription, RedisSubscription
-from statemw.backends.threaded import ThreadedSubscription, to_thread
+from statemw.backends.threaded import ThreadedSubscription, on_asyncio, to_thread
 from statemw.changes import AsyncSubscription
 from statemw.errors import ConfigurationError
 from statemw.records import Committed, Delta, SessionHeader, Snapshot
@@ -153,14 +153,6 @@ class _LoopClient:
         await self._finalizer.aclose()
 
 
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 class AsyncRedisBackend:
     """The same operations over redis.asyncio.Redis (or its RedisCluster), one per event loop.
 
@@ -203,7 +195,7 @@ class AsyncRedisBackend:
         return await pipe.execute()
 
     async def _run(self, op: ops.Op[T]) -> T:
-        if not _on_asyncio():
+        if not on_asyncio():
             return await to_thread(self._sync._run, op)
         async with afaults():
             return await adrive(op, self)
@@ -236,7 +228,7 @@ class AsyncRedisBackend:
         return await self._run(ops.forget_user_op(self.layout, user_id))
 
     async def _header_keys(self) -> list[str]:
-        if not _on_asyncio():
+        if not on_asyncio():
             return await to_thread(self._sync._header_keys)
         async with afaults():
             client = await self.client()
@@ -256,14 +248,14 @@ class AsyncRedisBackend:
 
     async def close(self) -> None:
         """Close this loop's client (other loops' clients close when their loops shut down)."""
-        if not _on_asyncio():
+        if not on_asyncio():
             return
         entry = self._loops.pop(asyncio.get_running_loop(), None)
         if entry is not None:
             await entry.close()
 
     async def subscribe(self, session_id: str) -> AsyncSubscription:
-        if not _on_asyncio():
+        if not on_asyncio():
             return ThreadedSubscription(await to_thread(self._sync.subscribe, session_id))
         client = await self.client()
         if self.layout.cluster:  # its pub/sub needs the slot map, which the client reads lazily
