@@ -33,7 +33,11 @@ def user(text: str) -> dict[str, Any]:
 
 
 def reasoning(n: int) -> dict[str, Any]:
-    return {"type": "reasoning", "id": f"rs_{n}", "summary": [{"type": "summary_text", "text": "."}]}
+    return {
+        "type": "reasoning",
+        "id": f"rs_{n}",
+        "summary": [{"type": "summary_text", "text": "."}],
+    }
 
 
 async def test_a_statemw_session_passes_the_sdks_runtime_protocol_check() -> None:
@@ -151,7 +155,9 @@ async def test_a_session_of_a_user_is_erased_with_the_user(store: Store) -> None
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 items = st.one_of(

@@ -131,7 +131,11 @@ def _plain(stored: Mapping[str, Any]) -> BaseMessage:
     """A message statemw stored for the app itself, as the LangChain class of its role."""
     role = str(stored.get("role"))
     content = stored.get("content")
-    text: Any = content if isinstance(content, str | list) else json.dumps(content, default=str)
+    text: Any = content
+    if content is None:  # an OpenAI assistant turn that only calls tools
+        text = ""
+    elif not isinstance(content, str | list):
+        text = json.dumps(content, default=str)
     if role in ("user", "human"):
         return HumanMessage(content=text)
     if role in ("assistant", "ai", "agent", "bot"):
@@ -188,6 +192,10 @@ class StatemwChatMessageHistory(BaseChatMessageHistory):
     def __repr__(self) -> str:
         return f"<StatemwChatMessageHistory {self.session_id!r}>"
 
+    def _whole(self, session: Session) -> bool:
+        """No window asked and nothing compacted: the log as stored (orphans too), not a window."""
+        return self.last is None and self.max_tokens is None and session.summary is None
+
     # -- sync ----------------------------------------------------------------------------------
 
     def _load(self) -> Session | None:
@@ -205,6 +213,8 @@ class StatemwChatMessageHistory(BaseChatMessageHistory):
         session = self._load()
         if session is None:
             return []
+        if self._whole(session):
+            return [from_message(m) for m in session.messages]
         history = session.get_history(last=self.last, max_tokens=self.max_tokens, format="raw")
         return [from_message(m) for m in history]
 
@@ -245,6 +255,8 @@ class StatemwChatMessageHistory(BaseChatMessageHistory):
         session = await self._aopen()
         if session is None:
             return []
+        if self._whole(session):
+            return [from_message(m) for m in await session.fetch_messages()]
         history = await session.aget_history(
             last=self.last, max_tokens=self.max_tokens, format="raw"
         )
