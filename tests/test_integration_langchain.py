@@ -79,7 +79,7 @@ def test_every_message_class_round_trips_with_ids_and_extra_fields(store: Store)
         *turn(1),
         AIMessage("x", usage_metadata={"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}),
         ToolMessage("r", tool_call_id="z", artifact={"rows": 3}, status="error"),
-        ChatMessage("hm", role="critic", name="bob"),
+        ChatMessage(content="hm", role="critic", name="bob"),
     ]
     history = StatemwChatMessageHistory("s", store=store)
     history.add_messages(messages)

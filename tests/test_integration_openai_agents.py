@@ -20,19 +20,19 @@ pytestmark = pytest.mark.anyio
 set_tracing_disabled(True)
 
 
-def fc(call_id: str) -> dict[str, Any]:
+def fc(call_id: str) -> Any:
     return {"type": "function_call", "call_id": call_id, "name": "f", "arguments": "{}"}
 
 
-def out(call_id: str) -> dict[str, Any]:
+def out(call_id: str) -> Any:
     return {"type": "function_call_output", "call_id": call_id, "output": "ok"}
 
 
-def user(text: str) -> dict[str, Any]:
+def user(text: str) -> Any:
     return {"role": "user", "content": text}
 
 
-def reasoning(n: int) -> dict[str, Any]:
+def reasoning(n: int) -> Any:
     return {
         "type": "reasoning",
         "id": f"rs_{n}",
@@ -56,7 +56,7 @@ async def test_the_runner_keeps_a_tool_calling_conversation_over_several_turns(
         "The weather: rain, 12 C.",
         "The weather: sun, 24 C.",
     )
-    items = await session.get_items()
+    items: list[Any] = await session.get_items()
     kinds = [i.get("type", "message") for i in items]
     assert kinds == ["message", "reasoning", "function_call", "function_call_output", "message"] * 2
     assert model.inputs[-1][: len(items) - 4] == items[:6]  # turn 2 saw turn 1 from the store
@@ -121,7 +121,8 @@ async def test_two_runners_appending_at_once_lose_and_duplicate_nothing(store: S
             await session.add_items([user(f"{tag}{n}"), {"role": "assistant", "content": "ok"}])
 
     await asyncio.gather(write(one, "a"), write(two, "b"))
-    said = [i["content"] for i in await one.get_items() if i["role"] == "user"]
+    got: list[Any] = await one.get_items()
+    said = [i["content"] for i in got if i.get("role") == "user"]
     assert sorted(said) == sorted([f"a{n}" for n in range(10)] + [f"b{n}" for n in range(10)])
 
 
@@ -134,7 +135,7 @@ async def test_compaction_sends_a_summary_instead_of_older_items(store: Store) -
 
     session = StatemwSession("s", store=store, compact_at=30, summarize=summarize, keep_last=2)
     await session.add_items([user("x" * 40), fc("a"), out("a"), user("y" * 40)])
-    items = await session.get_items()
+    items: list[Any] = await session.get_items()
     assert items[0] == {
         "role": "system",
         "content": "Summary of the earlier conversation: 1 items",
@@ -183,9 +184,9 @@ conversation = st.lists(
 )
 
 
-def build(script: list[str]) -> list[dict[str, Any]]:
+def build(script: list[str]) -> list[Any]:
     """A conversation with calls answered right away, in parallel, late, or never."""
-    built: list[dict[str, Any]] = []
+    built: list[Any] = []
     for n, step in enumerate(script):
         if step == "user":
             built.append(user(str(n)))
