@@ -13,10 +13,11 @@ import asyncio
 import re
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -67,8 +68,11 @@ class ScriptedChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
 
-def make_chain(model: BaseChatModel, store: Store) -> RunnableWithMessageHistory:
-    """A tool loop whose new messages (AI tool call, tool result, AI answer) go to statemw."""
+def make_chain(
+    model: BaseChatModel, history: Callable[[str], BaseChatMessageHistory]
+) -> RunnableWithMessageHistory:
+    """A tool loop whose new messages (AI tool call, tool result, AI answer) go to the history
+    `history(session_id)` gives (e.g. `lambda sid: StatemwChatMessageHistory(sid, store=...)`)."""
 
     def loop(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
         new: list[BaseMessage] = []
@@ -83,23 +87,20 @@ def make_chain(model: BaseChatModel, store: Store) -> RunnableWithMessageHistory
 
     with warnings.catch_warnings():  # langchain-core 1.x points to LangGraph; it still works
         warnings.filterwarnings("ignore", "RunnableWithMessageHistory is deprecated")
-        return RunnableWithMessageHistory(
-            RunnableLambda(loop),
-            lambda session_id: StatemwChatMessageHistory(session_id, store=store),
-        )
+        return RunnableWithMessageHistory(RunnableLambda(loop), history)
 
 
 async def main(directory: str) -> None:
     model = ScriptedChatModel()
     config: Any = {"configurable": {"session_id": "trip-planning"}}
     store = Store(f"diskcache://{directory}")
-    chain = make_chain(model, store)
+    chain = make_chain(model, lambda sid: StatemwChatMessageHistory(sid, store=store))
     print((await chain.ainvoke([HumanMessage("What is the weather in Berlin?")], config))[-1].text)
     print((await chain.ainvoke([HumanMessage("And in Oslo?")], config))[-1].text)
     store.close()
 
     store = Store(f"diskcache://{directory}")  # a new process: the same conversation
-    chain = make_chain(model, store)
+    chain = make_chain(model, lambda sid: StatemwChatMessageHistory(sid, store=store))
     print((await chain.ainvoke([HumanMessage("Once more, please.")], config))[-1].text)
     history = StatemwChatMessageHistory("trip-planning", store=store)
     print(len(await history.aget_messages()), "messages")

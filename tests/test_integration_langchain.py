@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ from statemw.window import tool_call_ids, tool_result_ids
 CONFIG: Any = {"configurable": {"session_id": "chat"}}
 
 
+def histories(store: Store) -> Callable[[str], StatemwChatMessageHistory]:
+    return lambda session_id: StatemwChatMessageHistory(session_id, store=store)
+
+
 def turn(n: int) -> list[BaseMessage]:
     """A user turn that calls a tool: human, AI with a tool call, tool result, AI answer."""
     return [
@@ -45,7 +50,7 @@ def test_the_history_is_a_langchain_chat_message_history() -> None:
 
 @pytest.mark.anyio
 async def test_a_runnable_with_history_keeps_a_tool_calling_conversation(store: Store) -> None:
-    chain = make_chain(ScriptedChatModel(), store)
+    chain = make_chain(ScriptedChatModel(), histories(store))
     first = await chain.ainvoke([HumanMessage("Weather in Berlin?")], CONFIG)
     second = await chain.ainvoke([HumanMessage("And Oslo?")], CONFIG)
     assert (first[-1].text, second[-1].text) == (
@@ -64,10 +69,14 @@ async def test_a_runnable_with_history_keeps_a_tool_calling_conversation(store: 
 def test_the_sync_chain_continues_after_a_restart(tmp_path: Path) -> None:
     url = f"diskcache://{tmp_path / 'store'}"
     store = Store(url)
-    make_chain(ScriptedChatModel(), store).invoke([HumanMessage("Weather in Lisbon?")], CONFIG)
+    make_chain(ScriptedChatModel(), histories(store)).invoke(
+        [HumanMessage("Weather in Lisbon?")], CONFIG
+    )
     store.close()
     store = Store(url)
-    reply = make_chain(ScriptedChatModel(), store).invoke([HumanMessage("Again?")], CONFIG)
+    reply = make_chain(ScriptedChatModel(), histories(store)).invoke(
+        [HumanMessage("Again?")], CONFIG
+    )
     assert reply[-1].text == "The weather: sun, 24 C."  # the city came from the stored history
     assert len(StatemwChatMessageHistory("chat", store=store).messages) == 8
 

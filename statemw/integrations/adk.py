@@ -39,6 +39,7 @@ from google.adk.sessions.state import State
 from pydantic_core import to_jsonable_python
 
 from statemw.errors import InvalidValue, SessionNotFound
+from statemw.integrations._bridge import statemw_session
 from statemw.integrations._window import NO_LINKS, PAGE, Rules, read_window
 from statemw.messages import Message
 from statemw.session import Session
@@ -135,11 +136,12 @@ class StatemwSessionService(BaseSessionService):
 
     @classmethod
     def from_session(
-        cls, session: Session, *, app_name: str, **options: Any
+        cls, session: Mapping[str, Any], *, app_name: str, **options: Any
     ) -> StatemwSessionService:
         """A service for which `session` itself (e.g. `request.session`) is the ADK session of
         `app_name` with the id `session.id` and user `session.user_id`: its events join the
         session's messages and are saved with it, by the web middleware or your `save()`."""
+        session = statemw_session(session)
         service = cls(store=session.store, **options)
         service._bound = session
         service._bound_app = app_name

@@ -33,6 +33,7 @@ from langchain_core.messages import (
 
 from statemw.errors import InvalidValue, SessionNotFound
 from statemw.formats import SUMMARY_PREFIX
+from statemw.integrations._bridge import statemw_session
 from statemw.messages import Message
 from statemw.session import Session
 from statemw.store import Store, default_store
@@ -178,9 +179,10 @@ class StatemwChatMessageHistory(BaseChatMessageHistory):
         self._bound: Session | None = None
 
     @classmethod
-    def from_session(cls, session: Session, **options: Any) -> StatemwChatMessageHistory:
+    def from_session(cls, session: Mapping[str, Any], **options: Any) -> StatemwChatMessageHistory:
         """The history of `session` itself (e.g. `request.session`): messages join its log and
         are saved with it, by the web middleware or your `save()`."""
+        session = statemw_session(session)
         history = cls(session.id, store=session.store, user_id=session.user_id, **options)
         history._bound = session
         return history

@@ -27,6 +27,7 @@ from agents.memory.session_settings import resolve_session_limit
 
 from statemw.errors import ConflictError, InvalidValue, SessionNotFound
 from statemw.formats import SUMMARY_PREFIX
+from statemw.integrations._bridge import statemw_session
 from statemw.integrations._window import NO_LINKS, Rules, read_window, split
 from statemw.messages import Message
 from statemw.session import Session
@@ -127,9 +128,10 @@ class StatemwSession:
         self._bound: Session | None = None
 
     @classmethod
-    def from_session(cls, session: Session, **options: Any) -> StatemwSession:
+    def from_session(cls, session: Mapping[str, Any], **options: Any) -> StatemwSession:
         """The SDK session over `session` itself (e.g. `request.session` in a web handler): the
         agent's items join its messages and are saved with it."""
+        session = statemw_session(session)
         adapter = cls(session.id, store=session.store, user_id=session.user_id, **options)
         adapter._bound = session
         return adapter
