@@ -37,6 +37,8 @@ from openai.types.responses.response_reasoning_item import Summary
 from statemw import Store
 from statemw.integrations.openai_agents import StatemwSession
 
+set_tracing_disabled(True)  # the example runs offline: no traces are exported
+
 FORECASTS = {"Berlin": "rain, 12 C", "Lisbon": "sun, 24 C", "Oslo": "snow, -3 C"}
 
 
@@ -121,7 +123,6 @@ def make_agent(model: Model) -> Agent[Any]:
 
 
 async def main(directory: str) -> None:
-    set_tracing_disabled(True)  # no network: traces are not exported
     model = ScriptedModel()
     agent = make_agent(model)
     store = Store(f"diskcache://{directory}")
