@@ -231,12 +231,12 @@ def openai_bench(reuse: bool) -> Callable[[int, str], Bench]:
     (reuse=False: opens a connection and checks the schema each turn), or one object kept."""
 
     def setup(n: int, tmp: str) -> Bench:
-        from agents import SQLiteSession  # type: ignore[import-not-found]
+        from agents import SQLiteSession
 
         path = f"{tmp}/agents.db"
         sid = "bench"
         first = SQLiteSession(sid, path)
-        items = [{"role": role(i), "content": old_text(i)} for i in range(n)]
+        items: list[Any] = [{"role": role(i), "content": old_text(i)} for i in range(n)]
         LOOP.run(first.add_items(items))  # one executemany
         if not reuse:
             first.close()
@@ -263,20 +263,21 @@ def adk_bench(kind: str, recent_only: bool) -> Callable[[int, str], Bench]:
     """get_session (all events, or GetSessionConfig(num_recent_events=20)) + append_event."""
 
     def setup(n: int, tmp: str) -> Bench:
-        from google.adk.events import Event  # type: ignore[import-not-found]
-        from google.adk.sessions.base_session_service import (  # type: ignore[import-not-found]
+        from google.adk.events import Event
+        from google.adk.sessions.base_session_service import (
             GetSessionConfig,
         )
-        from google.genai import types  # type: ignore[import-not-found]
+        from google.genai import types
 
         def event(author: str, text: str, ts: float | None = None) -> Any:
             content = types.Content(role=author, parts=[types.Part(text=text)])
-            extra = {} if ts is None else {"timestamp": ts}
+            extra: dict[str, Any] = {} if ts is None else {"timestamp": ts}
             return Event(author=author, invocation_id="bench", content=content, **extra)
 
         app, user, sid = "bench", "u", "s1"
+        service: Any
         if kind == "memory":
-            from google.adk.sessions import InMemorySessionService  # type: ignore[import-not-found]
+            from google.adk.sessions import InMemorySessionService
 
             service = InMemorySessionService()
         elif kind == "database":
@@ -284,7 +285,7 @@ def adk_bench(kind: str, recent_only: bool) -> Callable[[int, str], Bench]:
 
             service = DatabaseSessionService(db_url=f"sqlite+aiosqlite:///{tmp}/adk-db.sqlite")
         else:
-            from google.adk.sessions.sqlite_session_service import (  # type: ignore[import-not-found]
+            from google.adk.sessions.sqlite_session_service import (
                 SqliteSessionService,
             )
 

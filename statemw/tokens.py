@@ -24,26 +24,36 @@ def approx_tokens(text: str) -> int:
 
 
 def message_text(message: Mapping[str, Any]) -> str:
-    """The text of a message a model would read: content (or its text blocks) and tool calls."""
+    """The text of a message a model would read: content (or its text blocks) and tool calls,
+    and the text of Responses-API items (a function call's arguments, a tool's output, a
+    reasoning summary), which carry it outside `content`."""
     parts: list[str] = []
-    content = message.get("content")
-    if isinstance(content, str):
-        parts.append(content)
-    elif isinstance(content, list):
-        for block in content:
-            if isinstance(block, Mapping):
-                for field in ("text", "thinking", "input", "content"):
-                    value = block.get(field)
-                    if isinstance(value, str):
-                        parts.append(value)
-                    elif value is not None:
-                        parts.append(json.dumps(value, default=str))
-            elif isinstance(block, str):
-                parts.append(block)
+    for field in ("content", "arguments", "output"):
+        _texts(message.get(field), parts)
+    summary = message.get("summary")
+    if isinstance(summary, list):  # a reasoning item's summary blocks (a statemw summary is True)
+        _texts(summary, parts)
     for call in message.get("tool_calls") or ():
         if isinstance(call, Mapping):
             parts.append(json.dumps(call, default=str))
     return "\n".join(parts)
+
+
+def _texts(value: Any, parts: list[str]) -> None:
+    """Append the text of a string or of a list of content blocks."""
+    if isinstance(value, str):
+        parts.append(value)
+    elif isinstance(value, list):
+        for block in value:
+            if isinstance(block, Mapping):
+                for field in ("text", "thinking", "input", "content"):
+                    text = block.get(field)
+                    if isinstance(text, str):
+                        parts.append(text)
+                    elif text is not None:
+                        parts.append(json.dumps(text, default=str))
+            elif isinstance(block, str):
+                parts.append(block)
 
 
 def count_message(message: Mapping[str, Any], count: TokenCounter = approx_tokens) -> int:

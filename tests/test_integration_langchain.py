@@ -1,0 +1,206 @@
+"""statemw as a LangChain chat message history: RunnableWithMessageHistory on a scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+
+from examples.agents_langchain import ScriptedChatModel, make_chain
+from statemw import Store
+from statemw.integrations.langchain import StatemwChatMessageHistory, from_message, to_message
+from statemw.window import tool_call_ids, tool_result_ids
+
+CONFIG: Any = {"configurable": {"session_id": "chat"}}
+
+
+def histories(store: Store) -> Callable[[str], StatemwChatMessageHistory]:
+    return lambda session_id: StatemwChatMessageHistory(session_id, store=store)
+
+
+def turn(n: int) -> list[BaseMessage]:
+    """A user turn that calls a tool: human, AI with a tool call, tool result, AI answer."""
+    return [
+        HumanMessage(f"q{n}", id=f"h{n}"),
+        AIMessage("", id=f"a{n}", tool_calls=[{"name": "t", "args": {"n": n}, "id": f"c{n}"}]),
+        ToolMessage(f"r{n}", tool_call_id=f"c{n}", id=f"t{n}"),
+        AIMessage(f"answer {n}", id=f"b{n}"),
+    ]
+
+
+def test_the_history_is_a_langchain_chat_message_history() -> None:
+    assert isinstance(
+        StatemwChatMessageHistory("s", store=Store("memory://")), BaseChatMessageHistory
+    )
+
+
+@pytest.mark.anyio
+async def test_a_runnable_with_history_keeps_a_tool_calling_conversation(store: Store) -> None:
+    chain = make_chain(ScriptedChatModel(), histories(store))
+    first = await chain.ainvoke([HumanMessage("Weather in Berlin?")], CONFIG)
+    second = await chain.ainvoke([HumanMessage("And Oslo?")], CONFIG)
+    assert (first[-1].text, second[-1].text) == (
+        "The weather: rain, 12 C.",
+        "The weather: snow, -3 C.",
+    )
+    history = await StatemwChatMessageHistory("chat", store=store).aget_messages()
+    assert [type(m).__name__ for m in history] == [
+        "HumanMessage",
+        "AIMessage",
+        "ToolMessage",
+        "AIMessage",
+    ] * 2
+
+
+def test_the_sync_chain_continues_after_a_restart(tmp_path: Path) -> None:
+    url = f"diskcache://{tmp_path / 'store'}"
+    store = Store(url)
+    make_chain(ScriptedChatModel(), histories(store)).invoke(
+        [HumanMessage("Weather in Lisbon?")], CONFIG
+    )
+    store.close()
+    store = Store(url)
+    reply = make_chain(ScriptedChatModel(), histories(store)).invoke(
+        [HumanMessage("Again?")], CONFIG
+    )
+    assert reply[-1].text == "The weather: sun, 24 C."  # the city came from the stored history
+    assert len(StatemwChatMessageHistory("chat", store=store).messages) == 8
+
+
+def test_every_message_class_round_trips_with_ids_and_extra_fields(store: Store) -> None:
+    messages = [
+        SystemMessage("be brief", id="s"),
+        HumanMessage([{"type": "text", "text": "hi"}], id="h", additional_kwargs={"k": [1]}),
+        *turn(1),
+        AIMessage("x", usage_metadata={"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}),
+        ToolMessage("r", tool_call_id="z", artifact={"rows": 3}, status="error"),
+        ChatMessage(content="hm", role="critic", name="bob"),
+    ]
+    history = StatemwChatMessageHistory("s", store=store)
+    history.add_messages(messages)
+    assert StatemwChatMessageHistory("s", store=store).messages == messages
+
+
+@pytest.mark.anyio
+async def test_the_async_methods_round_trip_and_clear(store: Store) -> None:
+    history = StatemwChatMessageHistory("s", store=store)
+    await history.aadd_messages(turn(1))
+    assert await history.aget_messages() == turn(1)
+    await history.aclear()
+    assert await history.aget_messages() == []
+    assert history.messages == []
+
+
+def test_a_window_keeps_a_tool_call_with_its_result(store: Store) -> None:
+    history = StatemwChatMessageHistory("s", store=store)
+    history.add_messages([SystemMessage("sys"), *turn(1), *turn(2)])
+    windowed = StatemwChatMessageHistory("s", store=store, last=2).messages
+    assert windowed == [SystemMessage("sys"), *turn(2)[3:]]  # the call/result pair does not fit
+    assert StatemwChatMessageHistory("s", store=store, last=3).messages[1:] == turn(2)[1:]
+
+
+@pytest.mark.anyio
+async def test_two_chains_appending_at_once_lose_and_duplicate_nothing(store: Store) -> None:
+    async def write(tag: str) -> None:
+        history = StatemwChatMessageHistory("s", store=store)
+        for n in range(10):
+            await history.aadd_messages([HumanMessage(f"{tag}{n}"), AIMessage("ok")])
+
+    await asyncio.gather(write("a"), write("b"))
+    history = await StatemwChatMessageHistory("s", store=store).aget_messages()
+    said = [m.text for m in history if isinstance(m, HumanMessage)]
+    assert sorted(said) == sorted([f"a{n}" for n in range(10)] + [f"b{n}" for n in range(10)])
+
+
+def test_messages_the_app_added_itself_read_as_langchain_messages(store: Store) -> None:
+    session = store.create(session_id="s")
+    session.add_message("user", "hi")
+    session.add_message(
+        "assistant",
+        None,
+        tool_calls=[
+            {"id": "c", "type": "function", "function": {"name": "t", "arguments": '{"a": 1}'}}
+        ],
+    )
+    session.add_message("tool", "r", tool_call_id="c")
+    session.save()
+    assert StatemwChatMessageHistory("s", store=store).messages == [
+        HumanMessage("hi"),
+        AIMessage("", tool_calls=[{"name": "t", "args": {"a": 1}, "id": "c"}]),
+        ToolMessage("r", tool_call_id="c"),
+    ]
+
+
+# -- properties --------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+kwargs = st.dictionaries(st.text(min_size=1, max_size=5), json_values, max_size=3)
+ids = st.none() | st.text(min_size=1, max_size=6)
+content = st.text(max_size=20) | st.lists(
+    st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=8)}), max_size=2
+)
+tool_calls = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.text(min_size=1, max_size=5),
+            "args": st.dictionaries(st.text(max_size=4), json_values, max_size=3),
+            "id": st.text(min_size=1, max_size=5),
+        }
+    ),
+    max_size=3,
+)
+messages = st.one_of(
+    st.builds(HumanMessage, content=content, id=ids, additional_kwargs=kwargs),
+    st.builds(SystemMessage, content=content, id=ids, name=st.none() | st.text(max_size=4)),
+    st.builds(AIMessage, content=content, id=ids, tool_calls=tool_calls, response_metadata=kwargs),
+    st.builds(
+        ToolMessage, content=content, tool_call_id=st.text(max_size=5), id=ids, artifact=json_values
+    ),
+    st.builds(ChatMessage, content=content, role=st.text(min_size=1, max_size=5), id=ids),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(messages)
+def test_every_message_maps_to_a_statemw_message_and_back(message: BaseMessage) -> None:
+    stored = to_message(message)
+    assert from_message(stored) == message
+    if isinstance(message, AIMessage):  # statemw's windows see the calls
+        assert tool_call_ids(stored) == {c["id"] for c in message.tool_calls}
+    if isinstance(message, ToolMessage):
+        assert tool_result_ids(stored) == {message.tool_call_id}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 3), max_size=8), st.integers(0, 12), st.none() | st.integers(1, 80))
+def test_a_window_never_splits_a_call_from_its_results(
+    shape: list[int], last: int, max_tokens: int | None
+) -> None:
+    store = Store("memory://")
+    history = StatemwChatMessageHistory("p", store=store)
+    for n, kind in enumerate(shape):
+        history.add_messages(turn(n) if kind == 1 else [HumanMessage(f"q{n}"), AIMessage("a")])
+    window = StatemwChatMessageHistory("p", store=store, last=last, max_tokens=max_tokens).messages
+    calls = {c["id"] for m in window if isinstance(m, AIMessage) for c in m.tool_calls}
+    results = {m.tool_call_id for m in window if isinstance(m, ToolMessage)}
+    assert calls == results
