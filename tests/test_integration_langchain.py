@@ -23,7 +23,7 @@ from langchain_core.messages import (
 from examples.agents_langchain import ScriptedChatModel, make_chain
 from statemw import Store
 from statemw.integrations.langchain import StatemwChatMessageHistory, from_message, to_message
-from statemw.window import tool_call_ids, tool_result_ids
+from statemw.messages import tool_call_ids, tool_result_ids
 
 CONFIG: Any = {"configurable": {"session_id": "chat"}}
 
