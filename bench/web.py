@@ -67,7 +67,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 PREFIX = "statemw-bench-web:"
@@ -82,10 +82,60 @@ NEW_TEXT = "and one more thing " + "y" * 40
 
 
 WORDS = (
-    "the a to of and in is it you that for on with this be are can have not what from or by at"
-    " as your was if will my so but do flight train hotel morning evening price ticket seat"
-    " window aisle berlin paris tuesday next book change cancel return one way"
-).split()
+    "the",
+    "a",
+    "to",
+    "of",
+    "and",
+    "in",
+    "is",
+    "it",
+    "you",
+    "that",
+    "for",
+    "on",
+    "with",
+    "this",
+    "be",
+    "are",
+    "can",
+    "have",
+    "not",
+    "what",
+    "from",
+    "or",
+    "by",
+    "at",
+    "as",
+    "your",
+    "was",
+    "if",
+    "will",
+    "my",
+    "so",
+    "but",
+    "do",
+    "flight",
+    "train",
+    "hotel",
+    "morning",
+    "evening",
+    "price",
+    "ticket",
+    "seat",
+    "window",
+    "aisle",
+    "berlin",
+    "paris",
+    "tuesday",
+    "next",
+    "book",
+    "change",
+    "cancel",
+    "return",
+    "one",
+    "way",
+)
 
 
 def old_text(i: int) -> str:
@@ -257,7 +307,7 @@ class WsgiClient(Client):
         return Reply(int(status.split()[0]), body, ns)
 
 
-# --- the products ----------------------------------------------------------------------------------
+# --- the products ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -285,21 +335,23 @@ def starlette_routes(kind: str) -> list[Any]:
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
+    from statemw import Session
+
     if kind == "statemw":
 
         async def turn(request: Request) -> PlainTextResponse:
-            s = request.session
+            s = cast(Session, request.session)
             window = s.get_history(last=RECENT)
             s.add_message("user", NEW_TEXT)
             return PlainTextResponse(f"{len(s.messages)} {len(window)}")
 
         async def read(request: Request) -> PlainTextResponse:
-            s = request.session
+            s = cast(Session, request.session)
             window = s.get_history(last=RECENT)
             return PlainTextResponse(f"{len(s.messages)} {len(window)}")
 
         async def fill(request: Request) -> PlainTextResponse:
-            s = request.session
+            s = cast(Session, request.session)
             start, n = int(request.query_params["start"]), int(request.query_params["n"])
             s["user"] = "bench"
             for i in range(start, start + n):
@@ -325,7 +377,9 @@ def starlette_routes(kind: str) -> list[Any]:
             s = request.session
             start, n = int(request.query_params["start"]), int(request.query_params["n"])
             messages = s.get("messages", [])
-            messages.extend({"role": role(i), "content": old_text(i)} for i in range(start, start + n))
+            messages.extend(
+                {"role": role(i), "content": old_text(i)} for i in range(start, start + n)
+            )
             s["user"] = "bench"
             s["messages"] = messages
             return PlainTextResponse(str(len(messages)))
@@ -415,6 +469,8 @@ def bare_starlette(tmp: str) -> App:
 def flask_app(kind: str, configure: Callable[[Any], None]) -> Any:
     from flask import Flask, request, session
 
+    from statemw import Session
+
     app = Flask("bench_web")
     app.config["SECRET_KEY"] = SECRET
     configure(app)
@@ -423,20 +479,20 @@ def flask_app(kind: str, configure: Callable[[Any], None]) -> Any:
 
         @app.post("/turn")
         def turn() -> str:
-            s: Any = session
+            s = cast(Session, session)
             window = s.get_history(last=RECENT)
             s.add_message("user", NEW_TEXT)
             return f"{len(s.messages)} {len(window)}"
 
         @app.get("/read")
         def read() -> str:
-            s: Any = session
+            s = cast(Session, session)
             window = s.get_history(last=RECENT)
             return f"{len(s.messages)} {len(window)}"
 
         @app.post("/fill")
         def fill() -> str:
-            s: Any = session
+            s = cast(Session, session)
             start, n = int(request.args["start"]), int(request.args["n"])
             s["user"] = "bench"
             for i in range(start, start + n):
@@ -463,7 +519,9 @@ def flask_app(kind: str, configure: Callable[[Any], None]) -> Any:
         def fill() -> str:
             start, n = int(request.args["start"]), int(request.args["n"])
             messages = session.get("messages", [])
-            messages.extend({"role": role(i), "content": old_text(i)} for i in range(start, start + n))
+            messages.extend(
+                {"role": role(i), "content": old_text(i)} for i in range(start, start + n)
+            )
             session["user"] = "bench"
             session["messages"] = messages
             return str(len(messages))
@@ -571,7 +629,7 @@ PRODUCTS = [
 BY_NAME = {p.name: p for p in PRODUCTS}
 
 
-# --- measuring one cell ----------------------------------------------------------------------------
+# --- measuring one cell ---------------------------------------------------------------------------
 
 
 class Mismatch(AssertionError):
@@ -672,7 +730,7 @@ async def time_cell(cell: Cell, seconds: float) -> dict[str, Any]:
     }
 
 
-# --- Redis counters --------------------------------------------------------------------------------
+# --- Redis counters -------------------------------------------------------------------------------
 
 
 def redis_counters(conn: Any) -> dict[str, int]:
@@ -717,7 +775,7 @@ def redis_cleanup() -> None:
         conn.close()
 
 
-# --- workers -----------------------------------------------------------------------------------------
+# --- workers --------------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -780,10 +838,10 @@ async def measure_size(
 
 
 async def adaptive(
-    run: Callable[[], Awaitable[int]], seconds: float, least: int = MIN_REQUESTS
+    run: Callable[[], Awaitable[int]], seconds: float, least: int = MIN_REQUESTS, warm: int = 3
 ) -> dict[str, Any]:
     """Median us of `run` (which returns its own ns), after a short warm-up."""
-    for _ in range(3):
+    for _ in range(warm):
         await run()
     gc.collect()
     samples: list[int] = []
@@ -816,7 +874,10 @@ async def floors_worker(seconds: float) -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    for name, client in (("harness-asgi", AsgiClient(bare_asgi)), ("harness-wsgi", WsgiClient(bare_wsgi))):
+    for name, client in (
+        ("harness-asgi", AsgiClient(bare_asgi)),
+        ("harness-wsgi", WsgiClient(bare_wsgi)),
+    ):
 
         async def call(client: Client = client) -> int:
             return (await client.request("GET", "/")).ns
@@ -837,7 +898,7 @@ async def floors_worker(seconds: float) -> None:
             pipe = sync.pipeline(transaction=True)
             pipe.hgetall(hkey)
             pipe.lrange(lkey, -RECENT, -1)
-            head, items = pipe.execute()
+            _head, items = pipe.execute()
             assert len(items) == RECENT
 
         def sync_write() -> None:
@@ -858,7 +919,7 @@ async def floors_worker(seconds: float) -> None:
             pipe = aconn.pipeline(transaction=True)
             pipe.hgetall(hkey)
             pipe.lrange(lkey, -RECENT, -1)
-            head, items = await pipe.execute()
+            _head, items = await pipe.execute()
             ns = time.perf_counter_ns() - start
             assert len(items) == RECENT
             return ns
@@ -894,7 +955,13 @@ async def floors_worker(seconds: float) -> None:
                 cache.set("head", head)
                 cache.set("log:1", item)
 
-        emit({"type": "floor", "name": "diskcache-txn", **await adaptive(timed(transaction), seconds)})
+        emit(
+            {
+                "type": "floor",
+                "name": "diskcache-txn",
+                **await adaptive(timed(transaction), seconds),
+            }
+        )
         cache.close()
 
 
@@ -947,7 +1014,9 @@ async def api_worker(seconds: float) -> None:
             try:
                 for keys in (10, 100_000):
                     result = await save_one_key(big, keys, seconds)
-                    emit({"type": "api", "name": f"save 1 of {keys:,} keys, {store_name}", **result})
+                    emit(
+                        {"type": "api", "name": f"save 1 of {keys:,} keys, {store_name}", **result}
+                    )
             finally:
                 big.close()
                 redis_cleanup()
@@ -982,7 +1051,7 @@ async def save_one_key(store: Any, keys: int, seconds: float) -> dict[str, Any]:
         loaded.save()
         return time.perf_counter_ns() - start
 
-    result = await adaptive(run, seconds, least=10)
+    result = await adaptive(run, seconds, least=10, warm=1)
     assert store.load(sid)["key0"] == f"changed {counter[0]}"
     store.delete(sid)
     return result
@@ -1004,7 +1073,7 @@ def worker(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
-# --- driver --------------------------------------------------------------------------------------
+# --- driver ---------------------------------------------------------------------------------------
 
 
 def run_worker(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -1108,24 +1177,26 @@ def print_ratios(res: Results, sizes: list[int]) -> list[str]:
     def line(ok: bool | None, text: str) -> None:
         lines.append(f"{verdict(ok)}  {text}")
 
-    def ratio_line(label: str, mine: float | None, other: float | None, limit: float) -> None:
-        if mine is None or other is None:
+    def ratio_line(label: str, value: float | None, other: float | None, limit: float) -> None:
+        if value is None or other is None:
             line(None, f"{label}: not measured")
             return
-        r = mine / other
-        line(r <= limit, f"{label}: {fmt(mine)} / {fmt(other)} µs = {r:.2f}x (target <= {limit}x)")
+        r = value / other
+        line(r <= limit, f"{label}: {fmt(value)} / {fmt(other)} µs = {r:.2f}x (target <= {limit}x)")
 
     for fw, peer in (("starlette", "starsessions-redis"), ("flask", "flask-session-redis")):
-        mine = f"statemw-{fw}-redis"
-        ratio_line(f"{mine} turn vs {peer}, L=0", res.us(mine, "turn", 0), res.us(peer, "turn", 0), 1.0)
+        ours = f"statemw-{fw}-redis"
+        ratio_line(
+            f"{ours} turn vs {peer}, L=0", res.us(ours, "turn", 0), res.us(peer, "turn", 0), 1.0
+        )
         suffix = "-async" if fw == "starlette" else ""
         raw = [fl.get(f"redis-read{suffix}"), fl.get(f"redis-write{suffix}")]
         for n in sizes:
             bare = res.us(f"bare-{fw}", "turn", n)
             floor = None if None in raw or bare is None else sum(x for x in raw if x) + bare
             ratio_line(
-                f"{mine} turn vs raw read+write{suffix} + bare {fw}, L={n:,}",
-                res.us(mine, "turn", n),
+                f"{ours} turn vs raw read+write{suffix} + bare {fw}, L={n:,}",
+                res.us(ours, "turn", n),
                 floor,
                 1.3,
             )
@@ -1146,15 +1217,18 @@ def print_ratios(res: Results, sizes: list[int]) -> list[str]:
                 4.0,
             )
     top = max(sizes)
-    for fw, peer, factor in (("starlette", "starsessions-redis", 50), ("flask", "flask-session-redis", 15)):
-        mine, theirs = res.us(f"statemw-{fw}-redis", "turn", top), res.us(peer, "turn", top)
-        if top != 10000 or mine is None or theirs is None:
+    for fw, peer, factor in (
+        ("starlette", "starsessions-redis", 50),
+        ("flask", "flask-session-redis", 15),
+    ):
+        ours_us, theirs = res.us(f"statemw-{fw}-redis", "turn", top), res.us(peer, "turn", top)
+        if top != 10000 or ours_us is None or theirs is None:
             line(None, f"statemw-{fw}-redis at L=10,000 vs {peer}: not measured")
             continue
-        speedup = theirs / mine
+        speedup = theirs / ours_us
         line(
             speedup >= factor,
-            f"statemw-{fw}-redis at L=10,000: {fmt(theirs)} / {fmt(mine)} µs = {speedup:.1f}x"
+            f"statemw-{fw}-redis at L=10,000: {fmt(theirs)} / {fmt(ours_us)} µs = {speedup:.1f}x"
             f" faster than {peer} (target >= {factor}x)",
         )
     for fw in ("starlette", "flask"):
@@ -1173,20 +1247,27 @@ def print_ratios(res: Results, sizes: list[int]) -> list[str]:
                 )
         for store in ("memory", "diskcache", "redis"):
             for n in sizes:
-                mine = res.us(f"statemw-{fw}-{store}", "untouched", n)
+                took = res.us(f"statemw-{fw}-{store}", "untouched", n)
                 bare = res.us(f"bare-{fw}", "untouched", n)
-                if mine is not None and bare is not None:
+                if took is not None and bare is not None:
                     lines.append(
-                        f"info  statemw-{fw}-{store} untouched, L={n:,}: {fmt(mine)} µs,"
-                        f" {fmt(mine - bare)} µs over bare {fw}"
+                        f"info  statemw-{fw}-{store} untouched, L={n:,}: {fmt(took)} µs,"
+                        f" {fmt(took - bare)} µs over bare {fw}"
                     )
     for name, limit in (("get_history(last=20)", 20.0), ("get_history(max_tokens=4000)", 40.0)):
         us = res.api.get(name)
         text = f"{name}, first call on a loaded 100-message memory session"
-        line(None if us is None else us <= limit, f"{text}: {fmt(us)} µs (target <= {limit:.0f} µs)")
+        line(
+            None if us is None else us <= limit, f"{text}: {fmt(us)} µs (target <= {limit:.0f} µs)"
+        )
     for store in ("memory", "diskcache", "redis"):
-        big, small = res.api.get(f"save 1 of 100,000 keys, {store}"), res.api.get(f"save 1 of 10 keys, {store}")
-        ratio_line(f"save of 1 changed key, 100,000-key vs 10-key session, {store}", big, small, 5.0)
+        big, small = (
+            res.api.get(f"save 1 of 100,000 keys, {store}"),
+            res.api.get(f"save 1 of 10 keys, {store}"),
+        )
+        ratio_line(
+            f"save of 1 changed key, 100,000-key vs 10-key session, {store}", big, small, 5.0
+        )
     print()
     for text in lines:
         print(text)
