@@ -41,6 +41,7 @@ with statemw installed editable from the checkout to measure:
         'Flask-Session==0.8.0' cachelib redis matplotlib
     /tmp/webbench/bin/python bench/web.py [--plot] [--json results.json]
     /tmp/webbench/bin/python bench/web.py --only statemw-starlette-memory --sizes 0 --kinds turn
+    /tmp/webbench/bin/python bench/web.py --compare before.json after.json   # cell by cell
 
 Redis: 127.0.0.1:6379 db 15, every key under "statemw-bench-web:", deleted afterwards. INFO
 counters are server-wide: the smallest of three repetitions is reported, so other clients of the
@@ -1275,34 +1276,77 @@ def print_ratios(res: Results, sizes: list[int]) -> list[str]:
 
 
 def plot(res: Results, sizes: list[int], names: list[str], path: str) -> None:
+    """Log-log µs per turn against L: Starlette products left, Flask right; colour = store."""
     import matplotlib  # type: ignore[import-not-found]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # type: ignore[import-not-found]
 
-    fig, ax = plt.subplots(figsize=(9, 6))
-    for name in names:
-        points = [(max(n, 1), res.us(name, "turn", n)) for n in sizes]
-        xs = [x for x, y in points if y is not None]
-        ys = [y for x, y in points if y is not None]
-        if not xs:
-            continue
-        style = "-" if name.startswith("statemw") else "--"
-        if name.startswith("bare") or name.endswith("cookie"):
-            style = ":"
-        ax.plot(xs, ys, style, marker="o", label=name, linewidth=2 if style == "-" else 1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xticks([max(n, 1) for n in sizes])
-    ax.set_xticklabels([f"{n:,}" for n in sizes])
-    ax.set_xlabel("messages already in the conversation (L; L=0 drawn at 1)")
-    ax.set_ylabel("median µs per turn (load, get_history(last=20), add 1, save)")
-    ax.set_title("statemw and peers: one web turn through the real middleware")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", ncol=2)
+    colours = {
+        "bare": "0.45",
+        "cookie": "tab:orange",
+        "memory": "tab:green",
+        "diskcache": "tab:brown",
+        "filesystem": "tab:purple",
+        "redis": "tab:red",
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.8), sharey=True)
+    for ax, framework in zip(axes, ("starlette", "flask"), strict=True):
+        for name in names:
+            if BY_NAME[name].framework != framework:
+                continue
+            points = [(max(n, 1), res.us(name, "turn", n)) for n in sizes]
+            xs = [x for x, y in points if y is not None]
+            ys = [y for x, y in points if y is not None]
+            if not xs:
+                continue
+            colour = next(c for key, c in colours.items() if key in name)
+            if name.startswith("statemw"):
+                ax.plot(xs, ys, "-o", color=colour, linewidth=2.5, label=name)
+            elif name.startswith("bare") or name.endswith("cookie"):
+                ax.plot(xs, ys, ":^", color=colour, linewidth=1.2, label=name)
+            else:
+                ax.plot(xs, ys, "--s", color=colour, linewidth=1.2, label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks([max(n, 1) for n in sizes])
+        ax.set_xticklabels([f"{n:,}" for n in sizes])
+        ax.set_xlabel("messages already in the conversation (L; L=0 drawn at 1)")
+        ax.set_title(framework.capitalize())
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    axes[0].set_ylabel("median µs per turn")
+    fig.suptitle(
+        "One web turn (load, get_history(last=20) / messages[-20:], add 1, save) through each"
+        " product's middleware; solid: statemw, dashed: peers, dotted: cookie and bare",
+        fontsize=10,
+    )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     print(f"\nwrote {path}")
+
+
+def compare(old_path: str, new_path: str) -> None:
+    """Cell by cell: the median µs in two --json files and their ratio (new / old)."""
+
+    def load(path: str) -> Results:
+        res = Results()
+        with open(path) as f:
+            for row in json.load(f)["rows"]:
+                res.add(row)
+        return res
+
+    old, new = load(old_path), load(new_path)
+    print(f"| product | request | L | {old_path} | {new_path} | new / old |")
+    print("|---|---|---:|---:|---:|---:|")
+    for key in sorted(old.cells.keys() & new.cells.keys(), key=lambda k: (k[0], k[1], k[2])):
+        a, b = old.us(*key), new.us(*key)
+        if a is not None and b is not None:
+            print(f"| {key[0]} | {key[1]} | {key[2]:,} | {fmt(a)} | {fmt(b)} | {b / a:.2f} |")
+    for group_old, group_new in ((old.floors, new.floors), (old.api, new.api)):
+        for name in group_old.keys() & group_new.keys():
+            a, b = group_old[name], group_new[name]
+            print(f"| {name} | | | {fmt(a)} | {fmt(b)} | {b / a:.2f} |")
 
 
 def versions() -> str:
@@ -1333,10 +1377,16 @@ def main() -> None:
     parser.add_argument("--json", default="", help="write the raw results to this file")
     parser.add_argument("--plot", action="store_true", help="write docs/performance.png")
     parser.add_argument("--plot-path", default="", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two --json files, run nothing"
+    )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.compare:
+        compare(*args.compare)
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
