@@ -1036,7 +1036,7 @@ def first_call_slice(store: Any, sid: str) -> Callable[[], Awaitable[int]]:
 
 
 async def save_one_key(store: Any, keys: int, seconds: float) -> dict[str, Any]:
-    """Load, change one key (untimed), save (timed): at least 10 saves."""
+    """Load, change one key (untimed), save (timed): at least 5 saves (a slow one is 1 s)."""
     session = store.create()
     for i in range(keys):
         session[f"key{i}"] = f"value {i}"
@@ -1052,7 +1052,7 @@ async def save_one_key(store: Any, keys: int, seconds: float) -> dict[str, Any]:
         loaded.save()
         return time.perf_counter_ns() - start
 
-    result = await adaptive(run, seconds, least=10, warm=1)
+    result = await adaptive(run, seconds, least=5, warm=1)
     assert store.load(sid)["key0"] == f"changed {counter[0]}"
     store.delete(sid)
     return result
@@ -1096,24 +1096,57 @@ def run_worker(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 @dataclass
 class Results:
+    """Rows from every round: a cell keeps the least median (external load only adds time) and
+    the least of each Redis counter; `spread` keeps every round's median."""
+
     cells: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
     floors: dict[str, float] = field(default_factory=dict)
     api: dict[str, float] = field(default_factory=dict)
+    spread: dict[str, list[float]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, row: dict[str, Any]) -> None:
         if row["type"] == "cell":
-            self.cells[(row["product"], row["kind"], row["size"])] = row
-        elif row["type"] == "floor":
-            self.floors[row["name"]] = row["us"]
-        elif row["type"] == "api":
-            self.api[row["name"]] = row["us"]
+            key = (row["product"], row["kind"], row["size"])
+            old = self.cells.get(key)
+            if "us" in row:
+                self.spread.setdefault(f"{key[0]} {key[1]} L={key[2]:,}", []).append(row["us"])
+            if old is None or "us" not in old or ("us" in row and row["us"] < old["us"]):
+                if old is not None and "redis" in old and "redis" in row:
+                    row = {**row, "redis": _least(old["redis"], row["redis"])}
+                self.cells[key] = row
+            elif "redis" in old and "redis" in row:
+                old["redis"] = _least(old["redis"], row["redis"])
+        elif row["type"] in ("floor", "api"):
+            best = self.floors if row["type"] == "floor" else self.api
+            best[row["name"]] = min(best.get(row["name"], row["us"]), row["us"])
+            self.spread.setdefault(row["name"], []).append(row["us"])
         else:
             self.failures.append(row)
 
     def us(self, product: str, kind: str, size: int) -> float | None:
         row = self.cells.get((product, kind, size))
         return None if row is None or "us" not in row else float(row["us"])
+
+
+def _least(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: min(a[k], b[k]) for k in a}
+
+
+def print_spread(res: Results) -> None:
+    """How far apart the rounds were: the noise of this run, cell by cell."""
+    ratios = sorted(
+        ((max(v) / min(v), k) for k, v in res.spread.items() if len(v) > 1 and min(v) > 0),
+        reverse=True,
+    )
+    if not ratios:
+        return
+    noisy = [f"{k} {r:.2f}x" for r, k in ratios if r > 1.25]
+    print(
+        f"\nnoise: round medians of {len(ratios)} cells differ by a median of"
+        f" {statistics.median(r for r, _ in ratios):.2f}x; {len(noisy)} differ by more than 1.25x"
+        + (": " + ", ".join(noisy[:8]) if noisy else "")
+    )
 
 
 def fmt(us: float | None) -> str:
@@ -1373,6 +1406,12 @@ def main() -> None:
         help="comma-separated substrings of product names (also 'floors', 'api'); default all",
     )
     parser.add_argument("--seconds", type=float, default=1.0, help="measured time per cell")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="repeat everything, alternating the order; each cell reports its least median",
+    )
     parser.add_argument("--budget", type=float, default=300.0, help="seconds per child process")
     parser.add_argument("--json", default="", help="write the raw results to this file")
     parser.add_argument("--plot", action="store_true", help="write docs/performance.png")
@@ -1403,17 +1442,28 @@ def main() -> None:
     res = Results()
     raw: list[dict[str, Any]] = []
     try:
-        for name in extra + names:
-            start = time.monotonic()
-            rows = run_worker(name, args)
-            raw += rows
-            for row in rows:
-                res.add(row)
-            print(f"  {name}: {len(rows)} results in {time.monotonic() - start:.0f} s", flush=True)
+        for round_no in range(args.rounds):
+            order = extra + names
+            if round_no % 2:
+                order.reverse()
+            print(f"round {round_no + 1}, load average {os.getloadavg()[0]:.1f}", flush=True)
+            for name in order:
+                start = time.monotonic()
+                rows = run_worker(name, args)
+                for row in rows:
+                    row["round"] = round_no + 1
+                    res.add(row)
+                raw += rows
+                took = time.monotonic() - start
+                print(f"  {name}: {len(rows)} results in {took:.0f} s", flush=True)
     finally:
         redis_cleanup()
     fl = res.floors
-    print(f"\nrun took {time.monotonic() - began:.0f} s; {args.seconds} s measured per cell")
+    print(
+        f"\nrun took {time.monotonic() - began:.0f} s; {args.seconds} s measured per cell and"
+        f" round, {args.rounds} round(s), each cell the least of its round medians;"
+        f" load average now {os.getloadavg()[0]:.1f}"
+    )
     print(
         "harness floor (an app that does nothing): "
         f"ASGI {fmt(fl.get('harness-asgi'))} µs, WSGI {fmt(fl.get('harness-wsgi'))} µs"
@@ -1428,6 +1478,7 @@ def main() -> None:
     if res.api:
         print("statemw API (µs): " + ", ".join(f"{k} {fmt(v)}" for k, v in res.api.items()))
     print_tables(res, sizes, kinds, names)
+    print_spread(res)
     lines = print_ratios(res, sizes)
     for failure in res.failures:
         print(f"FAILED worker {failure['worker']}: {failure['error']}")
