@@ -33,14 +33,19 @@ per request (INFO deltas), statemw's get_history on a loaded 100-message session
 save in a 100,000-key session against a 10-key one; then the issue's ratios with PASS/FAIL.
 
 Every product runs in its own child process (so one product's heap or slowness does not touch
-another's numbers) with a time budget. The peers and matplotlib are bench-only, in their own venv,
-with statemw installed editable from the checkout to measure:
+another's numbers) with a time budget. The whole matrix runs `--rounds` times (default 2, the
+second in reverse order) and each cell reports the least of its round medians, since other load
+on the machine only adds time; the spread between rounds is printed as the run's noise.
+
+The peers and matplotlib are bench-only, in their own venv, with statemw installed editable from
+the checkout to measure:
 
     python3.11 -m venv /tmp/webbench
     /tmp/webbench/bin/pip install -e '/path/to/checkout[all]' starsessions==2.2.1 \\
         'Flask-Session==0.8.0' cachelib redis matplotlib
     /tmp/webbench/bin/python bench/web.py [--plot] [--json results.json]
-    /tmp/webbench/bin/python bench/web.py --only statemw-starlette-memory --sizes 0 --kinds turn
+    /tmp/webbench/bin/python bench/web.py --only statemw-starlette-memory --sizes 0 --kinds turn \\
+        --rounds 1
     /tmp/webbench/bin/python bench/web.py --compare before.json after.json   # cell by cell
 
 Redis: 127.0.0.1:6379 db 15, every key under "statemw-bench-web:", deleted afterwards. INFO
