@@ -160,11 +160,17 @@ class AsyncRedisBackend:
     blocking client `sync`, in a worker thread."""
 
     def __init__(
-        self, factory: Callable[[], Any], layout: ops.KeyLayout, sync: RedisBackend
+        self,
+        factory: Callable[[], Any],
+        layout: ops.KeyLayout,
+        sync: RedisBackend,
+        *,
+        timeout: float | None = None,
     ) -> None:
         self._factory = factory
         self.layout = layout
         self._sync = sync
+        self._timeout = timeout  # seconds an operation may take (None: the client's own)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -197,7 +203,7 @@ class AsyncRedisBackend:
     async def _run(self, op: ops.Op[T]) -> T:
         if not on_asyncio():
             return await to_thread(self._sync._run, op)
-        async with afaults():
+        async with afaults(), asyncio.timeout(self._timeout):
             return await adrive(op, self)
 
     async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
@@ -302,6 +308,7 @@ def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBacken
     scheme = scheme.lower()
     cluster = scheme.endswith("+cluster")
     kwargs = _client_kwargs(options)
+    op_timeout: float | None = None  # the cluster client keeps its own socket timeouts
     try:
         if cluster:
             plain = scheme.removesuffix("+cluster") + "://" + rest
@@ -314,10 +321,17 @@ def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBacken
         else:
             kwargs["retry"] = Retry(NoBackoff(), 0)
             sync = redis.Redis.from_url(url, **kwargs)
+            # The async client's socket timeout wraps every send in asyncio.wait_for (a task
+            # each); one deadline per operation (AsyncRedisBackend._run) costs a timer instead.
+            op_timeout = kwargs["socket_timeout"]
             asyn = functools.partial(
                 redis.asyncio.Redis.from_url,
                 url,
-                **{**kwargs, "retry": redis.asyncio.retry.Retry(NoBackoff(), 0)},
+                **{
+                    **kwargs,
+                    "socket_timeout": None,
+                    "retry": redis.asyncio.retry.Retry(NoBackoff(), 0),
+                },
             )
     except ValueError as exc:
         raise ConfigurationError(f"bad Redis URL: {exc}") from exc
@@ -325,4 +339,4 @@ def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBacken
         raise unavailable(exc) from exc
     layout = ops.KeyLayout(prefix, cluster=cluster)
     backend = RedisBackend(sync, layout)
-    return backend, AsyncRedisBackend(asyn, layout, backend)
+    return backend, AsyncRedisBackend(asyn, layout, backend, timeout=op_timeout)
