@@ -6,7 +6,8 @@
     statemw rm SID | forget-user U | purge | stats
     statemw copy --from URL --to URL [--user U | --session SID]   between any two stores
 
---store defaults to STATEMW_URL, else the default diskcache directory. Errors are one line on
+--store defaults to STATEMW_URL, else the default diskcache directory. A command never creates a
+store (but copy's target): a diskcache directory without one is an error. Errors are one line on
 stderr and exit status 2.
 """
 
@@ -26,6 +27,19 @@ from statemw.store import Store, default_url
 from statemw.transfer import copy_sessions
 
 EXPORT_PAGE = 256
+WAIT = 3.0
+"""Seconds a command waits for a diskcache store another process holds locked (--wait)."""
+
+
+def open_store(
+    url: str, keys: list[str] | None, *, wait: float = WAIT, create: bool = False
+) -> Store:
+    """A Store the command looks into: a diskcache one only if it exists (unless `create`), and
+    waiting at most `wait` seconds for another process's lock."""
+    options: dict[str, Any] = {}
+    if url.split("://", 1)[0].lower() == "diskcache":
+        options = {"timeout": wait, "create": create}
+    return Store(url, encryption_key=keys, **options)
 
 
 class ProgressBar:
@@ -255,8 +269,8 @@ def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
             raise StateError("--to-plain and a target key contradict each other")
     elif to_keys is None:
         to_keys = from_keys
-    source = Store(args.source, encryption_key=from_keys)
-    target = Store(args.target, encryption_key=to_keys)
+    source = open_store(args.source, from_keys, wait=args.wait)
+    target = open_store(args.target, to_keys, wait=args.wait, create=True)
     progress = ProgressBar("copying", None)
 
     def advanced(done: int, total: int) -> None:
@@ -290,6 +304,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--encryption-key",
         help="key(s) of an encrypted store, comma-separated (default: STATEMW_ENCRYPTION_KEY)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=WAIT,
+        metavar="SECONDS",
+        help=f"how long to wait for a store another process holds locked (default {WAIT:g})",
     )
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list sessions")
@@ -336,9 +357,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if args.run is None:  # copy: two stores of its own
             return cmd_copy(args, out or sys.stdout)
-        store = Store(
+        store = open_store(
             args.store or os.environ.get("STATEMW_URL") or default_url(),
-            encryption_key=keys.split(",") if keys else None,
+            keys.split(",") if keys else None,
+            wait=args.wait,
         )
         try:
             code: int = args.run(store, args, out or sys.stdout)

@@ -11,6 +11,7 @@ a worker thread instead. A read or a save that meets no lock costs no thread hop
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ import diskcache
 
 from statemw.backends.base import WouldBlock
 from statemw.backends.kv import KVBackend
-from statemw.errors import StoreUnavailable
+from statemw.errors import ConfigurationError, StoreUnavailable
 
 _FAULTS = (OSError, sqlite3.Error, diskcache.Timeout)
 POLL_INTERVAL = 0.2
@@ -30,12 +31,20 @@ POLL_INTERVAL = 0.2
 _inline: ContextVar[bool] = ContextVar("statemw_disk_inline", default=False)
 
 
-class DiskKV:
-    """The KV primitives over a diskcache.Cache, opened (and the directory made) on first use."""
+DBNAME = "cache.db"
 
-    def __init__(self, directory: str, timeout: float = 60.0) -> None:
+
+class DiskKV:
+    """The KV primitives over a diskcache.Cache, opened (and the directory made) on first use.
+
+    `create=False`: use only a store that exists; a directory without one raises
+    ConfigurationError and nothing is created (the CLI looks into stores, it never makes one).
+    `timeout`: seconds to wait for another process's lock, when opening too."""
+
+    def __init__(self, directory: str, timeout: float = 60.0, create: bool = True) -> None:
         self.directory = directory
         self.timeout = timeout
+        self.create = create
         self._waiting: Any = None  # waits up to `timeout` for another writer
         self._at_once: Any = None  # gives up at once (nonblocking mode)
 
@@ -59,8 +68,26 @@ class DiskKV:
         return self._waiting
 
     def _open(self, timeout: float) -> Any:
+        path = os.path.join(self.directory, DBNAME)
+        if not self.create and not os.path.isfile(path):
+            raise ConfigurationError(f"no store at diskcache://{self.directory} (no {path})")
         with self._faults():
+            self._wait_for_lock(path, timeout)
             return diskcache.Cache(self.directory, timeout=timeout, eviction_policy="none")
+
+    @staticmethod
+    def _wait_for_lock(path: str, timeout: float) -> None:
+        """Wait up to `timeout` for another process's write lock before diskcache opens the
+        cache: opening writes its settings, and diskcache retries that for 60 s whatever the
+        timeout. Raises sqlite3's "database is locked" when the wait runs out."""
+        if not os.path.isfile(path):
+            return
+        con = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+        finally:
+            con.close()
 
     @contextmanager
     def _faults(self) -> Iterator[None]:
@@ -69,8 +96,14 @@ class DiskKV:
         try:
             yield
         except (diskcache.Timeout, sqlite3.OperationalError) as exc:
-            if _inline.get() and (isinstance(exc, diskcache.Timeout) or "locked" in str(exc)):
+            locked = isinstance(exc, diskcache.Timeout) or "locked" in str(exc)
+            if _inline.get() and locked:
                 raise WouldBlock from exc
+            if locked:
+                raise StoreUnavailable(
+                    f"diskcache {self.directory!r} is locked by another process "
+                    f"(gave up after {self.timeout:g} s)"
+                ) from exc
             raise StoreUnavailable(f"diskcache {self.directory!r}: {exc}") from exc
         except _FAULTS as exc:
             raise StoreUnavailable(f"diskcache {self.directory!r}: {exc}") from exc
@@ -105,6 +138,7 @@ class DiskKV:
 
 
 def open_disk(directory: str, **options: Any) -> tuple[KVBackend, DiskKV]:
-    """`options`: timeout (seconds a save waits for another process's transaction)."""
+    """`options`: timeout (seconds a save waits for another process's transaction), create
+    (False: only open a store that exists)."""
     kv = DiskKV(directory, **options)
     return KVBackend(kv, poll_interval=POLL_INTERVAL), kv
