@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from statemw._drive import adrive, ask, drive
 from statemw.backends.base import ReadMessages, ReadVectors, StoreFlow
+from statemw.codec import META_KEY, State
 from statemw.errors import InvalidValue, LimitExceeded, StateError
 from statemw.formats import shape
 from statemw.ids import check_child_name
@@ -44,56 +45,106 @@ class Context(dict[str, Any]):
 
 
 class _Saved(TrackedState):
-    """State that is saved as one record: a session's own state, or a user's."""
+    """State that is saved as one record: a session's own state, or a user's.
+
+    Names are what the app sees; the store holds each under its stored key (the name itself,
+    or its keyed hash with encryption on: codec.entry_key)."""
 
     store: Store
     record_id: str
+    _stored_keys: dict[str, str]
+    _stale: list[str]
+    _written: tuple[dict[str, int], list[str], dict[str, str]]
+
+    def _init_state(self, state: State | None) -> None:
+        store = self.store
+        if state is None:
+            state = State()
+        self._init_tracking(
+            state.values,
+            store.clock,
+            expiry=state.expiry,
+            sizes=state.sizes,
+            max_value_bytes=store.max_value_bytes,
+        )
+        self._stored_keys = state.stored
+        self._stale = state.stale
+        self._written = ({}, [], {})
 
     def _state_delta(self, now: float, create: SessionHeader | None) -> Delta:
         """The keys set and deleted since load, encoded, size-checked."""
         sets, deletes = self.changes()
         codec = self.store.codec
-        entries = {
-            key: Entry(
-                codec.encode(value, what=f"state key {key!r} of session {self.record_id!r}"),
-                now,
-                expires_at,
-            )
-            for key, (value, expires_at) in sets.items()
-        }
+        stored = self._stored_keys
+        entries: dict[str, Entry] = {}
+        written: dict[str, int] = {}
+        keys: dict[str, str] = {}
+        gone = list(self._stale)
+        for name, (value, expires_at) in sets.items():
+            what = f"state key {name!r} of session {self.record_id!r}"
+            key, data = codec.encode_entry(name, value, what=what)
+            entries[key] = Entry(data, now, expires_at)
+            written[name] = len(data)
+            keys[name] = key
+            if stored.get(name, key) != key:  # stored under another key before (rotation)
+                gone.append(stored[name])
+        for name in deletes:
+            gone.append(codec.entry_key(name))
+            if stored.get(name) is not None and stored[name] != gone[-1]:
+                gone.append(stored[name])
         limit = self.store.max_state_bytes
         if limit is not None:
-            size = self.size_after({k: len(e.value) for k, e in entries.items()}, deletes)
+            size = self.size_after(written, deletes)
             if size > limit:
                 raise LimitExceeded(
                     f"session {self.record_id!r}: state is {size} bytes, over "
                     f"max_state_bytes={limit}"
                 )
-        return Delta(session_id=self.record_id, now=now, create=create, set=entries, delete=deletes)
+        self._written = (written, deletes, keys)
+        return Delta(
+            session_id=self.record_id,
+            now=now,
+            create=create,
+            set=entries,
+            delete=list(dict.fromkeys(k for k in gone if k not in entries)),
+        )
 
     def _state_committed(self, delta: Delta) -> None:
-        self.mark_committed({k: len(e.value) for k, e in delta.set.items()}, delta.delete)
+        written, deletes, keys = self._written
+        self.mark_committed(written, deletes)
+        for name in deletes:
+            self._stored_keys.pop(name, None)
+        self._stored_keys.update(keys)
+        self._stale = []
+        self._written = ({}, [], {})
 
 
 class UserState(_Saved):
-    """State shared by all sessions of one user (`session.user`), saved with the session."""
+    """State shared by all sessions of one user (`session.user`), saved with the session.
 
-    def __init__(self, store: Store, user_id: str, header: SessionHeader | None) -> None:
+    `ref`: what the user is stored under (codec.user_refs; the user id itself without
+    encryption)."""
+
+    def __init__(
+        self, store: Store, user_id: str, header: SessionHeader | None, ref: str | None = None
+    ) -> None:
         super().__init__()
         self.store = store
         self.user_id = user_id
-        self.record_id = user_record_id(user_id)
+        self.ref = store.codec.user_refs(user_id)[0] if ref is None else ref
+        self.record_id = user_record_id(self.ref)
         self.stored = header is not None
-        values, expiry, sizes = store.codec.decode_entries(
-            self.record_id, {} if header is None else header.state, store.clock()
-        )
-        self._init_tracking(
-            values, store.clock, expiry=expiry, sizes=sizes, max_value_bytes=store.max_value_bytes
-        )
+        state = None
+        if header is not None:
+            state = store.codec.decode_state(self.record_id, header.state, store.clock())
+        self._init_state(state)
 
     def delta(self, now: float) -> Delta:
-        create = SessionHeader(self.record_id, self.user_id, now, now)
-        return self._state_delta(now, create)
+        create = SessionHeader(self.record_id, self.ref, now, now)
+        delta = self._state_delta(now, create)
+        if self.store.user_ttl is not None:
+            delta.expires_at = now + self.store.user_ttl
+        return delta
 
     def committed(self, result: Committed, delta: Delta) -> None:
         self.stored = True
@@ -126,17 +177,21 @@ class Session(_Saved):
     ) -> None:
         """The Store's constructor: a new session (`header=None`) or one as loaded."""
         super().__init__()
-        now = store.clock()
-        values, expiry, sizes = store.codec.decode_entries(
-            session_id, {} if header is None else header.state, now
-        )
-        self._init_tracking(
-            values, store.clock, expiry=expiry, sizes=sizes, max_value_bytes=store.max_value_bytes
-        )
+        self.store = store
         self.id = session_id
         self.record_id = session_id
         self.user_id = user_id
-        self.store = store
+        self._user_ref: str | None = None  # what the user is stored under, once known
+        state = None
+        if header is not None:
+            codec = store.codec
+            state = codec.decode_state(session_id, header.state, store.clock())
+            self._user_ref = header.user_id
+            if META_KEY in state.stored:
+                self.user_id = state.user_id
+            elif not state.sealed:
+                self._check_key(header, window)
+        self._init_state(state)
         self.parent = parent
         self.accessed = False
         self.deleted = False
@@ -165,6 +220,26 @@ class Session(_Saved):
         self._pending_vectors: dict[int, bytes] = {}
         self._vector_cache: dict[int, list[float]] = {}
 
+    def _check_key(self, header: SessionHeader, window: Sequence[bytes]) -> None:
+        """A session written before records carried their sealed facts: open its newest sealed
+        record, so a wrong key fails the load, not a later read (or a save that would mix keys)."""
+        codec = self.store.codec
+        if header.summary is not None and header.summary.value[:1] != b"\x01":
+            codec.open(header.summary.value, session_id=self.id)
+        if window and window[-1][:1] != b"\x01":
+            codec.open(window[-1], session_id=self.id)
+
+    def user_ref(self) -> str | None:
+        """What this session's user is stored under (None: no user)."""
+        if self.user_id is None:
+            return None
+        if self._user_ref is None:
+            if self.parent is not None:
+                self._user_ref = self.parent.user_ref()
+            else:
+                self._user_ref = self.store.codec.user_refs(self.user_id)[0]
+        return self._user_ref
+
     @classmethod
     def loaded(cls, store: Store, snap: Snapshot, parent: Session | None = None) -> Session:
         """A session as a load read it (parents' state is inherited by a top-level sub-session
@@ -173,10 +248,10 @@ class Session(_Saved):
         inherited: dict[str, Any] = {}
         if parent is None:
             for ancestor in reversed(snap.parents):  # nearest ancestor wins
-                values, _, _ = store.codec.decode_entries(
+                ancestry = store.codec.decode_state(
                     ancestor.session_id, ancestor.state, store.clock()
                 )
-                inherited.update(values)
+                inherited.update(ancestry.values)
         return cls(
             store,
             header.session_id,
@@ -354,9 +429,11 @@ class Session(_Saved):
     def _delta(self, now: float, *, strict: bool) -> Delta:
         create = None
         if not self._stored:
-            create = SessionHeader(self.id, self.user_id, created_at=now, updated_at=now)
+            create = SessionHeader(self.id, self.user_ref(), created_at=now, updated_at=now)
         delta = self._state_delta(now, create)
         codec = self.store.codec
+        if codec.encrypted and META_KEY not in self._stored_keys:
+            delta.set[META_KEY] = codec.meta_entry(self.user_id, now)
         appended = self._log.appended
         what = f"message of session {self.id!r}"
         delta.append = [codec.encode(r.to_wire(), what=what) for r in appended]
@@ -390,11 +467,13 @@ class Session(_Saved):
         self._log.committed(result.message_count)
         self._pending_vectors.clear()
         self._state_committed(delta)
+        if META_KEY in delta.set:
+            self._stored_keys[META_KEY] = META_KEY
 
     def reset(self, new_id: str) -> None:
         """After a delete: empty, under a new id, flagged so adapters expire the cookie."""
         dict.clear(self)
-        self._init_tracking({}, self.store.clock, max_value_bytes=self.store.max_value_bytes)
+        self._init_state(None)
         self.id = self.record_id = new_id
         self._stored = False
         self._created_at = None
@@ -419,6 +498,8 @@ class Session(_Saved):
     def attach_user(self, user: UserState) -> None:
         """The user's shared state, read ahead (async code cannot read it on first use)."""
         self._user = user
+        if self._user_ref is None:
+            self._user_ref = user.ref
 
     # -- state with parent fallback ------------------------------------------------------------
 
@@ -451,9 +532,10 @@ class Session(_Saved):
             if self.user_id is None:
                 raise StateError("this session has no user_id, so it has no user state")
             if self._stored:  # read with the session
-                self._user = UserState(self.store, self.user_id, self._user_header)
+                self._user = UserState(self.store, self.user_id, self._user_header, self.user_ref())
             else:  # a new session: read on first use
-                self._user = self.store.user_state(self.user_id)
+                self.attach_user(self.store.user_state(self.user_id))
+        assert self._user is not None
         return self._user
 
     # -- messages ------------------------------------------------------------------------------
