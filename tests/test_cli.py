@@ -114,7 +114,7 @@ def test_long_sweeps_draw_a_progress_bar_on_a_terminal(
     monkeypatch.setattr("sys.stderr", terminal)
     assert run("--store", url, "purge")[0] == 0
     assert "purging [" in terminal.getvalue()
-    assert "/4" in terminal.getvalue()  # three sessions and the user's shared record
+    assert "/5" in terminal.getvalue()  # three sessions, the user's shared record and index
 
 
 def test_no_progress_bar_when_not_on_a_terminal(

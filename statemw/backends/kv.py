@@ -5,7 +5,8 @@ Keys (sids are statemw ids, so ':' cannot be confused):
     m:<sid>:<chunk>    messages [chunk*CHUNK, (chunk+1)*CHUNK): an append rewrites one small chunk
     v:<sid>:<chunk>    cached vectors of those messages, by position
     i:<user_id>        the user's session ids, oldest first
-User state lives in a header under records.user_record_id(user_id). Live changes for
+User state lives in a header under records.user_record_id(user_id); without an expiry of its own
+(Store.user_ttl) it lives as long as one of the user's sessions does. Live changes for
 subscribers: local_pubsub.py.
 """
 
@@ -73,7 +74,28 @@ class KVBackend:
 
     def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         header = self._header(session_id)
-        return header if header is not None and header.live(now) else None
+        if header is None or not header.live(now):
+            return None
+        if header.expires_at is None and session_id.startswith(USER_PREFIX):
+            return header if self._user_live(session_id[len(USER_PREFIX) :], now) else None
+        return header
+
+    def _user_live(self, user_id: str, now: float) -> bool:
+        """Does the user have a live session (what keeps state without its own expiry)?"""
+        return any(
+            (h := self._header(sid)) is not None and h.live(now)
+            for sid in reversed(self._index(user_id))
+        )
+
+    def _user_dead(self, header: SessionHeader, now: float) -> bool:
+        """A user's record past its own expiry, or without one and without a live session."""
+        if header.expires_at is not None:
+            return not header.live(now)
+        return not self._user_live(header.session_id[len(USER_PREFIX) :], now)
+
+    def _drop_user(self, user_id: str) -> None:
+        self._remove(user_record_id(user_id))
+        self.kv.delete("i:" + user_id)
 
     def _chunk(self, session_id: str, kind: str, n: int) -> Any:
         data = self.kv.get(f"{kind}:{session_id}:{n}")
@@ -150,7 +172,7 @@ class KVBackend:
             self._put_vectors(sid, delta.vectors)
             self._put_header(header)
             if created and stored is None:
-                self._link(header)
+                self._link(header, delta.now)
         changed = tuple(sorted(set(delta.set) | set(delta.delete)))
         self._publish(Change(sid, header.revision, header.message_count, changed), header)
         return Committed.of(header)
@@ -174,8 +196,9 @@ class KVBackend:
             chunk.update(part)
             self.kv.set(f"v:{sid}:{n}", pack(chunk))
 
-    def _link(self, header: SessionHeader) -> None:
-        """Record a new session in its parent's children or its user's index."""
+    def _link(self, header: SessionHeader, now: float) -> None:
+        """Record a new session in its parent's children or its user's index. A user whose
+        sessions all expired starts afresh: what was left of their state is dropped first."""
         sid = header.session_id
         if sid.startswith(USER_PREFIX):
             return
@@ -186,6 +209,12 @@ class KVBackend:
                 parent.children.append(name)
                 self._put_header(parent)
         elif header.user_id is not None:
+            if not self._user_live(header.user_id, now):
+                user = self._header(user_record_id(header.user_id))
+                if user is None or self._user_dead(user, now):
+                    self._drop_user(header.user_id)
+                else:  # state with a lifetime of its own (user_ttl) stays
+                    self.kv.delete("i:" + header.user_id)
             index = self._index(header.user_id)
             if sid not in index:
                 index.append(sid)
@@ -201,7 +230,10 @@ class KVBackend:
         index = self._index(header.user_id)
         if header.session_id in index:
             index.remove(header.session_id)
-            self.kv.set("i:" + header.user_id, pack(index))
+            if index:
+                self.kv.set("i:" + header.user_id, pack(index))
+            else:
+                self.kv.delete("i:" + header.user_id)
 
     def _remove(self, sid: str) -> SessionHeader | None:
         header = self._header(sid)
@@ -275,15 +307,19 @@ class KVBackend:
                 yield sid
 
     def purge(self, now: float, progress: Progress | None = None) -> int:
+        """Expired sessions and keys, then what users left: state without a live session (or
+        past its own expiry), and index entries that point at nothing."""
         removed = 0
         keys = list(self.kv.keys("h:"))
+        indexes = list(self.kv.keys("i:"))
+        total = len(keys) + len(indexes)
         for done, key in enumerate(keys, 1):
             if progress is not None:
-                progress(done, len(keys))
+                progress(done, total)
             sid = key[2:]
             with self.kv.transaction():
                 header = self._header(sid)
-                if header is None:
+                if header is None or sid.startswith(USER_PREFIX):
                     continue
                 if not header.live(now) and "/" not in sid:
                     self._remove(sid)
@@ -292,7 +328,31 @@ class KVBackend:
                 elif any(not e.live(now) for e in header.state.values()):
                     header.state = header.live_state(now)
                     self._put_header(header)
+        for done, key in enumerate(indexes, len(keys) + 1):
+            if progress is not None:
+                progress(done, total)
+            with self.kv.transaction():
+                self._purge_user(key[2:], now)
+        for key in self.kv.keys("h:" + USER_PREFIX):
+            with self.kv.transaction():
+                self._purge_user(key[2 + len(USER_PREFIX) :], now)
         return removed
+
+    def _purge_user(self, user_id: str, now: float) -> None:
+        """Drop index entries of sessions that are gone, and the user's state once dead."""
+        index = self._index(user_id)
+        kept = [sid for sid in index if (h := self._header(sid)) is not None and h.live(now)]
+        if kept != index:
+            if kept:
+                self.kv.set("i:" + user_id, pack(kept))
+            else:
+                self.kv.delete("i:" + user_id)
+        user = self._header(user_record_id(user_id))
+        if user is not None and self._user_dead(user, now):
+            self._remove(user_record_id(user_id))
+        elif user is not None and any(not e.live(now) for e in user.state.values()):
+            user.state = user.live_state(now)
+            self._put_header(user)
 
     def close(self) -> None:
         self.kv.close()

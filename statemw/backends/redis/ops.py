@@ -129,6 +129,16 @@ class KeyLayout:
     def header_pattern(self) -> str:
         return f"{_glob_escape(self.prefix)}{{*}}:h:*"
 
+    def index_pattern(self) -> str:
+        return f"{_glob_escape(self.prefix)}{{{USER_PREFIX}*}}:i"
+
+    def ref_of_index_key(self, key: str) -> str | None:
+        """The user a SCANned index key belongs to, None for a key that is not one of ours."""
+        head = f"{self.prefix}{{{USER_PREFIX}"
+        if not key.startswith(head) or not key.endswith("}:i"):
+            return None
+        return key[len(head) : -3]
+
     def sid_of_header_key(self, key: str) -> str | None:
         """The record id in a header key, None for a key that is not one of ours."""
         rest = key[len(self.prefix) :] if key.startswith(self.prefix) else None
@@ -270,9 +280,19 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
         layout.expiries(sid),
         layout.header(parent),
     ]
+    # A user's record without an expiry of its own (Store.user_ttl) lives as long as the user's
+    # index, which each commit of one of the user's sessions keeps as long as that session.
+    follow = is_user and expires_at is None
+    if follow:
+        args[11] = str(EXPIRY_SLACK_MS)  # if the user has no index (no session) at all
+    args[19:19] = ["" if layout.cluster else layout.prefix, "1" if follow else ""]
     index = uid and not child_name and not is_user
     if index and not layout.cluster:
         key_list.append(layout.user_index(uid))
+    elif follow:
+        key_list.append(layout.user_index(sid[len(USER_PREFIX) :]))
+    if index and layout.cluster and create is not None:
+        yield from _drop_orphan_user(layout, uid, now)
     reply = yield Script("commit", key_list, args)
     status = text_of(reply[0])
     if status == "NOTFOUND":
@@ -282,10 +302,49 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
     created_at = float(reply[5])
     if index and layout.cluster and reply[1] == b"1":
         yield Script("index_add", [layout.user_index(uid)], [sid, _num(created_at)])
+    ref = text_of(reply[7]) if len(reply) > 7 else ""
+    if layout.cluster and ref and not child_name and not is_user:
+        rid = user_record_id(ref)
+        yield Script(
+            "touch_user",
+            [layout.user_index(ref), layout.header(rid), layout.expiries(rid)],
+            [pexpire],
+        )
     lead = reply[6]
     return Committed(
         int(reply[2]), int(reply[3]), int(reply[4]), created_at, int(lead) if lead else None
     )
+
+
+def _dead_index_entries(layout: KeyLayout, ref: str, now: float) -> Op[tuple[list[str], int]]:
+    """The user's index entries whose session is gone or expired, and how many entries."""
+    ids = [text_of(s) for s in (yield Command(("ZRANGE", layout.user_index(ref), 0, -1)))]
+    if not ids:
+        return [], 0
+    metas = yield Pipeline([Command(("HMGET", layout.header(sid), "_v", "_ea")) for sid in ids])
+    dead = [
+        sid
+        for sid, (version, ea) in zip(ids, metas, strict=True)
+        if version is None or (ea is not None and float(ea) <= now)
+    ]
+    return dead, len(ids)
+
+
+def _drop_orphan_user(layout: KeyLayout, ref: str, now: float, *, purge: bool = False) -> Op[bool]:
+    """What a user without a live session left (index entries; state without an expiry of its
+    own, or past it): dropped, so a new session of the user starts afresh. True when the user's
+    record went. (In standalone mode the commit script does this itself.) `purge`: drop the
+    index entries of sessions that are gone even when others are live."""
+    dead, count = yield from _dead_index_entries(layout, ref, now)
+    if len(dead) < count and not (purge and dead):
+        return False
+    rid = user_record_id(ref)
+    reply = yield Script(
+        "purge_user",
+        [layout.user_index(ref), layout.header(rid)],
+        [_num(now), layout.base(rid), ref, *dead],
+    )
+    return bool(int(reply))
 
 
 def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[Snapshot | None]:
@@ -320,7 +379,13 @@ def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[S
 
 def read_header_op(layout: KeyLayout, session_id: str, now: float) -> Op[SessionHeader | None]:
     flat = yield Command(("HGETALL", layout.header(session_id)))
-    return live_header(session_id, flat, now)
+    header = live_header(session_id, flat, now)
+    if header is not None and header.expires_at is None and session_id.startswith(USER_PREFIX):
+        # a user's state without an expiry of its own: live while one of the user's sessions is
+        dead, count = yield from _dead_index_entries(layout, session_id[len(USER_PREFIX) :], now)
+        if len(dead) == count:
+            return None
+    return header
 
 
 def read_messages_op(layout: KeyLayout, session_id: str, start: int, stop: int) -> Op[list[bytes]]:
@@ -430,12 +495,20 @@ def forget_user_op(layout: KeyLayout, user_id: str) -> Op[int]:
 
 
 def purge_op(
-    layout: KeyLayout, header_keys: Sequence[str], now: float, progress: Progress | None = None
+    layout: KeyLayout,
+    header_keys: Sequence[str],
+    now: float,
+    progress: Progress | None = None,
+    index_keys: Sequence[str] = (),
 ) -> Op[int]:
+    """Expired sessions and keys, then what users left: index entries that point at nothing,
+    and a user's record once no session of the user is live (unless it has its own expiry)."""
     removed = 0
+    refs: dict[str, None] = {}
+    total = len(header_keys) + len(index_keys)
     for done, key in enumerate(header_keys, 1):
         if progress is not None:
-            progress(done, len(header_keys))
+            progress(done, total)
         sid = layout.sid_of_header_key(key)
         if sid is None:
             continue
@@ -450,9 +523,19 @@ def purge_op(
             "purge", key_list, [_num(now), sid, layout.base(sid), "1" if root else ""]
         )
         if int(reply[0]):
-            removed += 1
+            removed += not is_user
             if layout.cluster and not is_user and reply[1]:
                 yield Command(("ZREM", layout.user_index(text_of(reply[1])), sid))
+        elif is_user:
+            refs[sid[len(USER_PREFIX) :]] = None
+    for done, key in enumerate(index_keys, len(header_keys) + 1):
+        if progress is not None:
+            progress(done, total)
+        ref = layout.ref_of_index_key(key)
+        if ref is not None:
+            refs[ref] = None
+    for ref in refs:
+        yield from _drop_orphan_user(layout, ref, now, purge=True)
     return removed
 
 
