@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from statemw import Store, generate_key
+from statemw.backends.kv import SWEEP_BATCH
 from tests.at_rest import stored_records
 from tests.conftest import FakeClock, store_url
 
@@ -153,3 +154,81 @@ def test_redis_puts_a_ttl_on_every_key_it_writes(redis_store: Store) -> None:
     assert len(keys) >= 6  # the session, its expiries, messages, child, user record, user index
     ttls = {key: backend.client.pttl(key) for key in keys}
     assert all(0 < ttl <= 101_000 for ttl in ttls.values()), ttls
+
+
+# -- reclamation without purge (memory, diskcache) ------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "diskcache"])
+def local(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock, sealed: bool
+) -> Iterator[Store]:
+    """A store on a backend that has no expiry of its own: statemw reclaims for it."""
+    key = generate_key() if sealed else None
+    url = store_url(str(request.param), tmp_path)
+    store = Store(url, clock=clock, encryption_key=key, idle=100)
+    yield store
+    store.close()
+
+
+def sessions(store: Store, count: int, user_id: str | None = None) -> list[str]:
+    ids = []
+    for n in range(count):
+        session = store.create(user_id=user_id)
+        session["n"] = n
+        session.add_message("user", f"message {n}")
+        if user_id is not None:
+            session.user["seen"] = n
+        session.save()
+        ids.append(session.id)
+    return ids
+
+
+def test_expired_sessions_are_reclaimed_by_later_saves_without_purge(
+    local: Store, clock: FakeClock
+) -> None:
+    one = stored_records(local)
+    sessions(local, 1)
+    per_session = stored_records(local) - one
+    sessions(local, 39)
+    sessions(local, 10, user_id=USER)
+    clock.advance(101)
+    fresh = sessions(local, 4)  # each save reclaims up to SWEEP_BATCH (16): 50 in 4 saves
+    assert stored_records(local) == 4 * per_session
+    assert [local.get(sid) is not None for sid in fresh] == [True] * 4
+
+
+def test_reclaiming_is_bounded_per_operation(local: Store, clock: FakeClock) -> None:
+    sessions(local, 40)
+    before = stored_records(local)
+    clock.advance(101)
+    left = []
+    for _ in range(3):
+        local.get("no-such-session")
+        left.append(stored_records(local))
+    assert left == [before - 2 * SWEEP_BATCH, before - 4 * SWEEP_BATCH, 0]  # 2 records each
+
+
+def test_a_session_saved_again_is_not_reclaimed_at_its_first_expiry(
+    local: Store, clock: FakeClock
+) -> None:
+    [kept] = sessions(local, 1, user_id=USER)
+    clock.advance(90)
+    session = local.load(kept)
+    session["again"] = True
+    session.save()  # expires at 190 now
+    clock.advance(20)
+    sessions(local, 1)
+    clock.advance(20)
+    sessions(local, 1)
+    assert local.load(kept)["again"] is True
+    assert local.user_state(USER) == {"seen": 0}
+
+
+def test_a_users_state_is_reclaimed_with_the_users_last_session(
+    local: Store, clock: FakeClock
+) -> None:
+    sessions(local, 3, user_id=USER)
+    clock.advance(101)
+    sessions(local, 1)
+    assert stored_records(local) == 2  # the new session's header and messages: nothing of USER

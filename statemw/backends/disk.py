@@ -32,6 +32,13 @@ _inline: ContextVar[bool] = ContextVar("statemw_disk_inline", default=False)
 
 
 DBNAME = "cache.db"
+SETTINGS = {"eviction_policy": "none", "sqlite_secure_delete": 1}
+"""secure_delete: SQLite overwrites what it deletes, so a removed record leaves no bytes in the
+database's pages (scrub() then clears the WAL)."""
+_SCHEDULE = (
+    "CREATE TABLE IF NOT EXISTS statemw_expiry (sid TEXT PRIMARY KEY, at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS statemw_expiry_at ON statemw_expiry (at)",
+)
 
 
 class DiskKV:
@@ -73,7 +80,10 @@ class DiskKV:
             raise ConfigurationError(f"no store at diskcache://{self.directory} (no {path})")
         with self._faults():
             self._wait_for_lock(path, timeout)
-            return diskcache.Cache(self.directory, timeout=timeout, eviction_policy="none")
+            cache = diskcache.Cache(self.directory, timeout=timeout, **SETTINGS)
+            for statement in _SCHEDULE:
+                cache._con.execute(statement)
+            return cache
 
     @staticmethod
     def _wait_for_lock(path: str, timeout: float) -> None:
@@ -130,6 +140,30 @@ class DiskKV:
         with self._faults():
             keys = [k for k in self._cache.iterkeys() if isinstance(k, str)]
         yield from (k for k in keys if k.startswith(prefix))
+
+    # The expiry schedule: a table of our own in diskcache's database, written through the
+    # cache's connection (diskcache.Cache._con, the one its transact() holds), so scheduling a
+    # new session is part of the save's transaction.
+
+    def schedule(self, record_id: str, at: float) -> None:
+        with self._faults():
+            self._cache._con.execute(
+                "INSERT OR REPLACE INTO statemw_expiry (sid, at) VALUES (?, ?)", (record_id, at)
+            )
+
+    def take_due(self, now: float, limit: int) -> list[str]:
+        with self._faults():
+            con = self._cache._con
+            rows = con.execute(
+                "SELECT sid FROM statemw_expiry WHERE at <= ? ORDER BY at LIMIT ?", (now, limit)
+            ).fetchall()
+            con.executemany("DELETE FROM statemw_expiry WHERE sid = ?", rows)
+        return [str(sid) for (sid,) in rows]
+
+    def scrub(self) -> None:
+        """Write the WAL back and truncate it: what was deleted leaves no bytes in any file."""
+        with self._faults():
+            self._cache._con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def close(self) -> None:
         for cache in (self._waiting, self._at_once):

@@ -8,20 +8,27 @@ Keys (sids are statemw ids, so ':' cannot be confused):
 User state lives in a header under records.user_record_id(user_id); without an expiry of its own
 (Store.user_ttl) it lives as long as one of the user's sessions does. Live changes for
 subscribers: local_pubsub.py.
+
+Expired records go by themselves (no purge() needed): the KV keeps a schedule of when each
+top-level record may expire, written with the save that creates it, and each save (and, at most
+once a second, a load) first reclaims up to SWEEP_BATCH records that are due: removed if dead,
+scheduled again at their current expiry if a later save extended it. So the work per operation
+is bounded, and a store that keeps being used keeps no more expired records than the sweeps
+have not reached yet.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from typing import Any, Protocol
 
-from statemw.backends.base import Progress
+from statemw.backends.base import Progress, WouldBlock
 from statemw.backends.local_pubsub import LocalSubscription
 from statemw.changes import Change
 from statemw.codec import decode_header, encode_header, pack, unpack
-from statemw.errors import CorruptRecord, SessionNotFound
+from statemw.errors import CorruptRecord, SessionNotFound, StoreUnavailable
 from statemw.records import (
     USER_PREFIX,
     Committed,
@@ -34,6 +41,12 @@ from statemw.records import (
 )
 
 CHUNK = 64
+SWEEP_BATCH = 16
+"""Records an operation reclaims at most (when more are due, the next operation goes on)."""
+SWEEP_PAUSE = 1.0
+"""Seconds (store clock) a process waits to look again after a sweep that found little due."""
+SCRUB_PAUSE = 60.0
+"""Seconds between scrubs (diskcache: WAL truncation) after automatic reclamation."""
 
 
 class KV(Protocol):
@@ -49,6 +62,15 @@ class KV(Protocol):
 
     def keys(self, prefix: str) -> Iterator[str]: ...
 
+    def schedule(self, record_id: str, at: float) -> None:
+        """Note that a record may have expired at `at` (one entry per record suffices)."""
+
+    def take_due(self, now: float, limit: int) -> list[str]:
+        """Up to `limit` records scheduled at `now` or before, oldest first, off the schedule."""
+
+    def scrub(self) -> None:
+        """Leave no bytes of deleted records in the store's files (where it has files)."""
+
     def close(self) -> None: ...
 
 
@@ -60,6 +82,8 @@ class KVBackend:
         self.poll_interval = poll_interval
         self._subscribers: dict[str, set[LocalSubscription]] = {}
         self._subscribers_lock = threading.Lock()
+        self._next_sweep = float("-inf")
+        self._next_scrub = float("-inf")
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -132,6 +156,7 @@ class KVBackend:
         return out
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
+        self.reclaim(now)
         header = self.read_header(session_id, now)
         if header is None:
             return None
@@ -173,8 +198,11 @@ class KVBackend:
             self._put_header(header)
             if created and stored is None:
                 self._link(header, delta.now)
+            if created and header.expires_at is not None and "/" not in sid:
+                self.kv.schedule(sid, header.expires_at)
         changed = tuple(sorted(set(delta.set) | set(delta.delete)))
         self._publish(Change(sid, header.revision, header.message_count, changed), header)
+        self.reclaim(delta.now, pause=False)
         return Committed.of(header)
 
     def _append(self, sid: str, position: int, messages: list[bytes]) -> None:
@@ -257,6 +285,7 @@ class KVBackend:
                 if parent is not None and name in parent.children:
                     parent.children.remove(name)
                     self._put_header(parent)
+        self.kv.scrub()
         self._publish(Change(session_id, 0, 0, deleted=True), None)
         return True
 
@@ -282,6 +311,8 @@ class KVBackend:
             if self.read_header(old_id, now) is None:
                 raise SessionNotFound(old_id)
             header = self._move(old_id, new_id)
+            if header.expires_at is not None and "/" not in new_id:
+                self.kv.schedule(new_id, header.expires_at)
             if header.user_id is not None and "/" not in new_id:
                 index = self._index(header.user_id)
                 index = [new_id if s == old_id else s for s in index]
@@ -298,6 +329,7 @@ class KVBackend:
             removed = sum(self._remove(sid) is not None for sid in index)
             self.kv.delete("i:" + user_id)
             self._remove(user_record_id(user_id))
+        self.kv.scrub()
         return removed
 
     def session_ids(self) -> Iterator[str]:
@@ -325,9 +357,12 @@ class KVBackend:
                     self._remove(sid)
                     self._unlink_from_index(header)
                     removed += 1
-                elif any(not e.live(now) for e in header.state.values()):
+                    continue
+                if any(not e.live(now) for e in header.state.values()):
                     header.state = header.live_state(now)
                     self._put_header(header)
+                if header.expires_at is not None and "/" not in sid:
+                    self.kv.schedule(sid, header.expires_at)  # sessions from before schedules
         for done, key in enumerate(indexes, len(keys) + 1):
             if progress is not None:
                 progress(done, total)
@@ -336,7 +371,55 @@ class KVBackend:
         for key in self.kv.keys("h:" + USER_PREFIX):
             with self.kv.transaction():
                 self._purge_user(key[2 + len(USER_PREFIX) :], now)
+        self.kv.scrub()
         return removed
+
+    def reclaim(self, now: float, *, pause: bool = True) -> int:
+        """Remove up to SWEEP_BATCH records that are due (expired sessions, and user records
+        left without a live session or past user_ttl); the number of records looked at.
+
+        Never fails the operation that calls it: a store that is busy or unreachable is swept
+        by a later one. `pause`: skip it when this process swept less than SWEEP_PAUSE ago and
+        found no more due (loads; saves always look, so sweeps keep pace with what saves add)."""
+        if pause and now < self._next_sweep:
+            return 0
+        removed = 0
+        try:
+            with self.kv.transaction():
+                due = self.kv.take_due(now, SWEEP_BATCH)
+                for record_id in due:
+                    with suppress(CorruptRecord):  # left for inspection (and off the schedule)
+                        removed += self._reclaim_one(record_id, now)
+        except (StoreUnavailable, WouldBlock):
+            return 0
+        self._next_sweep = now if len(due) == SWEEP_BATCH else now + SWEEP_PAUSE
+        if removed and now >= self._next_scrub:
+            self._next_scrub = now + SCRUB_PAUSE
+            with suppress(StoreUnavailable, WouldBlock):
+                self.kv.scrub()
+        return len(due)
+
+    def _reclaim_one(self, record_id: str, now: float) -> bool:
+        """Remove one scheduled record if it is dead, else schedule it at its current expiry."""
+        header = self._header(record_id)
+        if header is None:
+            return False
+        if record_id.startswith(USER_PREFIX):
+            if self._user_dead(header, now):  # past user_ttl (sessions keep their index)
+                self._remove(record_id)
+                return True
+        elif not header.live(now):
+            self._remove(record_id)
+            self._unlink_from_index(header)
+            user_id = header.user_id
+            if user_id is not None and not self._user_live(user_id, now):
+                user = self._header(user_record_id(user_id))
+                if user is None or self._user_dead(user, now):
+                    self._drop_user(user_id)
+            return True
+        if header.expires_at is not None:
+            self.kv.schedule(record_id, header.expires_at)
+        return False
 
     def _purge_user(self, user_id: str, now: float) -> None:
         """Drop index entries of sessions that are gone, and the user's state once dead."""
