@@ -213,7 +213,8 @@ def test_the_copy_command_re_encrypts_into_postgres_and_verifies(tmp_path: Path)
     session.save()
     source.close()
 
-    code, out = run("copy", "--from", disk, "--to", pg, f"--from-key={old_key}", f"--to-key={new_key}")
+    keys = f"--from-key={old_key}", f"--to-key={new_key}"  # a key may start with "-"
+    code, out = run("copy", "--from", disk, "--to", pg, *keys)
     assert code == 0, out
     assert "copied 1 session(s) and 1 message(s)" in out
     assert "verified" in out
@@ -223,7 +224,7 @@ def test_the_copy_command_re_encrypts_into_postgres_and_verifies(tmp_path: Path)
     with pytest.raises(DecryptionError):
         Store(pg, encryption_key=old_key).load(session.id)
 
-    code, out = run("copy", "--from", disk, "--to", pg, f"--from-key={old_key}", f"--to-key={new_key}")
+    code, out = run("copy", "--from", disk, "--to", pg, *keys)
     assert (code, "1 already there" in out) == (0, True)
 
 
