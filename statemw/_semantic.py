@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +75,7 @@ class SessionVectors:
             raw = yield from ask(ReadVectors(session_id, lo, hi))
             if raw:
                 span = yield from records(lo, hi)
+                rows: list[tuple[int, array[float], int | None]] = []
                 for position, data in raw.items():
                     row, check = codec.decode_vector(session_id, data)
                     if check is not None and (
@@ -81,7 +83,11 @@ class SessionVectors:
                         or check != text_check(message_text(span[position - lo].message))
                     ):
                         continue  # written for another text
-                    index.add(position, row, check)
+                    if check is None:  # the earlier form: as the model returned it
+                        index.add(position, row, None)
+                    else:
+                        rows.append((position, row, check))
+                index.add_stored(rows)
         span = yield from records(start, stop)
         query_vector = self._known(query, span, start)
         if query_vector is None:

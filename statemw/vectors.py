@@ -52,15 +52,30 @@ def text_check(text: str) -> int:
 
 
 def pack_vector(vector: Vector, check: int) -> bytes:
-    """The stored body of a vector (float32)."""
+    """The stored body of a vector: its unit vector (all cosine needs), as float32."""
     if _np is not None:
-        data: bytes = _np.asarray(vector, dtype="<f4").reshape(-1).tobytes()
+        data: bytes = unit_numpy(vector).astype("<f4").tobytes()
     else:
-        floats = array("f", [float(x) for x in vector])
+        floats = unit_python(vector)
         if not _LITTLE:  # pragma: no cover - big-endian hosts
             floats.byteswap()
         data = floats.tobytes()
     return _HEAD.pack(MARK, F32, check) + data
+
+
+def unit_numpy(vector: Vector) -> Any:
+    """`vector` scaled to length 1 (zero stays zero) as a flat float32 numpy array."""
+    assert _np is not None
+    wide = _np.asarray(vector, dtype=_np.float64).reshape(-1)  # no float32 underflow
+    norm = math.sqrt(float(_np.dot(wide, wide)))
+    return (wide / norm if norm else wide).astype(_np.float32)
+
+
+def unit_python(vector: Vector) -> array[float]:
+    """`vector` scaled to length 1 (zero stays zero) as array('f')."""
+    floats = [float(x) for x in vector]
+    norm = math.sqrt(_dot(floats, floats))
+    return array("f", [x / norm for x in floats] if norm else floats)
 
 
 def unpack_vector(body: bytes) -> tuple[array[float], int | None] | None:
@@ -151,20 +166,19 @@ class VectorIndex:
 
     def unit(self, vector: Vector) -> Any:
         """`vector` as a unit float32 row (numpy array or array('f')); zero stays zero."""
-        if self.numpy:
-            assert _np is not None
-            wide = _np.asarray(vector, dtype=_np.float64).reshape(-1)  # no float32 underflow
-            norm = math.sqrt(float(_np.dot(wide, wide)))
-            matrix_row: Any = (wide / norm if norm else wide).astype(_np.float32)
-            return matrix_row
-        row = vector if isinstance(vector, array) else array("f", [float(x) for x in vector])
-        norm = math.sqrt(_dot(row, row))
-        return array("f", [x / norm for x in row]) if norm else row
+        return unit_numpy(vector) if self.numpy else unit_python(vector)
 
-    def add(self, position: int, vector: Vector, check: int | None) -> bool:
-        """Keep `vector` for `position` (replacing one it had). False, and nothing kept, when its
-        dimensions differ from the vectors already here."""
-        row = self.unit(vector)
+    def add(self, position: int, vector: Vector, check: int | None, *, unit: bool = False) -> bool:
+        """Keep `vector` for `position` (replacing one it had); `unit`: it is a unit float32
+        row already (as stored). False, and nothing kept, when its dimensions differ from the
+        vectors already here."""
+        if not unit:
+            row = self.unit(vector)
+        elif self.numpy:
+            assert _np is not None
+            row = _np.frombuffer(vector, dtype=_np.float32) if isinstance(vector, array) else vector
+        else:
+            row = vector
         dims = len(row)
         if self.dims is None:
             self.dims = dims
@@ -190,6 +204,42 @@ class VectorIndex:
             self.checks[position] = check
             self.by_check[check] = position
         return True
+
+    def add_stored(self, entries: list[tuple[int, array[float], int | None]]) -> None:
+        """Keep stored rows, (position, unit float32 row, check) each: with numpy, as one
+        block (a row of other dimensions than the rest is left out)."""
+        if not entries:
+            return
+        if not self.numpy or len(entries) < 8:
+            for position, row, check in entries:
+                self.add(position, row, check, unit=True)
+            return
+        assert _np is not None
+        dims = self.dims if self.dims is not None else len(entries[0][1])
+        entries = [e for e in entries if len(e[1]) == dims]
+        block = _np.frombuffer(b"".join(row for _, row, _ in entries), dtype=_np.float32)
+        self.dims = dims
+        block = block.reshape(len(entries), dims)
+        fresh = [i for i, (position, _, _) in enumerate(entries) if position not in self.rows]
+        for i, (position, _, check) in enumerate(entries):
+            at = self.rows.get(position)
+            if at is not None:  # already held: replace in place
+                self._matrix[at] = block[i]
+            if check is None:
+                self.checks.pop(position, None)
+            else:
+                self.checks[position] = check
+                self.by_check[check] = position
+        if not fresh:
+            return
+        first = len(self._positions)
+        self._grow(first + len(fresh))
+        self._matrix[first : first + len(fresh)] = block[fresh]
+        for at, i in enumerate(fresh, first):
+            position = entries[i][0]
+            self.rows[position] = at
+            self._positions.append(position)
+            self._pos[at] = position
 
     def vector(self, position: int) -> Any:
         """The unit row kept for `position` (KeyError when none)."""
