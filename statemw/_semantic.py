@@ -45,11 +45,14 @@ class SessionVectors:
         self.pending.clear()
         self.queries.clear()
 
-    def committed(self, stored: int, appended: int, count: int) -> None:
-        """A save of `appended` messages onto `stored` left `count` in the store. When others
-        appended in between, ours moved: forget the positions we had guessed for them (the
-        vectors already written there fail their check and are computed again)."""
-        self.pending.clear()
+    def committed(self, stored: int, appended: int, count: int, saved: dict[int, bytes]) -> None:
+        """A save of `appended` messages and the vectors `saved` onto `stored` messages left
+        `count` in the store. When others appended in between, ours moved: forget the positions
+        we had guessed for them (the vectors already written there fail their check and are
+        computed again)."""
+        for position, data in saved.items():
+            if self.pending.get(position) is data:  # not replaced while the save ran
+                del self.pending[position]
         index = self.index
         if count == stored + appended:
             if index.read_to >= stored:

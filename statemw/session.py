@@ -388,7 +388,10 @@ class Session(_Saved):
             self._stored_summary = self._pending_summary
             self._pending_summary = None
         self._vectors.committed(
-            0 if delta.replace_log else self._log.stored, len(delta.append), result.message_count
+            0 if delta.replace_log else self._log.stored,
+            len(delta.append),
+            result.message_count,
+            delta.vectors,
         )
         self._log.committed(result.message_count)
         self._state_committed(delta)
