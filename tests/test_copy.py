@@ -74,7 +74,7 @@ def snapshot(store: Store, session_id: str) -> dict[str, Any]:
         if header.summary is None
         else (decode(header.summary.value), header.summary.upto, header.summary.tokens),
         "vectors": {
-            p: decode(v)
+            p: decode_vector(store, session_id, v)
             for p, v in store.backend.read_vectors(session_id, 0, header.message_count).items()
         },
         "children": {name: snapshot(store, f"{session_id}/{name}") for name in header.children},
@@ -87,6 +87,11 @@ def snapshot(store: Store, session_id: str) -> dict[str, Any]:
             else {k: decode_user(store, header.user_id, e.value) for k, e in user.state.items()}
         )
     return facts
+
+
+def decode_vector(store: Store, session_id: str, value: bytes) -> tuple[list[float], int | None]:
+    row, check = store.codec.decode_vector(session_id, value)
+    return list(row), check
 
 
 def decode_user(store: Store, user_id: str, value: bytes) -> Any:
