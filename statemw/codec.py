@@ -4,6 +4,7 @@ Every record starts with one format byte, so a later statemw can read what this 
     0x01  msgpack
     0x02  AES-GCM: 8-byte key id, 12-byte nonce, then the sealed msgpack (tag included)
     0x03  as 0x02, sealing a *named* state entry: msgpack [name, value]
+An embedding vector's body is packed float32 instead of msgpack (statemw.vectors).
 A list of keys rotates: the first seals, any opens (the key id picks it).
 
 Names at rest (encryption on): a state key is stored under a keyed hash of its name ("#" and 22
@@ -21,7 +22,8 @@ import base64
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -33,6 +35,7 @@ import msgpack
 from statemw.errors import ConfigurationError, CorruptRecord, DecryptionError, UnencodableValue
 from statemw.messages import Message, MessageRecord
 from statemw.records import Entry, Summary
+from statemw.vectors import Vector, pack_vector, unpack_vector
 
 PLAIN = 0x01
 SEALED = 0x02
@@ -194,13 +197,15 @@ class Codec:
     def __repr__(self) -> str:
         return f"Codec(keys={len(self._aead)})"
 
-    def encode(self, obj: Any, *, what: str) -> bytes:
-        """Encode one value; `what` names it in the error ("state key 'cart'")."""
+    def encode(self, obj: Any, *, what: str | Callable[[], str]) -> bytes:
+        """Encode one value; `what` names it in the error ("state key 'cart'"), or makes the
+        name when one is needed (a hot path should not build it for every value)."""
         try:
             body = pack(obj)
         except (TypeError, OverflowError, ValueError) as exc:
+            name = what if isinstance(what, str) else what()
             raise UnencodableValue(
-                f"{what}: cannot store {type(obj).__name__} ({exc}); store {STORABLE}"
+                f"{name}: cannot store {type(obj).__name__} ({exc}); store {STORABLE}"
             ) from exc
         return self.seal(body)
 
@@ -248,7 +253,7 @@ class Codec:
     def decode_message(self, session_id: str, data: bytes) -> MessageRecord:
         """A logged message; the hot path of every load, so plain records skip the layers."""
         try:
-            if data[:1] == _PLAIN_BYTE:
+            if data[0] == PLAIN:
                 message, tokens, created_at = msgpack.unpackb(
                     data[1:], raw=False, strict_map_key=False, ext_hook=_unext
                 )
@@ -268,11 +273,25 @@ class Codec:
             raise CorruptRecord(session_id, "summary is not a message")
         return message
 
-    def encode_vector(self, session_id: str, vector: Sequence[float]) -> bytes:
-        return self.encode([float(x) for x in vector], what=f"vector of {session_id!r}")
+    def encode_vector(self, vector: Vector, check: int) -> bytes:
+        """A message's embedding as packed float32 with its text check (statemw.vectors)."""
+        try:
+            body = pack_vector(vector, check)
+        except (TypeError, ValueError) as exc:
+            raise UnencodableValue(f"an embedding must be a sequence of numbers ({exc})") from exc
+        return self.seal(body)
 
-    def decode_vectors(self, session_id: str, raw: Mapping[int, bytes]) -> dict[int, list[float]]:
-        return {p: list(self.decode(v, session_id=session_id)) for p, v in raw.items()}
+    def decode_vector(self, session_id: str, data: bytes) -> tuple[array[float], int | None]:
+        """(float32 row, text check) of a stored vector: packed, or the earlier msgpack list of
+        floats (no check)."""
+        body = self.open(data, session_id=session_id)
+        try:
+            packed = unpack_vector(body)
+            if packed is not None:
+                return packed
+            return array("f", [float(x) for x in unpack(body)]), None
+        except Exception as exc:
+            raise CorruptRecord(session_id, f"bad vector record ({exc})") from exc
 
     def decode_entries(
         self, record_id: str, entries: Mapping[str, Entry], now: float
@@ -303,7 +322,9 @@ class Codec:
             return [user_id]
         return [_digest(k, b"user", user_id) for k in self._hash_keys] + [user_id]
 
-    def encode_entry(self, name: str, value: Any, *, what: str) -> tuple[str, bytes]:
+    def encode_entry(
+        self, name: str, value: Any, *, what: str | Callable[[], str]
+    ) -> tuple[str, bytes]:
         """A state value as stored: (stored key, record). Encrypting, the record seals the name
         with the value (format 0x03); else it is the plain value under its name."""
         if not self._aead:
@@ -311,8 +332,9 @@ class Codec:
         try:
             body = pack(value)
         except (TypeError, OverflowError, ValueError) as exc:
+            label = what if isinstance(what, str) else what()
             raise UnencodableValue(
-                f"{what}: cannot store {type(value).__name__} ({exc}); store {STORABLE}"
+                f"{label}: cannot store {type(value).__name__} ({exc}); store {STORABLE}"
             ) from exc
         return self.entry_key(name), self.seal_named(pack(name), body)
 

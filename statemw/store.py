@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from statemw._default import register
 from statemw._drive import adrive, ask, drive
 from statemw.backends import open_backend, redact
 from statemw.backends.base import (
@@ -174,15 +175,11 @@ class Store:
 
     def expires_at(self, created_at: float, now: float) -> float | None:
         """When a session saved now expires: the sooner of its ttl and its idle timeout."""
-        limits = [
-            t
-            for t in (
-                None if self.ttl is None else created_at + self.ttl,
-                None if self.idle is None else now + self.idle,
-            )
-            if t is not None
-        ]
-        return min(limits) if limits else None
+        if self.ttl is None:
+            return None if self.idle is None else now + self.idle
+        if self.idle is None:
+            return created_at + self.ttl
+        return min(created_at + self.ttl, now + self.idle)
 
     def create(self, user_id: str | None = None, *, session_id: str | None = None) -> Session:
         """A new, empty session; nothing is stored until it is saved."""
@@ -399,19 +396,4 @@ class Store:
         return AsyncChanges(lambda: self.abackend.subscribe(sid), timeout)
 
 
-_default: Store | None = None
-
-
-def configure(store: Store | str | None) -> Store | None:
-    """Set the store Session.create and Session.load use (a Store or a URL; None resets)."""
-    global _default
-    _default = Store(store) if isinstance(store, str) else store
-    return _default
-
-
-def default_store() -> Store:
-    """The configured store, else one on STATEMW_URL or the default diskcache directory."""
-    global _default
-    if _default is None:
-        _default = Store()
-    return _default
+register(Store)
