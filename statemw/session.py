@@ -432,7 +432,7 @@ class Session(_Saved):
         if not self._stored:
             create = SessionHeader(self.id, self.user_ref(), created_at=now, updated_at=now)
         delta = self._state_delta(now, create)
-        if META_KEY not in self._stored_keys and self.store.codec.encrypted:
+        if self.store.codec.encrypted and META_KEY not in self._stored_keys:
             delta.set[META_KEY] = self.store.codec.meta_entry(self.user_id, now)
         appended = self._log.appended
         if appended:

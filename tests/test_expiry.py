@@ -12,7 +12,7 @@ import pytest
 from statemw import Store, generate_key
 from statemw.backends.kv import SWEEP_BATCH
 from tests.at_rest import stored_records
-from tests.conftest import FakeClock, store_url
+from tests.support import FakeClock, store_url
 
 USER = "marker.user@example.com"
 

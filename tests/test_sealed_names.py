@@ -12,7 +12,7 @@ from statemw import DecryptionError, Store, generate_key
 from statemw.codec import Codec
 from statemw.records import Delta
 from tests.at_rest import store_bytes
-from tests.conftest import FakeClock, store_url
+from tests.support import FakeClock, store_url
 
 USER = "marker.user@example.com"
 KEY_NAME = "MARKER_card_number"

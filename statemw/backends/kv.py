@@ -12,11 +12,11 @@ User state lives in a header under records.user_record_id(user_id); without an e
 subscribers: local_pubsub.py.
 
 Expired records go by themselves (no purge() needed): the KV keeps a schedule of when each
-top-level record may expire, written with the save that creates it, and each save (and, at most
-once a second, a load) first reclaims up to SWEEP_BATCH records that are due: removed if dead,
-scheduled again at their current expiry if a later save extended it. So the work per operation
-is bounded, and a store that keeps being used keeps no more expired records than the sweeps
-have not reached yet.
+top-level record may expire, written with the save that creates it, and a save or a load (at most
+once a second per process, unless the last sweep found more due) reclaims up to SWEEP_BATCH
+records that are due: removed if dead, scheduled again at their current expiry if a later save
+extended it. So the work per operation is bounded, and a store that keeps being used keeps no
+more expired records than the sweeps have not reached yet.
 """
 
 from __future__ import annotations
@@ -113,9 +113,12 @@ class KVBackend:
         header = self._header(session_id)
         if header is None or not header.live(now):
             return None
-        if header.expires_at is None and session_id.startswith(USER_PREFIX):
-            if not self._user_live(session_id[len(USER_PREFIX) :], now):
-                return None
+        if (
+            header.expires_at is None
+            and session_id.startswith(USER_PREFIX)
+            and not self._user_live(session_id[len(USER_PREFIX) :], now)
+        ):
+            return None  # a user's state without a live session of the user
         return self._with_state(header)
 
     def _user_live(self, user_id: str, now: float) -> bool:
@@ -286,7 +289,7 @@ class KVBackend:
                 self.kv.schedule(sid, header.expires_at)
         changed = tuple(sorted(set(delta.set) | set(delta.delete)))
         self._publish(Change(sid, header.revision, header.message_count, changed), header)
-        self.reclaim(delta.now, pause=False)
+        self.reclaim(delta.now)
         return Committed.of(header)
 
     def _append(self, sid: str, position: int, messages: list[bytes]) -> None:
@@ -485,14 +488,15 @@ class KVBackend:
         elif user is not None:
             self._drop_expired_keys(user, now)
 
-    def reclaim(self, now: float, *, pause: bool = True) -> int:
+    def reclaim(self, now: float) -> int:
         """Remove up to SWEEP_BATCH records that are due (expired sessions, and user records
         left without a live session or past user_ttl); the number of records looked at.
 
-        Never fails the operation that calls it: a store that is busy or unreachable is swept
-        by a later one. `pause`: skip it when this process swept less than SWEEP_PAUSE ago and
-        found no more due (loads; saves always look, so sweeps keep pace with what saves add)."""
-        if pause and now < self._next_sweep:
+        Runs at most once per SWEEP_PAUSE in a process, unless the last sweep found a full
+        batch (then the next operation goes on), so sweeps keep pace with what saves add and
+        an operation in between pays one comparison. Never fails the operation that calls it:
+        a store that is busy or unreachable is swept by a later one."""
+        if now < self._next_sweep:
             return 0
         removed = 0
         try:
