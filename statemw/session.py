@@ -49,6 +49,7 @@ class Context(dict[str, Any]):
 class _Saved(TrackedState):
     """State that is saved as one record: a session's own state, or a user's."""
 
+    __slots__ = ("record_id", "store", "user_id")
     store: Store
     record_id: str
 
@@ -82,6 +83,8 @@ class _Saved(TrackedState):
 class UserState(_Saved):
     """State shared by all sessions of one user (`session.user`), saved with the session."""
 
+    __slots__ = ("stored",)
+
     def __init__(self, store: Store, user_id: str, header: SessionHeader | None) -> None:
         super().__init__()
         self.store = store
@@ -113,6 +116,28 @@ class Session(_Saved):
 
     Make one with `Session.create(...)` or `Session.load(id)` (or the Store's methods).
     """
+
+    __slots__ = (
+        "_child_names",
+        "_children",
+        "_created_at",
+        "_inherited",
+        "_lead",
+        "_log",
+        "_pending_summary",
+        "_revision",
+        "_stored",
+        "_stored_summary",
+        "_summary_message",
+        "_token_total",
+        "_user",
+        "_user_header",
+        "_vectors",
+        "deleted",
+        "id",
+        "parent",
+        "permanent_default",
+    )
 
     def __init__(
         self,
