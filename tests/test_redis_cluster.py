@@ -16,6 +16,8 @@ import pytest
 import redis
 
 from statemw import Session, Store
+from statemw.backends.redis.client import RedisBackend
+from statemw.backends.redis.lua import CLUSTER_SCRIPTS, SCRIPTS
 from statemw.changes import Change
 from statemw.errors import SessionNotFound
 from tests.conftest import FakeClock
@@ -136,13 +138,60 @@ def test_delete_and_purge(cstore: Store, clock: FakeClock) -> None:
     assert cstore.purge() == 1
 
 
-def test_subscribe_on_a_cluster(cstore: Store) -> None:
-    session = cstore.create()
-    session.save()
-    with cstore.subscribe(session.id) as changes:
-        session["k"] = 1
+def _masters(store: Store) -> list[redis.Redis]:
+    """A plain client on each master of the cluster."""
+    client = _backend(store).client
+    return [client.get_redis_connection(node) for node in client.get_primaries()]
+
+
+def _pubsub(master: redis.Redis, what: str) -> list[bytes]:
+    return list(master.execute_command("PUBSUB", what))  # type: ignore[no-untyped-call]
+
+
+def _backend(store: Store) -> RedisBackend:
+    backend = store.backend
+    assert isinstance(backend, RedisBackend)
+    return backend
+
+
+def _one_session_per_shard(store: Store) -> list[Session]:
+    """Saved sessions, one whose slot is on each master."""
+    backend = _backend(store)
+    client, layout = backend.client, backend.layout
+    by_node: dict[str, Session] = {}
+    while len(by_node) < len(client.get_primaries()):
+        session = store.create()
+        node = client.get_node_from_key(layout.header(session.id)).name
+        by_node.setdefault(node, session)
+    for session in by_node.values():
         session.save()
-        assert changes.get(WAIT) == Change(session.id, 2, 0, ("k",))
+    return list(by_node.values())
+
+
+def test_subscribe_uses_sharded_pub_sub_in_every_shard(cstore: Store) -> None:
+    masters = _masters(cstore)
+    for session in _one_session_per_shard(cstore):
+        channel = _backend(cstore).layout.channel(session.id).encode()
+        with cstore.subscribe(session.id) as changes:
+            session["k"] = 1
+            session.save()
+            assert changes.get(WAIT) == Change(session.id, 2, 0, ("k",))
+            # the channel is a shard channel of exactly one master, and no classic channel
+            holders = [m for m in masters if channel in _pubsub(m, "SHARDCHANNELS")]
+            assert len(holders) == 1
+            assert all(not _pubsub(m, "CHANNELS") for m in masters)
+            cstore.delete(session.id)
+            assert changes.get(WAIT) == Change(session.id, 0, 0, deleted=True)
+
+
+@pytest.mark.anyio
+async def test_asubscribe_uses_sharded_pub_sub_in_every_shard(cstore: Store) -> None:
+    for session in _one_session_per_shard(cstore):
+        async with cstore.asubscribe(session.id) as changes:
+            session.add_message("user", "hi")
+            await session.asave()
+            assert await changes.get(WAIT) == Change(session.id, 2, 1, ())
+    await cstore.aclose()
 
 
 @pytest.mark.anyio
@@ -157,3 +206,11 @@ async def test_the_async_client_works_on_a_cluster(cstore: Store) -> None:
     assert change is not None
     assert change.revision == 1
     await cstore.aclose()
+
+
+def test_cluster_scripts_publish_only_with_spublish() -> None:
+    for name, source in SCRIPTS.items():
+        assert "'PUBLISH'" not in CLUSTER_SCRIPTS[name]
+        assert source.count("'PUBLISH'") == CLUSTER_SCRIPTS[name].count("'SPUBLISH'")
+    assert "'SPUBLISH'" in CLUSTER_SCRIPTS["commit"]
+    assert "'SPUBLISH'" in CLUSTER_SCRIPTS["delete"]

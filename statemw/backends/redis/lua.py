@@ -305,6 +305,32 @@ return 1
 """
 )
 
+# Cluster only. KEYS: user header, user index, forgotten marker. ARGV: n, then n pairs of a
+# top-level session id of this user and its created_at. Reads the user's header (for a load) and
+# repairs the index: a pair missing from it is added back, unless the user was forgotten after
+# the session was created (forget_user missed it), in which case its id is returned for deletion.
+USER_CHECK = (
+    _COMMON
+    + r"""
+local forgotten = {}
+local gone = false
+local a = 2
+for _ = 1, tonumber(ARGV[1]) do
+  local sid, created_at = ARGV[a], ARGV[a + 1]
+  a = a + 2
+  if not redis.call('ZSCORE', KEYS[2], sid) then
+    if gone == false then gone = redis.call('GET', KEYS[3]) or '' end
+    if gone ~= '' and tonumber(gone) >= tonumber(created_at) then
+      forgotten[#forgotten + 1] = sid
+    else
+      index_add(KEYS[2], sid, created_at)
+    end
+  end
+end
+return {redis.call('HGETALL', KEYS[1]), forgotten}
+"""
+)
+
 SCRIPTS = {
     "commit": COMMIT,
     "load": LOAD,
@@ -312,4 +338,15 @@ SCRIPTS = {
     "rename": RENAME,
     "purge": PURGE,
     "index_add": INDEX_ADD,
+    "user_check": USER_CHECK,
 }
+
+
+def sharded(source: str) -> str:
+    """A script for Redis Cluster: changes go out with SPUBLISH (Redis 7 sharded pub/sub), which
+    stays inside the shard of the session's slot, instead of PUBLISH, which the cluster bus
+    copies to every node. The channel carries the session's hash tag, so it is in that slot."""
+    return source.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+
+
+CLUSTER_SCRIPTS = {name: sharded(source) for name, source in SCRIPTS.items()}
