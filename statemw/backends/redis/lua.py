@@ -6,6 +6,7 @@ Key layout (see docs/redis.md); every key of a session tree carries the root's h
     <P>{<root>}:v:<sid>   hash: message position -> cached vector
     <P>{<root>}:x:<sid>   sorted set: state key -> its expires_at (only keys with a TTL)
     <P>{~u:<uid>}:i       sorted set: the user's top-level session ids by creation time
+    <P>{~u:<uid>}:f       cluster only: when forget_user last ran for the user (server time)
 Timestamps travel as the strings Python wrote (repr of a float) and are stored unchanged, so no
 precision is lost in Lua; Lua only compares them with tonumber().
 """
@@ -309,9 +310,7 @@ return 1
 # top-level session id of this user and its created_at. Reads the user's header (for a load) and
 # repairs the index: a pair missing from it is added back, unless the user was forgotten after
 # the session was created (forget_user missed it), in which case its id is returned for deletion.
-USER_CHECK = (
-    _COMMON
-    + r"""
+USER_CHECK = r"""
 local forgotten = {}
 local gone = false
 local a = 2
@@ -323,13 +322,19 @@ for _ = 1, tonumber(ARGV[1]) do
     if gone ~= '' and tonumber(gone) >= tonumber(created_at) then
       forgotten[#forgotten + 1] = sid
     else
-      index_add(KEYS[2], sid, created_at)
+      redis.call('ZADD', KEYS[2], created_at, sid)
     end
   end
 end
 return {redis.call('HGETALL', KEYS[1]), forgotten}
 """
-)
+
+# Cluster only. KEYS: the user's forgotten marker. Set to the server's time, as "<s>.<us>".
+FORGET_MARK = r"""
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
+return 1
+"""
 
 SCRIPTS = {
     "commit": COMMIT,
@@ -339,6 +344,7 @@ SCRIPTS = {
     "purge": PURGE,
     "index_add": INDEX_ADD,
     "user_check": USER_CHECK,
+    "forget_mark": FORGET_MARK,
 }
 
 
