@@ -40,8 +40,17 @@ from statemw.backends.redis.client import RedisBackend
 from statemw.errors import SessionNotFound, StoreUnavailable
 
 
-def writer(url: str, prefix: str, sessions: list[str], wid: int, stop_at: float, out: str) -> None:
+def ready(barrier: Any, seconds: float) -> float:
+    """Wait for every process and the killer to be ready; the time to stop at."""
+    barrier.wait(timeout=120)
+    return time.time() + seconds
+
+
+def writer(
+    url: str, prefix: str, sessions: list[str], wid: int, go: Any, seconds: float, out: str
+) -> None:
     store = Store(url, key_prefix=prefix)
+    stop_at = ready(go, seconds)
     acked: list[tuple[str, str]] = []
     unknown: list[tuple[str, str]] = []
     errors = degraded = 0
@@ -71,8 +80,11 @@ def writer(url: str, prefix: str, sessions: list[str], wid: int, stop_at: float,
     Path(out).write_text(json.dumps(result))
 
 
-def creator(url: str, prefix: str, users: list[str], cid: int, stop_at: float, out: str) -> None:
+def creator(
+    url: str, prefix: str, users: list[str], cid: int, go: Any, seconds: float, out: str
+) -> None:
     store = Store(url, key_prefix=prefix)
+    stop_at = ready(go, seconds)
     acked: list[tuple[str, str]] = []
     unknown: list[tuple[str, str]] = []
     errors = 0
@@ -132,17 +144,18 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         store.close()
 
         tmp = Path(tempfile.mkdtemp(prefix="statemw-failover-"))
-        stop_at = time.time() + args.seconds
         ctx = multiprocessing.get_context("spawn")
+        go = ctx.Barrier(args.writers + args.creators + 1)
         procs = []
         for w in range(args.writers):
-            target = (cluster.url, prefix, shared, w, stop_at, str(tmp / f"w{w}.json"))
+            target = (cluster.url, prefix, shared, w, go, args.seconds, str(tmp / f"w{w}.json"))
             procs.append(ctx.Process(target=writer, args=target))
         for c in range(args.creators):
-            target = (cluster.url, prefix, users, c, stop_at, str(tmp / f"c{c}.json"))
+            target = (cluster.url, prefix, users, c, go, args.seconds, str(tmp / f"c{c}.json"))
             procs.append(ctx.Process(target=creator, args=target))
         for p in procs:
             p.start()
+        go.wait(timeout=120)  # every process has imported statemw and opened its store
         time.sleep(args.kill_at)
         victim.kill()
         killed = time.monotonic()
