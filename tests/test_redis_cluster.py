@@ -24,8 +24,8 @@ from statemw.backends.redis.client import RedisBackend
 from statemw.backends.redis.lua import CLUSTER_SCRIPTS, SCRIPTS
 from statemw.changes import Change
 from statemw.errors import SessionNotFound, StoreUnavailable
-from tests.conftest import FakeClock
 from tests.redis_server import STARTUP_SECONDS, RedisServer, free_cluster_port
+from tests.support import FakeClock
 
 WAIT = 10.0
 
