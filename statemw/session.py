@@ -17,7 +17,7 @@ from statemw._default import default_store
 from statemw._drive import adrive, ask, drive
 from statemw._semantic import SessionVectors
 from statemw.backends.base import ReadMessages, StoreFlow
-from statemw.errors import InvalidValue, LimitExceeded, StateError
+from statemw.errors import InvalidValue, LimitExceeded, StateError, StoreUnavailable
 from statemw.formats import shape
 from statemw.ids import check_child_name
 from statemw.messages import Message, MessageLog, MessageRecord, make_message, tool_result_ids
@@ -152,6 +152,7 @@ class Session(_Saved):
         parent: Session | None = None,
         inherited: Mapping[str, Any] | None = None,
         user_header: SessionHeader | None = None,
+        user_unavailable: bool = False,
     ) -> None:
         """The Store's constructor: a new session (`header=None`) or one as loaded."""
         super().__init__()
@@ -188,6 +189,7 @@ class Session(_Saved):
         self.permanent_default = False
         self._user: UserState | None = None
         self._user_header = user_header
+        self._user_unavailable = user_unavailable
         self._children: dict[str, Session] = {}
         self._pending_summary: Summary | None = None
         self._summary_message: Message | None = None
@@ -216,6 +218,7 @@ class Session(_Saved):
             parent=parent,
             inherited=inherited,
             user_header=snap.user,
+            user_unavailable=snap.user_unavailable,
         )
 
     # -- lifecycle (I/O through the store) -------------------------------------------------------
@@ -439,6 +442,7 @@ class Session(_Saved):
         self._child_names = []
         self._user = None  # re-read on use: forget_user may have removed it too
         self._user_header = None
+        self._user_unavailable = False
         self._vectors = None
         self.deleted = True
 
@@ -475,6 +479,15 @@ class Session(_Saved):
         return key in self._inherited
 
     @property
+    def user_unavailable(self) -> bool:
+        """True when the load could not read the user's shared state (on Redis Cluster, the
+        user's shard was down): `session.user` then raises StoreUnavailable. The session's own
+        state and messages are loaded and saved as usual."""
+        if self.parent is not None:
+            return self.parent.user_unavailable
+        return self._user_unavailable
+
+    @property
     def user(self) -> UserState:
         """State shared by every session of this session's user (saved along with it)."""
         if self.parent is not None:
@@ -482,6 +495,12 @@ class Session(_Saved):
         if self._user is None:
             if self.user_id is None:
                 raise StateError("this session has no user_id, so it has no user state")
+            if self._user_unavailable:
+                raise StoreUnavailable(
+                    f"the state of user {self.user_id!r} could not be read with session"
+                    f" {self.id!r} (its Redis Cluster shard was down); the rest of the session"
+                    " is usable"
+                )
             if self._stored:  # read with the session
                 self._user = UserState(self.store, self.user_id, self._user_header)
             else:  # a new session: read on first use

@@ -25,7 +25,7 @@ from statemw._drive import adrive, drive
 from statemw.backends.base import Progress
 from statemw.backends.redis import ops
 from statemw.backends.redis.faults import FAULTS, afaults, faults, unavailable
-from statemw.backends.redis.lua import SCRIPTS
+from statemw.backends.redis.lua import CLUSTER_SCRIPTS, SCRIPTS
 from statemw.backends.redis.pubsub import AsyncRedisSubscription, RedisSubscription
 from statemw.backends.threaded import ThreadedSubscription, on_asyncio, to_thread
 from statemw.changes import AsyncSubscription
@@ -57,7 +57,8 @@ class RedisBackend:
     def __init__(self, client: Any, layout: ops.KeyLayout) -> None:
         self.client = client
         self.layout = layout
-        self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        sources = CLUSTER_SCRIPTS if layout.cluster else SCRIPTS
+        self._scripts = {name: client.register_script(src) for name, src in sources.items()}
 
     def call(self, call: ops.RedisStep) -> Any:
         """Send one call an operation yields (ops.Caller)."""
@@ -134,9 +135,9 @@ class _LoopClient:
     `finally` then closes the client's connections in the right loop.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, sources: dict[str, str]) -> None:
         self.client = client
-        self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        self.scripts = {name: client.register_script(src) for name, src in sources.items()}
         self._finalizer = self._close_at_loop_shutdown()
 
     async def _close_at_loop_shutdown(self) -> AsyncGenerator[None, None]:
@@ -179,7 +180,8 @@ class AsyncRedisBackend:
         loop = asyncio.get_running_loop()
         entry = self._loops.get(loop)
         if entry is None:
-            entry = self._loops[loop] = _LoopClient(self._factory())
+            sources = CLUSTER_SCRIPTS if self.layout.cluster else SCRIPTS
+            entry = self._loops[loop] = _LoopClient(self._factory(), sources)
             await entry.start()
         return entry
 

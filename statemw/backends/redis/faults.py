@@ -11,6 +11,17 @@ from statemw.errors import StoreUnavailable
 
 FAULTS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 
+DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
+"""The faults that mean a server (a cluster shard) cannot be reached now: what a load may outlive
+when only the user's shard is down. A script error is not one of them."""
+
 
 def unavailable(exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"redis: {type(exc).__name__}: {exc}")

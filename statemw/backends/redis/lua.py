@@ -6,6 +6,7 @@ Key layout (see docs/redis.md); every key of a session tree carries the root's h
     <P>{<root>}:v:<sid>   hash: message position -> cached vector
     <P>{<root>}:x:<sid>   sorted set: state key -> its expires_at (only keys with a TTL)
     <P>{~u:<uid>}:i       sorted set: the user's top-level session ids by creation time
+    <P>{~u:<uid>}:f       cluster only: when forget_user last ran for the user (server time)
 Timestamps travel as the strings Python wrote (repr of a float) and are stored unchanged, so no
 precision is lost in Lua; Lua only compares them with tonumber().
 """
@@ -300,6 +301,36 @@ return 1
 """
 )
 
+# Cluster only. KEYS: user header, user index, forgotten marker. ARGV: n, then n pairs of a
+# top-level session id of this user and its created_at. Reads the user's header (for a load) and
+# repairs the index: a pair missing from it is added back, unless the user was forgotten after
+# the session was created (forget_user missed it), in which case its id is returned for deletion.
+USER_CHECK = r"""
+local forgotten = {}
+local gone = false
+local a = 2
+for _ = 1, tonumber(ARGV[1]) do
+  local sid, created_at = ARGV[a], ARGV[a + 1]
+  a = a + 2
+  if not redis.call('ZSCORE', KEYS[2], sid) then
+    if gone == false then gone = redis.call('GET', KEYS[3]) or '' end
+    if gone ~= '' and tonumber(gone) >= tonumber(created_at) then
+      forgotten[#forgotten + 1] = sid
+    else
+      redis.call('ZADD', KEYS[2], created_at, sid)
+    end
+  end
+end
+return {redis.call('HGETALL', KEYS[1]), forgotten}
+"""
+
+# Cluster only. KEYS: the user's forgotten marker. Set to the server's time, as "<s>.<us>".
+FORGET_MARK = r"""
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
+return 1
+"""
+
 SCRIPTS = {
     "commit": COMMIT,
     "load": LOAD,
@@ -307,4 +338,16 @@ SCRIPTS = {
     "rename": RENAME,
     "purge": PURGE,
     "index_add": INDEX_ADD,
+    "user_check": USER_CHECK,
+    "forget_mark": FORGET_MARK,
 }
+
+
+def sharded(source: str) -> str:
+    """A script for Redis Cluster: changes go out with SPUBLISH (Redis 7 sharded pub/sub), which
+    stays inside the shard of the session's slot, instead of PUBLISH, which the cluster bus
+    copies to every node. The channel carries the session's hash tag, so it is in that slot."""
+    return source.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+
+
+CLUSTER_SCRIPTS = {name: sharded(source) for name, source in SCRIPTS.items()}
