@@ -132,6 +132,7 @@ class Session(_Saved):
         "_token_total",
         "_user",
         "_user_header",
+        "_user_unavailable",
         "_vectors",
         "deleted",
         "id",
