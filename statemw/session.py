@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from statemw import telemetry
 from statemw._drive import adrive, ask, drive
 from statemw.backends.base import ReadMessages, ReadVectors, StoreFlow
 from statemw.errors import InvalidValue, LimitExceeded, StateError
@@ -570,6 +571,8 @@ class Session(_Saved):
         "anthropic" ({"system", "messages"}) or "raw" (the stored dicts).
         """
         options = Options(last, max_tokens, relevant_to, embed, k)
+        if (obs := telemetry.observer()) is not None:
+            return obs.run("get_history", self.store, self._history(options, format), self.id)
         return drive(self._history(options, format), self.store.backend)
 
     async def aget_history(
@@ -584,6 +587,9 @@ class Session(_Saved):
     ) -> Any:
         """get_history, reading older messages without blocking the event loop."""
         options = Options(last, max_tokens, relevant_to, embed, k)
+        if (obs := telemetry.observer()) is not None:
+            flow = self._history(options, format)
+            return await obs.arun("get_history", self.store, flow, self.id)
         return await adrive(self._history(options, format), self.store.abackend)
 
     def _history(self, options: Options, format: str) -> StoreFlow[Any]:
