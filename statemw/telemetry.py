@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from statemw._drive import Flow, adrive, drive
+from statemw.backends.base import Commit, Load, ReadMessages
 from statemw.errors import (
     ConflictError,
     CorruptRecord,
@@ -210,10 +211,16 @@ _BACKENDS = {
 }
 
 
+_names: dict[str, str] = {}
+
+
 def backend_name(url: str) -> str:
     """memory, diskcache, redis or postgresql: the store URL's kind, never the URL itself."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    return _BACKENDS.get(scheme, "other")
+    name = _names.get(url)
+    if name is None:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        name = _names[url] = _BACKENDS.get(scheme, "other")
+    return name
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -250,8 +257,6 @@ class Tally:
 
     def saw(self, step: Any, answer: Any) -> None:
         """A step and its answer (statemw.backends.base): what it read or wrote."""
-        from statemw.backends.base import Commit, Load, ReadMessages
-
         if isinstance(step, Load):
             if answer is not None:
                 self.messages_loaded += len(answer.window) + len(answer.lead)
