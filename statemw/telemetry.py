@@ -306,7 +306,8 @@ DURATION_BUCKETS = (
 BYTES_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 
 MISSING_IF_EMPTY = frozenset({"load", "delete"})
-"""Operations whose None/False answer means there was no such session (outcome not_found)."""
+"""Operations whose None/False answer means there was no such session (outcome not_found); not
+mere falsiness: a Session with no state is an empty dict."""
 
 
 class Observer:
@@ -410,7 +411,7 @@ class Observer:
 
         def finish(result: Any) -> None:
             nonlocal outcome
-            if op in MISSING_IF_EMPTY and not result:
+            if op in MISSING_IF_EMPTY and (result is None or result is False):
                 outcome = "not_found"
 
         started = time.perf_counter()

@@ -295,6 +295,26 @@ def test_the_decorator_traces_under_the_callers_span(store: Store, otel: Otel) -
 # -- outcomes --------------------------------------------------------------------------------------
 
 
+def test_a_session_with_messages_and_no_state_loads_as_ok(store: Store, otel: Otel) -> None:
+    session = store.create()
+    session.add_message("user", CONTENT)
+    session.save()
+    assert store.get(session.id) == {}  # an empty mapping, yet found
+    assert a(otel.one("statemw.load"), "statemw.outcome") == "ok"
+
+
+def test_the_example_app_prints_its_span_tree() -> None:
+    tree = run_python("from examples.observability import demo; print(demo())").splitlines()
+    assert tree[0].startswith("POST /chat")
+    assert [line.split()[0] for line in tree[1:]] == [
+        "statemw.load",
+        "statemw.get_history",
+        "statemw.save",
+    ]
+    assert "outcome=ok" in tree[1]
+    assert "messages_appended=2" in tree[3]
+
+
 def test_a_missing_session_loads_as_not_found(store: Store, otel: Otel) -> None:
     assert store.get("no-such-session") is None
     span = otel.one("statemw.load")
@@ -537,16 +557,21 @@ def test_without_a_provider_there_is_no_observer() -> None:
     assert telemetry.observer() is None
 
 
-def run_python(code: str) -> dict[str, Any]:
+def run_python(code: str) -> str:
+    """What a fresh interpreter prints (its global providers are its own)."""
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout.strip()
+
+
+def last_json(code: str) -> dict[str, Any]:
+    answer: dict[str, Any] = json.loads(run_python(code).splitlines()[-1])
     return answer
 
 
 def test_the_global_providers_are_used_once_the_app_sets_them() -> None:
-    answer = run_python(
+    answer = last_json(
         """
 import json
 from opentelemetry import trace
@@ -572,7 +597,7 @@ print(json.dumps({"before": before, "spans": [s.name for s in exporter.get_finis
 
 
 def test_statemw_works_without_opentelemetry_installed() -> None:
-    answer = run_python(
+    answer = last_json(
         """
 import json, sys
 sys.modules["opentelemetry"] = None  # as if the extra were not installed
