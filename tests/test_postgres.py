@@ -29,7 +29,6 @@ from statemw.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
-from tests.conftest import FakeClock
 from tests.postgres_server import (
     PostgresServer,
     append_worker,
@@ -37,6 +36,7 @@ from tests.postgres_server import (
     isolated_url,
 )
 from tests.redis_server import free_port
+from tests.support import FakeClock
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ from statemw.backends.kv import KVBackend
 from statemw.fastapi import SessionDep
 from statemw.flask import FlaskState
 from statemw.telemetry import session_hash
-from tests.conftest import FakeClock
+from tests.support import FakeClock
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
