@@ -274,8 +274,8 @@ def test_a_web_turn_is_measured_by_operation_and_backend(
         assert point.sum < 10
 
 
-def test_the_decorator_traces_under_the_callers_span(store: Store, otel: Otel) -> None:
-    @stateful(store)
+def test_the_decorator_traces_under_the_callers_span(memory_store: Store, otel: Otel) -> None:
+    @stateful(memory_store)
     def turn(text: str, session: Session) -> int:
         session.add_message("user", text)
         return len(session.messages)
@@ -295,11 +295,11 @@ def test_the_decorator_traces_under_the_callers_span(store: Store, otel: Otel) -
 # -- outcomes --------------------------------------------------------------------------------------
 
 
-def test_a_session_with_messages_and_no_state_loads_as_ok(store: Store, otel: Otel) -> None:
-    session = store.create()
+def test_a_session_with_messages_and_no_state_loads_as_ok(memory_store: Store, otel: Otel) -> None:
+    session = memory_store.create()
     session.add_message("user", CONTENT)
     session.save()
-    assert store.get(session.id) == {}  # an empty mapping, yet found
+    assert memory_store.get(session.id) == {}  # an empty mapping, yet found
     assert a(otel.one("statemw.load"), "statemw.outcome") == "ok"
 
 
@@ -315,8 +315,8 @@ def test_the_example_app_prints_its_span_tree() -> None:
     assert "messages_appended=2" in tree[3]
 
 
-def test_a_missing_session_loads_as_not_found(store: Store, otel: Otel) -> None:
-    assert store.get("no-such-session") is None
+def test_a_missing_session_loads_as_not_found(memory_store: Store, otel: Otel) -> None:
+    assert memory_store.get("no-such-session") is None
     span = otel.one("statemw.load")
     assert a(span, "statemw.outcome") == "not_found"
     assert span.status.status_code == StatusCode.UNSET
