@@ -12,11 +12,13 @@ StateError
     └── DecryptionError        no configured key opens the record
 
 A ConflictError (INFO) and a CorruptRecord (ERROR) log themselves on the "statemw" logger when
-raised, naming the session by its hash (statemw.telemetry), so each is reported where it is found;
+raised, naming the session by its hash (statemw._report), so each is reported where it is found;
 StoreUnavailable is logged by the backends, once per outage.
 """
 
 from __future__ import annotations
+
+from statemw._report import conflict, corrupt_record
 
 
 class StateError(Exception):
@@ -42,9 +44,7 @@ class ConflictError(StateError):
         self.session_id = session_id
         self.expected = expected
         self.actual = actual
-        from statemw.telemetry import conflict  # logged where it is found, with the id hashed
-
-        conflict(session_id, expected, actual)
+        conflict(session_id, expected, actual)  # logged where it is found, with the id hashed
 
     def __str__(self) -> str:
         return (
@@ -80,9 +80,7 @@ class CorruptRecord(StateError):
         super().__init__(session_id, reason)
         self.session_id = session_id
         self.reason = reason
-        from statemw.telemetry import corrupt_record  # logged where it is found, id hashed
-
-        corrupt_record(session_id, reason)
+        corrupt_record(session_id, reason)  # logged where it is found, with the id hashed
 
     def __str__(self) -> str:
         return f"stored record of session {self.session_id!r} cannot be read: {self.reason}"

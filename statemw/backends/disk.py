@@ -19,7 +19,7 @@ from typing import Any
 
 import diskcache
 
-from statemw import telemetry
+from statemw import _report
 from statemw.backends.base import WouldBlock
 from statemw.backends.kv import KVBackend
 from statemw.errors import StoreUnavailable
@@ -37,7 +37,7 @@ class DiskKV:
     def __init__(self, directory: str, timeout: float = 60.0) -> None:
         self.directory = directory
         self.timeout = timeout
-        self.health = telemetry.health(f"diskcache {directory!r}")
+        self.health = _report.health(f"diskcache {directory!r}")
         self._waiting: Any = None  # waits up to `timeout` for another writer
         self._at_once: Any = None  # gives up at once (nonblocking mode)
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from statemw import telemetry
+from statemw import _report
 from statemw._drive import adrive, drive
 from statemw.backends import postgres_ops as ops
 from statemw.backends.base import Progress
@@ -72,14 +72,14 @@ async def _awhy_no_connection(settings: ops.Settings) -> BaseException | None:
     return None
 
 
-def _failed(error: Exception, health: telemetry.Health | None) -> Exception:
+def _failed(error: Exception, health: _report.Health | None) -> Exception:
     if health is not None and isinstance(error, StoreUnavailable):
         health.failed(error)
     return error
 
 
 @contextmanager
-def faults(settings: ops.Settings, health: telemetry.Health | None = None) -> Iterator[None]:
+def faults(settings: ops.Settings, health: _report.Health | None = None) -> Iterator[None]:
     """psycopg errors as statemw's; `health` hears of each outage (logged once)."""
     try:
         yield
@@ -92,7 +92,7 @@ def faults(settings: ops.Settings, health: telemetry.Health | None = None) -> It
 
 @asynccontextmanager
 async def afaults(
-    settings: ops.Settings, health: telemetry.Health | None = None
+    settings: ops.Settings, health: _report.Health | None = None
 ) -> AsyncIterator[None]:
     try:
         yield
@@ -117,7 +117,7 @@ class _Connection:
         self.conn = conn
 
     def query(self, query: ops.Query) -> ops.Rows:
-        telemetry.round_trip()
+        _report.round_trip()
         cursor = self.conn.execute(query.sql, query.params, binary=query.params is not None)
         return cursor.fetchall() if cursor.description is not None else []
 
@@ -127,7 +127,7 @@ class _AsyncConnection:
         self.conn = conn
 
     async def query(self, query: ops.Query) -> ops.Rows:
-        telemetry.round_trip()
+        _report.round_trip()
         cursor = await self.conn.execute(query.sql, query.params, binary=query.params is not None)
         return await cursor.fetchall() if cursor.description is not None else []
 
@@ -150,7 +150,7 @@ class PostgresBackend:
         self.settings = settings
         self.sql = settings.sql
         self._schema = schema
-        self.health = telemetry.health(f"postgres at {settings.target}")
+        self.health = _report.health(f"postgres at {settings.target}")
         self._pool_: ConnectionPool[psycopg.Connection[Row]] | None = None
         self._pid = 0
         self._lock = threading.Lock()

@@ -21,9 +21,8 @@ import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from statemw import telemetry
+from statemw import _report
 from statemw._drive import adrive, drive
-from statemw.backends import redact
 from statemw.backends.base import Progress
 from statemw.backends.redis import ops
 from statemw.backends.redis.faults import FAULTS, afaults, faults, unavailable
@@ -57,7 +56,7 @@ class RedisBackend:
     """The blocking backend over redis.Redis (or redis.cluster.RedisCluster)."""
 
     def __init__(
-        self, client: Any, layout: ops.KeyLayout, health: telemetry.Health | None = None
+        self, client: Any, layout: ops.KeyLayout, health: _report.Health | None = None
     ) -> None:
         self.client = client
         self.layout = layout
@@ -66,7 +65,7 @@ class RedisBackend:
 
     def call(self, call: ops.RedisStep) -> Any:
         """Send one call an operation yields (ops.Caller)."""
-        telemetry.round_trip()
+        _report.round_trip()
         if isinstance(call, ops.Script):
             return self._scripts[call.name](keys=list(call.keys), args=list(call.args))
         if isinstance(call, ops.Command):
@@ -172,7 +171,7 @@ class AsyncRedisBackend:
         sync: RedisBackend,
         *,
         timeout: float | None = None,
-        health: telemetry.Health | None = None,
+        health: _report.Health | None = None,
     ) -> None:
         self._factory = factory
         self.health = health
@@ -197,7 +196,7 @@ class AsyncRedisBackend:
 
     async def call(self, call: ops.RedisStep) -> Any:
         """Send one call an operation yields (ops.AsyncCaller), on this event loop's client."""
-        telemetry.round_trip()
+        _report.round_trip()
         entry = await self._loop_client()
         if isinstance(call, ops.Script):
             return await entry.scripts[call.name](keys=list(call.keys), args=list(call.args))
@@ -302,6 +301,13 @@ def _split_prefix(url: str) -> tuple[str, str | None]:
     return (base + "?" + rest if rest else base), prefix
 
 
+def _target(url: str) -> str:
+    """The server a URL names, for log lines: scheme, host, port, database; never credentials."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
 def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBackend]:
     """Both backends on one URL. Options: key_prefix ("statemw:"), socket_timeout (5 s),
     socket_connect_timeout (2 s), max_connections, health_check_interval, credentials, TLS files.
@@ -347,6 +353,6 @@ def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBacken
     except FAULTS as exc:  # the cluster client reads the topology when it is built
         raise unavailable(exc) from exc
     layout = ops.KeyLayout(prefix, cluster=cluster)
-    health = telemetry.health(redact(url))
+    health = _report.health(_target(url))
     backend = RedisBackend(sync, layout, health)
     return backend, AsyncRedisBackend(asyn, layout, backend, timeout=op_timeout, health=health)

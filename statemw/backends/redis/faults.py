@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager, contextmanager
 
 import redis
 
+from statemw._report import Health
 from statemw.errors import StoreUnavailable
-from statemw.telemetry import Health
 
 FAULTS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 
