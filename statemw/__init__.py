@@ -25,6 +25,7 @@ from statemw.errors import (
 from statemw.messages import Message, MessageLog
 from statemw.session import Session, UserState
 from statemw.store import Store
+from statemw.vectors import batched
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "StoreUnavailable",
     "UnencodableValue",
     "UserState",
+    "batched",
     "configure",
     "default_store",
     "generate_key",
