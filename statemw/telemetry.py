@@ -63,11 +63,22 @@ try:
     from opentelemetry import context as otel_context
     from opentelemetry import metrics as otel_metrics
     from opentelemetry import trace as otel_trace
-    from opentelemetry.metrics import _internal as _otel_meter_global
 except ImportError:  # pragma: no cover - the extra is not installed
     HAVE_OTEL = False
 else:
     HAVE_OTEL = True
+
+# Whether the app set a provider: read from the API's own globals (two attribute reads), since the
+# public get_tracer_provider() looks in os.environ on every call (about 1.4 us). An API version
+# without them falls back to the public calls, slower but the same answer.
+try:
+    from opentelemetry.metrics import _internal as _otel_meter_global
+
+    _GLOBALS = hasattr(otel_trace, "_TRACER_PROVIDER") and hasattr(
+        _otel_meter_global, "_METER_PROVIDER"
+    )
+except ImportError:  # pragma: no cover - not installed, or a future API
+    _GLOBALS = False
 
 __all__ = [
     "ROUND_TRIPS",
@@ -390,14 +401,28 @@ def observer() -> Observer | None:
         return _explicit
     if not HAVE_OTEL:
         return None
-    tracer_provider = otel_trace._TRACER_PROVIDER
-    meter_provider = _otel_meter_global._METER_PROVIDER
+    if _GLOBALS:
+        tracer_provider = otel_trace._TRACER_PROVIDER
+        meter_provider = _otel_meter_global._METER_PROVIDER
+    else:  # pragma: no cover - an API without the globals
+        tracer_provider, meter_provider = _public_providers()
     if tracer_provider is None and meter_provider is None:
         return None
     found = _global
     if found is None or found[0] is not tracer_provider or found[1] is not meter_provider:
         found = _global_observer(tracer_provider, meter_provider)
     return found[2]
+
+
+def _public_providers() -> tuple[Any, Any]:
+    """The global providers through the public API, None for the proxies it returns unset."""
+    tracer_provider: Any = otel_trace.get_tracer_provider()
+    meter_provider: Any = otel_metrics.get_meter_provider()
+    if isinstance(tracer_provider, otel_trace.ProxyTracerProvider):
+        tracer_provider = None
+    if type(meter_provider).__name__ == "_ProxyMeterProvider":
+        meter_provider = None
+    return tracer_provider, meter_provider
 
 
 def _global_observer(tracer_provider: Any, meter_provider: Any) -> tuple[Any, Any, Observer]:
