@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from statemw import telemetry
 from statemw._default import default_store
 from statemw._drive import adrive, ask, drive
 from statemw._semantic import SessionVectors
@@ -627,6 +628,8 @@ class Session(_Saved):
         stored dicts).
         """
         options = Options(last, max_tokens, relevant_to, embed, k, neighbours)
+        if (obs := telemetry.observer()) is not None:
+            return obs.run("get_history", self.store, self._history(options, format), self.id)
         return drive(self._history(options, format), self.store.backend)
 
     async def aget_history(
@@ -642,6 +645,9 @@ class Session(_Saved):
     ) -> Any:
         """get_history, reading older messages without blocking the event loop."""
         options = Options(last, max_tokens, relevant_to, embed, k, neighbours)
+        if (obs := telemetry.observer()) is not None:
+            flow = self._history(options, format)
+            return await obs.arun("get_history", self.store, flow, self.id)
         return await adrive(self._history(options, format), self.store.abackend)
 
     def _history(self, options: Options, format: str) -> StoreFlow[Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import diskcache
 
+from statemw import _report
 from statemw.backends.base import WouldBlock
 from statemw.backends.kv import KVBackend
 from statemw.errors import StoreUnavailable
@@ -36,6 +37,7 @@ class DiskKV:
     def __init__(self, directory: str, timeout: float = 60.0) -> None:
         self.directory = directory
         self.timeout = timeout
+        self.health = _report.health(f"diskcache {directory!r}")
         self._waiting: Any = None  # waits up to `timeout` for another writer
         self._at_once: Any = None  # gives up at once (nonblocking mode)
 
@@ -71,9 +73,16 @@ class DiskKV:
         except (diskcache.Timeout, sqlite3.OperationalError) as exc:
             if _inline.get() and (isinstance(exc, diskcache.Timeout) or "locked" in str(exc)):
                 raise WouldBlock from exc
-            raise StoreUnavailable(f"diskcache {self.directory!r}: {exc}") from exc
+            raise self._unavailable(exc) from exc
         except _FAULTS as exc:
-            raise StoreUnavailable(f"diskcache {self.directory!r}: {exc}") from exc
+            raise self._unavailable(exc) from exc
+        if self.health.down:
+            self.health.recovered()
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        error = StoreUnavailable(f"diskcache {self.directory!r}: {exc}")
+        self.health.failed(error)  # an outage is logged once, its end too
+        return error
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 import redis
 
+from statemw._report import Health
 from statemw.errors import StoreUnavailable
 
 FAULTS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
@@ -28,16 +29,27 @@ def unavailable(exc: BaseException) -> StoreUnavailable:
 
 
 @contextmanager
-def faults() -> Iterator[None]:
+def faults(health: Health | None = None) -> Iterator[None]:
+    """Driver faults as StoreUnavailable; `health` hears of each (an outage is logged once)."""
     try:
         yield
     except FAULTS as exc:
-        raise unavailable(exc) from exc
+        error = unavailable(exc)
+        if health is not None:
+            health.failed(error)
+        raise error from exc
+    if health is not None and health.down:
+        health.recovered()
 
 
 @asynccontextmanager
-async def afaults() -> AsyncIterator[None]:
+async def afaults(health: Health | None = None) -> AsyncIterator[None]:
     try:
         yield
     except FAULTS as exc:
-        raise unavailable(exc) from exc
+        error = unavailable(exc)
+        if health is not None:
+            health.failed(error)
+        raise error from exc
+    if health is not None and health.down:
+        health.recovered()
