@@ -18,10 +18,11 @@ from typing import TypeAlias, TypeVar
 
 from statemw._default import default_store
 from statemw._drive import Flow, Step, adrive, ask, drive
-from statemw.errors import ConfigurationError, SessionNotFound
+from statemw.errors import ConfigurationError, SessionNotFound, StateError
 from statemw.keys import Cookie, Header, IdSource, Incoming, SigningSecret
 from statemw.session import Session
 from statemw.store import Store
+from statemw.telemetry import session_hash
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -225,7 +226,10 @@ class Requests:
             try:
                 yield from ask(SaveSession(session))
             except SessionNotFound:
-                logger.warning("statemw: a session deleted elsewhere was not saved at response end")
+                logger.warning(
+                    "statemw: session %s was deleted elsewhere; what the response added is dropped",
+                    session_hash(session.id),
+                )
 
     def named_flow(self, session_id: str) -> RequestFlow[Session]:
         """A server-side session named by the caller, created on first use."""
@@ -272,15 +276,32 @@ class Requests:
         (and reported as False) rather than raised into a response that already went out."""
         try:
             self.run(self.finish_flow(binding))
-        except Exception:
-            logger.exception("statemw: saving the session at the end of the response failed")
+        except Exception as exc:
+            _unsaved_at_end(binding, exc)
             return False
         return True
 
     async def afinish(self, binding: Binding) -> bool:
         try:
             await self.arun(self.finish_flow(binding))
-        except Exception:
-            logger.exception("statemw: saving the session at the end of the response failed")
+        except Exception as exc:
+            _unsaved_at_end(binding, exc)
             return False
         return True
+
+
+def _unsaved_at_end(binding: Binding, exc: Exception) -> None:
+    """Log a save that failed after the response went out. statemw's own errors are named by
+    class only (their messages name the session, or a state key, in clear); anything else came
+    from the app's code (a summarizer, a token counter) and keeps its traceback."""
+    sid = session_hash(binding.session.id)
+    if isinstance(exc, StateError):
+        logger.error(
+            "statemw: saving the session at the end of the response failed (session %s: %s)",
+            sid,
+            type(exc).__name__,
+        )
+    else:
+        logger.exception(
+            "statemw: saving the session at the end of the response failed (session %s)", sid
+        )

@@ -372,7 +372,7 @@ class Codec:
         """A record's live state by name (sealed names opened), and what a save must know."""
         state = State()
         if not self._aead:  # names are the stored keys (a sealed entry fails to decode)
-            values, expiry, sizes = state.values, state.expiry, state.sizes
+            values, expiry, sizes, names = state.values, state.expiry, state.sizes, state.stored
             for key, entry in entries.items():
                 if entry.expires_at is not None:
                     if entry.expires_at <= now:
@@ -380,6 +380,7 @@ class Codec:
                     expiry[key] = entry.expires_at
                 values[key] = self.decode(entry.value, session_id=record_id)
                 sizes[key] = len(entry.value)
+                names[key] = key
             return state
         plain = not any(e.value[:1] in (_SEALED_BYTE, _NAMED_BYTE) for e in entries.values())
         for stored, entry in entries.items():

@@ -10,9 +10,15 @@ StateError
 │   └── LimitExceeded          a message, value or session over a configured limit
 └── CorruptRecord              a stored record that fails to decode (names the session)
     └── DecryptionError        no configured key opens the record
+
+A ConflictError (INFO) and a CorruptRecord (ERROR) log themselves on the "statemw" logger when
+raised, naming the session by its hash (statemw._report), so each is reported where it is found;
+StoreUnavailable is logged by the backends, once per outage.
 """
 
 from __future__ import annotations
+
+from statemw._report import conflict, corrupt_record
 
 
 class StateError(Exception):
@@ -38,6 +44,7 @@ class ConflictError(StateError):
         self.session_id = session_id
         self.expected = expected
         self.actual = actual
+        conflict(session_id, expected, actual)  # logged where it is found, with the id hashed
 
     def __str__(self) -> str:
         return (
@@ -73,6 +80,7 @@ class CorruptRecord(StateError):
         super().__init__(session_id, reason)
         self.session_id = session_id
         self.reason = reason
+        corrupt_record(session_id, reason)  # logged where it is found, with the id hashed
 
     def __str__(self) -> str:
         return f"stored record of session {self.session_id!r} cannot be read: {self.reason}"

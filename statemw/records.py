@@ -207,7 +207,9 @@ class Committed:
 class Snapshot:
     """What a load reads in one go: the header, the recent window, and what reads fall back to.
 
-    `lead` holds the leading system messages when the window does not start at 0."""
+    `lead` holds the leading system messages when the window does not start at 0.
+    `user_unavailable`: the user's state could not be read (on Redis Cluster, its shard was
+    down), so `user` is None although the session has a user."""
 
     header: SessionHeader
     window_start: int
@@ -215,6 +217,7 @@ class Snapshot:
     parents: list[SessionHeader] = field(default_factory=list)
     user: SessionHeader | None = None
     lead: list[bytes] = field(default_factory=list)
+    user_unavailable: bool = False
 
 
 def next_lead(lead: int | None, count: int, appended: int, lead_appended: int) -> int | None:

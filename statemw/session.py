@@ -13,12 +13,13 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from statemw import telemetry
 from statemw._default import default_store
 from statemw._drive import adrive, ask, drive
 from statemw._semantic import SessionVectors
 from statemw.backends.base import ReadMessages, StoreFlow
 from statemw.codec import META_KEY, State
-from statemw.errors import InvalidValue, LimitExceeded, StateError
+from statemw.errors import InvalidValue, LimitExceeded, StateError, StoreUnavailable
 from statemw.formats import shape
 from statemw.ids import check_child_name
 from statemw.messages import Message, MessageLog, MessageRecord, make_message, tool_result_ids
@@ -53,6 +54,7 @@ class _Saved(TrackedState):
     Names are what the app sees; the store holds each under its stored key (the name itself,
     or its keyed hash with encryption on: codec.entry_key)."""
 
+    __slots__ = ("_stale", "_stored_keys", "_written", "record_id", "store", "user_id")
     store: Store
     record_id: str
     _stored_keys: dict[str, str]
@@ -133,6 +135,8 @@ class UserState(_Saved):
     `ref`: what the user is stored under (codec.user_refs; the user id itself without
     encryption)."""
 
+    __slots__ = ("ref", "stored")
+
     def __init__(
         self, store: Store, user_id: str, header: SessionHeader | None, ref: str | None = None
     ) -> None:
@@ -169,6 +173,30 @@ class Session(_Saved):
     Make one with `Session.create(...)` or `Session.load(id)` (or the Store's methods).
     """
 
+    __slots__ = (
+        "_child_names",
+        "_children",
+        "_created_at",
+        "_inherited",
+        "_lead",
+        "_log",
+        "_pending_summary",
+        "_revision",
+        "_stored",
+        "_stored_summary",
+        "_summary_message",
+        "_token_total",
+        "_user",
+        "_user_header",
+        "_user_ref",
+        "_user_unavailable",
+        "_vectors",
+        "deleted",
+        "id",
+        "parent",
+        "permanent_default",
+    )
+
     def __init__(
         self,
         store: Store,
@@ -182,6 +210,7 @@ class Session(_Saved):
         parent: Session | None = None,
         inherited: Mapping[str, Any] | None = None,
         user_header: SessionHeader | None = None,
+        user_unavailable: bool = False,
     ) -> None:
         """The Store's constructor: a new session (`header=None`) or one as loaded."""
         super().__init__()
@@ -222,10 +251,11 @@ class Session(_Saved):
         self.permanent_default = False
         self._user: UserState | None = None
         self._user_header = user_header
+        self._user_unavailable = user_unavailable
         self._children: dict[str, Session] = {}
         self._pending_summary: Summary | None = None
         self._summary_message: Message | None = None
-        self._vectors = SessionVectors()
+        self._vectors: SessionVectors | None = None  # made by the first semantic query
 
     def _check_key(self, header: SessionHeader, window: Sequence[bytes]) -> None:
         """A session written before records carried their sealed facts: open its newest sealed
@@ -270,6 +300,7 @@ class Session(_Saved):
             parent=parent,
             inherited=inherited,
             user_header=snap.user,
+            user_unavailable=snap.user_unavailable,
         )
 
     # -- lifecycle (I/O through the store) -------------------------------------------------------
@@ -446,7 +477,7 @@ class Session(_Saved):
             )
         delta.replace_log = self._log.replaced
         delta.summary = self._pending_summary
-        if self._vectors.pending:
+        if self._vectors is not None and self._vectors.pending:
             delta.vectors = dict(self._vectors.pending)
         delta.expires_at = self.store.expires_at(
             now if self._created_at is None else self._created_at, now
@@ -470,12 +501,13 @@ class Session(_Saved):
         if self._pending_summary is not None:
             self._stored_summary = self._pending_summary
             self._pending_summary = None
-        self._vectors.committed(
-            0 if delta.replace_log else self._log.stored,
-            len(delta.append),
-            result.message_count,
-            delta.vectors,
-        )
+        if self._vectors is not None:
+            self._vectors.committed(
+                0 if delta.replace_log else self._log.stored,
+                len(delta.append),
+                result.message_count,
+                delta.vectors,
+            )
         self._log.committed(result.message_count)
         self._state_committed(delta)
         if META_KEY in delta.set:
@@ -496,7 +528,8 @@ class Session(_Saved):
         self._child_names = []
         self._user = None  # re-read on use: forget_user may have removed it too
         self._user_header = None
-        self._vectors.clear()
+        self._user_unavailable = False
+        self._vectors = None
         self.deleted = True
 
     def renamed(self, new_id: str) -> None:
@@ -534,6 +567,15 @@ class Session(_Saved):
         return key in self._inherited
 
     @property
+    def user_unavailable(self) -> bool:
+        """True when the load could not read the user's shared state (on Redis Cluster, the
+        user's shard was down): `session.user` then raises StoreUnavailable. The session's own
+        state and messages are loaded and saved as usual."""
+        if self.parent is not None:
+            return self.parent.user_unavailable
+        return self._user_unavailable
+
+    @property
     def user(self) -> UserState:
         """State shared by every session of this session's user (saved along with it)."""
         if self.parent is not None:
@@ -541,6 +583,12 @@ class Session(_Saved):
         if self._user is None:
             if self.user_id is None:
                 raise StateError("this session has no user_id, so it has no user state")
+            if self._user_unavailable:
+                raise StoreUnavailable(
+                    f"the state of user {self.user_id!r} could not be read with session"
+                    f" {self.id!r} (its Redis Cluster shard was down); the rest of the session"
+                    " is usable"
+                )
             if self._stored:  # read with the session
                 self._user = UserState(self.store, self.user_id, self._user_header, self.user_ref())
             else:  # a new session: read on first use
@@ -582,7 +630,7 @@ class Session(_Saved):
                 raise InvalidValue(f"messages[{i}] is {type(item).__name__}, not a message dict")
             records.append(self.store.new_record(make_message(item, None, {}), i))
         self._log.replace(records)
-        self._vectors.clear()
+        self._vectors = None
         self._pending_summary = self._summary_message = None
 
     async def fetch_messages(self, start: int = 0, stop: int | None = None) -> list[Message]:
@@ -667,6 +715,8 @@ class Session(_Saved):
         stored dicts).
         """
         options = Options(last, max_tokens, relevant_to, embed, k, neighbours)
+        if (obs := telemetry.observer()) is not None:
+            return obs.run("get_history", self.store, self._history(options, format), self.id)
         return drive(self._history(options, format), self.store.backend)
 
     async def aget_history(
@@ -682,6 +732,9 @@ class Session(_Saved):
     ) -> Any:
         """get_history, reading older messages without blocking the event loop."""
         options = Options(last, max_tokens, relevant_to, embed, k, neighbours)
+        if (obs := telemetry.observer()) is not None:
+            flow = self._history(options, format)
+            return await obs.arun("get_history", self.store, flow, self.id)
         return await adrive(self._history(options, format), self.store.abackend)
 
     def _history(self, options: Options, format: str) -> StoreFlow[Any]:
@@ -704,6 +757,8 @@ class Session(_Saved):
         """Similarity of messages [start, stop) to the query (statemw._semantic)."""
         assert embed is not None
         stored = 0 if self._log.replaced or not self._stored else self._log.stored
+        if self._vectors is None:
+            self._vectors = SessionVectors()
         return (
             yield from self._vectors.scores(
                 self.id, self.store.codec, self._records, stored, start, stop, query, embed

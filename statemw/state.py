@@ -29,6 +29,22 @@ IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, datetime, date,
 class TrackedState(dict[str, Any]):
     """dict subclass (so json.dumps, dict() and JSONResponse work) that tracks its changes."""
 
+    # slots: a session is built on every request, and a __dict__ of this many attributes
+    # costs more to fill than the rest of its construction
+    __slots__ = (
+        "_clock",
+        "_deleted",
+        "_expiry",
+        "_forced",
+        "_lent",
+        "_max_value_bytes",
+        "_next_expiry",
+        "_saved_changes",
+        "_size",
+        "_sizes",
+        "_touched",
+        "accessed",
+    )
     _clock: Clock
 
     def _init_tracking(

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from statemw import telemetry
 from statemw._default import register
 from statemw._drive import adrive, ask, drive
 from statemw.backends import open_backend, redact
@@ -278,12 +279,19 @@ class Store:
 
     # -- blocking --------------------------------------------------------------------------------
 
+    # Each operation asks telemetry.observer() once: None (no OpenTelemetry provider) costs
+    # that check alone; an observer wraps the same flow in a span and metrics.
+
     def get(self, session_id: str) -> Session | None:
         """The stored session, or None when there is none (or it expired)."""
+        if (obs := telemetry.observer()) is not None:
+            return obs.run("load", self, self._get(session_id), session_id)
         return drive(self._get(session_id), self.backend)
 
     def load(self, session_id: str) -> Session:
         """The stored session; SessionNotFound when there is none (or it expired)."""
+        if (obs := telemetry.observer()) is not None:
+            return obs.run("load", self, self._load(session_id), session_id)
         return drive(self._load(session_id), self.backend)
 
     def user_state(self, user_id: str) -> UserState:
@@ -296,6 +304,8 @@ class Store:
 
     def load_child(self, parent: Session, name: str) -> Session:
         """The sub-session `name` of `parent` (`parent.child(name)` calls this)."""
+        if (obs := telemetry.observer()) is not None:
+            return obs.run("load", self, self._child(parent, name), f"{parent.id}/{name}")
         return drive(self._child(parent, name), self.backend)
 
     def save(self, session: Session, *, strict: bool = False) -> None:
@@ -303,10 +313,15 @@ class Store:
         if self._over_budget(session):
             assert self.summarize is not None
             session.compact(self.summarize, keep_last=self.keep_last)
+        if (obs := telemetry.observer()) is not None:
+            return obs.run("save", self, self._save(session, strict), session.id)
         drive(self._save(session, strict), self.backend)
 
     def delete(self, session: Session | str) -> bool:
         """Remove a session and its sub-sessions; True if one was stored."""
+        if (obs := telemetry.observer()) is not None:
+            sid = session if isinstance(session, str) else session.id
+            return obs.run("delete", self, self._delete(session), sid)
         return drive(self._delete(session), self.backend)
 
     def rotate(self, session: Session) -> str:
@@ -315,6 +330,14 @@ class Store:
 
     def forget_user(self, user_id: str) -> int:
         """Remove every session of the user and the user's state; the number of sessions removed."""
+        if (obs := telemetry.observer()) is not None:
+            return obs.call("forget_user", self, lambda: self._forget_user(user_id))
+        removed = self._forget_user(user_id)
+        telemetry.forgot_user(removed, telemetry.backend_name(self.url))
+        return removed
+
+    def _forget_user(self, user_id: str) -> int:
+        """Under every ref the user may be stored under (encrypting: each key's hash)."""
         return sum(self.backend.forget_user(ref) for ref in self.codec.user_refs(user_id))
 
     def user_sessions(self, user_id: str, *, offset: int = 0, limit: int = 50) -> list[str]:
@@ -329,14 +352,23 @@ class Store:
         """Remove expired sessions and expired keys; the number of sessions removed.
 
         `progress(done, total)` is called as records are looked at (for a progress bar)."""
-        return self.backend.purge(self.clock(), progress)
+        if (obs := telemetry.observer()) is not None:
+            return obs.call("purge", self, lambda: self.backend.purge(self.clock(), progress))
+        started = time.perf_counter()
+        removed = self.backend.purge(self.clock(), progress)
+        telemetry.purged(removed, time.perf_counter() - started, telemetry.backend_name(self.url))
+        return removed
 
     # -- awaited twins ---------------------------------------------------------------------------
 
     async def aget(self, session_id: str) -> Session | None:
+        if (obs := telemetry.observer()) is not None:
+            return await obs.arun("load", self, self._get(session_id), session_id)
         return await adrive(self._get(session_id), self.abackend)
 
     async def aload(self, session_id: str) -> Session:
+        if (obs := telemetry.observer()) is not None:
+            return await obs.arun("load", self, self._load(session_id), session_id)
         return await adrive(self._load(session_id), self.abackend)
 
     async def auser_state(self, user_id: str) -> UserState:
@@ -352,21 +384,35 @@ class Store:
         return await adrive(self._current_session_id(user_id), self.abackend)
 
     async def aload_child(self, parent: Session, name: str) -> Session:
+        if (obs := telemetry.observer()) is not None:
+            return await obs.arun("load", self, self._child(parent, name), f"{parent.id}/{name}")
         return await adrive(self._child(parent, name), self.abackend)
 
     async def asave(self, session: Session, *, strict: bool = False) -> None:
         if self._over_budget(session):
             assert self.summarize is not None
             await session.acompact(self.summarize, keep_last=self.keep_last)
+        if (obs := telemetry.observer()) is not None:
+            return await obs.arun("save", self, self._save(session, strict), session.id)
         await adrive(self._save(session, strict), self.abackend)
 
     async def adelete(self, session: Session | str) -> bool:
+        if (obs := telemetry.observer()) is not None:
+            sid = session if isinstance(session, str) else session.id
+            return await obs.arun("delete", self, self._delete(session), sid)
         return await adrive(self._delete(session), self.abackend)
 
     async def arotate(self, session: Session) -> str:
         return await adrive(self._rotate(session), self.abackend)
 
     async def aforget_user(self, user_id: str) -> int:
+        if (obs := telemetry.observer()) is not None:
+            return await obs.acall("forget_user", self, lambda: self._aforget_user(user_id))
+        removed = await self._aforget_user(user_id)
+        telemetry.forgot_user(removed, telemetry.backend_name(self.url))
+        return removed
+
+    async def _aforget_user(self, user_id: str) -> int:
         return sum([await self.abackend.forget_user(r) for r in self.codec.user_refs(user_id)])
 
     async def auser_sessions(self, user_id: str, *, offset: int = 0, limit: int = 50) -> list[str]:
@@ -376,7 +422,13 @@ class Store:
         return self.abackend.session_ids()
 
     async def apurge(self, progress: Progress | None = None) -> int:
-        return await self.abackend.purge(self.clock(), progress)
+        if (obs := telemetry.observer()) is not None:
+            now = self.clock()
+            return await obs.acall("purge", self, lambda: self.abackend.purge(now, progress))
+        started = time.perf_counter()
+        removed = await self.abackend.purge(self.clock(), progress)
+        telemetry.purged(removed, time.perf_counter() - started, telemetry.backend_name(self.url))
+        return removed
 
     # -- live changes ----------------------------------------------------------------------------
 

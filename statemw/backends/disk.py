@@ -20,6 +20,7 @@ from typing import Any
 
 import diskcache
 
+from statemw import _report
 from statemw.backends.base import WouldBlock
 from statemw.backends.kv import KVBackend
 from statemw.errors import ConfigurationError, StoreUnavailable
@@ -52,6 +53,7 @@ class DiskKV:
         self.directory = directory
         self.timeout = timeout
         self.create = create
+        self.health = _report.health(f"diskcache {directory!r}")
         self._waiting: Any = None  # waits up to `timeout` for another writer
         self._at_once: Any = None  # gives up at once (nonblocking mode)
 
@@ -110,13 +112,19 @@ class DiskKV:
             if _inline.get() and locked:
                 raise WouldBlock from exc
             if locked:
-                raise StoreUnavailable(
-                    f"diskcache {self.directory!r} is locked by another process "
-                    f"(gave up after {self.timeout:g} s)"
-                ) from exc
-            raise StoreUnavailable(f"diskcache {self.directory!r}: {exc}") from exc
+                message = f"is locked by another process (gave up after {self.timeout:g} s)"
+                raise self._unavailable(exc, message) from exc
+            raise self._unavailable(exc) from exc
         except _FAULTS as exc:
-            raise StoreUnavailable(f"diskcache {self.directory!r}: {exc}") from exc
+            raise self._unavailable(exc) from exc
+        if self.health.down:
+            self.health.recovered()
+
+    def _unavailable(self, exc: BaseException, message: str | None = None) -> StoreUnavailable:
+        what = f"diskcache {self.directory!r}"
+        error = StoreUnavailable(f"{what} {message}" if message else f"{what}: {exc}")
+        self.health.failed(error)  # an outage is logged once, its end too
+        return error
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

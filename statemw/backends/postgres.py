@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from statemw import _report
 from statemw._drive import adrive, drive
 from statemw.backends import postgres_ops as ops
 from statemw.backends.base import Progress
@@ -71,22 +72,35 @@ async def _awhy_no_connection(settings: ops.Settings) -> BaseException | None:
     return None
 
 
+def _failed(error: Exception, health: _report.Health | None) -> Exception:
+    if health is not None and isinstance(error, StoreUnavailable):
+        health.failed(error)
+    return error
+
+
 @contextmanager
-def faults(settings: ops.Settings) -> Iterator[None]:
+def faults(settings: ops.Settings, health: _report.Health | None = None) -> Iterator[None]:
+    """psycopg errors as statemw's; `health` hears of each outage (logged once)."""
     try:
         yield
     except psycopg.Error as exc:
         cause = _why_no_connection(settings) if isinstance(exc, PoolTimeout) else None
-        raise _translate(settings, exc, cause) from exc
+        raise _failed(_translate(settings, exc, cause), health) from exc
+    if health is not None and health.down:
+        health.recovered()
 
 
 @asynccontextmanager
-async def afaults(settings: ops.Settings) -> AsyncIterator[None]:
+async def afaults(
+    settings: ops.Settings, health: _report.Health | None = None
+) -> AsyncIterator[None]:
     try:
         yield
     except psycopg.Error as exc:
         cause = await _awhy_no_connection(settings) if isinstance(exc, PoolTimeout) else None
-        raise _translate(settings, exc, cause) from exc
+        raise _failed(_translate(settings, exc, cause), health) from exc
+    if health is not None and health.down:
+        health.recovered()
 
 
 def _close_elsewhere(pool: ConnectionPool[Any]) -> None:
@@ -103,6 +117,7 @@ class _Connection:
         self.conn = conn
 
     def query(self, query: ops.Query) -> ops.Rows:
+        _report.round_trip()
         cursor = self.conn.execute(query.sql, query.params, binary=query.params is not None)
         return cursor.fetchall() if cursor.description is not None else []
 
@@ -112,6 +127,7 @@ class _AsyncConnection:
         self.conn = conn
 
     async def query(self, query: ops.Query) -> ops.Rows:
+        _report.round_trip()
         cursor = await self.conn.execute(query.sql, query.params, binary=query.params is not None)
         return await cursor.fetchall() if cursor.description is not None else []
 
@@ -134,6 +150,7 @@ class PostgresBackend:
         self.settings = settings
         self.sql = settings.sql
         self._schema = schema
+        self.health = _report.health(f"postgres at {settings.target}")
         self._pool_: ConnectionPool[psycopg.Connection[Row]] | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -163,7 +180,7 @@ class PostgresBackend:
             return self._pool_
 
     def _drive(self, op: ops.Op[T]) -> T:
-        with faults(self.settings), self.pool().connection() as conn:
+        with faults(self.settings, self.health), self.pool().connection() as conn:
             return drive(op, _Connection(conn))
 
     def _ready(self) -> None:
@@ -295,6 +312,7 @@ class AsyncPostgresBackend:
     def __init__(self, settings: ops.Settings, schema: _Schema, sync: PostgresBackend) -> None:
         self._sync = sync
         self.settings = settings
+        self.health = sync.health
         self.sql = settings.sql
         self._schema = schema
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = (
@@ -325,7 +343,7 @@ class AsyncPostgresBackend:
         return entry.pool
 
     async def _drive(self, op: ops.Op[T]) -> T:
-        async with afaults(self.settings), (await self.pool()).connection() as conn:
+        async with afaults(self.settings, self.health), (await self.pool()).connection() as conn:
             return await adrive(op, _AsyncConnection(conn))
 
     async def _ready(self) -> None:

@@ -21,11 +21,12 @@ import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from statemw import _report
 from statemw._drive import adrive, drive
 from statemw.backends.base import Progress
 from statemw.backends.redis import ops
 from statemw.backends.redis.faults import FAULTS, afaults, faults, unavailable
-from statemw.backends.redis.lua import SCRIPTS
+from statemw.backends.redis.lua import CLUSTER_SCRIPTS, SCRIPTS
 from statemw.backends.redis.pubsub import AsyncRedisSubscription, RedisSubscription
 from statemw.backends.threaded import ThreadedSubscription, on_asyncio, to_thread
 from statemw.changes import AsyncSubscription
@@ -54,13 +55,18 @@ _CLIENT_OPTIONS = {
 class RedisBackend:
     """The blocking backend over redis.Redis (or redis.cluster.RedisCluster)."""
 
-    def __init__(self, client: Any, layout: ops.KeyLayout) -> None:
+    def __init__(
+        self, client: Any, layout: ops.KeyLayout, health: _report.Health | None = None
+    ) -> None:
         self.client = client
         self.layout = layout
-        self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        self.health = health
+        sources = CLUSTER_SCRIPTS if layout.cluster else SCRIPTS
+        self._scripts = {name: client.register_script(src) for name, src in sources.items()}
 
     def call(self, call: ops.RedisStep) -> Any:
         """Send one call an operation yields (ops.Caller)."""
+        _report.round_trip()
         if isinstance(call, ops.Script):
             return self._scripts[call.name](keys=list(call.keys), args=list(call.args))
         if isinstance(call, ops.Command):
@@ -72,7 +78,7 @@ class RedisBackend:
         return pipe.execute()
 
     def _run(self, op: ops.Op[T]) -> T:
-        with faults():
+        with faults(self.health):
             return drive(op, self)
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
@@ -103,7 +109,7 @@ class RedisBackend:
         return self._run(ops.forget_user_op(self.layout, user_id))
 
     def _header_keys(self, pattern: str | None = None) -> list[str]:
-        with faults():
+        with faults(self.health):
             pattern = pattern or self.layout.header_pattern()
             keys = [ops.text_of(k) for k in self.client.scan_iter(match=pattern, count=1000)]
         return list(dict.fromkeys(keys))  # SCAN may return a key twice
@@ -135,9 +141,9 @@ class _LoopClient:
     `finally` then closes the client's connections in the right loop.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, sources: dict[str, str]) -> None:
         self.client = client
-        self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        self.scripts = {name: client.register_script(src) for name, src in sources.items()}
         self._finalizer = self._close_at_loop_shutdown()
 
     async def _close_at_loop_shutdown(self) -> AsyncGenerator[None, None]:
@@ -167,8 +173,10 @@ class AsyncRedisBackend:
         sync: RedisBackend,
         *,
         timeout: float | None = None,
+        health: _report.Health | None = None,
     ) -> None:
         self._factory = factory
+        self.health = health
         self.layout = layout
         self._sync = sync
         self._timeout = timeout  # seconds an operation may take (None: the client's own)
@@ -180,7 +188,8 @@ class AsyncRedisBackend:
         loop = asyncio.get_running_loop()
         entry = self._loops.get(loop)
         if entry is None:
-            entry = self._loops[loop] = _LoopClient(self._factory())
+            sources = CLUSTER_SCRIPTS if self.layout.cluster else SCRIPTS
+            entry = self._loops[loop] = _LoopClient(self._factory(), sources)
             await entry.start()
         return entry
 
@@ -190,6 +199,7 @@ class AsyncRedisBackend:
 
     async def call(self, call: ops.RedisStep) -> Any:
         """Send one call an operation yields (ops.AsyncCaller), on this event loop's client."""
+        _report.round_trip()
         entry = await self._loop_client()
         if isinstance(call, ops.Script):
             return await entry.scripts[call.name](keys=list(call.keys), args=list(call.args))
@@ -204,7 +214,7 @@ class AsyncRedisBackend:
     async def _run(self, op: ops.Op[T]) -> T:
         if not on_asyncio():
             return await to_thread(self._sync._run, op)
-        async with afaults(), asyncio.timeout(self._timeout):
+        async with afaults(self.health), asyncio.timeout(self._timeout):
             return await adrive(op, self)
 
     async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
@@ -237,7 +247,7 @@ class AsyncRedisBackend:
     async def _header_keys(self, pattern: str | None = None) -> list[str]:
         if not on_asyncio():
             return await to_thread(self._sync._header_keys, pattern)
-        async with afaults():
+        async with afaults(self.health):
             client = await self.client()
             pattern = pattern or self.layout.header_pattern()
             keys = [ops.text_of(k) async for k in client.scan_iter(match=pattern, count=1000)]
@@ -295,6 +305,13 @@ def _split_prefix(url: str) -> tuple[str, str | None]:
     return (base + "?" + rest if rest else base), prefix
 
 
+def _target(url: str) -> str:
+    """The server a URL names, for log lines: scheme, host, port, database; never credentials."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
 def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBackend]:
     """Both backends on one URL. Options: key_prefix ("statemw:"), socket_timeout (5 s),
     socket_connect_timeout (2 s), max_connections, health_check_interval, credentials, TLS files.
@@ -340,5 +357,6 @@ def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBacken
     except FAULTS as exc:  # the cluster client reads the topology when it is built
         raise unavailable(exc) from exc
     layout = ops.KeyLayout(prefix, cluster=cluster)
-    backend = RedisBackend(sync, layout)
-    return backend, AsyncRedisBackend(asyn, layout, backend, timeout=op_timeout)
+    health = _report.health(_target(url))
+    backend = RedisBackend(sync, layout, health)
+    return backend, AsyncRedisBackend(asyn, layout, backend, timeout=op_timeout, health=health)

@@ -7,9 +7,21 @@ from contextlib import asynccontextmanager, contextmanager
 
 import redis
 
+from statemw._report import Health
 from statemw.errors import StoreUnavailable
 
 FAULTS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
+
+DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
+"""The faults that mean a server (a cluster shard) cannot be reached now: what a load may outlive
+when only the user's shard is down. A script error is not one of them."""
 
 
 def unavailable(exc: BaseException) -> StoreUnavailable:
@@ -17,16 +29,27 @@ def unavailable(exc: BaseException) -> StoreUnavailable:
 
 
 @contextmanager
-def faults() -> Iterator[None]:
+def faults(health: Health | None = None) -> Iterator[None]:
+    """Driver faults as StoreUnavailable; `health` hears of each (an outage is logged once)."""
     try:
         yield
     except FAULTS as exc:
-        raise unavailable(exc) from exc
+        error = unavailable(exc)
+        if health is not None:
+            health.failed(error)
+        raise error from exc
+    if health is not None and health.down:
+        health.recovered()
 
 
 @asynccontextmanager
-async def afaults() -> AsyncIterator[None]:
+async def afaults(health: Health | None = None) -> AsyncIterator[None]:
     try:
         yield
     except FAULTS as exc:
-        raise unavailable(exc) from exc
+        error = unavailable(exc)
+        if health is not None:
+            health.failed(error)
+        raise error from exc
+    if health is not None and health.down:
+        health.recovered()

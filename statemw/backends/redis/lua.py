@@ -6,6 +6,7 @@ Key layout (see docs/redis.md); every key of a session tree carries the root's h
     <P>{<root>}:v:<sid>   hash: message position -> cached vector
     <P>{<root>}:x:<sid>   sorted set: state key -> its expires_at (only keys with a TTL)
     <P>{~u:<uid>}:i       sorted set: the user's top-level session ids by creation time
+    <P>{~u:<uid>}:f       cluster only: when forget_user last ran for the user (server time)
 Every key carries a TTL: a session's keys its own expiry (plus a slack); a user's index and
 record (unless it has an expiry of its own, Store.user_ttl) the longest of the user's sessions'.
 Timestamps travel as the strings Python wrote (repr of a float) and are stored unchanged, so no
@@ -47,14 +48,13 @@ local function remove_tree(base, sid)
   return true
 end
 
--- A user's record and index (under key prefix P) follow the user's sessions: each commit of a
--- session extends their TTL to at least the session's (standalone only: other slots).
-local function touch_user(p, ref, pexpire)
-  local ub = p .. '{~u:' .. ref .. '}:'
-  local keys = {ub .. 'i'}
-  if redis.call('HEXISTS', ub .. 'h:~u:' .. ref, '_ea') == 0 then
-    keys[2] = ub .. 'h:~u:' .. ref
-    keys[3] = ub .. 'x:~u:' .. ref
+-- A user's record and index follow the user's sessions: each commit of a session extends their
+-- TTL to at least the session's ('' for none). idx, uh, ux: the user's index, record, expiries.
+local function touch_keys(idx, uh, ux, pexpire)
+  local keys = {idx}
+  if redis.call('HEXISTS', uh, '_ea') == 0 then
+    keys[2] = uh
+    keys[3] = ux
   end
   for _, k in ipairs(keys) do
     if pexpire == '' then redis.call('PERSIST', k)
@@ -63,6 +63,12 @@ local function touch_user(p, ref, pexpire)
       if t == -1 or (t >= 0 and t < tonumber(pexpire)) then redis.call('PEXPIRE', k, pexpire) end
     end
   end
+end
+
+-- The same, the names made from the key prefix P (standalone only: another slot).
+local function touch_user(p, ref, pexpire)
+  local ub = p .. '{~u:' .. ref .. '}:'
+  touch_keys(ub .. 'i', ub .. 'h:~u:' .. ref, ub .. 'x:~u:' .. ref, pexpire)
 end
 
 -- Before a user's new session joins the index: a user without a live session starts afresh,
@@ -335,11 +341,14 @@ return {0}
 """
 )
 
-# KEYS: user index. ARGV: sid, score. Cluster mode's follow-up to a commit that created a session.
+# KEYS: user index, user record h, its x. ARGV: sid, score, the session's pexpire ('' for none).
+# Cluster mode's step before a commit that creates a session: the index entry, and the TTL of
+# the user's keys (as the commit script does in standalone mode).
 INDEX_ADD = (
     _COMMON
     + r"""
 index_add(KEYS[1], ARGV[1], ARGV[2])
+touch_keys(KEYS[1], KEYS[2], KEYS[3], ARGV[3])
 return 1
 """
 )
@@ -364,16 +373,41 @@ return 1
 
 # Cluster mode's follow-up to each commit of a user's session (the user's keys are in another
 # slot). KEYS: user index, user record h, its x. ARGV: pexpire ('' for none).
-TOUCH_USER = r"""
-local keys = {KEYS[1]}
-if redis.call('HEXISTS', KEYS[2], '_ea') == 0 then keys[2] = KEYS[2]; keys[3] = KEYS[3] end
-for _, k in ipairs(keys) do
-  if ARGV[1] == '' then redis.call('PERSIST', k)
-  else
-    local t = redis.call('PTTL', k)
-    if t == -1 or (t >= 0 and t < tonumber(ARGV[1])) then redis.call('PEXPIRE', k, ARGV[1]) end
+TOUCH_USER = (
+    _COMMON
+    + r"""
+touch_keys(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+return 1
+"""
+)
+
+# Cluster only. KEYS: user header, user index, forgotten marker. ARGV: n, then n pairs of a
+# top-level session id of this user and its created_at. Reads the user's header (for a load) and
+# repairs the index: a pair missing from it is added back, unless the user was forgotten after
+# the session was created (forget_user missed it), in which case its id is returned for deletion.
+USER_CHECK = r"""
+local forgotten = {}
+local gone = false
+local a = 2
+for _ = 1, tonumber(ARGV[1]) do
+  local sid, created_at = ARGV[a], ARGV[a + 1]
+  a = a + 2
+  if not redis.call('ZSCORE', KEYS[2], sid) then
+    if gone == false then gone = redis.call('GET', KEYS[3]) or '' end
+    if gone ~= '' and tonumber(gone) >= tonumber(created_at) then
+      forgotten[#forgotten + 1] = sid
+    else
+      redis.call('ZADD', KEYS[2], created_at, sid)
+    end
   end
 end
+return {redis.call('HGETALL', KEYS[1]), forgotten}
+"""
+
+# Cluster only. KEYS: the user's forgotten marker. Set to the server's time, as "<s>.<us>".
+FORGET_MARK = r"""
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
 return 1
 """
 
@@ -386,4 +420,16 @@ SCRIPTS = {
     "index_add": INDEX_ADD,
     "purge_user": PURGE_USER,
     "touch_user": TOUCH_USER,
+    "user_check": USER_CHECK,
+    "forget_mark": FORGET_MARK,
 }
+
+
+def sharded(source: str) -> str:
+    """A script for Redis Cluster: changes go out with SPUBLISH (Redis 7 sharded pub/sub), which
+    stays inside the shard of the session's slot, instead of PUBLISH, which the cluster bus
+    copies to every node. The channel carries the session's hash tag, so it is in that slot."""
+    return source.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+
+
+CLUSTER_SCRIPTS = {name: sharded(source) for name, source in SCRIPTS.items()}

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 from statemw._drive import Flow, Step
 from statemw.backends.base import Progress
+from statemw.backends.redis.faults import DOWN
 from statemw.changes import Change
 from statemw.codec import pack, unpack
 from statemw.errors import ConflictError, CorruptRecord, SessionNotFound
@@ -33,6 +35,13 @@ from statemw.records import (
 EXPIRY_SLACK_MS = 1000
 """Redis drops a session's keys this long after its logical expiry (the clock decides first)."""
 
+
+INDEX_GRACE_SECONDS = 60.0
+"""Cluster mode: a user index entry whose session does not exist yet may be a create in flight
+(the index is written first); user_sessions drops such entries only once they are this old."""
+
+PURGE_BATCH = 500
+"""Cluster purge reads the owners of live sessions this many at a time (one pipeline)."""
 
 VECTOR_RANGE_READ = 1024
 """read_vectors names up to this many positions (HMGET); a wider range reads the whole hash."""
@@ -122,6 +131,10 @@ class KeyLayout:
 
     def user_index(self, user_id: str) -> str:
         return f"{self.base(user_record_id(user_id))}i"
+
+    def forgotten(self, user_id: str) -> str:
+        """Cluster mode: when forget_user last ran for the user (Redis server time)."""
+        return f"{self.base(user_record_id(user_id))}f"
 
     def channel(self, sid: str) -> str:
         return f"{self.base(sid)}c:{sid}"
@@ -291,8 +304,18 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
         key_list.append(layout.user_index(uid))
     elif follow:
         key_list.append(layout.user_index(sid[len(USER_PREFIX) :]))
-    if index and layout.cluster and create is not None:
+    elif index and create is not None:
+        # Cluster: the index is in the user's slot, so it cannot be written by the commit script.
+        # Write it first: if the commit then fails, the entry names no session and listings skip
+        # it; the other order could store a session that no listing or forget_user ever finds.
+        # A user without a live session starts afresh (the script does this in standalone mode).
         yield from _drop_orphan_user(layout, uid, now)
+        urid = user_record_id(uid)
+        yield Script(
+            "index_add",
+            [layout.user_index(uid), layout.header(urid), layout.expiries(urid)],
+            [sid, _num(create.created_at), pexpire],
+        )
     reply = yield Script("commit", key_list, args)
     status = text_of(reply[0])
     if status == "NOTFOUND":
@@ -300,16 +323,17 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
     if status == "CONFLICT":
         raise ConflictError(sid, delta.expected_revision or 0, int(reply[1]))
     created_at = float(reply[5])
-    if index and layout.cluster and reply[1] == b"1":
-        yield Script("index_add", [layout.user_index(uid)], [sid, _num(created_at)])
     ref = text_of(reply[7]) if len(reply) > 7 else ""
-    if layout.cluster and ref and not child_name and not is_user:
+    if layout.cluster and ref and not child_name and not is_user and create is None:
+        # Cluster: the user's keys are in another slot; their TTL follows best-effort (the
+        # session's own save needs only its own shard; the next save tries again)
         rid = user_record_id(ref)
-        yield Script(
-            "touch_user",
-            [layout.user_index(ref), layout.header(rid), layout.expiries(rid)],
-            [pexpire],
-        )
+        with suppress(Exception):  # what the user's shard says is not this save's concern
+            yield Script(
+                "touch_user",
+                [layout.user_index(ref), layout.header(rid), layout.expiries(rid)],
+                [pexpire],
+            )
     lead = reply[6]
     return Committed(
         int(reply[2]), int(reply[3]), int(reply[4]), created_at, int(lead) if lead else None
@@ -336,7 +360,10 @@ def _drop_orphan_user(layout: KeyLayout, ref: str, now: float, *, purge: bool = 
     record went. (In standalone mode the commit script does this itself.) `purge`: drop the
     index entries of sessions that are gone even when others are live."""
     dead, count = yield from _dead_index_entries(layout, ref, now)
-    if len(dead) < count and not (purge and dead):
+    if purge:
+        if count and len(dead) < count and not dead:
+            return False
+    elif not count or len(dead) < count:  # a new user, or one with a live session
         return False
     rid = user_record_id(ref)
     reply = yield Script(
@@ -366,15 +393,43 @@ def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[S
     parent_headers = [
         h for h in (parse_header(p, flat) for p, flat in zip(parents, reply[3], strict=True)) if h
     ]
-    user = None
-    if header.user_id is not None:
-        uid = user_record_id(header.user_id)
-        if layout.cluster:
-            flat = yield Command(("HGETALL", layout.header(uid)))
-        else:
-            flat = reply[4] or None
-        user = parse_header(uid, flat)
-    return Snapshot(header, int(reply[1]), list(reply[2]), parent_headers, user, list(reply[5]))
+    snapshot = Snapshot(header, int(reply[1]), list(reply[2]), parent_headers, None, list(reply[5]))
+    if header.user_id is None:
+        return snapshot
+    uid = user_record_id(header.user_id)
+    if not layout.cluster:
+        snapshot.user = parse_header(uid, reply[4] or None)
+        return snapshot
+    # Cluster: the user's header is in another slot, maybe on another shard. The same call
+    # checks that the user index lists this session (repairing it) and that forget_user did not
+    # miss it. When that shard is down the session loads without its user state, flagged.
+    top_level = "/" not in session_id and not session_id.startswith(USER_PREFIX)
+    try:
+        flat, forgotten = yield user_check(
+            layout, header.user_id, [(session_id, header.created_at)] if top_level else []
+        )
+    except DOWN:
+        snapshot.user_unavailable = True
+        return snapshot
+    if forgotten:
+        yield from delete_op(layout, session_id)
+        return None
+    snapshot.user = parse_header(uid, flat or None)
+    return snapshot
+
+
+def user_check(layout: KeyLayout, user_id: str, sessions: Sequence[tuple[str, float]]) -> Script:
+    """Cluster: the user's header, and which of these top-level sessions of the user forget_user
+    missed (the rest are put back in the index if a failure left them out)."""
+    args: list[str | bytes | int] = [len(sessions)]
+    for sid, created_at in sessions:
+        args += [sid, _num(created_at)]
+    keys = [
+        layout.header(user_record_id(user_id)),
+        layout.user_index(user_id),
+        layout.forgotten(user_id),
+    ]
+    return Script("user_check", keys, args)
 
 
 def read_header_op(layout: KeyLayout, session_id: str, now: float) -> Op[SessionHeader | None]:
@@ -446,6 +501,12 @@ def rename_op(layout: KeyLayout, old_id: str, new_id: str, now: float) -> Op[Non
     header = yield from read_header_op(layout, old_id, now)
     if header is None:
         raise SessionNotFound(old_id)
+    if header.user_id is not None and "/" not in new_id:
+        # The new id enters the user index before its first key exists (see commit_op).
+        index = layout.user_index(header.user_id)
+        score = yield Command(("ZSCORE", index, old_id))
+        score = header.created_at if score is None else float(score)
+        yield Command(("ZADD", index, "NX", _num(score), new_id))
     pending = [(old_id, new_id)]
     while pending:
         old, new = pending.pop()
@@ -459,11 +520,6 @@ def rename_op(layout: KeyLayout, old_id: str, new_id: str, now: float) -> Op[Non
             dumped, ttl = yield Pipeline([Command(("DUMP", src)), Command(("PTTL", src))])
             if dumped is not None:
                 yield Command(("RESTORE", dst, max(int(ttl), 0), dumped, "REPLACE"))
-    if header.user_id is not None and "/" not in new_id:
-        index = layout.user_index(header.user_id)
-        score = yield Command(("ZSCORE", index, old_id))
-        if score is not None:
-            yield Command(("ZADD", index, float(score), new_id))
     yield from delete_op(layout, old_id)
     return None
 
@@ -474,6 +530,12 @@ def user_sessions_op(layout: KeyLayout, user_id: str, now: float) -> Op[list[str
         return []
     metas = yield Pipeline([Command(("HMGET", layout.header(sid), "_v", "_ea")) for sid in ids])
     gone = [sid for sid, (version, _) in zip(ids, metas, strict=True) if version is None]
+    if gone and layout.cluster:  # a young entry may be a create whose commit is in flight
+        scores = yield Command(("ZMSCORE", layout.user_index(user_id), *gone))
+        settled = now - INDEX_GRACE_SECONDS
+        gone = [
+            s for s, score in zip(gone, scores, strict=True) if score and float(score) < settled
+        ]
     if gone:  # Redis expired them by itself: drop them from the index too
         yield Command(("ZREM", layout.user_index(user_id), *gone))
     return [
@@ -485,6 +547,11 @@ def user_sessions_op(layout: KeyLayout, user_id: str, now: float) -> Op[list[str
 
 def forget_user_op(layout: KeyLayout, user_id: str) -> Op[int]:
     index = layout.user_index(user_id)
+    if layout.cluster:
+        # Mark the user forgotten first: a session the index does not list (a create racing
+        # this call, an index write lost in a failover) is then deleted by the next load or
+        # purge that meets it, instead of being put back in the index.
+        yield Script("forget_mark", [layout.forgotten(user_id)], [])
     ids = [text_of(s) for s in (yield Command(("ZRANGE", index, 0, -1)))]
     removed = 0
     for sid in ids:
@@ -506,6 +573,7 @@ def purge_op(
     removed = 0
     refs: dict[str, None] = {}
     total = len(header_keys) + len(index_keys)
+    live_roots: list[str] = []
     for done, key in enumerate(header_keys, 1):
         if progress is not None:
             progress(done, total)
@@ -528,6 +596,10 @@ def purge_op(
                 yield Command(("ZREM", layout.user_index(text_of(reply[1])), sid))
         elif is_user:
             refs[sid[len(USER_PREFIX) :]] = None
+        elif root:
+            live_roots.append(sid)
+    if layout.cluster:
+        removed += yield from reconcile_op(layout, live_roots)
     for done, key in enumerate(index_keys, len(header_keys) + 1):
         if progress is not None:
             progress(done, total)
@@ -536,6 +608,24 @@ def purge_op(
             refs[ref] = None
     for ref in refs:
         yield from _drop_orphan_user(layout, ref, now, purge=True)
+    return removed
+
+
+def reconcile_op(layout: KeyLayout, session_ids: Sequence[str]) -> Op[int]:
+    """Cluster: put live top-level sessions that their user's index misses back into it, and
+    delete those of a user forgotten since they were created. The number deleted."""
+    removed = 0
+    for start in range(0, len(session_ids), PURGE_BATCH):
+        batch = session_ids[start : start + PURGE_BATCH]
+        metas = yield Pipeline([Command(("HMGET", layout.header(s), "_uid", "_ca")) for s in batch])
+        by_user: dict[str, list[tuple[str, float]]] = {}
+        for sid, (uid, created_at) in zip(batch, metas, strict=True):
+            if uid is not None and created_at is not None:
+                by_user.setdefault(text_of(uid), []).append((sid, float(created_at)))
+        for uid, sessions in by_user.items():
+            _, forgotten = yield user_check(layout, uid, sessions)
+            for sid in forgotten:
+                removed += bool((yield from delete_op(layout, text_of(sid))))
     return removed
 
 
