@@ -46,6 +46,8 @@ _NAMED_BYTE = bytes((NAMED,))
 META_KEY = "#"
 """The stored key of a session's sealed facts (its user id) when encryption is on."""
 _NAME_CACHE = 4096
+_NAMED_AAD = b"\x03named"
+"""Authenticated with a named entry, so a record cannot pass for the other format."""
 _NONCE = 12
 _KEY_ID = 8
 
@@ -236,7 +238,8 @@ class Codec:
             raise DecryptionError(session_id, "record was encrypted with a key not configured")
         nonce = data[1 + _KEY_ID : 1 + _KEY_ID + _NONCE]
         try:
-            body: bytes = aead.decrypt(nonce, data[1 + _KEY_ID + _NONCE :], key_id)
+            aad = key_id if fmt == SEALED else key_id + _NAMED_AAD
+            body: bytes = aead.decrypt(nonce, data[1 + _KEY_ID + _NONCE :], aad)
             return body
         except Exception as exc:  # cryptography's InvalidTag
             raise DecryptionError(session_id, "authentication failed (tampered record?)") from exc
@@ -259,8 +262,10 @@ class Codec:
                 )
             else:
                 message, tokens, created_at = self.decode(data, session_id=session_id)
-            if type(message) is not dict:
-                raise TypeError("the message is not a dict")
+            if type(message) is not dict or type(message.get("role")) is not str:
+                raise TypeError("the message is not a dict with a role")
+            if type(tokens) is not int or type(created_at) not in (int, float):
+                raise TypeError("bad token count or time")
             return MessageRecord(message, tokens, created_at)
         except CorruptRecord:
             raise
@@ -346,7 +351,7 @@ class Codec:
         """Seal [name, value] from their msgpack bodies (a value's bytes carried unchanged)."""
         key_id, aead = self._aead[0]
         nonce = os.urandom(_NONCE)
-        sealed: bytes = aead.encrypt(nonce, b"\x92" + name_body + value_body, key_id)
+        sealed: bytes = aead.encrypt(nonce, b"\x92" + name_body + value_body, key_id + _NAMED_AAD)
         return bytes((NAMED,)) + key_id + nonce + sealed
 
     def open_entry(self, record_id: str, stored_key: str, data: bytes) -> tuple[Any, bytes]:

@@ -105,9 +105,12 @@ class KVBackend:
         if data is None:
             return None
         try:
-            return SessionHeader.from_wire(decode_header(data, session_id=session_id))
+            header = SessionHeader.from_wire(decode_header(data, session_id=session_id))
         except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
             raise CorruptRecord(session_id, f"bad header ({exc})") from exc
+        if header.session_id != session_id:  # never another session's record
+            raise CorruptRecord(session_id, "the header names another session")
+        return header
 
     def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         header = self._header(session_id)
@@ -165,9 +168,17 @@ class KVBackend:
         if data is None:
             return [] if kind == "m" else {}
         try:
-            return unpack(data)
+            chunk = unpack(data)
         except Exception as exc:
             raise CorruptRecord(session_id, f"bad message chunk {n} ({exc})") from exc
+        if kind == "m":
+            if type(chunk) is not list or not all(type(m) is bytes for m in chunk):
+                raise CorruptRecord(session_id, f"bad message chunk {n} (not a list of records)")
+        elif type(chunk) is not dict or not all(
+            type(p) is int and type(v) is bytes for p, v in chunk.items()
+        ):
+            raise CorruptRecord(session_id, f"bad vector chunk {n}")
+        return chunk
 
     def _messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
         out: list[bytes] = []
@@ -176,6 +187,8 @@ class KVBackend:
             lo = max(start - n * CHUNK, 0)
             hi = min(stop - n * CHUNK, CHUNK)
             out.extend(chunk[lo:hi])
+        if len(out) < stop - start:  # the header counts messages the chunks do not hold
+            raise CorruptRecord(session_id, f"messages [{start}, {stop}) are missing")
         return out
 
     def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
@@ -337,7 +350,15 @@ class KVBackend:
 
     def _index(self, user_id: str) -> list[str]:
         data = self.kv.get("i:" + user_id)
-        return [] if data is None else list(unpack(data))
+        if data is None:
+            return []
+        try:
+            index = unpack(data)
+        except Exception as exc:
+            raise CorruptRecord(user_record_id(user_id), f"bad user index ({exc})") from exc
+        if type(index) is not list or not all(type(sid) is str for sid in index):
+            raise CorruptRecord(user_record_id(user_id), "bad user index (not a list of ids)")
+        return index
 
     def _unlink_from_index(self, header: SessionHeader) -> None:
         if header.user_id is None or "/" in header.session_id:
