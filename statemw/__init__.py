@@ -23,6 +23,7 @@ from statemw.errors import (
 )
 from statemw.messages import Message, MessageLog
 from statemw.session import Session, UserState
+from statemw.state import StaleKey
 from statemw.store import Store, configure, default_store
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "MessageLog",
     "Session",
     "SessionNotFound",
+    "StaleKey",
     "StateError",
     "Store",
     "StoreUnavailable",
