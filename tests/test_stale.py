@@ -358,7 +358,8 @@ def test_a_sub_session_loaded_by_its_own_id_cannot_confirm_its_ancestors_key(
 
 def test_a_stale_key_is_the_key_as_a_string() -> None:
     stale = StaleKey("city", "user", "harsh", 10.0, 5.0)
-    assert (stale == "city", "city" in [stale], {stale: 1}["city"]) == (True, True, 1)
+    by_key: dict[str, int] = {stale: 1}
+    assert (stale == "city", "city" in [stale], by_key["city"]) == (True, True, 1)
 
 
 def test_a_stale_key_pickles_with_what_it_says() -> None:

@@ -38,11 +38,12 @@ class Fact:
 
 
 class StaleModel(RuleBasedStateMachine):
-    def __init__(self, store: Store, clock: FakeClock) -> None:
+    store: Store  # given by the test, per backend
+    clock: FakeClock
+
+    def __init__(self) -> None:
         super().__init__()
-        self.store = store
-        self.clock = clock
-        self.session: Session = store.create(user_id=f"u-{id(self)}-{clock.now}")
+        self.session: Session = self.store.create(user_id=f"u-{id(self)}-{self.clock.now}")
         self.facts: dict[tuple[str, str], Fact] = {}
 
     def target(self, scope: str) -> TrackedState:
@@ -121,7 +122,13 @@ def model_store(
 
 
 def test_stale_keys_and_ages_match_a_simple_model(model_store: Store, clock: FakeClock) -> None:
+    fake_clock: FakeClock = clock
+
+    class OnThisStore(StaleModel):
+        store = model_store
+        clock = fake_clock
+
     run_state_machine_as_test(
-        lambda: StaleModel(model_store, clock),
+        OnThisStore,
         settings=settings(max_examples=40, stateful_step_count=30, deadline=None),
     )
