@@ -7,6 +7,7 @@ remembered, and a remembered value still expires after `max_age`.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Sequence
 
@@ -37,18 +38,28 @@ class Signing:
         keys = [k.encode() if isinstance(k, str) else k for k in reversed(listed)]
         self._timed = timed
         self._signer = TimestampSigner(keys, salt=salt) if timed else Signer(keys, salt=salt)
+        self._key = self._signer.derive_key()  # the newest key, derived once, not per value
         self._known: dict[str, tuple[str, int]] = {}
+        self._issued: dict[str, tuple[str, int]] = {}  # session id -> (value, signed at)
 
     def __repr__(self) -> str:
         return "Signing('**********')"
 
     def sign(self, session_id: str) -> str:
-        now = int(time.time())
+        """itsdangerous's (Timestamp)Signer.sign, with its derived key kept and its HMAC in C;
+        signing the same id again within the second gives the same value, remembered."""
+        now = int(time.time()) if self._timed else 0
+        issued = self._issued.get(session_id)
+        if issued is not None and issued[1] == now:
+            return issued[0]
         value = session_id.encode()
-        if self._timed:  # TimestampSigner.sign, with the timestamp kept
+        if self._timed:
             value += b"." + base64_encode(int_to_bytes(now))
-        signed = Signer.sign(self._signer, value).decode()
+        signed = (value + b"." + base64_encode(hmac.digest(self._key, value, "sha1"))).decode()
         self._remember(signed, session_id, now)
+        if len(self._issued) >= REMEMBERED_VALUES:
+            self._issued.pop(next(iter(self._issued)))
+        self._issued[session_id] = (signed, now)
         return signed
 
     def unsign(self, value: str, max_age: int | None) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -26,7 +26,6 @@ from statemw.records import Entry, Summary
 
 PLAIN = 0x01
 SEALED = 0x02
-_PLAIN_BYTE = bytes((PLAIN,))
 _NONCE = 12
 _KEY_ID = 8
 
@@ -166,13 +165,15 @@ class Codec:
     def __repr__(self) -> str:
         return f"Codec(keys={len(self._aead)})"
 
-    def encode(self, obj: Any, *, what: str) -> bytes:
-        """Encode one value; `what` names it in the error ("state key 'cart'")."""
+    def encode(self, obj: Any, *, what: str | Callable[[], str]) -> bytes:
+        """Encode one value; `what` names it in the error ("state key 'cart'"), or makes the
+        name when one is needed (a hot path should not build it for every value)."""
         try:
             body = pack(obj)
         except (TypeError, OverflowError, ValueError) as exc:
+            name = what if isinstance(what, str) else what()
             raise UnencodableValue(
-                f"{what}: cannot store {type(obj).__name__} ({exc}); store {STORABLE}"
+                f"{name}: cannot store {type(obj).__name__} ({exc}); store {STORABLE}"
             ) from exc
         return self.seal(body)
 
@@ -220,7 +221,7 @@ class Codec:
     def decode_message(self, session_id: str, data: bytes) -> MessageRecord:
         """A logged message; the hot path of every load, so plain records skip the layers."""
         try:
-            if data[:1] == _PLAIN_BYTE:
+            if data[0] == PLAIN:
                 message, tokens, created_at = msgpack.unpackb(
                     data[1:], raw=False, strict_map_key=False, ext_hook=_unext
                 )

@@ -65,6 +65,13 @@ _SYSTEM = Kind(_NONE, _NONE, True)
 
 def kind_of(message: Mapping[str, Any]) -> Kind:
     """What a message is to a context window (statemw.window)."""
+    role = message.get("role")
+    if (
+        role != "tool"
+        and type(message.get("content")) is not list
+        and not message.get("tool_calls")
+    ):
+        return _SYSTEM if role == "system" else _PLAIN  # the usual message: plain text
     calls, answers = tool_call_ids(message), tool_result_ids(message)
     if calls or answers:
         return Kind(calls, answers, False)

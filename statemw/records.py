@@ -262,7 +262,8 @@ def apply_delta(current: SessionHeader | None, delta: Delta) -> SessionHeader:
         header = current
         if delta.expected_revision is not None and delta.expected_revision != header.revision:
             raise ConflictError(delta.session_id, delta.expected_revision, header.revision)
-    header.state = merge_state(header.state, delta, now)
+    if not header.state_buckets:  # a backend that spreads state over buckets merges them itself
+        header.state = merge_state(header.state, delta, now)
     if delta.replace_log:
         header.message_count = 0
         header.token_total = 0

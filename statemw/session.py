@@ -8,6 +8,7 @@ messages ask the Store it came from, which carries out the I/O.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -53,13 +54,12 @@ class _Saved(TrackedState):
     def _state_delta(self, now: float, create: SessionHeader | None) -> Delta:
         """The keys set and deleted since load, encoded, size-checked."""
         sets, deletes = self.changes()
-        codec = self.store.codec
+        if not (sets or deletes):
+            return Delta(session_id=self.record_id, now=now, create=create)
+        encode = self.store.codec.encode
         entries = {
             key: self._written_entry(
-                key,
-                codec.encode(value, what=f"state key {key!r} of session {self.record_id!r}"),
-                expires_at,
-                now,
+                key, encode(value, what=functools.partial(self._name, key)), expires_at, now
             )
             for key, (value, expires_at) in sets.items()
         }
@@ -72,6 +72,9 @@ class _Saved(TrackedState):
                     f"max_state_bytes={limit}"
                 )
         return Delta(session_id=self.record_id, now=now, create=create, set=entries, delete=deletes)
+
+    def _name(self, key: str) -> str:
+        return f"state key {key!r} of session {self.record_id!r}"
 
     def _state_committed(self, delta: Delta) -> None:
         self.mark_committed(
@@ -310,12 +313,12 @@ class Session(_Saved):
     def unsaved(self) -> bool:
         """True when a save would write something: state, messages, summary, user state."""
         return (
-            TrackedState.unsaved.fget(self)  # type: ignore[attr-defined]
-            or bool(self._log.appended)
+            bool(self._log.appended)
+            or TrackedState.unsaved.fget(self)  # type: ignore[attr-defined]
             or self._log.replaced
             or self._pending_summary is not None
             or (self.parent is None and self._user is not None and self._user.unsaved)
-            or any(c.unsaved for c in self._children.values())
+            or (bool(self._children) and any(c.unsaved for c in self._children.values()))
         )
 
     @property
@@ -387,24 +390,29 @@ class Session(_Saved):
         if not self._stored:
             create = SessionHeader(self.id, self.user_id, created_at=now, updated_at=now)
         delta = self._state_delta(now, create)
-        codec = self.store.codec
         appended = self._log.appended
-        what = f"message of session {self.id!r}"
-        delta.append = [codec.encode(r.to_wire(), what=what) for r in appended]
-        delta.append_tokens = sum(r.tokens for r in appended)
-        delta.lead_appended = next(
-            (i for i, r in enumerate(appended) if r.message.get("role") != "system"),
-            len(appended),
-        )
+        if appended:
+            encode = self.store.codec.encode
+            what = self._message_name
+            delta.append = [encode(r.to_wire(), what=what) for r in appended]
+            delta.append_tokens = sum([r.tokens for r in appended])
+            delta.lead_appended = next(
+                (i for i, r in enumerate(appended) if r.message.get("role") != "system"),
+                len(appended),
+            )
         delta.replace_log = self._log.replaced
         delta.summary = self._pending_summary
-        delta.vectors = dict(self._pending_vectors)
+        if self._pending_vectors:
+            delta.vectors = dict(self._pending_vectors)
         delta.expires_at = self.store.expires_at(
             now if self._created_at is None else self._created_at, now
         )
         if strict:
             delta.expected_revision = self._revision
         return delta
+
+    def _message_name(self) -> str:
+        return f"message of session {self.id!r}"
 
     def committed(self, result: Committed, delta: Delta) -> None:
         """The store committed `delta`: this session is in step with it now."""

@@ -133,6 +133,8 @@ class TrackedState(dict[str, Any]):
         return self._forced
 
     def _mutated_in_place(self) -> bool:
+        if not self._lent:
+            return False
         return any(
             _packs_differently(dict.get(self, key, _MISSING), packed)
             for key, packed in self._lent.items()

@@ -180,15 +180,11 @@ class Store:
 
     def expires_at(self, created_at: float, now: float) -> float | None:
         """When a session saved now expires: the sooner of its ttl and its idle timeout."""
-        limits = [
-            t
-            for t in (
-                None if self.ttl is None else created_at + self.ttl,
-                None if self.idle is None else now + self.idle,
-            )
-            if t is not None
-        ]
-        return min(limits) if limits else None
+        if self.ttl is None:
+            return None if self.idle is None else now + self.idle
+        if self.idle is None:
+            return created_at + self.ttl
+        return min(created_at + self.ttl, now + self.idle)
 
     def create(self, user_id: str | None = None, *, session_id: str | None = None) -> Session:
         """A new, empty session; nothing is stored until it is saved."""

@@ -57,4 +57,7 @@ def _texts(value: Any, parts: list[str]) -> None:
 
 
 def count_message(message: Mapping[str, Any], count: TokenCounter = approx_tokens) -> int:
+    content = message.get("content")
+    if type(content) is str and len(message) == 2:  # {"role", "content"}: the usual message
+        return count(content) + MESSAGE_OVERHEAD
     return count(message_text(message)) + MESSAGE_OVERHEAD

@@ -412,3 +412,10 @@ async def test_a_trio_app_saves_on_every_store(store: Store, anyio_backend: str)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         await client.post("/remember", json={"name": "Harsh"})
         assert (await client.get("/show")).json() == {"session": {"name": "Harsh"}}
+
+
+def test_issued_cookies_verify_with_plain_itsdangerous(store: Store) -> None:
+    client = TestClient(compat_app(store))
+    value = client.post("/remember", json={"name": "x"}).cookies["session"]
+    session_id = TimestampSigner(SECRET, salt="statemw.cookie").unsign(value, max_age=60)
+    assert list(store.session_ids()) == [session_id.decode()]

@@ -58,3 +58,47 @@ def test_configure_accepts_a_url() -> None:
 
 def test_a_password_in_the_url_never_shows_in_repr() -> None:
     assert "hunter2" not in repr(Store("redis://:hunter2@127.0.0.1:6379/0"))
+
+
+def test_a_large_state_survives_growing_past_the_header_and_shrinking(store: Store) -> None:
+    session = store.create()
+    session.update({f"k{i}": i for i in range(500)})
+    session.save()
+    again = store.load(session.id)
+    assert dict(again) == {f"k{i}": i for i in range(500)}
+    again["k7"] = "changed"
+    del again["k8"]
+    again.set("brief", 1, ttl=10)
+    again.save()
+    third = store.load(session.id)
+    assert third["k7"] == "changed"
+    assert "k8" not in third
+    assert third["brief"] == 1
+    assert len(third) == 500
+    third.clear()
+    third["only"] = True
+    third.save()
+    assert dict(store.load(session.id)) == {"only": True}
+
+
+def test_a_large_state_takes_its_keys_along_on_rotate_and_leaves_nothing_on_delete(
+    store: Store,
+) -> None:
+    session = store.create()
+    session.update({f"k{i}": i for i in range(300)})
+    session.save()
+    session.rotate()
+    assert len(store.load(session.id)) == 300
+    session.delete()
+    assert list(store.session_ids()) == []
+
+
+def test_thousands_of_keys_and_messages_save_in_one_go(store: Store) -> None:
+    session = store.create()
+    session.update({f"k{i}": i for i in range(5000)})
+    for i in range(2500):
+        session.add_message("user", str(i))
+    session.save()
+    again = store.load(session.id)
+    assert len(again) == 5000
+    assert len(again.messages) == 2500

@@ -1,7 +1,9 @@
 """The session layout over a plain key-value store, shared by the memory and diskcache backends.
 
 Keys (sids are statemw ids, so ':' cannot be confused):
-    h:<sid>            header (records.SessionHeader, msgpack)
+    h:<sid>            header (records.SessionHeader, msgpack), with the state while it is small
+    s:<sid>:<bucket>   a large state, spread over 2^k buckets by a hash of each key: a save
+                       rewrites only the buckets its keys fall in (O(what changed))
     m:<sid>:<chunk>    messages [chunk*CHUNK, (chunk+1)*CHUNK): an append rewrites one small chunk
     v:<sid>:<chunk>    cached vectors of those messages, by position
     i:<user_id>        the user's session ids, oldest first
@@ -12,6 +14,7 @@ subscribers: local_pubsub.py.
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -25,6 +28,7 @@ from statemw.records import (
     USER_PREFIX,
     Committed,
     Delta,
+    Entry,
     SessionHeader,
     Snapshot,
     apply_delta,
@@ -33,6 +37,15 @@ from statemw.records import (
 )
 
 CHUNK = 64
+INLINE_KEYS = 64
+"""A state of up to this many keys lives in the header; a larger one moves to buckets."""
+BUCKET_KEYS = 64
+"""Keys a bucket is meant to hold; one that grows past twice this doubles the buckets."""
+
+
+def bucket_of(key: str, buckets: int) -> int:
+    """The bucket a state key lives in (crc32: the same in every process)."""
+    return zlib.crc32(key.encode()) & (buckets - 1)
 
 
 class KV(Protocol):
@@ -73,7 +86,31 @@ class KVBackend:
 
     def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         header = self._header(session_id)
-        return header if header is not None and header.live(now) else None
+        if header is None or not header.live(now):
+            return None
+        return self._with_state(header)
+
+    def _with_state(self, header: SessionHeader) -> SessionHeader:
+        """The header with its whole state, gathered from its buckets if it has them."""
+        for n in range(header.state_buckets):
+            header.state.update(self._bucket(header.session_id, n))
+        return header
+
+    def _bucket(self, session_id: str, n: int) -> dict[str, Entry]:
+        data = self.kv.get(f"s:{session_id}:{n}")
+        if data is None:
+            return {}
+        try:
+            return {k: Entry.from_wire(v) for k, v in unpack(data).items()}
+        except Exception as exc:
+            raise CorruptRecord(session_id, f"bad state bucket {n} ({exc})") from exc
+
+    def _put_bucket(self, session_id: str, n: int, entries: dict[str, Entry]) -> None:
+        if entries:
+            wire = {k: e.to_wire() for k, e in entries.items()}
+            self.kv.set(f"s:{session_id}:{n}", pack(wire))
+        else:
+            self.kv.delete(f"s:{session_id}:{n}")
 
     def _chunk(self, session_id: str, kind: str, n: int) -> Any:
         data = self.kv.get(f"{kind}:{session_id}:{n}")
@@ -122,8 +159,10 @@ class KVBackend:
         else:
             messages = self._messages(session_id, start, count)
             lead_messages = self._messages(session_id, 0, lead) if lead else []
-        parents = [h for h in (self._header(p) for p in parent_ids(session_id)) if h is not None]
+        parents = [self._with_state(h) for h in map(self._header, parent_ids(session_id)) if h]
         user = self._header(user_record_id(header.user_id)) if header.user_id else None
+        if user is not None:
+            self._with_state(user)
         return Snapshot(header, start, messages, parents, user, lead_messages)
 
     # -- writing -------------------------------------------------------------------------------
@@ -136,6 +175,49 @@ class KVBackend:
             self.kv.delete(f"m:{session_id}:{n}")
             self.kv.delete(f"v:{session_id}:{n}")
 
+    def _drop_buckets(self, header: SessionHeader) -> None:
+        for n in range(header.state_buckets):
+            self.kv.delete(f"s:{header.session_id}:{n}")
+
+    def _merge_state(self, header: SessionHeader, delta: Delta) -> None:
+        """A bucketed state: each touched bucket read, merged (expired keys dropped, then
+        deletes, then sets) and written back; an overfull bucket doubles the buckets. An inline
+        state grown past INLINE_KEYS moves to buckets."""
+        sid, now = header.session_id, delta.now
+        buckets = header.state_buckets
+        if not buckets:
+            if len(header.state) > INLINE_KEYS:
+                self._spread(header, header.state)
+            return
+        touched: dict[int, list[str]] = {}
+        for key in (*delta.delete, *delta.set):
+            touched.setdefault(bucket_of(key, buckets), []).append(key)
+        overfull = False
+        for n, keys in touched.items():
+            entries = {k: e for k, e in self._bucket(sid, n).items() if e.live(now)}
+            for key in keys:
+                entries.pop(key, None)
+                if key in delta.set:
+                    entries[key] = delta.set[key]
+            self._put_bucket(sid, n, entries)
+            overfull = overfull or len(entries) > 2 * BUCKET_KEYS
+        if overfull:
+            self._spread(header, self._with_state(header).live_state(now))
+
+    def _spread(self, header: SessionHeader, state: dict[str, Entry]) -> None:
+        """Spread a state over buckets of about BUCKET_KEYS keys each (a power of two of them)."""
+        self._drop_buckets(header)
+        buckets = 1
+        while buckets * BUCKET_KEYS < len(state):
+            buckets *= 2
+        parts: list[dict[str, Entry]] = [{} for _ in range(buckets)]
+        for key, entry in state.items():
+            parts[bucket_of(key, buckets)][key] = entry
+        for n, entries in enumerate(parts):
+            self._put_bucket(header.session_id, n, entries)
+        header.state_buckets = buckets
+        header.state = {}
+
     def commit(self, delta: Delta) -> Committed:
         sid = delta.session_id
         with self.kv.transaction():
@@ -144,8 +226,11 @@ class KVBackend:
             old_count = stored.message_count if stored is not None else 0
             header = apply_delta(stored if live else None, delta)
             created = not live
+            if stored is not None and created:
+                self._drop_buckets(stored)
             if stored is not None and (created or delta.replace_log):
                 self._drop_log(sid, old_count)
+            self._merge_state(header, delta)
             self._append(sid, header.message_count - len(delta.append), delta.append)
             self._put_vectors(sid, delta.vectors)
             self._put_header(header)
@@ -210,6 +295,7 @@ class KVBackend:
         for name in header.children:
             self._remove(f"{sid}/{name}")
         self._drop_log(sid, header.message_count)
+        self._drop_buckets(header)
         self.kv.delete("h:" + sid)
         return header
 
@@ -232,12 +318,13 @@ class KVBackend:
         header = self._header(old)
         if header is None:
             raise SessionNotFound(old)
-        for n in range((header.message_count + CHUNK - 1) // CHUNK):
-            for kind in ("m", "v"):
-                data = self.kv.get(f"{kind}:{old}:{n}")
-                if data is not None:
-                    self.kv.set(f"{kind}:{new}:{n}", data)
-                    self.kv.delete(f"{kind}:{old}:{n}")
+        records = [(k, n) for n in range((header.message_count + CHUNK - 1) // CHUNK) for k in "mv"]
+        records += [("s", n) for n in range(header.state_buckets)]
+        for kind, n in records:
+            data = self.kv.get(f"{kind}:{old}:{n}")
+            if data is not None:
+                self.kv.set(f"{kind}:{new}:{n}", data)
+                self.kv.delete(f"{kind}:{old}:{n}")
         for name in header.children:
             self._move(f"{old}/{name}", f"{new}/{name}")
         self.kv.delete("h:" + old)
@@ -258,7 +345,7 @@ class KVBackend:
     # -- users, listing, expiry ------------------------------------------------------------------
 
     def user_sessions(self, user_id: str, now: float) -> list[str]:
-        return [sid for sid in self._index(user_id) if self.read_header(sid, now) is not None]
+        return [sid for sid in self._index(user_id) if (h := self._header(sid)) and h.live(now)]
 
     def forget_user(self, user_id: str) -> int:
         with self.kv.transaction():
@@ -289,6 +376,12 @@ class KVBackend:
                     self._remove(sid)
                     self._unlink_from_index(header)
                     removed += 1
+                elif header.state_buckets:
+                    for n in range(header.state_buckets):
+                        bucket = self._bucket(sid, n)
+                        live = {k: e for k, e in bucket.items() if e.live(now)}
+                        if len(live) < len(bucket):
+                            self._put_bucket(sid, n, live)
                 elif any(not e.live(now) for e in header.state.values()):
                     header.state = header.live_state(now)
                     self._put_header(header)

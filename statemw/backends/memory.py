@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from statemw.backends.kv import KVBackend
 
@@ -15,47 +15,33 @@ class MemoryKV:
     def __init__(self) -> None:
         self._data: dict[str, bytes] = {}
         self._lock = threading.RLock()
-        self._local = threading.local()
+        self._local = threading.local()  # .pending: the writes of this thread's transaction
 
-    def _pending(self) -> dict[str, bytes | None] | None:
-        return getattr(self._local, "pending", None)
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._lock:
-            if self._pending() is not None:  # nested: the outer transaction commits
-                yield
-                return
-            pending: dict[str, bytes | None] = {}
-            self._local.pending = pending
-            try:
-                yield
-            finally:
-                self._local.pending = None
-            for key, value in pending.items():
-                if value is None:
-                    self._data.pop(key, None)
-                else:
-                    self._data[key] = value
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
 
     def get(self, key: str) -> bytes | None:
-        pending = self._pending()
+        pending: dict[str, bytes | None] | None = getattr(self._local, "pending", None)
         if pending is not None and key in pending:
             return pending[key]
-        with self._lock:
+        with self._lock:  # never in the middle of another thread's commit
             return self._data.get(key)
 
     def set(self, key: str, value: bytes) -> None:
-        with self.transaction():
-            pending = self._pending()
-            assert pending is not None
+        pending = getattr(self._local, "pending", None)
+        if pending is not None:
             pending[key] = value
+        else:
+            with self._lock:
+                self._data[key] = value
 
     def delete(self, key: str) -> None:
-        with self.transaction():
-            pending = self._pending()
-            assert pending is not None
+        pending = getattr(self._local, "pending", None)
+        if pending is not None:
             pending[key] = None
+        else:
+            with self._lock:
+                self._data.pop(key, None)
 
     def keys(self, prefix: str) -> Iterator[str]:
         with self._lock:
@@ -64,6 +50,44 @@ class MemoryKV:
 
     def close(self) -> None:
         pass
+
+
+class _Transaction:
+    """Holds the lock; the outermost one applies the buffered writes when its block succeeds."""
+
+    __slots__ = ("_kv", "_outermost")
+
+    def __init__(self, kv: MemoryKV) -> None:
+        self._kv = kv
+        self._outermost = False
+
+    def __enter__(self) -> None:
+        kv = self._kv
+        kv._lock.acquire()
+        if getattr(kv._local, "pending", None) is None:
+            kv._local.pending = {}
+            self._outermost = True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        kv = self._kv
+        try:
+            if self._outermost:
+                pending: dict[str, bytes | None] = kv._local.pending
+                kv._local.pending = None
+                if exc_type is None:
+                    data = kv._data
+                    for key, value in pending.items():
+                        if value is None:
+                            data.pop(key, None)
+                        else:
+                            data[key] = value
+        finally:
+            kv._lock.release()
 
 
 def open_memory() -> KVBackend:

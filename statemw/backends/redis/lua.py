@@ -139,14 +139,9 @@ if summary ~= '' and ((not sumupto) or tonumber(summary_upto) >= sumupto) then
   fields[#fields + 1] = '_sumupto'
   fields[#fields + 1] = summary_upto
 end
-if nvec > 0 then
-  local vecs = {}
-  for _ = 1, nvec do
-    vecs[#vecs + 1] = ARGV[a]
-    vecs[#vecs + 1] = ARGV[a + 1]
-    a = a + 2
-  end
-  redis.call('HSET', v, unpack(vecs))
+for _ = 1, nvec do
+  redis.call('HSET', v, ARGV[a], ARGV[a + 1])
+  a = a + 2
   hasv = '1'
 end
 
@@ -177,8 +172,8 @@ elseif meta[2] then
   redis.call('HDEL', h, '_ea')
 end
 local f = 1
-while f <= #fields do
-  local last = math.min(f + 7999, #fields)
+while f <= #fields do  -- unpack() takes a few thousand values at most: HSET in slices
+  local last = math.min(f + 999, #fields)
   redis.call('HSET', h, unpack(fields, f, last))
   f = last + 1
 end
