@@ -6,6 +6,7 @@ session.add_message("user", "Find flights to Berlin")
 session.save()
 """
 
+from statemw._default import configure, default_store
 from statemw.changes import Change
 from statemw.codec import generate_key
 from statemw.decorators import stateful
@@ -24,7 +25,7 @@ from statemw.errors import (
 from statemw.messages import Message, MessageLog
 from statemw.session import Session, UserState
 from statemw.state import StaleKey
-from statemw.store import Store, configure, default_store
+from statemw.store import Store
 
 __version__ = "0.1.0"
 

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias, TypeVar
 
+from statemw._default import default_store
 from statemw._drive import Flow, Step, adrive, ask, drive
 from statemw.errors import ConfigurationError, SessionNotFound
 from statemw.keys import Cookie, Header, IdSource, Incoming, SigningSecret
 from statemw.session import Session
-from statemw.store import Store, default_store
+from statemw.store import Store
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -1,7 +1,7 @@
 """Provider formats for get_history: OpenAI chat messages, Anthropic's system + messages.
 
 Messages are stored exactly as given; these functions shape copies for a provider. Role aliases
-("agent", "bot", "ai" -> "assistant"; "human" -> "user") are mapped, so the seed's
+("agent", "bot", "ai" -> "assistant"; "human" -> "user") are mapped, so the seed article's
 `add_message("agent", ...)` reaches a model as an assistant turn.
 """
 

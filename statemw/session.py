@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from statemw._default import default_store
 from statemw._drive import adrive, ask, drive
 from statemw.backends.base import ReadMessages, ReadVectors, StoreFlow
 from statemw.codec import DecodedState
@@ -235,21 +236,15 @@ class Session(_Saved):
         session_id: str | None = None,
     ) -> Session:
         """A new session (stored on its first save)."""
-        from statemw.store import default_store
-
         return (store or default_store()).create(user_id=user_id, session_id=session_id)
 
     @classmethod
     def load(cls, session_id: str, *, store: Store | None = None) -> Session:
         """The stored session; SessionNotFound when there is none (or it expired)."""
-        from statemw.store import default_store
-
         return (store or default_store()).load(session_id)
 
     @classmethod
     async def aload(cls, session_id: str, *, store: Store | None = None) -> Session:
-        from statemw.store import default_store
-
         return await (store or default_store()).aload(session_id)
 
     def save(self, *, strict: bool = False) -> None:
@@ -827,7 +822,8 @@ class Session(_Saved):
         return True
 
     def __add__(self, other: Mapping[str, Any]) -> Context:
-        """The seed's hybrid state: `session + user_profile + current_context` as one mapping."""
+        """The hybrid state of the seed article (docs/architecture.md): `session + user_profile +
+        current_context` as one mapping."""
         inherited = dict(self.parent) if self.parent is not None else dict(self._inherited)
         return Context({**inherited, **self, **other})
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from statemw._default import register
 from statemw._drive import adrive, ask, drive
 from statemw.backends import open_backend, redact
 from statemw.backends.base import (
@@ -406,19 +407,4 @@ class Store:
         return AsyncChanges(lambda: self.abackend.subscribe(sid), timeout)
 
 
-_default: Store | None = None
-
-
-def configure(store: Store | str | None) -> Store | None:
-    """Set the store Session.create and Session.load use (a Store or a URL; None resets)."""
-    global _default
-    _default = Store(store) if isinstance(store, str) else store
-    return _default
-
-
-def default_store() -> Store:
-    """The configured store, else one on STATEMW_URL or the default diskcache directory."""
-    global _default
-    if _default is None:
-        _default = Store()
-    return _default
+register(Store)

@@ -10,19 +10,7 @@ import pytest
 from statemw import Store, configure
 from tests import postgres_server, redis_server
 from tests.demo_server import DemoServer
-
-
-class FakeClock:
-    """Time that moves only when a test says so."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support import BACKENDS, FakeClock, store_url
 
 
 @pytest.fixture
@@ -33,21 +21,6 @@ def anyio_backend() -> str:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-BACKENDS = ["memory", "diskcache", "redis", "postgres"]
-
-
-def store_url(kind: str, tmp_path: Path) -> str:
-    if kind == "memory":
-        return "memory://"
-    if kind == "diskcache":
-        return f"diskcache://{tmp_path / 'store'}"
-    if kind == "redis":
-        return redis_server.isolated_url(tmp_path.name)
-    if kind == "postgres":
-        return postgres_server.isolated_url()
-    raise AssertionError(kind)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,6 +50,12 @@ def store(backend_kind: str, tmp_path: Path, clock: FakeClock) -> Iterator[Store
     yield store
     configure(None)
     store.close()
+
+
+@pytest.fixture
+def memory_store(clock: FakeClock) -> Store:
+    """One memory store, for tests of pure logic that need not run on every backend."""
+    return Store("memory://", clock=clock)
 
 
 @pytest.fixture(params=["starlette_app", "flask_app"])

@@ -24,8 +24,8 @@ from statemw import (
 from statemw.backends.kv import KVBackend
 from statemw.backends.postgres import PostgresBackend
 from statemw.codec import Codec
-from tests.conftest import FakeClock, store_url
 from tests.postgres_server import raw_postgres_values
+from tests.support import FakeClock, store_url
 
 plain_data = st.recursive(
     st.none()

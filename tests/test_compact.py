@@ -113,7 +113,7 @@ async def test_acompact_awaits_an_async_summarizer(store: Store) -> None:
 def test_the_store_compacts_automatically_past_a_token_threshold(
     backend_kind: str, tmp_path: Any
 ) -> None:
-    from tests.conftest import store_url
+    from tests.support import store_url
 
     summarize = Summarizer()
     store = Store(
@@ -138,7 +138,7 @@ def test_compact_at_needs_a_summarizer() -> None:
 async def test_asave_compacts_automatically_with_an_async_summarizer(
     backend_kind: str, tmp_path: Any
 ) -> None:
-    from tests.conftest import store_url
+    from tests.support import store_url
 
     calls: list[int] = []
 

@@ -15,7 +15,7 @@ from statemw.errors import DecryptionError, StoreUnavailable
 from statemw.records import Committed, Delta, user_record_id
 from statemw.transfer import copy_sessions
 from tests import postgres_server, redis_server
-from tests.conftest import FakeClock
+from tests.support import FakeClock
 
 
 def embed(text: str) -> list[float]:

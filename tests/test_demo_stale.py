@@ -9,7 +9,7 @@ import pytest
 
 from examples.agent import HOME_CHECK, respond
 from statemw import Session, Store
-from tests.conftest import FakeClock
+from tests.support import FakeClock
 from tests.test_examples import Browser, open_browser  # noqa: F401  (a fixture)
 
 DAY = 86400.0

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_window import conversations, stored_session
+from tests.support import conversations, stored_session
 
 
 @settings(max_examples=100, deadline=None)

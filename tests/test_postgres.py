@@ -30,7 +30,6 @@ from statemw.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
-from tests.conftest import FakeClock
 from tests.postgres_server import (
     PostgresServer,
     append_worker,
@@ -38,6 +37,7 @@ from tests.postgres_server import (
     isolated_url,
 )
 from tests.redis_server import free_port
+from tests.support import FakeClock
 
 
 @pytest.fixture

@@ -19,11 +19,17 @@ def test_all_lists_every_public_name() -> None:
     assert all(hasattr(statemw, name) for name in statemw.__all__)  # and type aliases (Message)
 
 
-def test_every_exception_derives_from_state_error() -> None:
-    errors = [
-        getattr(statemw, n)
-        for n in statemw.__all__
-        if n.endswith(("Error", "Unavailable", "NotFound", "Value", "Exceeded", "Record"))
-    ]
-    assert errors
+def test_every_exception_statemw_exports_derives_from_state_error() -> None:
+    exported = [getattr(statemw, name) for name in statemw.__all__]
+    errors = [e for e in exported if inspect.isclass(e) and issubclass(e, BaseException)]
+    assert statemw.StateError in errors
     assert all(issubclass(e, statemw.StateError) for e in errors)
+
+
+def test_every_exception_in_the_errors_module_is_exported() -> None:
+    defined = {
+        name
+        for name, value in vars(statemw.errors).items()
+        if inspect.isclass(value) and issubclass(value, BaseException)
+    }
+    assert defined <= set(statemw.__all__)

@@ -22,8 +22,8 @@ from statemw import Store
 from statemw.backends.redis import ops as redis_ops
 from statemw.backends.redis.client import AsyncRedisBackend, RedisBackend
 from statemw.errors import ConfigurationError, CorruptRecord, StoreUnavailable
-from tests.conftest import FakeClock
 from tests.redis_server import RedisServer, append_worker, free_port, isolated_url
+from tests.support import FakeClock
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import redis
 from statemw import Session, Store
 from statemw.changes import Change
 from statemw.errors import SessionNotFound
-from tests.conftest import FakeClock
 from tests.redis_server import STARTUP_SECONDS, RedisServer, free_cluster_port
+from tests.support import FakeClock
 
 WAIT = 10.0
 

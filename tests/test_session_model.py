@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from statemw import Session, Store
-from tests.conftest import FakeClock
+from tests.support import FakeClock
 
 keys = st.sampled_from(["a", "b", "c"])
 int64 = st.integers(-(2**63), 2**63 - 1)

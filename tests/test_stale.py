@@ -15,8 +15,8 @@ from statemw.backends.postgres import PostgresBackend
 from statemw.backends.redis.client import RedisBackend
 from statemw.codec import decode_header, encode_header, pack
 from statemw.records import Entry
-from tests.conftest import FakeClock
 from tests.postgres_server import execute
+from tests.support import FakeClock
 
 DAY = 86400.0
 
@@ -29,8 +29,8 @@ def saved_and_loaded(session: Session) -> Session:
 # -- updated_at ------------------------------------------------------------------------------------
 
 
-def test_updated_at_is_when_the_value_was_set(store: Store, clock: FakeClock) -> None:
-    session = store.create()
+def test_updated_at_is_when_the_value_was_set(memory_store: Store, clock: FakeClock) -> None:
+    session = memory_store.create()
     session["city"] = "San Francisco"
     clock.advance(5)
     assert session.updated_at("city") == clock.now - 5
@@ -44,8 +44,8 @@ def test_updated_at_survives_a_save_and_a_load(store: Store, clock: FakeClock) -
     assert saved_and_loaded(session).updated_at("city") == set_at
 
 
-def test_updated_at_of_a_key_that_is_not_there_is_none(store: Store) -> None:
-    session = store.create()
+def test_updated_at_of_a_key_that_is_not_there_is_none(memory_store: Store) -> None:
+    session = memory_store.create()
     assert session.updated_at("city") is None
 
 
@@ -83,8 +83,8 @@ def test_updated_at_of_user_state_is_kept_too(store: Store, clock: FakeClock) ->
     assert saved_and_loaded(session).user.updated_at("home") == set_at
 
 
-def test_an_expired_key_has_no_updated_at(store: Store, clock: FakeClock) -> None:
-    session = store.create()
+def test_an_expired_key_has_no_updated_at(memory_store: Store, clock: FakeClock) -> None:
+    session = memory_store.create()
     session.set("offer", "10% off", ttl=5)
     clock.advance(5)
     assert session.updated_at("offer") is None
@@ -199,27 +199,27 @@ def test_an_expired_key_is_gone_rather_than_stale(store: Store, clock: FakeClock
     assert (session.stale_keys(), saved_and_loaded(session).stale_keys()) == ([], [])
 
 
-def test_a_deleted_key_is_not_stale(store: Store, clock: FakeClock) -> None:
-    session = store.create()
+def test_a_deleted_key_is_not_stale(memory_store: Store, clock: FakeClock) -> None:
+    session = memory_store.create()
     session.set("city", "San Francisco", confirm_after=10)
     clock.advance(11)
     del session["city"]
     assert session.stale_keys() == []
 
 
-def test_confirming_a_key_that_is_not_there_raises_key_error(store: Store) -> None:
+def test_confirming_a_key_that_is_not_there_raises_key_error(memory_store: Store) -> None:
     with pytest.raises(KeyError):
-        store.create().confirm("city")
+        memory_store.create().confirm("city")
 
 
 @pytest.mark.parametrize("seconds", [0, -1])
-def test_confirm_after_must_be_positive(store: Store, seconds: float) -> None:
+def test_confirm_after_must_be_positive(memory_store: Store, seconds: float) -> None:
     with pytest.raises(InvalidValue, match="confirm_after"):
-        store.create().set("city", "Paris", confirm_after=seconds)
+        memory_store.create().set("city", "Paris", confirm_after=seconds)
 
 
-def test_confirming_marks_the_session_to_be_saved(store: Store) -> None:
-    session = store.create()
+def test_confirming_marks_the_session_to_be_saved(memory_store: Store) -> None:
+    session = memory_store.create()
     session["city"] = "Paris"
     session = saved_and_loaded(session)
     session.confirm("city")

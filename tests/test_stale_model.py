@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from statemw import Session, Store, generate_key
 from statemw.state import TrackedState
-from tests.conftest import FakeClock, store_url
+from tests.support import FakeClock, store_url
 
 SCOPES = ("session", "user")
 KEYS = ("a", "b")

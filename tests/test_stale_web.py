@@ -27,7 +27,7 @@ from statemw.flask import FlaskState
 from statemw.keys import Header
 from statemw.wsgi import ENVIRON_KEY
 from statemw.wsgi import StateMiddleware as WSGIStateMiddleware
-from tests.conftest import FakeClock
+from tests.support import FakeClock
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -69,7 +69,7 @@ def asgi_client(store: Store) -> TestClient:
     return TestClient(app)
 
 
-def memory_store(clock: FakeClock, validate: Any) -> Store:
+def validating_store(clock: FakeClock, validate: Any) -> Store:
     return Store("memory://", clock=clock, validate=validate)
 
 
@@ -93,7 +93,7 @@ def test_validate_runs_before_the_handler_of_a_request_whose_session_has_stale_k
 
 def test_validate_is_not_called_while_nothing_is_stale(clock: FakeClock) -> None:
     calls = Calls()
-    client = asgi_client(memory_store(clock, calls))
+    client = asgi_client(validating_store(clock, calls))
     sid = remembered(client)
     clock.advance(WEEK - 1)
     client.get("/show", headers={HEADER: sid})
@@ -102,12 +102,12 @@ def test_validate_is_not_called_while_nothing_is_stale(clock: FakeClock) -> None
 
 def test_validate_is_not_called_for_a_request_without_a_session(clock: FakeClock) -> None:
     calls = Calls()
-    asgi_client(memory_store(clock, calls)).get("/show")
+    asgi_client(validating_store(clock, calls)).get("/show")
     assert calls.seen == []
 
 
 def test_what_validate_changes_is_saved_with_the_request(clock: FakeClock) -> None:
-    store = memory_store(clock, Calls())
+    store = validating_store(clock, Calls())
     client = asgi_client(store)
     sid = remembered(client)
     clock.advance(WEEK)
@@ -123,7 +123,7 @@ def test_validate_that_confirms_makes_the_next_request_fresh(clock: FakeClock) -
         for key in stale:
             session.confirm(key)
 
-    client = asgi_client(memory_store(clock, confirm_all))
+    client = asgi_client(validating_store(clock, confirm_all))
     sid = remembered(client)
     clock.advance(WEEK)
     client.get("/show", headers={HEADER: sid})
@@ -133,7 +133,7 @@ def test_validate_that_confirms_makes_the_next_request_fresh(clock: FakeClock) -
 
 def test_an_async_validate_is_awaited_under_the_asgi_middleware(clock: FakeClock) -> None:
     calls = AsyncCalls()
-    client = asgi_client(memory_store(clock, calls))
+    client = asgi_client(validating_store(clock, calls))
     sid = remembered(client)
     clock.advance(WEEK)
     assert client.get("/show", headers={HEADER: sid}).json()["_to_confirm"] == ["location"]
@@ -152,7 +152,7 @@ def wsgi_client(store: Store) -> Client:
 
 
 def test_validate_runs_under_the_wsgi_middleware(clock: FakeClock) -> None:
-    client = wsgi_client(memory_store(clock, Calls()))
+    client = wsgi_client(validating_store(clock, Calls()))
     sid = remembered(client)
     clock.advance(WEEK)
     shown = client.get("/show", headers={HEADER: sid}).json
@@ -160,7 +160,7 @@ def test_validate_runs_under_the_wsgi_middleware(clock: FakeClock) -> None:
 
 
 def test_an_async_validate_in_a_blocking_request_is_refused_clearly(clock: FakeClock) -> None:
-    client = wsgi_client(memory_store(clock, AsyncCalls()))
+    client = wsgi_client(validating_store(clock, AsyncCalls()))
     sid = remembered(client)
     clock.advance(WEEK)
     with pytest.raises(ConfigurationError, match="async adapters"):
@@ -170,7 +170,7 @@ def test_an_async_validate_in_a_blocking_request_is_refused_clearly(clock: FakeC
 def test_validate_runs_before_a_flask_view(clock: FakeClock) -> None:
     app = Flask(__name__)
     app.config.update(SECRET_KEY="k")
-    FlaskState(app, store=memory_store(clock, Calls()), keys=[Header(HEADER, signed=False)])
+    FlaskState(app, store=validating_store(clock, Calls()), keys=[Header(HEADER, signed=False)])
 
     @app.post("/remember")
     def remember() -> Any:
@@ -192,7 +192,7 @@ def test_validate_runs_before_a_flask_view(clock: FakeClock) -> None:
 
 def test_validate_runs_for_a_session_a_stateful_function_names(clock: FakeClock) -> None:
     calls = Calls()
-    store = memory_store(clock, calls)
+    store = validating_store(clock, calls)
 
     @stateful(store)
     def turn(text: str, session: Session) -> Any:
@@ -207,7 +207,7 @@ def test_validate_runs_for_a_session_a_stateful_function_names(clock: FakeClock)
 
 def test_validate_sees_the_users_stale_keys_too(clock: FakeClock) -> None:
     calls = Calls()
-    store = memory_store(clock, calls)
+    store = validating_store(clock, calls)
     first = store.create(user_id="harsh")
     first.user.set("home", "San Francisco", confirm_after=WEEK)
     first["k"] = "v"

@@ -14,7 +14,7 @@ import pytest
 
 from statemw import Session, Store
 from statemw.changes import Change
-from tests.conftest import FakeClock, store_url
+from tests.support import FakeClock, store_url
 
 WAIT = 10.0  # upper bound for a change to arrive; passing runs take milliseconds
 

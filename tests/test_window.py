@@ -11,62 +11,7 @@ from hypothesis import strategies as st
 from statemw import InvalidValue, Session, Store
 from statemw.messages import MessageRecord, tool_call_ids, tool_result_ids
 from statemw.window import group
-
-
-@st.composite
-def conversations(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """Random chats: an optional system prompt, then user/assistant turns, tool-call groups (OpenAI
-    tool_calls + tool messages, or Anthropic tool_use + tool_result blocks) and orphaned results."""
-    messages: list[dict[str, Any]] = []
-    if draw(st.booleans()):
-        messages.append({"role": "system", "content": "You are a travel agent."})
-    for turn in range(draw(st.integers(0, 40))):
-        kind = draw(st.sampled_from(["user", "assistant", "tools", "blocks", "orphan"]))
-        text = "x" * draw(st.integers(0, 120))
-        if kind == "tools":
-            calls = [f"c{turn}-{i}" for i in range(draw(st.integers(1, 3)))]
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [
-                        {"id": c, "type": "function", "function": {"name": "f", "arguments": "{}"}}
-                        for c in calls
-                    ],
-                }
-            )
-            messages.extend({"role": "tool", "tool_call_id": c, "content": text} for c in calls)
-        elif kind == "blocks":  # Anthropic style: tool_use blocks, answered in one user turn
-            calls = [f"u{turn}-{i}" for i in range(draw(st.integers(1, 3)))]
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": [{"type": "text", "text": text}]
-                    + [{"type": "tool_use", "id": c, "name": "f", "input": {}} for c in calls],
-                }
-            )
-            messages.append(
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "tool_result", "tool_use_id": c, "content": text} for c in calls
-                    ],
-                }
-            )
-        elif kind == "orphan":
-            messages.append({"role": "tool", "tool_call_id": f"gone-{turn}", "content": text})
-        else:
-            messages.append({"role": kind, "content": f"{turn} {text}"})
-    return messages
-
-
-def stored_session(messages: list[dict[str, Any]], window: int = 7) -> Session:
-    store = Store("memory://", window=window)
-    session = store.create()
-    for message in messages:
-        session.add_message(message)
-    session.save()
-    return store.load(session.id)
+from tests.support import conversations, stored_session
 
 
 def check_rules(original: list[dict[str, Any]], sent: list[dict[str, Any]]) -> None:
@@ -150,7 +95,7 @@ def contents(history: list[dict[str, Any]]) -> list[str]:
     return [m["content"] for m in history]
 
 
-def test_last_n_is_the_last_n_messages(store: Store) -> None:
+def test_last_n_is_the_last_n_messages() -> None:
     session = stored_session(conversation(30))
     assert contents(session.get_history(last=3)) == ["message 27", "message 28", "message 29"]
 

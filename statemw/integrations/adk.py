@@ -38,12 +38,13 @@ from google.adk.sessions.base_session_service import (
 from google.adk.sessions.state import State
 from pydantic_core import to_jsonable_python
 
+from statemw._default import default_store
 from statemw.errors import InvalidValue, SessionNotFound
 from statemw.integrations._bridge import statemw_session
 from statemw.integrations._window import NO_LINKS, PAGE, Rules, read_window
 from statemw.messages import Message
 from statemw.session import Session
-from statemw.store import Store, default_store
+from statemw.store import Store
 
 APP_KEY = "statemw.adk.app"
 """The state key naming the ADK app a statemw session belongs to (hidden from ADK's state)."""

@@ -31,12 +31,13 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 
+from statemw._default import default_store
 from statemw.errors import InvalidValue, SessionNotFound
 from statemw.formats import SUMMARY_PREFIX
 from statemw.integrations._bridge import statemw_session
 from statemw.messages import Message
 from statemw.session import Session
-from statemw.store import Store, default_store
+from statemw.store import Store
 
 ROLES = {
     "human": "user",

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any, cast
 from agents.memory import SessionSettings
 from agents.memory.session_settings import resolve_session_limit
 
+from statemw._default import default_store
 from statemw.errors import ConflictError, InvalidValue, SessionNotFound
 from statemw.formats import SUMMARY_PREFIX
 from statemw.integrations._bridge import statemw_session
 from statemw.integrations._window import NO_LINKS, Rules, read_window, split
 from statemw.messages import Message
 from statemw.session import Session
-from statemw.store import Store, default_store
+from statemw.store import Store
 from statemw.tokens import count_message
 
 if TYPE_CHECKING:

@@ -1,0 +1,95 @@
+"""What the tests share: a fake clock, the backends and their URLs, generated conversations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hypothesis import strategies as st
+
+from statemw import Session, Store
+from tests import postgres_server, redis_server
+
+
+class FakeClock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+BACKENDS = ["memory", "diskcache", "redis", "postgres"]
+
+
+def store_url(kind: str, tmp_path: Path) -> str:
+    if kind == "memory":
+        return "memory://"
+    if kind == "diskcache":
+        return f"diskcache://{tmp_path / 'store'}"
+    if kind == "redis":
+        return redis_server.isolated_url(tmp_path.name)
+    if kind == "postgres":
+        return postgres_server.isolated_url()
+    raise AssertionError(kind)
+
+
+@st.composite
+def conversations(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Random chats: an optional system prompt, then user/assistant turns, tool-call groups (OpenAI
+    tool_calls + tool messages, or Anthropic tool_use + tool_result blocks) and orphaned results."""
+    messages: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        messages.append({"role": "system", "content": "You are a travel agent."})
+    for turn in range(draw(st.integers(0, 40))):
+        kind = draw(st.sampled_from(["user", "assistant", "tools", "blocks", "orphan"]))
+        text = "x" * draw(st.integers(0, 120))
+        if kind == "tools":
+            calls = [f"c{turn}-{i}" for i in range(draw(st.integers(1, 3)))]
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": c, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                        for c in calls
+                    ],
+                }
+            )
+            messages.extend({"role": "tool", "tool_call_id": c, "content": text} for c in calls)
+        elif kind == "blocks":  # Anthropic style: tool_use blocks, answered in one user turn
+            calls = [f"u{turn}-{i}" for i in range(draw(st.integers(1, 3)))]
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": text}]
+                    + [{"type": "tool_use", "id": c, "name": "f", "input": {}} for c in calls],
+                }
+            )
+            messages.append(
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": c, "content": text} for c in calls
+                    ],
+                }
+            )
+        elif kind == "orphan":
+            messages.append({"role": "tool", "tool_call_id": f"gone-{turn}", "content": text})
+        else:
+            messages.append({"role": kind, "content": f"{turn} {text}"})
+    return messages
+
+
+def stored_session(messages: list[dict[str, Any]], window: int = 7) -> Session:
+    store = Store("memory://", window=window)
+    session = store.create()
+    for message in messages:
+        session.add_message(message)
+    session.save()
+    return store.load(session.id)
