@@ -166,7 +166,7 @@ class Session(_Saved):
         self._children: dict[str, Session] = {}
         self._pending_summary: Summary | None = None
         self._summary_message: Message | None = None
-        self._vectors = SessionVectors()
+        self._vectors: SessionVectors | None = None  # made by the first semantic query
 
     @classmethod
     def loaded(cls, store: Store, snap: Snapshot, parent: Session | None = None) -> Session:
@@ -365,7 +365,7 @@ class Session(_Saved):
             )
         delta.replace_log = self._log.replaced
         delta.summary = self._pending_summary
-        if self._vectors.pending:
+        if self._vectors is not None and self._vectors.pending:
             delta.vectors = dict(self._vectors.pending)
         delta.expires_at = self.store.expires_at(
             now if self._created_at is None else self._created_at, now
@@ -389,12 +389,13 @@ class Session(_Saved):
         if self._pending_summary is not None:
             self._stored_summary = self._pending_summary
             self._pending_summary = None
-        self._vectors.committed(
-            0 if delta.replace_log else self._log.stored,
-            len(delta.append),
-            result.message_count,
-            delta.vectors,
-        )
+        if self._vectors is not None:
+            self._vectors.committed(
+                0 if delta.replace_log else self._log.stored,
+                len(delta.append),
+                result.message_count,
+                delta.vectors,
+            )
         self._log.committed(result.message_count)
         self._state_committed(delta)
 
@@ -413,7 +414,7 @@ class Session(_Saved):
         self._child_names = []
         self._user = None  # re-read on use: forget_user may have removed it too
         self._user_header = None
-        self._vectors.clear()
+        self._vectors = None
         self.deleted = True
 
     def renamed(self, new_id: str) -> None:
@@ -496,7 +497,7 @@ class Session(_Saved):
                 raise InvalidValue(f"messages[{i}] is {type(item).__name__}, not a message dict")
             records.append(self.store.new_record(make_message(item, None, {}), i))
         self._log.replace(records)
-        self._vectors.clear()
+        self._vectors = None
         self._pending_summary = self._summary_message = None
 
     async def fetch_messages(self, start: int = 0, stop: int | None = None) -> list[Message]:
@@ -618,6 +619,8 @@ class Session(_Saved):
         """Similarity of messages [start, stop) to the query (statemw._semantic)."""
         assert embed is not None
         stored = 0 if self._log.replaced or not self._stored else self._log.stored
+        if self._vectors is None:
+            self._vectors = SessionVectors()
         return (
             yield from self._vectors.scores(
                 self.id, self.store.codec, self._records, stored, start, stop, query, embed
