@@ -26,6 +26,7 @@ from statemw.messages import Message, MessageLog
 from statemw.session import Session, UserState
 from statemw.state import StaleKey
 from statemw.store import Store
+from statemw.vectors import batched
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,7 @@ __all__ = [
     "StoreUnavailable",
     "UnencodableValue",
     "UserState",
+    "batched",
     "configure",
     "default_store",
     "generate_key",

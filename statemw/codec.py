@@ -3,6 +3,7 @@
 Every record starts with one format byte, so a later statemw can read what this one wrote:
     0x01  msgpack
     0x02  AES-GCM: 8-byte key id, 12-byte nonce, then the sealed msgpack (tag included)
+An embedding vector's body is packed float32 instead of msgpack (statemw.vectors).
 A list of keys rotates: the first seals, any opens (the key id picks it).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -23,6 +25,7 @@ import msgpack
 from statemw.errors import ConfigurationError, CorruptRecord, DecryptionError, UnencodableValue
 from statemw.messages import Message, MessageRecord
 from statemw.records import Entry, Summary
+from statemw.vectors import Vector, pack_vector, unpack_vector
 
 PLAIN = 0x01
 SEALED = 0x02
@@ -241,11 +244,25 @@ class Codec:
             raise CorruptRecord(session_id, "summary is not a message")
         return message
 
-    def encode_vector(self, session_id: str, vector: Sequence[float]) -> bytes:
-        return self.encode([float(x) for x in vector], what=f"vector of {session_id!r}")
+    def encode_vector(self, vector: Vector, check: int) -> bytes:
+        """A message's embedding as packed float32 with its text check (statemw.vectors)."""
+        try:
+            body = pack_vector(vector, check)
+        except (TypeError, ValueError) as exc:
+            raise UnencodableValue(f"an embedding must be a sequence of numbers ({exc})") from exc
+        return self.seal(body)
 
-    def decode_vectors(self, session_id: str, raw: Mapping[int, bytes]) -> dict[int, list[float]]:
-        return {p: list(self.decode(v, session_id=session_id)) for p, v in raw.items()}
+    def decode_vector(self, session_id: str, data: bytes) -> tuple[array[float], int | None]:
+        """(float32 row, text check) of a stored vector: packed, or the earlier msgpack list of
+        floats (no check)."""
+        body = self.open(data, session_id=session_id)
+        try:
+            packed = unpack_vector(body)
+            if packed is not None:
+                return packed
+            return array("f", [float(x) for x in unpack(body)]), None
+        except Exception as exc:
+            raise CorruptRecord(session_id, f"bad vector record ({exc})") from exc
 
     def decode_entries(
         self, record_id: str, entries: Mapping[str, Entry], now: float

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from statemw._default import default_store
 from statemw._drive import adrive, ask, drive
-from statemw.backends.base import ReadMessages, ReadVectors, StoreFlow
+from statemw._semantic import SessionVectors
+from statemw.backends.base import ReadMessages, StoreFlow
 from statemw.codec import DecodedState
 from statemw.errors import InvalidValue, LimitExceeded, StateError
 from statemw.formats import shape
@@ -32,7 +33,7 @@ from statemw.records import (
     user_record_id,
 )
 from statemw.state import StaleKey, TrackedState
-from statemw.tokens import message_text
+from statemw.vectors import Batched, Embed
 from statemw.window import Options, plan
 
 if TYPE_CHECKING:
@@ -193,8 +194,7 @@ class Session(_Saved):
         self._children: dict[str, Session] = {}
         self._pending_summary: Summary | None = None
         self._summary_message: Message | None = None
-        self._pending_vectors: dict[int, bytes] = {}
-        self._vector_cache: dict[int, list[float]] = {}
+        self._vectors: SessionVectors | None = None  # made by the first semantic query
 
     @classmethod
     def loaded(cls, store: Store, snap: Snapshot, parent: Session | None = None) -> Session:
@@ -397,8 +397,8 @@ class Session(_Saved):
             )
         delta.replace_log = self._log.replaced
         delta.summary = self._pending_summary
-        if self._pending_vectors:
-            delta.vectors = dict(self._pending_vectors)
+        if self._vectors is not None and self._vectors.pending:
+            delta.vectors = dict(self._vectors.pending)
         delta.expires_at = self.store.expires_at(
             now if self._created_at is None else self._created_at, now
         )
@@ -421,8 +421,14 @@ class Session(_Saved):
         if self._pending_summary is not None:
             self._stored_summary = self._pending_summary
             self._pending_summary = None
+        if self._vectors is not None:
+            self._vectors.committed(
+                0 if delta.replace_log else self._log.stored,
+                len(delta.append),
+                result.message_count,
+                delta.vectors,
+            )
         self._log.committed(result.message_count)
-        self._pending_vectors.clear()
         self._state_committed(delta)
 
     def reset(self, new_id: str) -> None:
@@ -440,8 +446,7 @@ class Session(_Saved):
         self._child_names = []
         self._user = None  # re-read on use: forget_user may have removed it too
         self._user_header = None
-        self._pending_vectors.clear()
-        self._vector_cache.clear()
+        self._vectors = None
         self.deleted = True
 
     def renamed(self, new_id: str) -> None:
@@ -625,6 +630,7 @@ class Session(_Saved):
                 raise InvalidValue(f"messages[{i}] is {type(item).__name__}, not a message dict")
             records.append(self.store.new_record(make_message(item, None, {}), i))
         self._log.replace(records)
+        self._vectors = None
         self._pending_summary = self._summary_message = None
 
     async def fetch_messages(self, start: int = 0, stop: int | None = None) -> list[Message]:
@@ -694,17 +700,21 @@ class Session(_Saved):
         last: int | None = None,
         max_tokens: int | None = None,
         relevant_to: str | None = None,
-        embed: Callable[[str], Sequence[float]] | None = None,
+        embed: Embed | Batched | None = None,
         k: int = 5,
+        neighbours: bool = True,
         format: str = "openai",
     ) -> Any:
         """The context window for a model, summary first (see statemw.window for the rules).
 
         last: the last N messages. max_tokens: the newest that fit. relevant_to + embed: plus
-        the k older messages most similar to the query. format: "openai" (a list of dicts),
-        "anthropic" ({"system", "messages"}) or "raw" (the stored dicts).
+        the k older messages most similar to the query, and (neighbours=True) the rest of their
+        turns. embed: text -> vector, or statemw.batched(texts -> vectors) to embed a backlog in
+        one call; each message is embedded once, and its vector saved with the session.
+        format: "openai" (a list of dicts), "anthropic" ({"system", "messages"}) or "raw" (the
+        stored dicts).
         """
-        options = Options(last, max_tokens, relevant_to, embed, k)
+        options = Options(last, max_tokens, relevant_to, embed, k, neighbours)
         return drive(self._history(options, format), self.store.backend)
 
     async def aget_history(
@@ -713,12 +723,13 @@ class Session(_Saved):
         last: int | None = None,
         max_tokens: int | None = None,
         relevant_to: str | None = None,
-        embed: Callable[[str], Sequence[float]] | None = None,
+        embed: Embed | Batched | None = None,
         k: int = 5,
+        neighbours: bool = True,
         format: str = "openai",
     ) -> Any:
         """get_history, reading older messages without blocking the event loop."""
-        options = Options(last, max_tokens, relevant_to, embed, k)
+        options = Options(last, max_tokens, relevant_to, embed, k, neighbours)
         return await adrive(self._history(options, format), self.store.abackend)
 
     def _history(self, options: Options, format: str) -> StoreFlow[Any]:
@@ -728,36 +739,26 @@ class Session(_Saved):
             0 if summary is None else summary.upto,
             options,
             self._records,
-            lambda start, stop: self._vectors(start, stop, options.embed),
+            lambda start, stop, query: self._scores(start, stop, query, options.embed),
             summary_tokens=0 if summary is None else summary.tokens,
             lead=None if self._log.replaced else self._lead,
             loaded_from=self._log.loaded_from,
         )
         return self._shape(items, format)
 
-    def _vectors(
-        self, start: int, stop: int, embed: Callable[[str], Sequence[float]] | None
-    ) -> StoreFlow[dict[int, list[float]]]:
-        """Embedding vectors of messages [start, stop): cached ones, stored ones, the rest
-        embedded now (once per text) and kept to be stored with the next save."""
-        known = {p: v for p, v in self._vector_cache.items() if start <= p < stop}
-        if len(known) < stop - start and self._stored:
-            raw = yield from ask(ReadVectors(self.id, start, stop))
-            for position, vector in self.store.codec.decode_vectors(self.id, raw).items():
-                known.setdefault(position, vector)
-                self._vector_cache.setdefault(position, vector)
-        missing = [p for p in range(start, stop) if p not in known]
-        if missing:
-            assert embed is not None
-            records = yield from self._records(missing[0], missing[-1] + 1)
-            for position in missing:
-                vector = list(embed(message_text(records[position - missing[0]].message)))
-                known[position] = self._vector_cache[position] = vector
-                if position < self._log.stored and not self._log.replaced:  # stored positions
-                    self._pending_vectors[position] = self.store.codec.encode_vector(
-                        self.id, vector
-                    )
-        return known
+    def _scores(
+        self, start: int, stop: int, query: str, embed: Embed | Batched | None
+    ) -> StoreFlow[list[float]]:
+        """Similarity of messages [start, stop) to the query (statemw._semantic)."""
+        assert embed is not None
+        stored = 0 if self._log.replaced or not self._stored else self._log.stored
+        if self._vectors is None:
+            self._vectors = SessionVectors()
+        return (
+            yield from self._vectors.scores(
+                self.id, self.store.codec, self._records, stored, start, stop, query, embed
+            )
+        )
 
     def _shape(self, items: list[MessageRecord], format: str) -> Any:
         """The system prompt, then the summary (marked as one), then the chosen messages, as

@@ -4,7 +4,8 @@ Strategies are small objects over pure data (message groups with their stored to
 
     LastN(10)                      the last 10 messages
     TokenBudget(4000)              the newest messages that fit in 4,000 tokens
-    Relevant(query_vector, k=5)    plus the k older messages most similar to the query
+    Relevant(scores, k=5)          plus the k older messages most similar to a query, with their
+                                   turns
 
 Rules every strategy keeps:
 - a tool call and its results are one group, kept or dropped together, and a tool result whose
@@ -23,14 +24,16 @@ a system message) is worked out once per loaded message and kept with it.
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from statemw.errors import InvalidValue
 from statemw.messages import MessageRecord
 from statemw.records import LEAD_SCAN
+from statemw.vectors import Batched, Embed
 
 BUDGET_STEP = 16
 """Messages a token budget reads in its first step back through older history (then twice as
@@ -114,41 +117,58 @@ class TokenBudget:
         return chosen[::-1]
 
 
-def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=False))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
+TURN_ROLES = frozenset({"user", "human"})
+"""Roles whose message opens a turn (a tool result in a user message never starts a group)."""
+
+TURN_REACH = 8
+"""How many groups on each side of a selected group its turn may bring in."""
 
 
 @dataclass(frozen=True, slots=True)
 class Relevant:
-    """The newest group, then the `k` older groups most similar to the query, then the newest
-    groups that still fit; in original order and within `max_tokens` (None: no budget).
-    `vectors` holds a vector per message, by its index in the span the groups cover."""
+    """The newest group, then the `k` older groups most similar to the query, then the rest of
+    their turns, then the newest groups that still fit; in original order and within
+    `max_tokens` (None: no budget).
 
-    query: Sequence[float]
-    vectors: Mapping[int, Sequence[float]]
+    `scores` holds each message's similarity to the query by its index in the span the groups
+    cover (-1.0: not scored); a group scores as its best message. `starts_turn(i)`: whether the
+    message at span index i opens a turn (a user's message); given, a selected group brings in
+    the rest of its turn, the answer and the tool calls and results it led to first, then back
+    to the question (at most TURN_REACH groups each way, each while it fits)."""
+
+    scores: Sequence[float]
     k: int = 5
     max_tokens: int | None = None
+    starts_turn: Callable[[int], bool] | None = None
 
     def score(self, g: Group) -> float:
-        return max(
-            (cosine(self.query, self.vectors[i]) for i in range(g[0], g[1]) if i in self.vectors),
-            default=-1.0,
-        )
+        start, stop = g[0], g[1]
+        return self.scores[start] if stop - start == 1 else max(self.scores[start:stop])
 
     def select(self, groups: Sequence[Group], reserved: int = 0) -> list[Group]:
         if not groups:
             return []
         budget = math.inf if self.max_tokens is None else self.max_tokens
-        chosen = {len(groups) - 1}
-        total = reserved + groups[-1][2]
-        older = sorted(range(len(groups) - 1), key=lambda i: self.score(groups[i]), reverse=True)
-        for i in older[: self.k]:
+        last = len(groups) - 1
+        chosen = {last}
+        total = reserved + groups[last][2]
+        picked = []
+        for i in heapq.nlargest(self.k, range(last), key=lambda i: self.score(groups[i])):
             if total + groups[i][2] <= budget:
                 chosen.add(i)
+                picked.append(i)
                 total += groups[i][2]
-        for i in range(len(groups) - 2, -1, -1):  # then fill with the most recent
+        starts_turn = self.starts_turn
+        if starts_turn is not None:
+            for i in picked:  # the rest of each selected group's turn, best-scored first
+                for j in self._turn(groups, i, starts_turn):
+                    if j in chosen:
+                        continue
+                    if total + groups[j][2] > budget:
+                        break
+                    chosen.add(j)
+                    total += groups[j][2]
+        for i in range(last - 1, -1, -1):  # then fill with the most recent
             if i in chosen:
                 continue
             if total + groups[i][2] > budget or self.max_tokens is None:
@@ -156,6 +176,21 @@ class Relevant:
             chosen.add(i)
             total += groups[i][2]
         return [groups[i] for i in sorted(chosen)]
+
+    @staticmethod
+    def _turn(groups: Sequence[Group], i: int, starts_turn: Callable[[int], bool]) -> list[int]:
+        """The other groups of group i's turn: forward to the next turn, then back to its
+        start; nearest first, TURN_REACH at most each way."""
+        out = []
+        j = i + 1
+        while j < len(groups) - 1 and j - i <= TURN_REACH and not starts_turn(groups[j][0]):
+            out.append(j)
+            j += 1
+        j = i - 1
+        while j >= 0 and i - j <= TURN_REACH and not starts_turn(groups[j + 1][0]):
+            out.append(j)
+            j -= 1
+        return out
 
 
 # -- the plan: what to read, then what to send ---------------------------------------------------
@@ -172,8 +207,9 @@ class Options:
     last: int | None = None
     max_tokens: int | None = None
     relevant_to: str | None = None
-    embed: Callable[[str], Sequence[float]] | None = None
+    embed: Embed | Batched | None = None
     k: int = 5
+    neighbours: bool = True
 
     def __post_init__(self) -> None:
         if self.last is not None and self.last < 0:
@@ -191,16 +227,18 @@ def plan(
     floor: int,
     options: Options,
     read: Callable[[int, int], Reads[S]],
-    read_vectors: Callable[[int, int], Generator[S, Any, Mapping[int, Sequence[float]]]],
+    score: Callable[[int, int, str], Generator[S, Any, Sequence[float]]],
     *,
     summary_tokens: int = 0,
     lead: int | None = None,
     loaded_from: int | None = None,
 ) -> Generator[S, Any, list[MessageRecord]]:
     """Choose the messages to send from a log of `total` messages whose first `floor` are
-    summarized, reading through `read(start, stop)`. `lead`: how many leading messages are the
-    system prompt (None: unknown, so the first LEAD_SCAN are read to find out). `loaded_from`:
-    messages from there on are at hand (no I/O), so a budget's first step takes them all."""
+    summarized, reading through `read(start, stop)`; semantic selection scores messages
+    [start, stop) against a query through `score(start, stop, query)`. `lead`: how many
+    leading messages are the system prompt (None: unknown, so the first LEAD_SCAN are read to
+    find out). `loaded_from`: messages from there on are at hand (no I/O), so a budget's first
+    step takes them all."""
     if lead is None:
         head = yield from read(0, min(LEAD_SCAN, total))
         lead = next((i for i, r in enumerate(head) if r.message.get("role") != "system"), len(head))
@@ -234,13 +272,15 @@ def plan(
     rest = [g for g in groups if not g[3]] if system else groups
     reserved += size(system)
     if semantic:
-        assert options.embed is not None
         assert options.relevant_to is not None
-        stored = yield from read_vectors(start, total)
-        vectors = {p - start: v for p, v in stored.items()}
-        relevant = Relevant(
-            options.embed(options.relevant_to), vectors, options.k, options.max_tokens
-        )
+        scores = yield from score(start, total, options.relevant_to)
+        starts_turn = None
+        if options.neighbours:
+
+            def starts_turn(i: int) -> bool:
+                return span[i].message.get("role") in TURN_ROLES
+
+        relevant = Relevant(scores, options.k, options.max_tokens, starts_turn)
         rest = relevant.select(rest, reserved)
     if options.last is not None:
         rest = LastN(options.last).select(rest)

@@ -75,7 +75,7 @@ def snapshot(store: Store, session_id: str) -> dict[str, Any]:
         if header.summary is None
         else (decode(header.summary.value), header.summary.upto, header.summary.tokens),
         "vectors": {
-            p: decode(v)
+            p: decode_vector(store, session_id, v)
             for p, v in store.backend.read_vectors(session_id, 0, header.message_count).items()
         },
         "children": {name: snapshot(store, f"{session_id}/{name}") for name in header.children},
@@ -88,6 +88,11 @@ def snapshot(store: Store, session_id: str) -> dict[str, Any]:
             else {k: decode_user(store, header.user_id, e.value) for k, e in user.state.items()}
         )
     return facts
+
+
+def decode_vector(store: Store, session_id: str, value: bytes) -> tuple[list[float], int | None]:
+    row, check = store.codec.decode_vector(session_id, value)
+    return list(row), check
 
 
 def decode_user(store: Store, user_id: str, value: bytes) -> Any:
@@ -216,7 +221,9 @@ def test_the_copy_command_re_encrypts_into_postgres_and_verifies(tmp_path: Path)
     session.save()
     source.close()
 
-    code, out = run("copy", "--from", disk, "--to", pg, "--from-key", old_key, "--to-key", new_key)
+    code, out = run(
+        "copy", "--from", disk, "--to", pg, f"--from-key={old_key}", f"--to-key={new_key}"
+    )
     assert code == 0, out
     assert "copied 1 session(s) and 1 message(s)" in out
     assert "verified" in out
@@ -226,8 +233,24 @@ def test_the_copy_command_re_encrypts_into_postgres_and_verifies(tmp_path: Path)
     with pytest.raises(DecryptionError):
         Store(pg, encryption_key=old_key).load(session.id)
 
-    code, out = run("copy", "--from", disk, "--to", pg, "--from-key", old_key, "--to-key", new_key)
+    code, out = run(
+        "copy", "--from", disk, "--to", pg, f"--from-key={old_key}", f"--to-key={new_key}"
+    )
     assert (code, "1 already there" in out) == (0, True)
+
+
+def test_the_copy_command_takes_a_key_that_begins_with_a_dash(tmp_path: Path) -> None:
+    disk, other = f"diskcache://{tmp_path / 'a'}", f"diskcache://{tmp_path / 'b'}"
+    key = "-" + generate_key()[1:]
+    source = Store(disk)
+    session = source.create()
+    session["k"] = "v"
+    session.save()
+    source.close()
+
+    code, out = run("copy", "--from", disk, "--to", other, f"--to-key={key}")
+    assert code == 0, out
+    assert Store(other, encryption_key=key).load(session.id)["k"] == "v"
 
 
 def test_the_copy_command_reads_keys_from_the_environment_and_can_decrypt(

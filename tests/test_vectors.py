@@ -1,0 +1,373 @@
+"""Semantic memory: vectors stored small, read once, embedded once, scored alike with or
+without numpy, and selection bringing in a selected message's turn."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from statemw import Session, Store, batched, generate_key
+from statemw.codec import Codec
+from statemw.vectors import VectorIndex, pack_vector, text_check, unpack_vector
+from tests.support import conversations, stored_session
+from tests.test_window import check_budget, check_rules
+
+floats32 = st.floats(-(2.0**60), 2.0**60, width=32, allow_subnormal=False)
+vectors = st.lists(floats32, min_size=1, max_size=64)
+small = st.floats(-10, 10, width=32, allow_subnormal=False)
+
+
+def unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm else vector
+
+
+@given(vectors, st.integers(0, 2**32 - 1))
+def test_a_packed_vector_reads_back_as_its_unit_vector_in_float32(
+    vector: list[float], check: int
+) -> None:
+    unpacked = unpack_vector(pack_vector(vector, check))
+    assert unpacked is not None
+    row, read_check = unpacked
+    assert list(row) == pytest.approx(unit(vector), abs=1e-6)
+    assert read_check == check
+
+
+@settings(max_examples=30)
+@given(vectors, st.integers(0, 2**32 - 1), st.booleans(), st.booleans())
+def test_a_stored_vector_reads_back_sealed_or_plain_with_numpy_or_without(
+    vector: list[float], check: int, encrypted: bool, use_numpy: bool
+) -> None:
+    codec = Codec(generate_key() if encrypted else None)
+    with pytest.MonkeyPatch.context() as patch:
+        if not use_numpy:
+            patch.setattr("statemw.vectors._np", None)
+        data = codec.encode_vector(vector, check)
+    assert (data[0] == 0x02) is encrypted
+    row, read_check = codec.decode_vector("s", data)
+    assert list(row) == pytest.approx(unit(vector), abs=1e-6)
+    assert read_check == check
+
+
+@given(st.lists(st.floats(-1e30, 1e30), min_size=1, max_size=16))
+def test_vectors_stored_as_msgpack_lists_by_earlier_versions_still_read(
+    vector: list[float],
+) -> None:
+    codec = Codec()
+    old = codec.seal(msgpack.packb(vector))
+    row, check = codec.decode_vector("s", old)
+    assert check is None
+    assert list(row) == pytest.approx(vector, rel=1e-6)
+
+
+def test_a_384_dimension_vector_costs_under_1_6_kb_even_sealed() -> None:
+    vector = [0.1] * 384
+    assert len(Codec().encode_vector(vector, 1)) <= 1550
+    assert len(Codec(generate_key()).encode_vector(vector, 1)) <= 1600
+
+
+def reference_cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
+@settings(max_examples=60)
+@given(
+    st.integers(1, 8).flatmap(
+        lambda dims: st.tuples(
+            st.lists(st.lists(small, min_size=dims, max_size=dims), max_size=20),
+            st.lists(small, min_size=dims, max_size=dims),
+        )
+    )
+)
+def test_scores_are_cosines_with_numpy_and_without(
+    case: tuple[list[list[float]], list[float]],
+) -> None:
+    rows, query = case
+    expected = [reference_cosine(r, query) for r in rows]
+    for use_numpy in (True, False):
+        index = VectorIndex(use_numpy=use_numpy)
+        for position, row in enumerate(rows):
+            index.add(position, row, None)
+        scores = index.scores(query, 0, len(rows))
+        assert scores == pytest.approx(expected, abs=1e-4)
+
+
+def test_positions_without_a_vector_score_minus_one() -> None:
+    index = VectorIndex()
+    index.add(2, [1.0, 0.0], None)
+    index.add(3, [0.0, 1.0], None)
+    index.drop([3])
+    assert index.scores([1.0, 0.0], 0, 5) == pytest.approx([-1.0, -1.0, 1.0, -1.0, -1.0])
+
+
+@pytest.fixture(params=["numpy", "pure-python"])
+def scoring(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test below runs with numpy scoring and with the pure-Python fallback."""
+    if request.param == "pure-python":
+        monkeypatch.setattr("statemw.vectors._np", None)
+    return str(request.param)
+
+
+class Embedder:
+    """A deterministic stand-in model that counts its calls and the texts it saw."""
+
+    def __init__(self, dims: int = 64) -> None:
+        self.calls = 0
+        self.texts: list[str] = []
+        self.dims = dims
+
+    def vector(self, text: str) -> list[float]:
+        out = [0.0] * self.dims
+        for word in text.lower().split():
+            out[zlib.crc32(word.encode()) % self.dims] += 1.0
+        return out
+
+    def __call__(self, text: str) -> list[float]:
+        self.calls += 1
+        self.texts.append(text)
+        return self.vector(text)
+
+    def many(self, texts: list[str]) -> list[list[float]]:
+        self.calls += 1
+        self.texts.extend(texts)
+        return [self.vector(t) for t in texts]
+
+
+def chat(n: int) -> list[dict[str, Any]]:
+    return [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message number {i} word{i}"}
+        for i in range(n)
+    ]
+
+
+def test_each_message_is_embedded_once_in_the_web_pattern(store: Store, scoring: str) -> None:
+    """Load, add the user's message, select with it as the query, answer, save: one model call
+    per turn, each text once, the query reusing the newest message's vector."""
+    model = Embedder()
+    session = store.create()
+    session.save()
+    for turn in range(12):
+        session = store.load(session.id)
+        question = f"question {turn} about topic{turn}"
+        session.add_message("user", question)
+        before = model.calls
+        session.get_history(relevant_to=question, embed=batched(model.many), k=2, max_tokens=200)
+        assert model.calls - before == 1
+        session.add_message("assistant", f"answer {turn}")
+        session.save()
+    assert len(model.texts) == len(set(model.texts))  # every text once: none embedded again
+    assert len(model.texts) == 2 * 12 - 1  # the last answer was never needed
+
+
+def test_a_backlog_is_embedded_in_one_batch(store: Store, scoring: str) -> None:
+    model = Embedder()
+    session = store.create()
+    for message in chat(300):
+        session.add_message(message)
+    session.save()
+    store.load(session.id).get_history(relevant_to="word7", embed=batched(model.many), k=3)
+    assert model.calls == 1
+    assert len(model.texts) == 301
+
+
+def test_a_plain_embed_function_is_called_once_per_text(store: Store, scoring: str) -> None:
+    model = Embedder()
+    session = store.create()
+    for message in chat(20):
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="message number 19 word19", embed=model, k=3)
+    assert model.calls == 20  # the query is the newest message: not embedded twice
+    session.get_history(relevant_to="word3", embed=model, k=3)
+    assert model.calls == 21
+
+
+def test_stored_vectors_are_read_once_per_loaded_session(
+    store: Store, scoring: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = Embedder()
+    session = store.create()
+    for message in chat(200):
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="word3", embed=model, k=3)
+    session.save()
+    reads: list[tuple[int, int]] = []
+    real = store.backend.read_vectors
+
+    def counting(session_id: str, start: int, stop: int) -> dict[int, bytes]:
+        reads.append((start, stop))
+        return real(session_id, start, stop)
+
+    monkeypatch.setattr(store.backend, "read_vectors", counting)
+    again = store.load(session.id)
+    calls = model.calls
+    for query in ("word3", "word5", "word7"):
+        again.get_history(relevant_to=query, embed=model, k=3)
+    assert reads == [(0, 200)]
+    assert model.calls == calls + 3  # only the queries
+    again.add_message("user", "word9 again")
+    again.get_history(relevant_to="word11", embed=model, k=3)
+    assert reads == [(0, 200)]  # the new message is not stored: nothing to read
+    again.save()
+    again.get_history(relevant_to="word13", embed=model, k=3)
+    assert reads == [(0, 200)]  # what this session saved, it holds already
+
+
+@pytest.mark.anyio
+async def test_aget_history_reads_stored_vectors_once_too(store: Store) -> None:
+    model = Embedder()
+    session = store.create()
+    for message in chat(50):
+        session.add_message(message)
+    await session.asave()
+    await session.aget_history(relevant_to="word3", embed=model, k=3)
+    await session.asave()
+    again = await store.aload(session.id)
+    calls = model.calls
+    first = await again.aget_history(relevant_to="word3", embed=model, k=3)
+    assert first == again.get_history(relevant_to="word3", embed=model, k=3)
+    assert model.calls == calls + 1  # one query, twice: the vector of "word3" is not a message
+
+
+def test_numpy_arrays_from_embed_are_taken_as_they_are(store: Store) -> None:
+    model = Embedder()
+    session = store.create()
+    for message in chat(30):
+        session.add_message(message)
+    session.save()
+    sent = session.get_history(
+        relevant_to="word5", embed=lambda t: np.asarray(model.vector(t)), k=1, max_tokens=40
+    )
+    assert "message number 5 word5" in [m["content"] for m in sent]
+    session.save()
+    again = store.load(session.id)
+    assert again.get_history(relevant_to="word5", embed=model, k=1, max_tokens=40) == sent
+
+
+def test_a_vector_saved_under_a_position_another_save_took_is_computed_again(
+    store: Store, scoring: str
+) -> None:
+    model = Embedder()
+    first = store.create()
+    first.add_message("user", "hello there")
+    first.save()
+    mine = store.load(first.id)
+    theirs = store.load(first.id)
+    mine.add_message("user", "my fact word42")
+    mine.get_history(relevant_to="my fact word42", embed=model, k=1)  # vector for position 1
+    theirs.add_message("user", "their message")
+    theirs.save()  # position 1 is theirs now
+    mine.save()  # ours lands at 2; our vector was written for position 1
+    calls = len(model.texts)
+    again = store.load(first.id)
+    sent = again.get_history(relevant_to="word42", embed=model, k=1, neighbours=False)
+    assert [m["content"] for m in again.messages] == [
+        "hello there",
+        "their message",
+        "my fact word42",
+    ]
+    assert "their message" in model.texts[calls:]  # its position held our vector: re-embedded
+    assert sent[-1]["content"] == "my fact word42"
+
+
+def test_a_different_embedding_model_recomputes_every_vector(store: Store, scoring: str) -> None:
+    small, large = Embedder(4), Embedder(16)
+    session = store.create()
+    for message in chat(10):
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="word1", embed=small, k=2)
+    session.save()
+    again = store.load(session.id)
+    again.get_history(relevant_to="word1", embed=large, k=2)
+    assert set(large.texts) >= {m["content"] for m in chat(10)}
+    again.save()
+    calls = large.calls
+    store.load(session.id).get_history(relevant_to="word2", embed=large, k=2)
+    assert large.calls == calls + 1  # the new vectors were stored
+
+
+def test_a_replaced_log_forgets_the_old_vectors(store: Store, scoring: str) -> None:
+    model = Embedder()
+    session = store.create()
+    for message in chat(6):
+        session.add_message(message)
+    session.get_history(relevant_to="word1", embed=model, k=2)
+    session.messages = [
+        {"role": "user", "content": "a new start"},
+        {"role": "user", "content": "x"},
+    ]
+    sent = session.get_history(relevant_to="a new start", embed=model, k=1)
+    assert [m["content"] for m in sent] == ["a new start", "x"]
+    session.save()
+    assert store.load(session.id).get_history(relevant_to="x", embed=model, k=1) == sent
+
+
+def tool_turn(fact: str, n: int) -> list[dict[str, Any]]:
+    """The user asks, a tool answers with the fact, the assistant sums up."""
+    call = f"call{n}"
+    return [
+        {"role": "user", "content": f"can you look up the booking reference {n}?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call, "type": "function", "function": {"name": "db", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call, "content": fact},
+        {"role": "assistant", "content": "done"},
+    ]
+
+
+def test_selection_brings_in_the_turn_a_selected_question_led_to(
+    store: Store, scoring: str
+) -> None:
+    """The question scores best, the fact lives in the tool result that answered it."""
+    messages = chat(40) + tool_turn("reference is QX-7781", 1) + chat(40)
+    session = stored_session(messages)
+    model = Embedder(64)
+    query = "look up the booking reference"
+    with_turn = session.get_history(relevant_to=query, embed=model, k=1, max_tokens=400)
+    without = session.get_history(
+        relevant_to=query, embed=model, k=1, max_tokens=400, neighbours=False
+    )
+    assert "reference is QX-7781" in [m.get("content") for m in with_turn]
+    assert "reference is QX-7781" not in [m.get("content") for m in without]
+    check_rules(messages, with_turn)
+
+
+@settings(max_examples=60, deadline=None)
+@given(conversations(), st.integers(20, 600), st.integers(0, 4), st.booleans())
+def test_semantic_selection_with_turns_keeps_the_rules_with_and_without_numpy(
+    original: list[dict[str, Any]], budget: int, k: int, use_numpy: bool
+) -> None:
+    session = stored_session(original)
+    session._vectors.index.numpy = use_numpy  # a fresh, empty index: pick its scoring
+    sent = session.get_history(
+        max_tokens=budget, relevant_to="x", embed=lambda t: [len(t) % 7, 1.0], k=k, format="raw"
+    )
+    check_rules(original, sent)
+    check_budget(session, sent, budget)
+
+
+def test_text_checks_tell_texts_apart() -> None:
+    assert text_check("a") != text_check("b")
+    assert text_check("\ud800") == text_check("\ud800")  # lone surrogates are texts too
+
+
+def test_a_session_without_embed_keeps_no_vectors(store: Store) -> None:
+    session: Session = store.create()
+    session.add_message("user", "hi")
+    session.get_history(last=5)
+    assert len(session._vectors.index) == 0
