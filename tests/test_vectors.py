@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemw import Session, Store, batched, generate_key
+from statemw._semantic import SessionVectors
 from statemw.codec import Codec
 from statemw.vectors import VectorIndex, pack_vector, text_check, unpack_vector
 from tests.support import conversations, stored_session
@@ -353,7 +354,8 @@ def test_semantic_selection_with_turns_keeps_the_rules_with_and_without_numpy(
     original: list[dict[str, Any]], budget: int, k: int, use_numpy: bool
 ) -> None:
     session = stored_session(original)
-    session._vectors.index.numpy = use_numpy  # a fresh, empty index: pick its scoring
+    session._vectors = SessionVectors()
+    session._vectors.index = VectorIndex(use_numpy=use_numpy)  # pick its scoring
     sent = session.get_history(
         max_tokens=budget, relevant_to="x", embed=lambda t: [len(t) % 7, 1.0], k=k, format="raw"
     )
@@ -370,4 +372,4 @@ def test_a_session_without_embed_keeps_no_vectors(store: Store) -> None:
     session: Session = store.create()
     session.add_message("user", "hi")
     session.get_history(last=5)
-    assert len(session._vectors.index) == 0
+    assert session._vectors is None
