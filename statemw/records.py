@@ -66,7 +66,9 @@ class Entry:
 
     @classmethod
     def from_wire(cls, wire: Any) -> Entry:
-        return cls(wire[0], wire[1], wire[2], wire[3] if len(wire) > 3 else None)
+        # [value, updated_at, expires_at(, confirm_after)]; fields a later statemw may add after
+        # these are left alone, as this one's confirm_after is by the statemw before it
+        return cls(*wire[:4])
 
 
 @dataclass(slots=True)

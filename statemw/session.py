@@ -79,10 +79,11 @@ class _Saved(TrackedState):
         return f"state key {key!r} of session {self.record_id!r}"
 
     def _state_committed(self, delta: Delta) -> None:
+        sets = delta.set
         self.mark_committed(
-            {k: len(e.value) for k, e in delta.set.items()},
+            {k: len(e.value) for k, e in sets.items()},
             delta.delete,
-            {k: e.updated_at for k, e in delta.set.items()},
+            {k: e.updated_at for k, e in sets.items()} if sets else None,
         )
 
 
@@ -183,9 +184,11 @@ class Session(_Saved):
             lead=list(lead),
         )
         self._inherited = inherited or {}
-        self._ancestors: list[tuple[str, DecodedState]] = list(ancestors)
-        self._ancestors_next_stale = min(
-            (c[1] for _, d in self._ancestors for c in d.checks.values()), default=math.inf
+        self._ancestors: list[tuple[str, DecodedState]] = list(ancestors) if ancestors else []
+        self._ancestors_next_stale = (
+            min((c[1] for _, d in self._ancestors for c in d.checks.values()), default=math.inf)
+            if ancestors
+            else math.inf
         )
         self._child_names = [] if header is None else list(header.children)
         self.permanent_default = False

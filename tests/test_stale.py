@@ -431,3 +431,13 @@ def test_a_key_written_in_the_old_form_takes_confirm_after_when_set_again(
     loaded.save()
     clock.advance(60)
     assert store.load(session.id).stale_keys() == ["city"]
+
+
+def test_an_entry_with_fields_from_a_later_statemw_reads_the_ones_it_knows() -> None:
+    entry = Entry.from_wire([b"v", 1.0, None, 60.0, "later"])
+    assert (entry.value, entry.updated_at, entry.expires_at, entry.confirm_after) == (
+        b"v",
+        1.0,
+        None,
+        60.0,
+    )
