@@ -14,6 +14,7 @@ import hashlib
 import os
 from array import array
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -268,17 +269,41 @@ class Codec:
     ) -> tuple[dict[str, Any], dict[str, float], dict[str, int]]:
         """Live state entries as values, their expiry times (keys with a TTL) and their sizes
         as stored; expired entries are left out."""
+        decoded = self.decode_state(record_id, entries, now)
+        return decoded.values, decoded.expiry, decoded.sizes
+
+    def decode_state(
+        self, record_id: str, entries: Mapping[str, Entry], now: float
+    ) -> DecodedState:
+        """Live state entries decoded, with what a TrackedState keeps beside the values, in the
+        one pass a load makes over them anyway."""
         values: dict[str, Any] = {}
         expiry: dict[str, float] = {}
         sizes: dict[str, int] = {}
+        checks: dict[str, tuple[float, float]] = {}
         for key, entry in entries.items():
             if entry.expires_at is not None:
                 if entry.expires_at <= now:
                     continue
                 expiry[key] = entry.expires_at
+            if entry.confirm_after is not None:
+                checks[key] = (entry.confirm_after, entry.updated_at + entry.confirm_after)
             values[key] = self.decode(entry.value, session_id=record_id)
             sizes[key] = len(entry.value)
-        return values, expiry, sizes
+        return DecodedState(values, expiry, sizes, checks, entries)
+
+
+@dataclass(slots=True)
+class DecodedState:
+    """A record's live state as loaded: values; expiry times of keys with a TTL; sizes as
+    stored; `checks`: key -> (confirm_after, stale_at) of keys due for a check some day; and
+    the stored entries themselves (what `updated_at` of an untouched key reads)."""
+
+    values: dict[str, Any]
+    expiry: dict[str, float]
+    sizes: dict[str, int]
+    checks: dict[str, tuple[float, float]]
+    entries: Mapping[str, Entry]
 
 
 def encode_header(wire: list[Any]) -> bytes:

@@ -38,21 +38,37 @@ def root_id(session_id: str) -> str:
 
 @dataclass(slots=True)
 class Entry:
-    """One state key as stored: its encoded value, when it was written, when it expires."""
+    """One state key as stored: its encoded value, when it was written (or confirmed), when it
+    expires, and after how many seconds since `updated_at` it is due for a check (stale).
+
+    On the wire an entry is `[value, updated_at, expires_at]`, plus `confirm_after` only when it
+    has one: entries without it are byte for byte what statemw wrote before it was kept, and an
+    older statemw reading a newer entry sees the first three fields it knows.
+    """
 
     value: bytes
     updated_at: float
     expires_at: float | None = None
+    confirm_after: float | None = None
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
 
+    @property
+    def stale_at(self) -> float | None:
+        """When the value is due for a check (None: never)."""
+        return None if self.confirm_after is None else self.updated_at + self.confirm_after
+
     def to_wire(self) -> list[Any]:
-        return [self.value, self.updated_at, self.expires_at]
+        if self.confirm_after is None:
+            return [self.value, self.updated_at, self.expires_at]
+        return [self.value, self.updated_at, self.expires_at, self.confirm_after]
 
     @classmethod
     def from_wire(cls, wire: Any) -> Entry:
-        return cls(wire[0], wire[1], wire[2])
+        # [value, updated_at, expires_at(, confirm_after)]; fields a later statemw may add after
+        # these are left alone, as this one's confirm_after is by the statemw before it
+        return cls(*wire[:4])
 
 
 @dataclass(slots=True)

@@ -85,7 +85,7 @@ class _Copier:
         """The source's live keys the target lacks or holds an older write of."""
         have = {} if target is None else target.live_state(now)
         return {
-            key: Entry(self.reseal(sid, e.value), e.updated_at, e.expires_at)
+            key: Entry(self.reseal(sid, e.value), e.updated_at, e.expires_at, e.confirm_after)
             for key, e in source.live_state(now).items()
             if key not in have or have[key].updated_at < e.updated_at
         }

@@ -27,6 +27,7 @@ def build(store: Store) -> list[str]:
     trip = store.create(user_id="harsh")
     trip["destination"] = "Berlin"
     trip.set("offer", {"price": 99}, ttl=3600)
+    trip.set("location", "SF", ttl=7200, confirm_after=600)  # due for a check: copied as such
     trip.user["home"] = "SF"
     for n in range(30):
         trip.add_message("user", f"question {n} about Berlin")
@@ -67,7 +68,7 @@ def snapshot(store: Store, session_id: str) -> dict[str, Any]:
         "tokens": header.token_total,
         "messages": [(r.message, r.tokens, r.created_at) for r in records],
         "state": {
-            k: (decode(e.value), e.updated_at, e.expires_at)
+            k: (decode(e.value), e.updated_at, e.expires_at, e.confirm_after)
             for k, e in header.live_state(now).items()
         },
         "summary": None
