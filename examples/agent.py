@@ -2,8 +2,11 @@
 
 No LLM needed: rules fill the seed's travel slots (destination, date, time of day, budget), keep
 a support case's complaint and order number, and store facts about the user (home, name) in
-user-scoped state that every session of that user shares. With OPENAI_BASE_URL set, replies come
-from any OpenAI-compatible endpoint instead, given the session's history.
+user-scoped state that every session of that user shares. Facts go stale: where the user lives is
+asked about again after HOME_CHECK ("Are you still in San Francisco?"), and corrections in words
+("actually make it Munich", "not Berlin, Paris", "change the date to Friday") update the slot
+they name. With OPENAI_BASE_URL set, replies come from any OpenAI-compatible endpoint instead,
+given the session's history.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import urllib.request
 from collections.abc import Generator
 from typing import Any
 
-from statemw import Session
+from statemw import Session, StaleKey
+from statemw.state import TrackedState
 
 MONTHS = [
     "january", "february", "march", "april", "may", "june",
@@ -55,9 +59,22 @@ def _budget(text: str) -> str | None:
     return f"under ${match.group(1)}" if match else None
 
 
-HOME = re.compile(r"\bI live in ([A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?)")
+PLACE = r"([A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?)"
+HOME = re.compile(r"\bI (?:live in|moved to|now live in) " + PLACE)
 NAME = re.compile(r"\bmy name is ([A-Z][a-zA-Z]+)", re.I)
 TRIP = ("destination", "date", "time_of_day", "budget")
+
+DAY = 86400.0
+HOME_CHECK = 14 * DAY
+"""Where someone lives may change: after two weeks the assistant asks again."""
+CONFIRM_AFTER = {"home": HOME_CHECK}
+ASKING = "_asking"
+"""Session key (hidden from the page) naming the stale fact the last answer asked about."""
+
+
+def remember(state: TrackedState, key: str, value: Any) -> None:
+    """Store a fact with its policy: a key in CONFIRM_AFTER is asked about again after that."""
+    state.set(key, value, confirm_after=CONFIRM_AFTER.get(key))
 
 
 def _remember_user_facts(session: Session, text: str) -> list[str]:
@@ -65,19 +82,180 @@ def _remember_user_facts(session: Session, text: str) -> list[str]:
     learned = []
     home = HOME.search(text)
     name = NAME.search(text)
-    target = session.user if session.user_id is not None else session
+    target = _user_scope(session)
     if home:
-        target["home"] = home.group(1)
+        remember(target, "home", home.group(1))
         learned.append(f"you live in {home.group(1)}")
     if name:
-        target["name"] = name.group(1).capitalize()
+        remember(target, "name", name.group(1).capitalize())
         learned.append(f"your name is {name.group(1).capitalize()}")
     return learned
 
 
+def _user_scope(session: Session) -> TrackedState:
+    """Where facts about the user go: the user's state when logged in, else the session."""
+    return session.user if session.user_id is not None else session
+
+
+# -- stale facts: ask again, take the answer ------------------------------------------------------
+
+
+def _question(key: str, value: Any) -> str:
+    if key == "home":
+        return f"Are you still in {value}?"
+    if key == "name":
+        return f"Is your name still {value}?"
+    return f"Is your {key.replace('_', ' ')} still {value}?"
+
+
+def _stale_question(session: Session) -> str | None:
+    """Ask about the first stale fact (and remember what was asked), or None."""
+    for stale in session.stale_keys():
+        scope = _owner_of(session, stale)
+        if scope is not None and stale in scope:
+            session[ASKING] = [stale.scope, str(stale)]
+            return _question(stale, scope[stale])
+    return None
+
+
+def _owner_of(session: Session, stale: StaleKey) -> TrackedState | None:
+    if stale.scope == "user":
+        return session.user
+    return session if stale.scope == "session" else session.parent
+
+
+YES = re.compile(r"^\s*(yes|yep|yeah|yup|still|correct|right|sure|i am|of course)\b", re.I)
+NO = re.compile(r"^\s*(no|nope|not anymore|not any more)\b[\s,.!]*", re.I)
+
+
+def _answer_to_question(session: Session, text: str) -> str | None:
+    """The user's answer to "Are you still in X?": yes confirms it, a new value replaces it,
+    no forgets it. None when the message is about something else (asked again later)."""
+    asked = session.pop(ASKING, None)
+    if not isinstance(asked, list) or len(asked) != 2:
+        return None
+    scope = session.user if asked[0] == "user" and session.user_id is not None else session
+    key = str(asked[1])
+    old = scope.get(key)
+    new = None if YES.search(text) else _new_value(key, NO.sub("", text))
+    if new is not None and new != old:
+        remember(scope, key, new)
+        was = f" (was {old})" if old is not None else ""
+        return f"Updated: {_described(key, new)}{was}. Thanks!"
+    if old is not None and (YES.search(text) or new == old):
+        scope.confirm(key)
+        return f"Thanks, I'll keep {old} as your {key}."
+    if old is not None and NO.search(text):
+        del scope[key]
+        session[ASKING] = asked  # the next answer may be the new value
+        return f"OK, I've forgotten {old}. What is your {key} now?"
+    return None
+
+
+def _new_value(key: str, text: str) -> str | None:
+    """A new value for `key` said in `text`, or None."""
+    if key == "home":
+        home = HOME.search(text)
+        if home:
+            return home.group(1)
+        moved = re.search(
+            r"\b(?:moved to|now in|living in|live in|I'm in|I am in)\s+" + PLACE, text
+        )
+        if moved:
+            return moved.group(1)
+        bare = re.fullmatch(r"\s*(?:now\s+)?" + PLACE + r"(?:\s+now)?[\s.!]*", text)
+        return bare.group(1) if bare else None
+    return _slot_value(key, text)
+
+
+def _described(key: str, value: Any) -> str:
+    if key == "home":
+        return f"you live in {value}"
+    return f"your {key.replace('_', ' ')} is {value}"
+
+
+# -- corrections in words -------------------------------------------------------------------------
+
+SLOT_WORDS = {
+    "destination": "destination",
+    "city": "destination",
+    "date": "date",
+    "day": "date",
+    "time": "time_of_day",
+    "departure": "time_of_day",
+    "budget": "budget",
+    "price": "budget",
+    "home": "home",
+    "name": "name",
+}
+CHANGE = re.compile(
+    r"\b(?:change|set|switch|update|move)\s+(?:the\s+|my\s+)?(" + "|".join(SLOT_WORDS) + r")"
+    r"\s+(?:to|for)\s+(.+)",
+    re.I,
+)
+INSTEAD = re.compile(r"\bnot\s+(.+?)\s*(?:,|\bbut\b|;)\s*(?:but\s+)?(.+)", re.I)
+MAKE_IT = re.compile(r"\b(?:actually|instead|rather)?,?\s*(?:make|change)\s+it\s+(.+)", re.I)
+
+
+def _slot_value(slot: str, text: str) -> str | None:
+    """`text` read as a value for a trip slot (or None when it does not fit the slot)."""
+    text = text.strip().rstrip(".!?")
+    if slot == "date":
+        return _date(text)
+    if slot == "time_of_day":
+        return _time_of_day(text)
+    if slot == "budget":
+        return _budget(text)
+    if slot == "name":
+        match = re.fullmatch(r"([A-Za-z]+)", text)
+        return match.group(1).capitalize() if match else None
+    match = re.fullmatch(r"(?:to\s+|in\s+)?" + PLACE, text)
+    return match.group(1) if match else None
+
+
+def _slot_for(text: str) -> tuple[str, str] | None:
+    """Which trip slot a bare value fits, with the value: "Friday" is a date, "Munich" a place."""
+    for slot in ("date", "time_of_day", "budget", "destination"):
+        value = _slot_value(slot, text)
+        if value is not None:
+            return slot, value
+    return None
+
+
+def _correction(session: Session, text: str) -> str | None:
+    """Take a correction said in words and say what changed, or None when it is not one."""
+    user = _user_scope(session)
+    change = CHANGE.search(text)
+    instead = INSTEAD.search(text)
+    make_it = MAKE_IT.search(text)
+    slot = value = None
+    if change:
+        slot = SLOT_WORDS[change.group(1).lower()]
+        value = _new_value(slot, change.group(2))
+    elif instead:
+        old = instead.group(1).strip().lower()
+        held = [k for k, v in _facts(session).items() if str(v).lower() == old]
+        if held:
+            slot = held[0]
+            value = _new_value(slot, instead.group(2))
+    elif make_it:
+        found = _slot_for(make_it.group(1))
+        if found is not None:
+            slot, value = found
+    if slot is None or value is None:
+        return None
+    target = user if slot in ("home", "name") else session
+    old = target.get(slot)
+    remember(target, slot, value)
+    said = f"Changed {slot.replace('_', ' ')} to {value}" + (f" (was {old})." if old else ".")
+    if slot in TRIP:
+        said += " " + _trip_status(session)
+    return said
+
+
 def _facts(session: Session) -> dict[str, Any]:
     user = dict(session.user) if session.user_id is not None else {}
-    return {**user, **session}
+    return {k: v for k, v in {**user, **session}.items() if not k.startswith("_")}
 
 
 def _recall(session: Session) -> str:
@@ -132,8 +310,13 @@ def _travel(session: Session, text: str) -> str | None:
         return None
     if not updates and not starting:
         return None
-    trip.update(updates)
     session.update(updates)  # each slot its own key: the user can correct one at a time
+    return _trip_status(session)
+
+
+def _trip_status(session: Session) -> str:
+    """The next question about the trip, or the booking when every slot is filled."""
+    trip = {k: str(session[k]) for k in TRIP if session.get(k)}
     if "destination" not in trip:
         return "Where would you like to go?"
     home = _facts(session).get("home")
@@ -152,7 +335,18 @@ def _travel(session: Session, text: str) -> str | None:
 
 
 def rule_reply(session: Session, text: str) -> str:
-    """The deterministic assistant's answer; it reads and writes the session's state."""
+    """The deterministic assistant's answer; it reads and writes the session's state. A stale
+    fact is asked about at the end of the answer, and the next message may answer it."""
+    answer = _answer_to_question(session, text) or _correction(session, text)
+    if answer is None:
+        answer = _reply(session, text)
+        question = _stale_question(session)
+        if question:
+            answer += " By the way: " + question
+    return answer
+
+
+def _reply(session: Session, text: str) -> str:
     if re.search(r"what do you (remember|know)", text, re.I):
         return _recall(session)
     learned = _remember_user_facts(session, text)

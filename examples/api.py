@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Generator
+import time
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 from itsdangerous import BadSignature, Signer
 
-from examples.agent import begin_turn, respond, stream_answer
-from statemw import InvalidValue, Session, Store
+from examples.agent import begin_turn, remember, respond, stream_answer
+from statemw import InvalidValue, Session, Store, UserState
+from statemw.state import TrackedState
 from statemw.tokens import count_message
 
 STATIC = Path(__file__).parent / "static"
@@ -19,9 +21,25 @@ LOGIN_COOKIE = "demo_user"
 
 
 def demo_store() -> Store:
-    """STATEMW_URL, else a diskcache directory beside the working directory."""
+    """STATEMW_URL, else a diskcache directory beside the working directory. DEMO_CLOCK_FILE
+    (tests only) names a file holding seconds to add to the clock, so a browser test can move
+    the demo a month ahead without waiting."""
     url = os.environ.get("STATEMW_URL") or "diskcache://" + str(Path.cwd() / ".statemw-demo")
-    return Store(url)
+    clock_file = os.environ.get("DEMO_CLOCK_FILE")
+    return Store(url, clock=shifted_clock(Path(clock_file)) if clock_file else time.time)
+
+
+def shifted_clock(path: Path) -> Callable[[], float]:
+    """time.time() plus the seconds written in `path` (0 while there is no such file)."""
+
+    def clock() -> float:
+        try:
+            offset = float(path.read_text() or 0)
+        except FileNotFoundError:
+            offset = 0.0
+        return time.time() + offset
+
+    return clock
 
 
 def demo_secret() -> str:
@@ -90,8 +108,12 @@ def state(session: Session) -> dict[str, Any]:
         "messages": [
             {"role": m["role"], "content": m.get("content")} for m in session.messages[-200:]
         ],
-        "state": dict(session),
-        "user_state": dict(session.user) if session.user_id is not None else {},
+        "state": _shown(session),
+        "user_state": _shown(session.user) if session.user_id is not None else {},
+        "ages": {
+            "session": _ages(session),
+            "user": _ages(session.user) if session.user_id is not None else {},
+        },
         "context": {
             "messages": [
                 {"role": m["role"], "content": m.get("content"), "tokens": count_message(m)}
@@ -102,7 +124,35 @@ def state(session: Session) -> dict[str, Any]:
     }
 
 
-def _scope(session: Session, scope: str) -> dict[str, Any]:
+def _shown(state: TrackedState) -> dict[str, Any]:
+    """What the page lists as remembered ("_" keys are the assistant's own bookkeeping)."""
+    return {k: v for k, v in state.items() if not k.startswith("_")}
+
+
+def _ages(state: Session | UserState) -> dict[str, dict[str, Any]]:
+    """How old each remembered value is, in words, and whether it is due for a check (by the
+    store's clock, which the page's own clock need not agree with)."""
+    now = state.store.clock()
+    ages = {}
+    for key in _shown(state):
+        updated = state.updated_at(key)
+        stale_at = state.stale_at(key)
+        ages[key] = {
+            "age": "" if updated is None else age_in_words(now - updated),
+            "stale": stale_at is not None and stale_at <= now,
+        }
+    return ages
+
+
+def age_in_words(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "just now"
+
+
+def _scope(session: Session, scope: str) -> TrackedState:
     if scope == "session":
         return session
     if scope == "user" and session.user_id is not None:
@@ -115,7 +165,7 @@ def edit(session: Session, scope: str, key: str, value: Any) -> dict[str, Any]:
     target = _scope(session, scope)
     if key not in target:
         raise InvalidValue(f"nothing remembered under {key!r}")
-    target[key] = value
+    remember(target, key, value)  # a corrected fact is fresh, with its own check policy
     return state(session)
 
 

@@ -24,6 +24,7 @@ from statemw.errors import (
 )
 from statemw.messages import Message, MessageLog
 from statemw.session import Session, UserState
+from statemw.state import StaleKey
 from statemw.store import Store
 from statemw.vectors import batched
 
@@ -41,6 +42,7 @@ __all__ = [
     "MessageLog",
     "Session",
     "SessionNotFound",
+    "StaleKey",
     "StateError",
     "Store",
     "StoreUnavailable",

@@ -95,6 +95,19 @@ class DeleteSession(StoreCall[bool]):
         return await aio.adelete(self.session)
 
 
+@dataclass(frozen=True, slots=True)
+class ValidateStale(StoreCall[bool]):
+    """Run the store's `validate` on a session just loaded, if it has stale keys."""
+
+    session: Session
+
+    def run(self, io: Store) -> bool:
+        return io.validate_stale(self.session)
+
+    async def arun(self, aio: Store) -> bool:
+        return await aio.avalidate_stale(self.session)
+
+
 @dataclass(slots=True)
 class Reply:
     """What a response carries for its session: the request headers it varies on, and the
@@ -169,6 +182,7 @@ class Requests:
             assert session_id is not None
             loaded = yield from ask(GetSession(session_id))
             if loaded is not None and (found.user_id is None or loaded.user_id == found.user_id):
+                yield from self._validated(loaded)
                 return Binding(loaded, incoming, key if key.carrier else None, loaded.id)
             # an unknown, expired or deleted id: never adopted, try the next key
         fresh = yield from ask(CreateSession(None))
@@ -236,7 +250,15 @@ class Requests:
         session = yield from ask(GetSession(session_id))
         if session is None:
             session = yield from ask(CreateSession(None, session_id))
+        else:
+            yield from self._validated(session)
         return session
+
+    def _validated(self, session: Session) -> RequestFlow[None]:
+        """A loaded session's stale keys go through the store's `validate`, if it has one
+        (checked here so a store without one pays not even a step)."""
+        if self.store.validate is not None:
+            yield from ask(ValidateStale(session))
 
     def _carry(self, binding: Binding, session_id: str | None) -> list[tuple[str, str]]:
         """Send the id (None: clear it) by the key that brought it, else by every carrier."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -353,6 +354,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser().parse_args(argv)
+    # an error is one line, ours: an app's outage log (statemw._report) is not for the command
+    logger = logging.getLogger("statemw")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
     keys = args.encryption_key or os.environ.get("STATEMW_ENCRYPTION_KEY")
     try:
         if args.run is None:  # copy: two stores of its own

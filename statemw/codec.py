@@ -373,25 +373,34 @@ class Codec:
             raise CorruptRecord(record_id, "bad named entry (the name is not text)")
         return name, body[offset:]
 
-    def decode_state(self, record_id: str, entries: Mapping[str, Entry], now: float) -> State:
-        """A record's live state by name (sealed names opened), and what a save must know."""
-        state = State()
+    def decode_state(
+        self, record_id: str, entries: Mapping[str, Entry], now: float
+    ) -> DecodedState:
+        """A record's live state by name (sealed names opened), with what a TrackedState keeps
+        beside the values and what a save must know, in the one pass a load makes anyway."""
+        state = DecodedState()
+        values, expiry, sizes, checks = state.values, state.expiry, state.sizes, state.checks
         if not self._aead:  # names are the stored keys (a sealed entry fails to decode)
-            values, expiry, sizes, names = state.values, state.expiry, state.sizes, state.stored
+            names = state.stored
             for key, entry in entries.items():
                 if entry.expires_at is not None:
                     if entry.expires_at <= now:
                         continue
                     expiry[key] = entry.expires_at
+                if entry.confirm_after is not None:
+                    checks[key] = (entry.confirm_after, entry.updated_at + entry.confirm_after)
                 values[key] = self.decode(entry.value, session_id=record_id)
                 sizes[key] = len(entry.value)
                 names[key] = key
+            state.entries = entries
             return state
         plain = not any(e.value[:1] in (_SEALED_BYTE, _NAMED_BYTE) for e in entries.values())
+        by_name: dict[str, Entry] = {}
+        state.entries = by_name
         for stored, entry in entries.items():
             if entry.expires_at is not None and entry.expires_at <= now:
                 continue
-            if plain:  # the common case without encryption: names are the stored keys
+            if plain:  # a store from before encryption: names are the stored keys
                 name: Any = stored
                 value = self.decode(entry.value, session_id=record_id)
             else:
@@ -414,24 +423,33 @@ class Codec:
                     continue
                 state.stale.append(older)
             state.stored[name] = stored
-            state.values[name] = value
-            state.sizes[name] = len(entry.value)
+            by_name[name] = entry
+            values[name] = value
+            sizes[name] = len(entry.value)
             if entry.expires_at is not None:
-                state.expiry[name] = entry.expires_at
+                expiry[name] = entry.expires_at
             else:
-                state.expiry.pop(name, None)
+                expiry.pop(name, None)
+            if entry.confirm_after is not None:
+                checks[name] = (entry.confirm_after, entry.updated_at + entry.confirm_after)
+            else:
+                checks.pop(name, None)
         return state
 
 
 @dataclass(slots=True)
-class State:
-    """A record's state as decoded: values, expiry times and stored sizes by name; the stored
-    key of each name; stored keys a save should remove (a name's older duplicate); the user id
-    the record carries sealed; whether anything in it was sealed."""
+class DecodedState:
+    """A record's live state as loaded: values; expiry times of keys with a TTL; sizes as
+    stored; `checks`: key -> (confirm_after, stale_at) of keys due for a check some day; the
+    stored entries by name (what `updated_at` of an untouched key reads); `stored`: the stored
+    key of each name; `stale`: stored keys a save should remove (a name's older duplicate); the
+    user id the record carries sealed; whether anything in it was sealed."""
 
     values: dict[str, Any] = field(default_factory=dict)
     expiry: dict[str, float] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, tuple[float, float]] = field(default_factory=dict)
+    entries: Mapping[str, Entry] = field(default_factory=dict)
     stored: dict[str, str] = field(default_factory=dict)
     stale: list[str] = field(default_factory=list)
     user_id: str | None = None

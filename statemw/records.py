@@ -43,30 +43,47 @@ def root_id(session_id: str) -> str:
 
 @dataclass(slots=True)
 class Entry:
-    """One state key as stored: its encoded value, when it was written, when it expires."""
+    """One state key as stored: its encoded value, when it was written (or confirmed), when it
+    expires, and after how many seconds since `updated_at` it is due for a check (stale).
+
+    On the wire an entry is `[value, updated_at, expires_at]`, plus `confirm_after` only when it
+    has one: entries without it are byte for byte what statemw wrote before it was kept, and an
+    older statemw reading a newer entry sees the first three fields it knows.
+    """
 
     value: bytes
     updated_at: float
     expires_at: float | None = None
+    confirm_after: float | None = None
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
 
+    @property
+    def stale_at(self) -> float | None:
+        """When the value is due for a check (None: never)."""
+        return None if self.confirm_after is None else self.updated_at + self.confirm_after
+
     def to_wire(self) -> list[Any]:
-        return [self.value, self.updated_at, self.expires_at]
+        if self.confirm_after is None:
+            return [self.value, self.updated_at, self.expires_at]
+        return [self.value, self.updated_at, self.expires_at, self.confirm_after]
 
     @classmethod
     def from_wire(cls, wire: Any) -> Entry:
         """ValueError for what is not an entry as to_wire writes it (a record read back)."""
+        # [value, updated_at, expires_at(, confirm_after)]; fields a later statemw may add after
+        # these are left alone, as this one's confirm_after is by the statemw before it
         if (
             type(wire) is not list
-            or len(wire) != 3
+            or len(wire) < 3
             or type(wire[0]) is not bytes
             or type(wire[1]) not in _NUMBER
             or type(wire[2]) not in _MAYBE_NUMBER
+            or (len(wire) > 3 and type(wire[3]) not in _MAYBE_NUMBER)
         ):
             raise ValueError("not a state entry")
-        return cls(wire[0], wire[1], wire[2])
+        return cls(*wire[:4])
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -18,7 +19,7 @@ from statemw._default import default_store
 from statemw._drive import adrive, ask, drive
 from statemw._semantic import SessionVectors
 from statemw.backends.base import ReadMessages, StoreFlow
-from statemw.codec import META_KEY, State
+from statemw.codec import META_KEY, DecodedState
 from statemw.errors import InvalidValue, LimitExceeded, StateError, StoreUnavailable
 from statemw.formats import shape
 from statemw.ids import check_child_name
@@ -33,7 +34,7 @@ from statemw.records import (
     Summary,
     user_record_id,
 )
-from statemw.state import TrackedState
+from statemw.state import StaleKey, TrackedState
 from statemw.vectors import Batched, Embed
 from statemw.window import Options, plan
 
@@ -54,32 +55,34 @@ class _Saved(TrackedState):
     Names are what the app sees; the store holds each under its stored key (the name itself,
     or its keyed hash with encryption on: codec.entry_key)."""
 
-    __slots__ = ("_stale", "_stored_keys", "_written", "record_id", "store", "user_id")
+    __slots__ = ("_stored_keys", "_superseded", "_written", "record_id", "store", "user_id")
     store: Store
     record_id: str
     _stored_keys: dict[str, str]
-    _stale: list[str]
+    _superseded: list[str]
     _written: tuple[dict[str, int], list[str], dict[str, str]]
 
-    def _init_state(self, state: State | None) -> None:
+    def _init_state(self, state: DecodedState | None) -> None:
         store = self.store
         if state is None:
-            state = State()
+            state = DecodedState()
         self._init_tracking(
             state.values,
             store.clock,
             expiry=state.expiry,
             sizes=state.sizes,
             max_value_bytes=store.max_value_bytes,
+            checks=state.checks,
+            entries=state.entries,
         )
         self._stored_keys = state.stored
-        self._stale = state.stale
+        self._superseded = state.stale  # stored keys of names found under a newer one
         self._written = _NOTHING_WRITTEN
 
     def _state_delta(self, now: float, create: SessionHeader | None) -> Delta:
         """The keys set and deleted since load, encoded, size-checked."""
         sets, deletes = self.changes()
-        if not (sets or deletes or self._stale):
+        if not (sets or deletes or self._superseded):
             self._written = _NOTHING_WRITTEN
             return Delta(session_id=self.record_id, now=now, create=create)
         codec = self.store.codec
@@ -87,11 +90,11 @@ class _Saved(TrackedState):
         entries: dict[str, Entry] = {}
         written: dict[str, int] = {}
         keys: dict[str, str] = {}
-        gone = list(self._stale)
+        gone = list(self._superseded)
         for name, (value, expires_at) in sets.items():
             what = functools.partial(self._name, name)
             key, data = codec.encode_entry(name, value, what=what)
-            entries[key] = Entry(data, now, expires_at)
+            entries[key] = self._written_entry(name, data, expires_at, now)
             written[name] = len(data)
             keys[name] = key
             if stored.get(name, key) != key:  # stored under another key before (rotation)
@@ -118,11 +121,16 @@ class _Saved(TrackedState):
 
     def _state_committed(self, delta: Delta) -> None:
         written, deletes, keys = self._written
-        self.mark_committed(written, deletes)
+        sets = delta.set
+        self.mark_committed(
+            written,
+            deletes,
+            {name: sets[key].updated_at for name, key in keys.items()} if keys else None,
+        )
         for name in deletes:
             self._stored_keys.pop(name, None)
         self._stored_keys.update(keys)
-        self._stale = []
+        self._superseded = []
         self._written = _NOTHING_WRITTEN
 
 
@@ -151,6 +159,12 @@ class UserState(_Saved):
             state = store.codec.decode_state(self.record_id, header.state, store.clock())
         self._init_state(state)
 
+    _scope = "user"
+
+    @property
+    def _owner(self) -> str:
+        return self.user_id
+
     def delta(self, now: float) -> Delta:
         create = SessionHeader(self.record_id, self.ref, now, now)
         delta = self._state_delta(now, create)
@@ -174,6 +188,8 @@ class Session(_Saved):
     """
 
     __slots__ = (
+        "_ancestors",
+        "_ancestors_next_stale",
         "_child_names",
         "_children",
         "_created_at",
@@ -211,6 +227,7 @@ class Session(_Saved):
         inherited: Mapping[str, Any] | None = None,
         user_header: SessionHeader | None = None,
         user_unavailable: bool = False,
+        ancestors: Sequence[tuple[str, DecodedState]] = (),
     ) -> None:
         """The Store's constructor: a new session (`header=None`) or one as loaded."""
         super().__init__()
@@ -247,6 +264,12 @@ class Session(_Saved):
             lead=list(lead),
         )
         self._inherited = inherited or {}
+        self._ancestors: list[tuple[str, DecodedState]] = list(ancestors) if ancestors else []
+        self._ancestors_next_stale = (
+            min((c[1] for _, d in self._ancestors for c in d.checks.values()), default=math.inf)
+            if ancestors
+            else math.inf
+        )
         self._child_names = [] if header is None else list(header.children)
         self.permanent_default = False
         self._user: UserState | None = None
@@ -283,12 +306,15 @@ class Session(_Saved):
         that was loaded by its own id)."""
         header = snap.header
         inherited: dict[str, Any] = {}
+        ancestors: list[tuple[str, DecodedState]] = []  # nearest first, as snap.parents
         if parent is None:
-            for ancestor in reversed(snap.parents):  # nearest ancestor wins
-                ancestry = store.codec.decode_state(
+            for ancestor in snap.parents:
+                decoded = store.codec.decode_state(
                     ancestor.session_id, ancestor.state, store.clock()
                 )
-                inherited.update(ancestry.values)
+                ancestors.append((ancestor.session_id, decoded))
+            for _, decoded in reversed(ancestors):  # nearest ancestor wins
+                inherited.update(decoded.values)
         return cls(
             store,
             header.session_id,
@@ -301,6 +327,7 @@ class Session(_Saved):
             inherited=inherited,
             user_header=snap.user,
             user_unavailable=snap.user_unavailable,
+            ancestors=ancestors,
         )
 
     # -- lifecycle (I/O through the store) -------------------------------------------------------
@@ -565,6 +592,107 @@ class Session(_Saved):
         if self.parent is not None:
             return key in self.parent
         return key in self._inherited
+
+    # -- age and checks, with parent fallback ---------------------------------------------------
+
+    @property
+    def _owner(self) -> str:
+        return self.id
+
+    def _holder(self, key: str) -> Session | tuple[str, DecodedState] | None:
+        """Where a read of `key` finds it: this session or an ancestor Session, else an ancestor
+        read along with a sub-session loaded by its own id (its id and state), else None."""
+        level: Session | None = self
+        while level is not None:
+            if TrackedState.__contains__(level, key):
+                return level
+            if level.parent is None:
+                break
+            level = level.parent
+        assert level is not None
+        for owner, decoded in level._ancestors:
+            if key in decoded.values:
+                return owner, decoded
+        return None
+
+    def updated_at(self, key: str) -> float | None:
+        """When the value `session[key]` reads was last set or confirmed: this session's own,
+        else the nearest ancestor's (reads fall back the same way); None when there is none.
+        User-scoped keys: `session.user.updated_at(key)`."""
+        holder = self._holder(key)
+        if isinstance(holder, Session):
+            return TrackedState.updated_at(holder, key)
+        return None if holder is None else holder[1].entries[key].updated_at
+
+    def stale_at(self, key: str) -> float | None:
+        """When the value `session[key]` reads is due for a check (None: never)."""
+        holder = self._holder(key)
+        if isinstance(holder, Session):
+            return TrackedState.stale_at(holder, key)
+        check = None if holder is None else holder[1].checks.get(key)
+        return None if check is None else check[1]
+
+    def confirm(self, key: str) -> None:
+        """The value `session[key]` reads is still true: its age starts over where it lives (this
+        session, or the ancestor a sub-session reads it from); value, ttl and confirm_after
+        stay. A StaleKey from stale_keys() is confirmed where it says (scope "user":
+        `session.user`). Saved like a write; KeyError when there is no such key."""
+        if isinstance(key, StaleKey) and key.scope == "user":
+            self.user.confirm(key)
+            return
+        holder = self._holder(key)
+        if isinstance(key, StaleKey) and key.scope == "parent":
+            level = self.parent
+            while level is not None and level.id != key.owner:
+                level = level.parent
+            holder = level if level is not None else holder
+        if holder is None:
+            raise KeyError(key)
+        if not isinstance(holder, Session):
+            raise StateError(
+                f"{str(key)!r} belongs to session {holder[0]!r}, read along with this "
+                f"sub-session: confirm it on that session (store.load({holder[0]!r}))"
+            )
+        TrackedState.confirm(holder, key)
+
+    def stale_keys(self) -> list[StaleKey]:
+        """The keys due for a check now: this session's own (scope "session"), its ancestors'
+        that it reads through (scope "parent"; `owner` names the ancestor; a key this session
+        or a nearer ancestor holds hides theirs) and its user's (scope "user"). Each is a str
+        with `.scope`, `.owner`, `.updated_at`, `.stale_at`; `confirm(stale_key)` confirms it
+        where it lives. O(1) while nothing is due."""
+        now = self.store.clock()
+        out = [StaleKey(k, "session", self.id, s - a, a) for k, a, s in self._stale(now)]
+        nearer: list[Mapping[str, Any]] = [self]
+        level = self
+        while level.parent is not None:
+            level = level.parent
+            for k, a, s in level._stale(now):
+                if not any(dict.__contains__(m, k) for m in nearer):
+                    out.append(StaleKey(k, "parent", level.id, s - a, a))
+            nearer.append(level)
+        if level._ancestors_next_stale <= now:
+            for owner, decoded in level._ancestors:
+                for k, (a, s) in decoded.checks.items():
+                    live = decoded.expiry.get(k, math.inf) > now
+                    if s <= now and live and not any(dict.__contains__(m, k) for m in nearer):
+                        out.append(StaleKey(k, "parent", owner, s - a, a))
+                nearer.append(decoded.values)
+        if level.user_id is not None and level._user_may_be_stale(now):
+            out.extend(level.user.stale_keys())
+        return out
+
+    def _user_may_be_stale(self, now: float) -> bool:
+        """Whether the user's state may hold a stale key, without decoding it when it does not."""
+        if self._user is not None:
+            return self._user._next_stale <= now
+        if not self._stored:
+            return True  # read on first use
+        header = self._user_header
+        return header is not None and any(
+            e.confirm_after is not None and e.updated_at + e.confirm_after <= now and e.live(now)
+            for e in header.state.values()
+        )
 
     @property
     def user_unavailable(self) -> bool:

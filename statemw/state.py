@@ -4,7 +4,9 @@ Every mutating method marks the mapping modified and records the key, so a save 
 keys. A mutable value handed out (`session["cart"].append(x)`) is remembered as *lent*, with its
 encoding at that moment; a save compares only lent values with their encoding, so finding what
 changed costs what the request touched, not the size of the state. Keys may carry an expiry time
-(`set(key, value, ttl=...)`).
+(`set(key, value, ttl=...)`) and a time after which they are due for a check
+(`set(key, value, confirm_after=...)`: the value stays, but `stale_keys()` lists it until it is
+set again or confirmed).
 """
 
 from __future__ import annotations
@@ -18,9 +20,53 @@ from uuid import UUID
 
 from statemw.codec import STORABLE, pack
 from statemw.errors import InvalidValue, LimitExceeded, UnencodableValue
+from statemw.records import Entry
 
 _MISSING: Any = object()
 Clock = Callable[[], float]
+
+
+class StaleKey(str):
+    """A key due for a check, as `stale_keys()` lists it: the key itself (a str, so
+    `"location" in session.stale_keys()` and `del session[key]` work), plus where it lives and
+    how old it is.
+
+    scope: "session" (the session's own state), "parent" (an ancestor's state, which a
+        sub-session reads through), or "user" (`session.user`).
+    owner: the id of the record holding it: the session's id, the ancestor's id, or the user id.
+    updated_at: when it was last set or confirmed; stale_at: updated_at + confirm_after.
+    """
+
+    scope: str
+    owner: str
+    updated_at: float
+    confirm_after: float
+
+    def __new__(
+        cls, key: str, scope: str, owner: str, updated_at: float, confirm_after: float
+    ) -> StaleKey:
+        self = super().__new__(cls, key)
+        self.scope = scope
+        self.owner = owner
+        self.updated_at = updated_at
+        self.confirm_after = confirm_after
+        return self
+
+    @property
+    def key(self) -> str:
+        return str(self)
+
+    @property
+    def stale_at(self) -> float:
+        return self.updated_at + self.confirm_after
+
+    def __repr__(self) -> str:
+        return f"StaleKey({str(self)!r}, scope={self.scope!r}, owner={self.owner!r})"
+
+    def __reduce__(self) -> Any:
+        args = (str(self), self.scope, self.owner, self.updated_at, self.confirm_after)
+        return (StaleKey, args)
+
 
 IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, datetime, date, UUID, Decimal})
 """Value types that cannot change in place, so handing them out needs no watching."""
@@ -32,17 +78,21 @@ class TrackedState(dict[str, Any]):
     # slots: a session is built on every request, and a __dict__ of this many attributes
     # costs more to fill than the rest of its construction
     __slots__ = (
+        "_checks",
         "_clock",
         "_deleted",
+        "_entries",
         "_expiry",
         "_forced",
         "_lent",
         "_max_value_bytes",
         "_next_expiry",
+        "_next_stale",
         "_saved_changes",
         "_size",
         "_sizes",
         "_touched",
+        "_updated",
         "accessed",
     )
     _clock: Clock
@@ -55,9 +105,12 @@ class TrackedState(dict[str, Any]):
         expiry: Mapping[str, float] | None = None,
         sizes: Mapping[str, int] | None = None,
         max_value_bytes: int | None = None,
+        checks: Mapping[str, tuple[float, float]] | None = None,
+        entries: Mapping[str, Entry] | None = None,
     ) -> None:
         """Fill with loaded values; `expiry`: key -> expires_at (keys with a TTL); `sizes`: key ->
-        bytes as stored (for the state size limit)."""
+        bytes as stored (for the state size limit); `checks`: key -> (confirm_after, stale_at)
+        (keys set with confirm_after); `entries`: the stored entries (their `updated_at`)."""
         dict.clear(self)
         dict.update(self, values)
         self._expiry: dict[str, float] = dict(expiry or {})
@@ -69,6 +122,10 @@ class TrackedState(dict[str, Any]):
         self._lent: dict[str, bytes] = {}
         self._clock = clock
         self._max_value_bytes = max_value_bytes
+        self._entries: Mapping[str, Entry] = entries or {}
+        self._updated: dict[str, float] = {}  # keys set or confirmed by this object: when
+        self._checks: dict[str, tuple[float, float]] = dict(checks) if checks else {}
+        self._next_stale = min([c[1] for c in self._checks.values()]) if self._checks else math.inf
         self._forced = False
         self._saved_changes = False
         self.accessed = False
@@ -120,8 +177,10 @@ class TrackedState(dict[str, Any]):
         if not isinstance(key, str):
             raise InvalidValue(f"state keys are strings, got {type(key).__name__}: {key!r}")
         self._touched[key] = None
+        self._updated[key] = self._clock()
         self._deleted.discard(key)
         self._lent.pop(key, None)
+        self._checks.pop(key, None)  # _next_stale stays a lower bound: the next scan fixes it
         if self._expiry.pop(key, None) is not None:
             self._next_expiry = min(self._expiry.values(), default=math.inf)
 
@@ -157,8 +216,16 @@ class TrackedState(dict[str, Any]):
         replaced = sum(sizes.get(k, 0) for k in written) + sum(sizes.get(k, 0) for k in deleted)
         return self._size - replaced + sum(written.values())
 
-    def mark_committed(self, written: Mapping[str, int], deleted: list[str]) -> None:
-        """After a save: what was written is the baseline now."""
+    def mark_committed(
+        self,
+        written: Mapping[str, int],
+        deleted: list[str],
+        updated: Mapping[str, float] | None = None,
+    ) -> None:
+        """After a save: what was written is the baseline now (`updated`: key -> updated_at as
+        written)."""
+        if updated:
+            self._updated.update(updated)
         self._size = self.size_after(written, deleted)
         for key in deleted:
             self._sizes.pop(key, None)
@@ -178,25 +245,114 @@ class TrackedState(dict[str, Any]):
         for key in [k for k, exp in self._expiry.items() if exp <= now]:
             del self._expiry[key]
             self._lent.pop(key, None)
+            self._checks.pop(key, None)
+            self._updated.pop(key, None)
             dict.pop(self, key, None)
             if key in self._touched:  # an unsaved write expired: what it replaced is gone too
                 del self._touched[key]
                 self._deleted.add(key)
         self._next_expiry = min(self._expiry.values(), default=math.inf)
 
-    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Store a value; with `ttl` (seconds) it is gone after that long, also from the store."""
+    def set(
+        self,
+        key: str,
+        value: Any,
+        ttl: float | None = None,
+        *,
+        confirm_after: float | None = None,
+    ) -> None:
+        """Store a value; with `ttl` (seconds) it is gone after that long, also from the store;
+        with `confirm_after` (seconds) it stays but is *stale* after that long: `stale_keys()`
+        lists it until it is set again or confirmed. A write replaces both: `session[key] = v`
+        keeps the value for good and never asks for a check."""
         if ttl is not None and ttl <= 0:
             raise InvalidValue(f"ttl must be positive seconds, got {ttl!r}")
+        if confirm_after is not None and not confirm_after > 0:
+            raise InvalidValue(f"confirm_after must be positive seconds, got {confirm_after!r}")
         self[key] = value
+        now = self._updated[key]
         if ttl is not None:
-            expires_at = self._clock() + ttl
+            expires_at = now + ttl
             self._expiry[key] = expires_at
             self._next_expiry = min(self._next_expiry, expires_at)
+        if confirm_after is not None:
+            self._checks[key] = (confirm_after, now + confirm_after)
+            self._next_stale = min(self._next_stale, now + confirm_after)
 
     def expires_at(self, key: str) -> float | None:
         """When a key set with a ttl expires (clock seconds), None for lasting keys."""
         return self._expiry.get(key)
+
+    # -- age: when a value was set, when it is due for a check -----------------------------------
+
+    def updated_at(self, key: str) -> float | None:
+        """When the value was last set or confirmed (clock seconds); None when there is none.
+        A value changed in place (`session["cart"].append(x)`) counts as set when it is saved."""
+        self._drop_expired()
+        if not dict.__contains__(self, key):
+            return None
+        when = self._updated.get(key)
+        if when is None:
+            entry = self._entries.get(key)
+            when = None if entry is None else entry.updated_at
+        return when
+
+    def stale_at(self, key: str) -> float | None:
+        """When a key set with confirm_after is due for a check (None: never, or no such key)."""
+        self._drop_expired()
+        check = self._checks.get(key)
+        return None if check is None else check[1]
+
+    def confirm(self, key: str) -> None:
+        """The value is still true: its age starts over (it is no longer stale), its value, ttl
+        and confirm_after stay. Saved like a write. KeyError when there is no such key."""
+        self._drop_expired()
+        if not dict.__contains__(self, key):
+            raise KeyError(key)
+        now = self._clock()
+        self._touched[key] = None
+        self._updated[key] = now
+        self._lent.pop(key, None)
+        self.accessed = True
+        check = self._checks.get(key)
+        if check is not None:
+            self._checks[key] = (check[0], now + check[0])
+
+    def stale_keys(self) -> list[StaleKey]:
+        """The keys due for a check now (set with confirm_after, not confirmed since)."""
+        return [
+            StaleKey(key, self._scope, self._owner, stale - after, after)
+            for key, after, stale in self._stale(self._clock())
+        ]
+
+    _scope = "session"
+
+    @property
+    def _owner(self) -> str:
+        return ""
+
+    def _stale(self, now: float) -> list[tuple[str, float, float]]:
+        """(key, confirm_after, stale_at) of the keys stale at `now`; O(1) while none is due."""
+        if self._next_stale > now:
+            return []
+        self._drop_expired()
+        out = [
+            (key, after, stale)
+            for key, (after, stale) in self._checks.items()
+            if stale <= now and dict.__contains__(self, key)
+        ]
+        self._next_stale = min(
+            (stale for _, stale in self._checks.values() if stale > now), default=math.inf
+        )
+        if out:
+            self._next_stale = min(self._next_stale, now)
+        return out
+
+    def _written_entry(self, key: str, value: bytes, expires_at: float | None, now: float) -> Entry:
+        """The entry a save writes for `key` (a key changed in place counts as set `now`)."""
+        when = self._updated[key] if key in self._touched else now
+        check = self._checks.get(key)
+        return Entry(value, when, expires_at, None if check is None else check[0])
 
     # -- reads (expired keys vanish; mutable values handed out are watched) -------------------
 
@@ -252,6 +408,8 @@ class TrackedState(dict[str, Any]):
         self._touched.pop(key, None)
         self._lent.pop(key, None)
         self._expiry.pop(key, None)
+        self._checks.pop(key, None)
+        self._updated.pop(key, None)
         self._deleted.add(key)
 
     def update(self, *args: Any, **kwargs: Any) -> None:

@@ -8,6 +8,7 @@ writes (`Session.save_plan`); the Store commits it and hands each result back.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -37,7 +38,7 @@ from statemw.ids import check_child_name, check_session_id, new_session_id
 from statemw.messages import Message, MessageRecord
 from statemw.records import SessionHeader, Summary, user_record_id
 from statemw.session import Session, UserState
-from statemw.state import Clock
+from statemw.state import Clock, StaleKey
 from statemw.tokens import TokenCounter, approx_tokens, count_message
 
 DAY = 86400.0
@@ -46,6 +47,10 @@ DAY = 86400.0
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_VALUE_BYTES = 1 << 20
 MAX_STATE_BYTES = 8 << 20
+
+Validate = Callable[[Session, list[StaleKey]], Any]
+"""`Store(validate=fn)`: fn(session, stale_keys), run when a web request loads a session with
+stale keys (a coroutine function for async adapters)."""
 
 
 def default_url() -> str:
@@ -80,6 +85,10 @@ class Store:
     compact_at + summarize (+ keep_last): on save, a session whose token_count() is over
         compact_at is first compacted: session.compact(summarize, keep_last=keep_last).
     clock: seconds since the epoch (tests pass a fake one).
+    validate: fn(session, stale_keys), run once when a web request (any adapter, or @stateful)
+        loads a session that has stale keys (see Session.stale_keys), before the handler: the
+        one place to drop, refresh, confirm or flag them. May be a coroutine function under
+        async adapters; a sync adapter refuses one.
     **backend_options: passed to the backend (Redis: key_prefix, socket_timeout, ...; diskcache:
         timeout).
     """
@@ -102,6 +111,7 @@ class Store:
         summarize: Callable[[list[Message]], Any] | None = None,
         keep_last: int = 10,
         clock: Clock = time.time,
+        validate: Validate | None = None,
         **backend_options: Any,
     ) -> None:
         for name, value in (("ttl", ttl), ("idle", idle), ("user_ttl", user_ttl)):
@@ -125,6 +135,7 @@ class Store:
         self.summarize = summarize
         self.keep_last = keep_last
         self.clock = clock
+        self.validate = validate
         self.codec = Codec(encryption_key)
         self._options = backend_options
         self._backends: tuple[Backend, AsyncBackend] | None = None
@@ -188,6 +199,36 @@ class Store:
             raise InvalidValue(f"user_id must be a non-empty string, got {user_id!r}")
         sid = new_session_id() if session_id is None else check_session_id(session_id)
         return Session(self, sid, user_id)
+
+    def validate_stale(self, session: Session) -> bool:
+        """Run `validate` on the session if it has stale keys; True when it ran. The adapters
+        call this after loading a request's session."""
+        if self.validate is None:
+            return False
+        stale = session.stale_keys()
+        if not stale:
+            return False
+        result = self.validate(session, stale)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise ConfigurationError(
+                "Store(validate=...) returned an awaitable in a blocking request: give a plain "
+                "function, or use the async adapters (statemw.asgi, async @stateful)"
+            )
+        return True
+
+    async def avalidate_stale(self, session: Session) -> bool:
+        """validate_stale for async adapters: `validate` may be a coroutine function."""
+        if self.validate is None:
+            return False
+        stale = session.stale_keys()
+        if not stale:
+            return False
+        result = self.validate(session, stale)
+        if inspect.isawaitable(result):
+            await result
+        return True
 
     # -- operations, each one flow of backend steps ----------------------------------------------
 

@@ -91,7 +91,9 @@ class _Copier:
                 return None
             return META_KEY, Entry(codec.seal_named(pack(None), body), entry.updated_at)
         data = codec.seal_named(pack(name), body) if codec.encrypted else codec.seal(body)
-        return codec.entry_key(name), Entry(data, entry.updated_at, entry.expires_at)
+        return codec.entry_key(name), Entry(
+            data, entry.updated_at, entry.expires_at, entry.confirm_after
+        )
 
     def entries(
         self, sid: str, source: SessionHeader, target: SessionHeader | None, now: float

@@ -31,6 +31,13 @@ class DemoServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+        self.clock_file = data_dir.parent / f"{data_dir.name}.clock"
+        self.clock_offset = 0.0
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the server's store clock ahead (DEMO_CLOCK_FILE): time passes, nobody waits."""
+        self.clock_offset += seconds
+        self.clock_file.write_text(str(self.clock_offset))
 
     def start(self, timeout: float = 30.0) -> None:
         env = {
@@ -38,6 +45,7 @@ class DemoServer:
             "PORT": str(self.port),
             "STATEMW_URL": f"diskcache://{self.data_dir}",
             "DEMO_SECRET": "browser-test-secret",
+            "DEMO_CLOCK_FILE": str(self.clock_file),
             "PYTHONUNBUFFERED": "1",
         }
         env.pop("OPENAI_BASE_URL", None)

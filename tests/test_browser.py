@@ -106,6 +106,49 @@ def test_two_devices_chat_edit_and_forget(
         raise
 
 
+def test_a_correction_in_words_and_a_stale_fact_asked_about_again(
+    chromium: object, server: DemoServer, tmp_path: Path
+) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(chromium, Browser)
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+
+    def say(text: str, reply: str) -> None:
+        page.fill("#text", text)
+        page.click("#send")
+        expect(page.locator("#messages li.assistant").last).to_contain_text(reply)
+
+    try:
+        page.goto(server.url)
+        page.fill("#login-name", "mia")
+        page.click("#login-button")
+        expect(page.get_by_test_id("who")).to_have_text("logged in as mia")
+
+        say("I live in San Francisco", "you live in San Francisco")
+        expect(page.get_by_test_id("age-user-home")).to_have_text("just now")
+        say("Find flights to Berlin", "When would you like to travel?")
+        say("Actually make it Munich", "Changed destination to Munich (was Berlin).")
+        expect(page.locator('#state dd[data-key="destination"]')).to_have_text("Munich")
+        say("change the date to Friday", "Changed date to Friday.")
+        expect(page.locator('#state dd[data-key="date"]')).to_have_text("Friday")
+
+        server.advance_clock(15 * 86400)  # two weeks and a day later: the home may have changed
+        page.reload()
+        expect(page.get_by_test_id("age-user-home")).to_have_text("15 days ago · still true?")
+        say("Hi", "By the way: Are you still in San Francisco?")
+        say("No, I moved to Lisbon", "Updated: you live in Lisbon (was San Francisco).")
+        expect(page.locator('#user-state dd[data-key="home"]')).to_have_text("Lisbon")
+        expect(page.get_by_test_id("age-user-home")).to_have_text("just now")
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failure-stale.png"), full_page=True)
+        raise
+    finally:
+        context.close()  # its live feed ends, so the server stops at once
+
+
 def test_without_a_browser_the_browser_tests_skip_with_a_reason(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -28,6 +28,7 @@ def build(store: Store) -> list[str]:
     trip = store.create(user_id="harsh")
     trip["destination"] = "Berlin"
     trip.set("offer", {"price": 99}, ttl=3600)
+    trip.set("location", "SF", ttl=7200, confirm_after=600)  # due for a check: copied as such
     trip.user["home"] = "SF"
     for n in range(30):
         trip.add_message("user", f"question {n} about Berlin")
@@ -69,8 +70,9 @@ def snapshot(store: Store, session_id: str) -> dict[str, Any]:
         "tokens": header.token_total,
         "messages": [(r.message, r.tokens, r.created_at) for r in records],
         "state": {
-            name: (value, header.state[state.stored[name]].updated_at, state.expiry.get(name))
+            name: (value, e.updated_at, e.expires_at, e.confirm_after)
             for name, value in state.values.items()
+            if (e := state.entries[name])
         },
         "summary": None
         if header.summary is None

@@ -22,6 +22,7 @@ import pytest
 from statemw import Store
 from statemw.backends import postgres, postgres_ops, postgres_sql
 from statemw.backends.postgres import AsyncPostgresBackend, PostgresBackend
+from statemw.codec import Codec
 from statemw.errors import (
     ConfigurationError,
     CorruptRecord,
@@ -183,21 +184,55 @@ def test_a_second_process_finds_the_schema_made_and_makes_nothing(
 def test_the_schema_is_migrated_in_place_from_an_older_version(
     pstore: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A version-2 statemw adds MIGRATIONS[2]; a version-1 database gets just that, kept data."""
+    """A later statemw adds the next migration; this database gets just that, kept data."""
     session = pstore.create()
     session["k"] = "v"
     session.save()
-    monkeypatch.setattr(postgres_sql, "SCHEMA_VERSION", 2)
+    later = postgres_sql.SCHEMA_VERSION + 1
+    monkeypatch.setattr(postgres_sql, "SCHEMA_VERSION", later)
     monkeypatch.setitem(
-        postgres_sql.MIGRATIONS, 2, ["ALTER TABLE {s}.sessions ADD COLUMN note text"]
+        postgres_sql.MIGRATIONS, later, ["ALTER TABLE {s}.sessions ADD COLUMN note text"]
     )
     upgraded = Store(pstore.url, clock=pstore.clock)
     try:
         assert upgraded.load(session.id)["k"] == "v"
-        assert rows(pstore, "SELECT version FROM {s}.schema_version") == [(2,)]
+        assert rows(pstore, "SELECT version FROM {s}.schema_version") == [(later,)]
         assert rows(pstore, "SELECT note FROM {s}.sessions") == [(None,)]
     finally:
         upgraded.close()
+
+
+def test_a_version_1_database_gains_confirm_after_and_its_keys_read_as_never_stale(
+    pstore: Store, clock: FakeClock
+) -> None:
+    schema = f'"{backend_of(pstore).settings.schema}"'
+    names = {"s": schema, "schema_literal": f"'{backend_of(pstore).settings.schema}'"}
+    execute(f"CREATE SCHEMA {schema}")
+    execute(postgres_sql.CREATE_VERSION_TABLE.format(**names))
+    for statement in postgres_sql.MIGRATIONS[1]:
+        execute(statement.format(**names))
+    value = Codec().encode("Berlin", what="test").hex()
+    sid = "a" * 24
+    execute(
+        f"INSERT INTO {schema}.sessions (sid, created_at, updated_at, revision) "
+        f"VALUES ('{sid}', {clock.now}, {clock.now}, 1);"
+        f"INSERT INTO {schema}.state (sid, key, value, updated_at) "
+        f"VALUES ('{sid}', 'city', '\\x{value}', {clock.now - 60});"
+        f"INSERT INTO {schema}.schema_version (version) VALUES (1)"
+    )
+
+    session = pstore.load(sid)
+
+    assert (session["city"], session.updated_at("city"), session.stale_keys()) == (
+        "Berlin",
+        clock.now - 60,
+        [],
+    )
+    session.set("city", "Munich", confirm_after=10)
+    session.save()
+    clock.advance(11)
+    assert pstore.load(sid).stale_keys() == ["city"]
+    assert rows(pstore, "SELECT version FROM {s}.schema_version") == [(2,)]
 
 
 def test_vectors_are_read_by_position_range(pstore: Store) -> None:

@@ -35,12 +35,19 @@ function show(value) {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
 
-function renderFacts(list, facts, scope) {
+function renderFacts(list, facts, scope, ages = {}) {
   list.replaceChildren();
   const keys = Object.keys(facts);
   if (!keys.length) list.append(el("p", { class: "none" }, "nothing yet"));
   for (const key of keys) {
     const dt = el("dt", {}, key);
+    // How old the fact is (by the server's clock); a stale one may have changed since.
+    const age = ages[key] || {};
+    if (age.age) {
+      const text = age.stale ? `${age.age} · still true?` : age.age;
+      const attrs = { class: age.stale ? "age stale" : "age", "data-testid": `age-${scope}-${key}` };
+      dt.append(el("small", attrs, text));
+    }
     const dd = el("dd", { "data-key": key, "data-scope": scope }, show(facts[key]));
     const edit = el("button", { class: "small", "data-testid": `edit-${scope}-${key}` }, "edit");
     const drop = el("button", { class: "small", "data-testid": `delete-${scope}-${key}` }, "delete");
@@ -70,8 +77,9 @@ function render(data) {
   if (!data.messages.length) list.append(el("li", { class: "empty" }, "Say hello to start a conversation."));
   for (const m of data.messages) list.append(el("li", { class: m.role }, m.content));
   list.scrollTop = list.scrollHeight;
-  renderFacts($("state"), data.state, "session");
-  renderFacts($("user-state"), data.user_state, "user");
+  const ages = data.ages || {};
+  renderFacts($("state"), data.state, "session", ages.session);
+  renderFacts($("user-state"), data.user_state, "user", ages.user);
   $("who").textContent = data.user ? `logged in as ${data.user}` : "anonymous";
   $("login-name").hidden = $("login-button").hidden = Boolean(data.user);
   $("logout").hidden = !data.user;

@@ -194,17 +194,17 @@ def settings(url: str, options: dict[str, Any]) -> Settings:
 
 # -- rows -> records -------------------------------------------------------------------------------
 
-HEADER_WIDTH = 18
+HEADER_WIDTH = 19
 
 
 def parse_header(row: tuple[Any, ...]) -> SessionHeader:
-    """A header from the 18 header columns (postgres_sql.header_select)."""
+    """A header from the 19 header columns (postgres_sql.header_select)."""
     sid = str(row[0])
     try:
         (_, user_id, created_at, updated_at, expires_at, revision, count, tokens) = row[:8]
         (s_value, s_upto, s_covered, s_tokens, children, lead) = row[8:14]
-        keys, values, updated, expires = (v or [] for v in row[14:18])
-        if not len(keys) == len(values) == len(updated) == len(expires):
+        keys, values, updated, expires, confirms = (v or [] for v in row[14:19])
+        if not len(keys) == len(values) == len(updated) == len(expires) == len(confirms):
             raise ValueError("state columns of different lengths")
         return SessionHeader(
             session_id=sid,
@@ -220,8 +220,13 @@ def parse_header(row: tuple[Any, ...]) -> SessionHeader:
             else Summary(bytes(s_value), int(s_upto), int(s_covered), int(s_tokens)),
             children=list(children or []),
             state={
-                k: Entry(bytes(v), float(u), None if e is None else float(e))
-                for k, v, u, e in zip(keys, values, updated, expires, strict=True)
+                k: Entry(
+                    bytes(v),
+                    float(u),
+                    None if e is None else float(e),
+                    None if c is None else float(c),
+                )
+                for k, v, u, e, c in zip(keys, values, updated, expires, confirms, strict=True)
             },
             lead=None if lead is None else int(lead),
         )
@@ -347,6 +352,7 @@ def commit_params(delta: Delta, notify: bool) -> dict[str, Any]:
         "set_values": [e.value for e in delta.set.values()],
         "set_updated": [e.updated_at for e in delta.set.values()],
         "set_expires": [e.expires_at for e in delta.set.values()],
+        "set_confirm": [e.confirm_after for e in delta.set.values()],
         "delete": list(delta.delete),
         "append": list(delta.append),
         "vector_pos": list(delta.vectors),

@@ -6,7 +6,8 @@ database is, so a later statemw adds MIGRATIONS[2] and upgrades in place on firs
 
 Layout (docs/postgres.md draws it):
     sessions   a row per session, sub-session and user record: the header's fields as columns
-    state      a row per state key: (sid, key) -> encoded value, updated_at, expires_at
+    state      a row per state key: (sid, key) -> encoded value, updated_at, expires_at,
+               confirm_after (version 2)
     messages   a row per message: (sid, pos) -> encoded message; the primary key serves
                "the last N of a session" as an index range scan
     vectors    a row per cached embedding: (sid, pos) -> encoded vector
@@ -16,12 +17,12 @@ so a session's whole tree is the id itself plus the range ("<id>/", "<id>0").
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# Every read returns a header as these 18 columns (postgres_ops.parse_header reads them): sid,
+# Every read returns a header as these 19 columns (postgres_ops.parse_header reads them): sid,
 # user_id, created_at, updated_at, expires_at, revision, message_count, token_total, summary,
-# summary_upto, summary_covered, summary_tokens, children, lead, then the live state as four
-# arrays (keys, values, updated_at, expires_at).
+# summary_upto, summary_covered, summary_tokens, children, lead, then the live state as five
+# arrays (keys, values, updated_at, expires_at, confirm_after).
 
 
 def header_select(now: str, where: str) -> str:
@@ -31,12 +32,13 @@ def header_select(now: str, where: str) -> str:
     return f"""
     SELECT h.sid, h.user_id, h.created_at, h.updated_at, h.expires_at, h.revision,
            h.message_count, h.token_total, h.summary, h.summary_upto, h.summary_covered,
-           h.summary_tokens, h.children, h.lead, st.keys, st.vals, st.upd, st.exp
+           h.summary_tokens, h.children, h.lead, st.keys, st.vals, st.upd, st.exp, st.chk
     FROM {{s}}.sessions h
     LEFT JOIN LATERAL (
         SELECT array_agg(k.key ORDER BY k.seq) AS keys, array_agg(k.value ORDER BY k.seq) AS vals,
                array_agg(k.updated_at ORDER BY k.seq) AS upd,
-               array_agg(k.expires_at ORDER BY k.seq) AS exp
+               array_agg(k.expires_at ORDER BY k.seq) AS exp,
+               array_agg(k.confirm_after ORDER BY k.seq) AS chk
         FROM {{s}}.state k
         WHERE k.sid = h.sid AND (k.expires_at IS NULL OR k.expires_at > {now})
     ) st ON true
@@ -97,35 +99,7 @@ CREATE TABLE {s}.vectors (
 );
 """
 
-_V1_FUNCTIONS = r"""
-CREATE FUNCTION {s}.channel(p_sid text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $fn$
-    -- LISTEN/NOTIFY channel of a session: an identifier under 64 bytes, distinct per schema
-    SELECT 'statemw_' || md5({schema_literal} || ':' || p_sid)
-$fn$;
-
-CREATE FUNCTION {s}.listen(p_sid text) RETURNS void
-LANGUAGE plpgsql AS $fn$
-BEGIN
-    EXECUTE format('LISTEN %I', {s}.channel(p_sid));
-END
-$fn$;
-
--- Remove a session with its sub-sessions (state, messages and vectors go by ON DELETE CASCADE).
-CREATE FUNCTION {s}.remove_tree(p_sid text) RETURNS void
-LANGUAGE sql AS $fn$
-    DELETE FROM {s}.sessions t
-    WHERE t.sid = p_sid OR (t.sid > p_sid || '/' AND t.sid < p_sid || '0')
-$fn$;
-
--- What commit answers when it writes nothing: the status and the revision it found.
-CREATE FUNCTION {s}.refused(p_status text, p_actual bigint)
-RETURNS TABLE (o_status text, o_actual bigint, o_revision bigint, o_count bigint,
-               o_tokens bigint, o_created_at float8, o_lead integer)
-LANGUAGE sql IMMUTABLE AS $fn$
-    SELECT p_status, p_actual, 0::bigint, 0::bigint, 0::bigint, 0::float8, 0
-$fn$;
-
+_COMMIT_V1 = r"""
 -- A save: the merge of records.apply_delta, done where the data is, in one statement's
 -- transaction. The session row is locked first (FOR UPDATE), so concurrent saves of one session
 -- queue up here and each appends at the count the previous one committed.
@@ -276,6 +250,37 @@ BEGIN
 END
 $fn$;
 
+"""
+
+_V1_FUNCTIONS = r"""
+CREATE FUNCTION {s}.channel(p_sid text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $fn$
+    -- LISTEN/NOTIFY channel of a session: an identifier under 64 bytes, distinct per schema
+    SELECT 'statemw_' || md5({schema_literal} || ':' || p_sid)
+$fn$;
+
+CREATE FUNCTION {s}.listen(p_sid text) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    EXECUTE format('LISTEN %I', {s}.channel(p_sid));
+END
+$fn$;
+
+-- Remove a session with its sub-sessions (state, messages and vectors go by ON DELETE CASCADE).
+CREATE FUNCTION {s}.remove_tree(p_sid text) RETURNS void
+LANGUAGE sql AS $fn$
+    DELETE FROM {s}.sessions t
+    WHERE t.sid = p_sid OR (t.sid > p_sid || '/' AND t.sid < p_sid || '0')
+$fn$;
+
+-- What commit answers when it writes nothing: the status and the revision it found.
+CREATE FUNCTION {s}.refused(p_status text, p_actual bigint)
+RETURNS TABLE (o_status text, o_actual bigint, o_revision bigint, o_count bigint,
+               o_tokens bigint, o_created_at float8, o_lead integer)
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT p_status, p_actual, 0::bigint, 0::bigint, 0::bigint, 0::float8, 0
+$fn$;
+
 CREATE FUNCTION {s}.delete_session(p_sid text, p_notify boolean) RETURNS boolean
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -361,10 +366,57 @@ END
 $fn$;
 """
 
+
+def _swap(text: str, old: str, new: str) -> str:
+    """`text` with its one occurrence of `old` replaced (a migration derived from an earlier
+    version's text fails at import, not in a database, if that text moves)."""
+    if text.count(old) != 1:
+        raise AssertionError(f"expected one {old!r} in the SQL being derived")
+    return text.replace(old, new)
+
+
+# Version 2: a state key may carry confirm_after (seconds after updated_at when it is due for a
+# check). The column is NULL for every row written before, which reads as "never stale"; commit
+# takes one more array, in the last position.
+_COMMIT_ARGS_V1 = (
+    "text, float8, float8, text, bigint, float8, boolean, bigint, bytea, bigint, bigint, bigint, "
+    "text[], bytea[], float8[], float8[], text[], bytea[], bigint[], bytea[], boolean, text, "
+    "integer"
+)
+_COMMIT_V2 = _COMMIT_V1
+for _old, _new in (
+    (
+        "p_notify boolean, p_changed text, p_lead_appended integer\n",
+        "p_notify boolean, p_changed text, p_lead_appended integer, p_set_confirm float8[]\n",
+    ),
+    (
+        "(sid, key, value, updated_at, expires_at)",
+        "(sid, key, value, updated_at, expires_at, confirm_after)",
+    ),
+    ("SELECT p_sid, u.k, u.v, u.upd, u.exp\n", "SELECT p_sid, u.k, u.v, u.upd, u.exp, u.chk\n"),
+    (
+        "unnest(p_set_keys, p_set_values, p_set_updated, p_set_expires)\n"
+        "             WITH ORDINALITY AS u(k, v, upd, exp, n)",
+        "unnest(p_set_keys, p_set_values, p_set_updated, p_set_expires, p_set_confirm)\n"
+        "             WITH ORDINALITY AS u(k, v, upd, exp, chk, n)",
+    ),
+    (
+        "expires_at = excluded.expires_at;",
+        "expires_at = excluded.expires_at, confirm_after = excluded.confirm_after;",
+    ),
+):
+    _COMMIT_V2 = _swap(_COMMIT_V2, _old, _new)
+
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         _V1_TABLES,
         _V1_FUNCTIONS,
+        _COMMIT_V1,
+    ],
+    2: [
+        "ALTER TABLE {s}.state ADD COLUMN confirm_after float8",
+        f"DROP FUNCTION {{s}}.commit({_COMMIT_ARGS_V1})",
+        _COMMIT_V2,
     ],
 }
 """Statements taking the schema from version n - 1 to n, run in one transaction."""
@@ -421,7 +473,8 @@ FROM {s}.commit(
     %(summary_tokens)s::bigint, %(set_keys)s::text[], %(set_values)s::bytea[],
     %(set_updated)s::float8[], %(set_expires)s::float8[], %(delete)s::text[],
     %(append)s::bytea[], %(vector_pos)s::bigint[], %(vectors)s::bytea[],
-    %(notify)s::boolean, %(changed)s::text, %(lead_appended)s::integer) c
+    %(notify)s::boolean, %(changed)s::text, %(lead_appended)s::integer,
+    %(set_confirm)s::float8[]) c
 """
 
 READ_MESSAGES = """

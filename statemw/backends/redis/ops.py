@@ -202,8 +202,7 @@ def parse_header(
         state = {}
         for name, data in fields.items():
             if name.startswith("s:"):
-                value, updated_at, expires_at = unpack(data)
-                state[name[2:]] = Entry(value, updated_at, expires_at)
+                state[name[2:]] = Entry.from_wire(unpack(data))
         ea = fields.get("_ea")
         uid = fields.get("_uid")
         ch = fields.get("_ch")
@@ -279,7 +278,7 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
     for key, entry in delta.set.items():
         args += [
             key,
-            pack([entry.value, entry.updated_at, entry.expires_at]),
+            pack(entry.to_wire()),
             _num(entry.expires_at),
         ]
     args += delta.delete
