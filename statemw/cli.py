@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
+from statemw.codec import META_KEY
 from statemw.errors import StateError
 from statemw.records import SessionHeader
 from statemw.store import Store, default_url
@@ -79,13 +80,25 @@ def _when(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
-def _header_facts(header: SessionHeader) -> dict[str, Any]:
+def _names(store: Store, header: SessionHeader) -> tuple[str | None, list[str]]:
+    """The user id and state key names as the app knows them (sealed ones opened with the
+    store's key; where they will not open, what is stored)."""
+    try:
+        state = store.codec.decode_state(header.session_id, header.state, store.clock())
+    except StateError:
+        return header.user_id, sorted(k for k in header.state if k != META_KEY)
+    user_id = state.user_id if META_KEY in state.stored else header.user_id
+    return user_id, sorted(state.values)
+
+
+def _header_facts(store: Store, header: SessionHeader) -> dict[str, Any]:
+    user_id, keys = _names(store, header)
     return {
         "id": header.session_id,
-        "user": header.user_id,
+        "user": user_id,
         "messages": header.message_count,
         "tokens": header.token_total,
-        "keys": sorted(header.state),
+        "keys": keys,
         "created": _when(header.created_at),
         "updated": _when(header.updated_at),
         "expires": _when(header.expires_at),
@@ -111,12 +124,12 @@ def cmd_ls(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     if args.limit:
         headers = headers[-args.limit :]
     if args.json:
-        json.dump([_header_facts(h) for h in headers], out, indent=2)
+        json.dump([_header_facts(store, h) for h in headers], out, indent=2)
         out.write("\n")
         return 0
     for h in headers:
         out.write(
-            f"{h.session_id}  user={h.user_id or '-'}  messages={h.message_count}  "
+            f"{h.session_id}  user={_names(store, h)[0] or '-'}  messages={h.message_count}  "
             f"updated={_when(h.updated_at)}  expires={_when(h.expires_at)}\n"
         )
     if not headers:
@@ -130,7 +143,7 @@ def cmd_show(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     assert header is not None
     summary = session.summary_message()
     facts = {
-        **_header_facts(header),
+        **_header_facts(store, header),
         "state": dict(session),
         "user_state": dict(session.user) if session.user_id else {},
         "summary": summary["content"] if summary else None,

@@ -162,3 +162,14 @@ def test_a_store_locked_by_another_process_gives_up_after_the_wait(
 
 def test_the_default_wait_for_a_locked_store_is_a_few_seconds() -> None:
     assert parser().parse_args(["ls"]).wait == 3.0
+
+
+def test_an_encrypted_store_lists_user_ids_and_key_names_as_the_app_knows_them(url: str) -> None:
+    key = generate_key()
+    sid = conversation(url, encryption_key=key)
+    code, out = run("--store", url, f"--encryption-key={key}", "ls", "--json")
+    assert code == 0
+    [facts] = json.loads(out)
+    assert (facts["id"], facts["user"], facts["keys"]) == (sid, "harsh", ["destination"])
+    code, out = run("--store", url, f"--encryption-key={key}", "ls")
+    assert "user=harsh" in out
