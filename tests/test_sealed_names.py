@@ -140,3 +140,20 @@ def test_a_name_is_stored_under_the_same_hash_by_every_store_with_the_key() -> N
     assert Codec(key).entry_key("cart") != Codec(key).user_refs("cart")[0]
     assert Codec().entry_key("cart") == "cart"
     assert Codec().user_refs(USER) == [USER]
+
+
+@pytest.mark.anyio
+async def test_the_async_calls_find_and_forget_a_user_under_sealed_names(
+    stores: list[Store], url: str, clock: FakeClock
+) -> None:
+    store = opened(stores, url, clock, generate_key())
+    session = await store.acreate(user_id=USER)
+    session[KEY_NAME] = "4111"
+    session.user["plan"] = "pro"
+    await session.asave()
+    again = await store.aload(session.id)
+    assert (again.user_id, again[KEY_NAME]) == (USER, "4111")
+    assert (await store.acreate(user_id=USER)).user == {"plan": "pro"}
+    assert await store.acurrent_session_id(USER) == session.id
+    assert await store.aforget_user(USER) == 1
+    assert await store.auser_sessions(USER) == []
