@@ -262,10 +262,8 @@ class Codec:
                 )
             else:
                 message, tokens, created_at = self.decode(data, session_id=session_id)
-            if type(message) is not dict or type(message.get("role")) is not str:
-                raise TypeError("the message is not a dict with a role")
-            if type(tokens) is not int or type(created_at) not in (int, float):
-                raise TypeError("bad token count or time")
+            if type(message) is not dict or type(tokens) is not int or "role" not in message:
+                raise TypeError("not a message, its token count and time")
             return MessageRecord(message, tokens, created_at)
         except CorruptRecord:
             raise
@@ -378,10 +376,11 @@ class Codec:
     ) -> DecodedState:
         """A record's live state by name (sealed names opened), with what a TrackedState keeps
         beside the values and what a save must know, in the one pass a load makes anyway."""
-        state = DecodedState()
-        values, expiry, sizes, checks = state.values, state.expiry, state.sizes, state.checks
+        values: dict[str, Any] = {}
+        expiry: dict[str, float] = {}
+        sizes: dict[str, int] = {}
+        checks: dict[str, tuple[float, float]] = {}
         if not self._aead:  # names are the stored keys (a sealed entry fails to decode)
-            names = state.stored
             for key, entry in entries.items():
                 if entry.expires_at is not None:
                     if entry.expires_at <= now:
@@ -391,12 +390,13 @@ class Codec:
                     checks[key] = (entry.confirm_after, entry.updated_at + entry.confirm_after)
                 values[key] = self.decode(entry.value, session_id=record_id)
                 sizes[key] = len(entry.value)
-                names[key] = key
-            state.entries = entries
-            return state
+            return DecodedState(values, expiry, sizes, checks, entries, _AS_STORED, _NONE_STALE)
+        names: dict[str, str] = {}
+        stale: list[str] = []
+        state = DecodedState(values, expiry, sizes, checks, {}, names, stale)
         plain = not any(e.value[:1] in (_SEALED_BYTE, _NAMED_BYTE) for e in entries.values())
-        by_name: dict[str, Entry] = {}
-        state.entries = by_name
+        by_name = state.entries
+        assert isinstance(by_name, dict)
         for stored, entry in entries.items():
             if entry.expires_at is not None and entry.expires_at <= now:
                 continue
@@ -414,15 +414,15 @@ class Codec:
                     if not (value is None or isinstance(value, str)):
                         raise CorruptRecord(record_id, "bad sealed facts (user id)")
                     state.user_id = value
-                    state.stored[META_KEY] = stored
+                    names[META_KEY] = stored
                     continue
-            older = state.stored.get(name)
+            older = names.get(name)
             if older is not None:  # one name under two stored keys (a key rotation): the newer
                 if entries[older].updated_at > entry.updated_at:
-                    state.stale.append(stored)
+                    stale.append(stored)
                     continue
-                state.stale.append(older)
-            state.stored[name] = stored
+                stale.append(older)
+            names[name] = stored
             by_name[name] = entry
             values[name] = value
             sizes[name] = len(entry.value)
@@ -450,10 +450,15 @@ class DecodedState:
     sizes: dict[str, int] = field(default_factory=dict)
     checks: dict[str, tuple[float, float]] = field(default_factory=dict)
     entries: Mapping[str, Entry] = field(default_factory=dict)
-    stored: dict[str, str] = field(default_factory=dict)
-    stale: list[str] = field(default_factory=list)
+    stored: Mapping[str, str] = field(default_factory=dict)
+    stale: Sequence[str] = ()
     user_id: str | None = None
     sealed: bool = False
+
+
+_AS_STORED: Mapping[str, str] = {}
+"""DecodedState.stored without encryption: every name is its own stored key (never filled)."""
+_NONE_STALE: Sequence[str] = ()
 
 
 def encode_header(wire: list[Any]) -> bytes:

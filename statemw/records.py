@@ -21,6 +21,7 @@ _NUMBER = (int, float)
 _MAYBE_NUMBER = (int, float, type(None))
 _MAYBE_INT = (int, type(None))
 _MAYBE_TEXT = (str, type(None))
+_STR_KEYS = frozenset((str,))
 
 LEAD_SCAN = 8
 """How many of the first messages may count as the leading system prompt (kept in every window)."""
@@ -174,9 +175,9 @@ class SessionHeader:
             or type(wire[5]) not in _MAYBE_NUMBER
             or not type(wire[6]) is type(wire[7]) is type(wire[8]) is int
             or type(wire[10]) is not list
-            or not all(type(c) is str for c in wire[10])
+            or (wire[10] and not all(type(c) is str for c in wire[10]))
             or type(wire[11]) is not dict
-            or not all(type(k) is str for k in wire[11])
+            or not _STR_KEYS.issuperset(map(type, wire[11]))
             or (wire[0] == 2 and (type(wire[12]) not in _MAYBE_INT or type(wire[13]) is not int))
         ):
             raise ValueError("a session header field of the wrong type")

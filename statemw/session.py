@@ -12,7 +12,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from statemw import telemetry
 from statemw._default import default_store
@@ -28,7 +28,6 @@ from statemw.records import (
     LEAD_SCAN,
     Committed,
     Delta,
-    Entry,
     SessionHeader,
     Snapshot,
     Summary,
@@ -58,8 +57,8 @@ class _Saved(TrackedState):
     __slots__ = ("_stored_keys", "_superseded", "_written", "record_id", "store", "user_id")
     store: Store
     record_id: str
-    _stored_keys: dict[str, str]
-    _superseded: list[str]
+    _stored_keys: dict[str, str]  # filled with encryption only (else names are stored keys)
+    _superseded: Sequence[str]
     _written: tuple[dict[str, int], list[str], dict[str, str]]
 
     def _init_state(self, state: DecodedState | None) -> None:
@@ -75,7 +74,7 @@ class _Saved(TrackedState):
             checks=state.checks,
             entries=state.entries,
         )
-        self._stored_keys = state.stored
+        self._stored_keys = cast(dict[str, str], state.stored)
         self._superseded = state.stale  # stored keys of names found under a newer one
         self._written = _NOTHING_WRITTEN
 
@@ -86,8 +85,22 @@ class _Saved(TrackedState):
             self._written = _NOTHING_WRITTEN
             return Delta(session_id=self.record_id, now=now, create=create)
         codec = self.store.codec
+        if not codec.encrypted:  # names are the stored keys
+            encode = codec.encode
+            entries = {
+                key: self._written_entry(
+                    key, encode(value, what=functools.partial(self._name, key)), expires_at, now
+                )
+                for key, (value, expires_at) in sets.items()
+            }
+            sizes = {k: len(e.value) for k, e in entries.items()}
+            self._check_size(sizes, deletes)
+            self._written = (sizes, deletes, _AS_NAMED)
+            return Delta(
+                session_id=self.record_id, now=now, create=create, set=entries, delete=deletes
+            )
         stored = self._stored_keys
-        entries: dict[str, Entry] = {}
+        entries = {}
         written: dict[str, int] = {}
         keys: dict[str, str] = {}
         gone = list(self._superseded)
@@ -103,6 +116,13 @@ class _Saved(TrackedState):
             gone.append(codec.entry_key(name))
             if stored.get(name, gone[-1]) != gone[-1]:
                 gone.append(stored[name])
+        self._check_size(written, deletes)
+        self._written = (written, deletes, keys)
+        if len(gone) > len(deletes):
+            gone = list(dict.fromkeys(k for k in gone if k not in entries))
+        return Delta(session_id=self.record_id, now=now, create=create, set=entries, delete=gone)
+
+    def _check_size(self, written: dict[str, int], deletes: list[str]) -> None:
         limit = self.store.max_state_bytes
         if limit is not None:
             size = self.size_after(written, deletes)
@@ -111,10 +131,6 @@ class _Saved(TrackedState):
                     f"session {self.record_id!r}: state is {size} bytes, over "
                     f"max_state_bytes={limit}"
                 )
-        self._written = (written, deletes, keys)
-        if len(gone) > len(deletes):
-            gone = list(dict.fromkeys(k for k in gone if k not in entries))
-        return Delta(session_id=self.record_id, now=now, create=create, set=entries, delete=gone)
 
     def _name(self, key: str) -> str:
         return f"state key {key!r} of session {self.record_id!r}"
@@ -122,6 +138,12 @@ class _Saved(TrackedState):
     def _state_committed(self, delta: Delta) -> None:
         written, deletes, keys = self._written
         sets = delta.set
+        if keys is _AS_NAMED:
+            self.mark_committed(
+                written, deletes, {k: e.updated_at for k, e in sets.items()} if sets else None
+            )
+            self._written = _NOTHING_WRITTEN
+            return
         self.mark_committed(
             written,
             deletes,
@@ -135,6 +157,8 @@ class _Saved(TrackedState):
 
 
 _NOTHING_WRITTEN: tuple[dict[str, int], list[str], dict[str, str]] = ({}, [], {})
+_AS_NAMED: dict[str, str] = {}
+"""In _written: the stored keys are the names (no encryption)."""
 
 
 class UserState(_Saved):
@@ -243,7 +267,9 @@ class Session(_Saved):
             self._user_ref = header.user_id
             if META_KEY in state.stored:
                 self.user_id = state.user_id
-            elif not state.sealed:
+            elif not state.sealed and (
+                (window and window[-1][0] != 1) or header.summary is not None
+            ):
                 self._check_key(header, window)
         self._init_state(state)
         self.parent = parent

@@ -171,8 +171,8 @@ class KVBackend:
             chunk = unpack(data)
         except Exception as exc:
             raise CorruptRecord(session_id, f"bad message chunk {n} ({exc})") from exc
-        if kind == "m":
-            if type(chunk) is not list or not all(type(m) is bytes for m in chunk):
+        if kind == "m":  # (a record that is not bytes fails to decode, as CorruptRecord)
+            if type(chunk) is not list:
                 raise CorruptRecord(session_id, f"bad message chunk {n} (not a list of records)")
         elif type(chunk) is not dict or not all(
             type(p) is int and type(v) is bytes for p, v in chunk.items()
@@ -208,7 +208,8 @@ class KVBackend:
         return out
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
-        self.reclaim(now)
+        if now >= self._next_sweep:
+            self.reclaim(now)
         header = self.read_header(session_id, now)
         if header is None:
             return None
@@ -302,7 +303,8 @@ class KVBackend:
                 self.kv.schedule(sid, header.expires_at)
         changed = tuple(sorted(set(delta.set) | set(delta.delete)))
         self._publish(Change(sid, header.revision, header.message_count, changed), header)
-        self.reclaim(delta.now)
+        if delta.now >= self._next_sweep:
+            self.reclaim(delta.now)
         return Committed.of(header)
 
     def _append(self, sid: str, position: int, messages: list[bytes]) -> None:
