@@ -187,6 +187,7 @@ postgres_rows = st.tuples(
     st.none() | st.lists(st.binary(max_size=30), max_size=3),
     st.none() | st.lists(st.floats(), max_size=3),
     st.none() | st.lists(st.none() | st.floats(), max_size=3),
+    st.none() | st.lists(st.none() | st.floats(), max_size=3),
 )
 
 

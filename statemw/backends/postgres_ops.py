@@ -332,6 +332,10 @@ def read_header_op(q: Sql, session_id: str, now: float) -> Op[SessionHeader | No
     return header
 
 
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
 def commit_params(delta: Delta, notify: bool) -> dict[str, Any]:
     create = delta.create
     summary = delta.summary
@@ -350,9 +354,11 @@ def commit_params(delta: Delta, notify: bool) -> dict[str, Any]:
         "summary_tokens": None if summary is None else summary.tokens,
         "set_keys": list(delta.set),
         "set_values": [e.value for e in delta.set.values()],
-        "set_updated": [e.updated_at for e in delta.set.values()],
-        "set_expires": [e.expires_at for e in delta.set.values()],
-        "set_confirm": [e.confirm_after for e in delta.set.values()],
+        # float8[]: psycopg refuses a list mixing int and float (a confirm_after of 1 set now
+        # beside one of 1.0 read back), so each is a float
+        "set_updated": [float(e.updated_at) for e in delta.set.values()],
+        "set_expires": [_float(e.expires_at) for e in delta.set.values()],
+        "set_confirm": [_float(e.confirm_after) for e in delta.set.values()],
         "delete": list(delta.delete),
         "append": list(delta.append),
         "vector_pos": list(delta.vectors),
