@@ -30,7 +30,7 @@ from statemw.backends.redis.lua import CLUSTER_SCRIPTS
 from statemw.backends.redis.pubsub import AsyncRedisSubscription, RedisSubscription
 from statemw.backends.threaded import ThreadedSubscription, on_asyncio, to_thread
 from statemw.changes import AsyncSubscription
-from statemw.errors import ConfigurationError
+from statemw.errors import ConfigurationError, StoreUnavailable
 from statemw.records import Committed, Delta, SessionHeader, Snapshot
 
 T = TypeVar("T")
@@ -50,6 +50,15 @@ _CLIENT_OPTIONS = {
     "ssl_keyfile",
     "ssl_cert_reqs",
 }
+
+
+def _fault(health: _report.Health | None, exc: BaseException) -> StoreUnavailable:
+    """What faults.faults() raises for a driver fault, for the per-operation paths, where its
+    context manager costs more than the rest of the wrapping together."""
+    error = unavailable(exc)
+    if health is not None:
+        health.failed(error)
+    return error
 
 
 class RedisBackend:
@@ -95,8 +104,13 @@ class RedisBackend:
             pool.release(conn)
 
     def _run(self, op: ops.Op[T]) -> T:
-        with faults(self.health):
-            return drive(op, self)
+        try:
+            answer = drive(op, self)
+        except FAULTS as exc:
+            raise _fault(self.health, exc) from exc
+        if self.health is not None and self.health.down:
+            self.health.recovered()
+        return answer
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
         return self._run(ops.load_op(self.layout, session_id, window, now))
@@ -199,6 +213,21 @@ class _LoopClient:
             else:
                 await pool.release(conn)
 
+    async def call(self, call: ops.RedisStep) -> Any:
+        """Send one call an operation yields (ops.AsyncCaller): the driver runs on this."""
+        _report.round_trip()
+        if isinstance(call, ops.Script):
+            if self.scripts is None:
+                return await self.send(call.evalsha())
+            return await self.scripts[call.name](keys=list(call.keys), args=list(call.args))
+        if isinstance(call, ops.Command):
+            return await self.client.execute_command(*call.args)
+        assert isinstance(call, ops.Pipeline)
+        pipe = self.client.pipeline(transaction=False)
+        for command in call.commands:
+            pipe.execute_command(*command.args)
+        return await pipe.execute()
+
     async def close(self) -> None:
         await self._finalizer.aclose()
 
@@ -240,26 +269,23 @@ class AsyncRedisBackend:
         return (await self._loop_client()).client
 
     async def call(self, call: ops.RedisStep) -> Any:
-        """Send one call an operation yields (ops.AsyncCaller), on this event loop's client."""
-        _report.round_trip()
-        entry = await self._loop_client()
-        if isinstance(call, ops.Script):
-            if entry.scripts is None:
-                return await entry.send(call.evalsha())
-            return await entry.scripts[call.name](keys=list(call.keys), args=list(call.args))
-        if isinstance(call, ops.Command):
-            return await entry.client.execute_command(*call.args)
-        assert isinstance(call, ops.Pipeline)
-        pipe = entry.client.pipeline(transaction=False)
-        for command in call.commands:
-            pipe.execute_command(*command.args)
-        return await pipe.execute()
+        """Send one call an operation yields, on this event loop's client."""
+        return await (await self._loop_client()).call(call)
 
     async def _run(self, op: ops.Op[T]) -> T:
-        if not on_asyncio():
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio, say: the blocking client, in a worker thread
             return await to_thread(self._sync._run, op)
-        async with afaults(self.health), asyncio.timeout(self._timeout):
-            return await adrive(op, self)
+        entry = self._loops.get(loop) or await self._loop_client()
+        try:
+            async with asyncio.timeout(self._timeout):
+                answer = await adrive(op, entry)
+        except FAULTS as exc:
+            raise _fault(self.health, exc) from exc
+        if self.health is not None and self.health.down:
+            self.health.recovered()
+        return answer
 
     async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
         return await self._run(ops.load_op(self.layout, session_id, window, now))

@@ -88,7 +88,7 @@ class Script(RedisStep):
 
     def evalsha(self) -> bytes:
         """This call as an EVALSHA command in Redis's wire format, ready to send as it is."""
-        return wire(["EVALSHA", SHAS[self.name], len(self.keys), *self.keys, *self.args])
+        return evalsha(self.name, self.keys, self.args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +113,20 @@ SHAS = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRI
 """What EVALSHA names each script by (standalone Redis; redis-py's Script objects in a cluster)."""
 
 
-def wire(args: Sequence[str | bytes | int]) -> bytes:
-    """A command in RESP, the bytes redis-py would send for it: the shells send a script's
-    EVALSHA as it is, skipping redis-py's per-argument packing and command machinery."""
-    parts = [b"*%d" % len(args)]
-    for arg in args:
-        data = arg if type(arg) is bytes else str(arg).encode()
-        parts += (b"$%d" % len(data), data)
+_EVALSHA = {name: b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % sha.encode() for name, sha in SHAS.items()}
+
+
+def evalsha(name: str, keys: Sequence[str], args: Sequence[str | bytes | int]) -> bytes:
+    """EVALSHA of a script in RESP, the bytes redis-py would send for it: the shells send it as
+    it is, skipping redis-py's per-argument packing and command machinery."""
+    n = len(keys)
+    parts = [b"*%d\r\n%b$%d\r\n%d" % (n + len(args) + 3, _EVALSHA[name], len(str(n)), n)]
+    for arg in (*keys, *args):
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif not isinstance(arg, bytes):
+            arg = b"%d" % arg
+        parts += (b"$%d" % len(arg), arg)
     parts.append(b"")
     return b"\r\n".join(parts)
 
