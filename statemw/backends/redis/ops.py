@@ -158,6 +158,12 @@ class KeyLayout:
     def base(self, session_id: str) -> str:
         return f"{self.prefix}{{{tag(session_id)}}}:"
 
+    def keys(self, sid: str, kinds: str) -> list[str]:
+        """Several keys of one record, its tag found once: kinds "hmvxc" for header,
+        messages, vectors, expiries, channel."""
+        base = self.base(sid)
+        return [f"{base}{kind}:{sid}" for kind in kinds]
+
     def header(self, sid: str) -> str:
         return f"{self.base(sid)}h:{sid}"
 
@@ -298,6 +304,7 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
     uid = create.user_id if create is not None and create.user_id is not None else ""
     summary = delta.summary
     changed = sorted(set(delta.set) | set(delta.delete))
+    *key_list, channel = layout.keys(sid, "hmvxc")
     args: list[str | bytes | int] = [
         _num(now),
         "" if create is None else _num(create.created_at),
@@ -311,7 +318,7 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
         else pack([summary.value, summary.upto, summary.covered_tokens, summary.tokens]),
         "" if summary is None else str(summary.upto),
         child_name,
-        layout.channel(sid),
+        channel,
         pexpire,
         pack(changed),
         len(delta.set),
@@ -331,13 +338,7 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
     args += delta.append
     for position, vector in delta.vectors.items():
         args += [str(position), vector]
-    key_list = [
-        layout.header(sid),
-        layout.messages(sid),
-        layout.vectors(sid),
-        layout.expiries(sid),
-        layout.header(parent),
-    ]
+    key_list.append(key_list[0] if parent == sid else layout.header(parent))
     index = uid and not child_name and not is_user
     if index and not layout.cluster:
         key_list.append(layout.user_index(uid))
@@ -364,11 +365,7 @@ def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[S
     parents = parent_ids(session_id) if not session_id.startswith(USER_PREFIX) else []
     reply = yield from script(
         "load",
-        [
-            layout.header(session_id),
-            layout.messages(session_id),
-            *(layout.header(p) for p in parents),
-        ],
+        [*layout.keys(session_id, "hm"), *(layout.header(p) for p in parents)],
         [_num(now), str(window), "" if layout.cluster else layout.prefix],
     )
     if not reply:
