@@ -198,12 +198,7 @@ class Store:
     def validate_stale(self, session: Session) -> bool:
         """Run `validate` on the session if it has stale keys; True when it ran. The adapters
         call this after loading a request's session."""
-        if self.validate is None:
-            return False
-        stale = session.stale_keys()
-        if not stale:
-            return False
-        result = self.validate(session, stale)
+        ran, result = self._validate(session)
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
@@ -211,19 +206,23 @@ class Store:
                 "Store(validate=...) returned an awaitable in a blocking request: give a plain "
                 "function, or use the async adapters (statemw.asgi, async @stateful)"
             )
-        return True
+        return ran
 
     async def avalidate_stale(self, session: Session) -> bool:
         """validate_stale for async adapters: `validate` may be a coroutine function."""
-        if self.validate is None:
-            return False
-        stale = session.stale_keys()
-        if not stale:
-            return False
-        result = self.validate(session, stale)
+        ran, result = self._validate(session)
         if inspect.isawaitable(result):
             await result
-        return True
+        return ran
+
+    def _validate(self, session: Session) -> tuple[bool, object]:
+        """(whether `validate` ran, what it returned): it runs when the session has stale keys."""
+        if self.validate is None:
+            return False, None
+        stale = session.stale_keys()
+        if not stale:
+            return False, None
+        return True, self.validate(session, stale)
 
     # -- operations, each one flow of backend steps ----------------------------------------------
 
