@@ -25,12 +25,12 @@ from statemw import _report
 from statemw._drive import adrive, drive
 from statemw.backends.base import Progress
 from statemw.backends.redis import ops
-from statemw.backends.redis.faults import FAULTS, afaults, faults, unavailable
+from statemw.backends.redis.faults import FAULTS, afaults, answered, failed, faults, unavailable
 from statemw.backends.redis.lua import CLUSTER_SCRIPTS
 from statemw.backends.redis.pubsub import AsyncRedisSubscription, RedisSubscription
 from statemw.backends.threaded import ThreadedSubscription, on_asyncio, to_thread
 from statemw.changes import AsyncSubscription
-from statemw.errors import ConfigurationError, StoreUnavailable
+from statemw.errors import ConfigurationError
 from statemw.records import Committed, Delta, SessionHeader, Snapshot
 
 T = TypeVar("T")
@@ -50,15 +50,6 @@ _CLIENT_OPTIONS = {
     "ssl_keyfile",
     "ssl_cert_reqs",
 }
-
-
-def _fault(health: _report.Health | None, exc: BaseException) -> StoreUnavailable:
-    """What faults.faults() raises for a driver fault, for the per-operation paths, where its
-    context manager costs more than the rest of the wrapping together."""
-    error = unavailable(exc)
-    if health is not None:
-        health.failed(error)
-    return error
 
 
 class RedisBackend:
@@ -107,9 +98,8 @@ class RedisBackend:
         try:
             answer = drive(op, self)
         except FAULTS as exc:
-            raise _fault(self.health, exc) from exc
-        if self.health is not None and self.health.down:
-            self.health.recovered()
+            raise failed(self.health, exc) from exc
+        answered(self.health)
         return answer
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
@@ -282,9 +272,8 @@ class AsyncRedisBackend:
             async with asyncio.timeout(self._timeout):
                 answer = await adrive(op, entry)
         except FAULTS as exc:
-            raise _fault(self.health, exc) from exc
-        if self.health is not None and self.health.down:
-            self.health.recovered()
+            raise failed(self.health, exc) from exc
+        answered(self.health)
         return answer
 
     async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
