@@ -311,3 +311,38 @@ def test_vectors_are_read_by_position_range(rstore: Store) -> None:
     assert backend.read_vectors(session.id, 3, 8) == {3: b"v3", 7: b"v7"}
     assert backend.read_vectors(session.id, 0, 5000) == {3: b"v3", 7: b"v7", 2000: b"vx"}
     assert backend.read_vectors(session.id, 5, 5) == {}
+
+
+def test_scripts_come_back_after_a_script_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripts go out as EVALSHA; a server without them (new, restarted, SCRIPT FLUSHed)
+    answers NOSCRIPT, and the call loads the script and runs it again."""
+    server = RedisServer().start()
+    store = Store(server.url)
+    try:
+        session = store.create(user_id="harsh")
+        session.add_message("user", "hi")
+        session.save()
+        calls = count_round_trips(backend_of(store), monkeypatch)
+        raw(store).script_flush()
+        again = store.load(session.id)  # EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA
+        assert calls == ["Script", "Command", "Script"]
+        monkeypatch.undo()
+        again.add_message("assistant", "hello")
+        again.save()
+
+        async def turn() -> int:
+            raw(store).script_flush()
+            loaded = await store.aload(session.id)
+            loaded.add_message("user", "and again")
+            await loaded.asave()
+            return len(loaded.messages)
+
+        assert asyncio.run(turn()) == 3
+        assert [m["content"] for m in store.load(session.id).messages] == [
+            "hi",
+            "hello",
+            "and again",
+        ]
+    finally:
+        store.close()
+        server.remove()

@@ -25,8 +25,8 @@ from statemw import _report
 from statemw._drive import adrive, drive
 from statemw.backends.base import Progress
 from statemw.backends.redis import ops
-from statemw.backends.redis.faults import FAULTS, afaults, faults, unavailable
-from statemw.backends.redis.lua import CLUSTER_SCRIPTS, SCRIPTS
+from statemw.backends.redis.faults import FAULTS, afaults, answered, failed, faults, unavailable
+from statemw.backends.redis.lua import CLUSTER_SCRIPTS
 from statemw.backends.redis.pubsub import AsyncRedisSubscription, RedisSubscription
 from statemw.backends.threaded import ThreadedSubscription, on_asyncio, to_thread
 from statemw.changes import AsyncSubscription
@@ -61,13 +61,20 @@ class RedisBackend:
         self.client = client
         self.layout = layout
         self.health = health
-        sources = CLUSTER_SCRIPTS if layout.cluster else SCRIPTS
-        self._scripts = {name: client.register_script(src) for name, src in sources.items()}
+        # Standalone: a script goes out as ops.Script.evalsha's bytes on a pooled connection.
+        # Cluster: redis-py's Script objects, which find the slot's node.
+        self._scripts = (
+            {name: client.register_script(src) for name, src in CLUSTER_SCRIPTS.items()}
+            if layout.cluster
+            else None
+        )
 
     def call(self, call: ops.RedisStep) -> Any:
         """Send one call an operation yields (ops.Caller)."""
         _report.round_trip()
         if isinstance(call, ops.Script):
+            if self._scripts is None:
+                return self._send(call.evalsha())
             return self._scripts[call.name](keys=list(call.keys), args=list(call.args))
         if isinstance(call, ops.Command):
             return self.client.execute_command(*call.args)
@@ -77,9 +84,23 @@ class RedisBackend:
             pipe.execute_command(*command.args)
         return pipe.execute()
 
+    def _send(self, packed: bytes) -> Any:
+        """One command already in RESP (its connection disconnects itself on a fault)."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([packed])
+            return conn.read_response()
+        finally:
+            pool.release(conn)
+
     def _run(self, op: ops.Op[T]) -> T:
-        with faults(self.health):
-            return drive(op, self)
+        try:
+            answer = drive(op, self)
+        except FAULTS as exc:
+            raise failed(self.health, exc) from exc
+        answered(self.health)
+        return answer
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
         return self._run(ops.load_op(self.layout, session_id, window, now))
@@ -141,9 +162,16 @@ class _LoopClient:
     `finally` then closes the client's connections in the right loop.
     """
 
-    def __init__(self, client: Any, sources: dict[str, str]) -> None:
+    def __init__(self, client: Any, cluster: bool) -> None:
         self.client = client
-        self.scripts = {name: client.register_script(src) for name, src in sources.items()}
+        self.scripts = (  # see RedisBackend.__init__
+            {name: client.register_script(src) for name, src in CLUSTER_SCRIPTS.items()}
+            if cluster
+            else None
+        )
+        self._idle: list[Any] = []  # connections taken from the pool, ready for `send`
+        pool = None if cluster else client.connection_pool
+        self._keep = 0 if pool is None else pool.max_connections // 2
         self._finalizer = self._close_at_loop_shutdown()
 
     async def _close_at_loop_shutdown(self) -> AsyncGenerator[None, None]:
@@ -155,6 +183,41 @@ class _LoopClient:
 
     async def start(self) -> None:
         await anext(self._finalizer)
+
+    async def send(self, packed: bytes) -> Any:
+        """One command already in RESP, on a connection of our own when one is idle.
+
+        Borrowing from redis-py's pool and giving back costs more than the round trip itself
+        (a lock, connection checks, telemetry events), so up to half the pool's connections
+        stay here between calls, checked as the pool would check them; the other half remains
+        for subscriptions, SCAN, plain commands and bursts."""
+        idle, pool = self._idle, self.client.connection_pool
+        conn = idle.pop() if idle else await pool.get_connection()
+        try:
+            if conn.is_connected and await conn.can_read():  # a stray reply, or closed
+                await conn.disconnect()  # send_packed_command connects again
+            await conn.send_packed_command(packed)
+            return await conn.read_response()
+        finally:  # after a fault redis-py has disconnected it, unless the reply was an error
+            if len(idle) < self._keep:
+                idle.append(conn)
+            else:
+                await pool.release(conn)
+
+    async def call(self, call: ops.RedisStep) -> Any:
+        """Send one call an operation yields (ops.AsyncCaller): the driver runs on this."""
+        _report.round_trip()
+        if isinstance(call, ops.Script):
+            if self.scripts is None:
+                return await self.send(call.evalsha())
+            return await self.scripts[call.name](keys=list(call.keys), args=list(call.args))
+        if isinstance(call, ops.Command):
+            return await self.client.execute_command(*call.args)
+        assert isinstance(call, ops.Pipeline)
+        pipe = self.client.pipeline(transaction=False)
+        for command in call.commands:
+            pipe.execute_command(*command.args)
+        return await pipe.execute()
 
     async def close(self) -> None:
         await self._finalizer.aclose()
@@ -188,8 +251,7 @@ class AsyncRedisBackend:
         loop = asyncio.get_running_loop()
         entry = self._loops.get(loop)
         if entry is None:
-            sources = CLUSTER_SCRIPTS if self.layout.cluster else SCRIPTS
-            entry = self._loops[loop] = _LoopClient(self._factory(), sources)
+            entry = self._loops[loop] = _LoopClient(self._factory(), self.layout.cluster)
             await entry.start()
         return entry
 
@@ -198,24 +260,22 @@ class AsyncRedisBackend:
         return (await self._loop_client()).client
 
     async def call(self, call: ops.RedisStep) -> Any:
-        """Send one call an operation yields (ops.AsyncCaller), on this event loop's client."""
-        _report.round_trip()
-        entry = await self._loop_client()
-        if isinstance(call, ops.Script):
-            return await entry.scripts[call.name](keys=list(call.keys), args=list(call.args))
-        if isinstance(call, ops.Command):
-            return await entry.client.execute_command(*call.args)
-        assert isinstance(call, ops.Pipeline)
-        pipe = entry.client.pipeline(transaction=False)
-        for command in call.commands:
-            pipe.execute_command(*command.args)
-        return await pipe.execute()
+        """Send one call an operation yields, on this event loop's client."""
+        return await (await self._loop_client()).call(call)
 
     async def _run(self, op: ops.Op[T]) -> T:
-        if not on_asyncio():
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio, say: the blocking client, in a worker thread
             return await to_thread(self._sync._run, op)
-        async with afaults(self.health), asyncio.timeout(self._timeout):
-            return await adrive(op, self)
+        entry = self._loops.get(loop) or await self._loop_client()
+        try:
+            async with asyncio.timeout(self._timeout):
+                answer = await adrive(op, entry)
+        except FAULTS as exc:
+            raise failed(self.health, exc) from exc
+        answered(self.health)
+        return answer
 
     async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
         return await self._run(ops.load_op(self.layout, session_id, window, now))

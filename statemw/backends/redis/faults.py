@@ -28,18 +28,30 @@ def unavailable(exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"redis: {type(exc).__name__}: {exc}")
 
 
+def failed(health: Health | None, exc: BaseException) -> StoreUnavailable:
+    """The StoreUnavailable to raise for a driver fault; `health` hears of it (an outage is
+    logged once). The per-operation paths call this directly: a context manager there costs more
+    than the rest of the wrapping together."""
+    error = unavailable(exc)
+    if health is not None:
+        health.failed(error)
+    return error
+
+
+def answered(health: Health | None) -> None:
+    """The server answered: end an outage `health` knew of."""
+    if health is not None and health.down:
+        health.recovered()
+
+
 @contextmanager
 def faults(health: Health | None = None) -> Iterator[None]:
-    """Driver faults as StoreUnavailable; `health` hears of each (an outage is logged once)."""
+    """Driver faults as StoreUnavailable, for the calls outside an operation (subscribe, scan)."""
     try:
         yield
     except FAULTS as exc:
-        error = unavailable(exc)
-        if health is not None:
-            health.failed(error)
-        raise error from exc
-    if health is not None and health.down:
-        health.recovered()
+        raise failed(health, exc) from exc
+    answered(health)
 
 
 @asynccontextmanager
@@ -47,9 +59,5 @@ async def afaults(health: Health | None = None) -> AsyncIterator[None]:
     try:
         yield
     except FAULTS as exc:
-        error = unavailable(exc)
-        if health is not None:
-            health.failed(error)
-        raise error from exc
-    if health is not None and health.down:
-        health.recovered()
+        raise failed(health, exc) from exc
+    answered(health)

@@ -7,15 +7,20 @@ So the sync and async backends differ only by `await`, and every decision lives 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar
 
+import msgpack
+from redis.exceptions import NoScriptError
+
 from statemw._drive import Flow, Step
 from statemw.backends.base import Progress
 from statemw.backends.redis.faults import DOWN
+from statemw.backends.redis.lua import HEADER_FIELDS, SCRIPTS
 from statemw.changes import Change
 from statemw.codec import pack, unpack
 from statemw.errors import ConflictError, CorruptRecord, SessionNotFound
@@ -82,6 +87,10 @@ class Script(RedisStep):
     keys: Sequence[str]
     args: Sequence[str | bytes | int]
 
+    def evalsha(self) -> bytes:
+        """This call as an EVALSHA command in Redis's wire format, ready to send as it is."""
+        return evalsha(self.name, self.keys, self.args)
+
 
 @dataclass(frozen=True, slots=True)
 class Command(RedisStep):
@@ -101,6 +110,39 @@ Call: TypeAlias = Script | Command | Pipeline
 Op: TypeAlias = Flow[Caller, AsyncCaller, T]
 """An operation: yields calls, returns a T."""
 
+SHAS = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}
+"""What EVALSHA names each script by (standalone Redis; redis-py's Script objects in a cluster)."""
+
+
+_EVALSHA = {name: b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % sha.encode() for name, sha in SHAS.items()}
+
+
+def evalsha(name: str, keys: Sequence[str], args: Sequence[str | bytes | int]) -> bytes:
+    """EVALSHA of a script in RESP, the bytes redis-py would send for it: the shells send it as
+    it is, skipping redis-py's per-argument packing and command machinery."""
+    n = len(keys)
+    parts = [b"*%d\r\n%b$%d\r\n%d" % (n + len(args) + 3, _EVALSHA[name], len(str(n)), n)]
+    for arg in (*keys, *args):
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif not isinstance(arg, bytes):
+            arg = b"%d" % arg
+        parts += (b"$%d" % len(arg), arg)
+    parts.append(b"")
+    return b"\r\n".join(parts)
+
+
+def script(name: str, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Op[Any]:
+    """Run one of lua.SCRIPTS: EVALSHA, and when the server does not have the script yet (a new
+    or restarted server, SCRIPT FLUSH) SCRIPT LOAD it and run it again. A script that fails to
+    run has not run: EVALSHA is never half done."""
+    step = Script(name, keys, args)
+    try:
+        return (yield step)
+    except NoScriptError:  # in a cluster, redis-py's Script objects reload scripts themselves
+        yield Command(("SCRIPT", "LOAD", SCRIPTS[name]))
+        return (yield step)
+
 
 def tag(session_id: str) -> str:
     """The hash tag of a record: its root session (a user record is its own root)."""
@@ -116,6 +158,12 @@ class KeyLayout:
 
     def base(self, session_id: str) -> str:
         return f"{self.prefix}{{{tag(session_id)}}}:"
+
+    def keys(self, sid: str, kinds: str) -> list[str]:
+        """Several keys of one record, its tag found once: kinds "hmvxc" for header,
+        messages, vectors, expiries, channel."""
+        base = self.base(sid)
+        return [f"{base}{kind}:{sid}" for kind in kinds]
 
     def header(self, sid: str) -> str:
         return f"{self.base(sid)}h:{sid}"
@@ -190,35 +238,50 @@ def parse_header(
     if not flat:
         return None
     fields = _pairs(flat)
-    if "_v" not in fields:
+    state = [x for name, data in fields.items() if name.startswith("s:") for x in (name[2:], data)]
+    return build_header(session_id, [fields.get(f) for f in HEADER_FIELDS], state)
+
+
+def script_header(session_id: str, reply: Sequence[Any] | None) -> SessionHeader | None:
+    """A header as lua.py's `header` function returns it: the meta fields in HEADER_FIELDS
+    order, then the state as a flat [key, value, ...] list; None (false) when it is absent."""
+    if not reply:
+        return None
+    return build_header(session_id, reply[:-1], reply[-1])
+
+
+def build_header(
+    session_id: str, meta: Sequence[bytes | None], state: Sequence[bytes | str]
+) -> SessionHeader | None:
+    """A header from its meta fields (HEADER_FIELDS order) and [key, value, ...] state pairs."""
+    v, ca, ua, ea, rev, mc, tt, summed, uid, ch, lead = meta
+    if v is None:
         return None
     try:
-        if fields["_v"] != b"1":
-            raise ValueError(f"unknown header version {fields['_v']!r}")
+        if v != b"1":
+            raise ValueError(f"unknown header version {v!r}")
+        if ca is None:
+            raise KeyError("_ca")
         summary = None
-        if "_sum" in fields:
-            s = unpack(fields["_sum"])
+        if summed is not None:
+            s = unpack(summed)
             summary = Summary(s[0], s[1], s[2], s[3])
-        state = {}
-        for name, data in fields.items():
-            if name.startswith("s:"):
-                state[name[2:]] = Entry.from_wire(unpack(data))
-        ea = fields.get("_ea")
-        uid = fields.get("_uid")
-        ch = fields.get("_ch")
-        lead = fields.get("_lead")
+        entries = {
+            text_of(state[i]): Entry.from_wire(unpack(state[i + 1]))  # type: ignore[arg-type]
+            for i in range(0, len(state), 2)
+        }
         return SessionHeader(
             session_id=session_id,
             user_id=None if uid is None else text_of(uid),
-            created_at=float(fields["_ca"]),
-            updated_at=float(fields.get("_ua", fields["_ca"])),
+            created_at=float(ca),
+            updated_at=float(ca if ua is None else ua),
             expires_at=None if ea is None else float(ea),
-            revision=int(fields["_rev"]),
-            message_count=int(fields["_mc"]),
-            token_total=int(fields["_tt"]),
+            revision=int(rev),  # type: ignore[arg-type]
+            message_count=int(mc),  # type: ignore[arg-type]
+            token_total=int(tt),  # type: ignore[arg-type]
             summary=summary,
             children=[] if ch is None else text_of(ch).split("/"),
-            state=state,
+            state=entries,
             lead=None if lead is None else int(lead),
         )
     except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
@@ -252,6 +315,7 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
     uid = create.user_id if create is not None and create.user_id is not None else ""
     summary = delta.summary
     changed = sorted(set(delta.set) | set(delta.delete))
+    *key_list, channel = layout.keys(sid, "hmvxc")
     args: list[str | bytes | int] = [
         _num(now),
         "" if create is None else _num(create.created_at),
@@ -265,7 +329,7 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
         else pack([summary.value, summary.upto, summary.covered_tokens, summary.tokens]),
         "" if summary is None else str(summary.upto),
         child_name,
-        layout.channel(sid),
+        channel,
         pexpire,
         pack(changed),
         len(delta.set),
@@ -285,13 +349,7 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
     args += delta.append
     for position, vector in delta.vectors.items():
         args += [str(position), vector]
-    key_list = [
-        layout.header(sid),
-        layout.messages(sid),
-        layout.vectors(sid),
-        layout.expiries(sid),
-        layout.header(parent),
-    ]
+    key_list.append(key_list[0] if parent == sid else layout.header(parent))
     # A user's record without an expiry of its own (Store.user_ttl) lives as long as the user's
     # index, which each commit of one of the user's sessions keeps as long as that session.
     follow = is_user and expires_at is None
@@ -310,12 +368,13 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
         # A user without a live session starts afresh (the script does this in standalone mode).
         yield from _drop_orphan_user(layout, uid, now)
         urid = user_record_id(uid)
-        yield Script(
+        yield from script(
             "index_add",
             [layout.user_index(uid), layout.header(urid), layout.expiries(urid)],
             [sid, _num(create.created_at), pexpire],
         )
-    reply = yield Script("commit", key_list, args)
+    # One argument, the rest packed in it: redis-py and Redis each handle one value, not dozens
+    reply = yield from script("commit", key_list, [msgpack.packb(args, use_bin_type=False)])
     status = text_of(reply[0])
     if status == "NOTFOUND":
         raise SessionNotFound(sid)
@@ -328,7 +387,7 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
         # session's own save needs only its own shard; the next save tries again)
         rid = user_record_id(ref)
         with suppress(Exception):  # what the user's shard says is not this save's concern
-            yield Script(
+            yield from script(
                 "touch_user",
                 [layout.user_index(ref), layout.header(rid), layout.expiries(rid)],
                 [pexpire],
@@ -365,7 +424,7 @@ def _drop_orphan_user(layout: KeyLayout, ref: str, now: float, *, purge: bool = 
     elif not count or len(dead) < count:  # a new user, or one with a live session
         return False
     rid = user_record_id(ref)
-    reply = yield Script(
+    reply = yield from script(
         "purge_user",
         [layout.user_index(ref), layout.header(rid)],
         [_num(now), layout.base(rid), ref, *dead],
@@ -375,36 +434,32 @@ def _drop_orphan_user(layout: KeyLayout, ref: str, now: float, *, purge: bool = 
 
 def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[Snapshot | None]:
     parents = parent_ids(session_id) if not session_id.startswith(USER_PREFIX) else []
-    reply = yield Script(
+    reply = yield from script(
         "load",
-        [
-            layout.header(session_id),
-            layout.messages(session_id),
-            *(layout.header(p) for p in parents),
-        ],
+        [*layout.keys(session_id, "hm"), *(layout.header(p) for p in parents)],
         [_num(now), str(window), "" if layout.cluster else layout.prefix],
     )
     if not reply:
         return None
-    header = parse_header(session_id, reply[0])
+    header = script_header(session_id, reply[0])
     if header is None:
         return None
     parent_headers = [
-        h for h in (parse_header(p, flat) for p, flat in zip(parents, reply[3], strict=True)) if h
+        h for h in (script_header(p, h) for p, h in zip(parents, reply[3], strict=True)) if h
     ]
     snapshot = Snapshot(header, int(reply[1]), list(reply[2]), parent_headers, None, list(reply[5]))
     if header.user_id is None:
         return snapshot
     uid = user_record_id(header.user_id)
     if not layout.cluster:
-        snapshot.user = parse_header(uid, reply[4] or None)
+        snapshot.user = script_header(uid, reply[4])
         return snapshot
     # Cluster: the user's header is in another slot, maybe on another shard. The same call
     # checks that the user index lists this session (repairing it) and that forget_user did not
     # miss it. When that shard is down the session loads without its user state, flagged.
     top_level = "/" not in session_id and not session_id.startswith(USER_PREFIX)
     try:
-        flat, forgotten = yield user_check(
+        flat, forgotten = yield from user_check(
             layout, header.user_id, [(session_id, header.created_at)] if top_level else []
         )
     except DOWN:
@@ -413,11 +468,11 @@ def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[S
     if forgotten:
         yield from delete_op(layout, session_id)
         return None
-    snapshot.user = parse_header(uid, flat or None)
+    snapshot.user = script_header(uid, flat)
     return snapshot
 
 
-def user_check(layout: KeyLayout, user_id: str, sessions: Sequence[tuple[str, float]]) -> Script:
+def user_check(layout: KeyLayout, user_id: str, sessions: Sequence[tuple[str, float]]) -> Op[Any]:
     """Cluster: the user's header, and which of these top-level sessions of the user forget_user
     missed (the rest are put back in the index if a failure left them out)."""
     args: list[str | bytes | int] = [len(sessions)]
@@ -428,7 +483,7 @@ def user_check(layout: KeyLayout, user_id: str, sessions: Sequence[tuple[str, fl
         layout.user_index(user_id),
         layout.forgotten(user_id),
     ]
-    return Script("user_check", keys, args)
+    return script("user_check", keys, args)
 
 
 def read_header_op(layout: KeyLayout, session_id: str, now: float) -> Op[SessionHeader | None]:
@@ -474,7 +529,7 @@ def delete_op(layout: KeyLayout, session_id: str) -> Op[bool]:
         uid = yield Command(("HGET", layout.header(session_id), "_uid"))
         if uid is not None:
             key_list.append(layout.user_index(text_of(uid)))
-    reply = yield Script("delete", key_list, [session_id, layout.base(session_id), child_name])
+    reply = yield from script("delete", key_list, [session_id, layout.base(session_id), child_name])
     if not int(reply[0]):
         return False
     if layout.cluster and not child_name and not is_user and reply[1]:
@@ -488,7 +543,7 @@ def rename_op(layout: KeyLayout, old_id: str, new_id: str, now: float) -> Op[Non
         uid = yield Command(("HGET", layout.header(old_id), "_uid"))
         if uid is not None and "/" not in new_id:
             key_list.append(layout.user_index(text_of(uid)))
-        reply = yield Script(
+        reply = yield from script(
             "rename",
             key_list,
             [_num(now), old_id, new_id, layout.base(old_id), layout.base(new_id)],
@@ -550,7 +605,7 @@ def forget_user_op(layout: KeyLayout, user_id: str) -> Op[int]:
         # Mark the user forgotten first: a session the index does not list (a create racing
         # this call, an index write lost in a failover) is then deleted by the next load or
         # purge that meets it, instead of being put back in the index.
-        yield Script("forget_mark", [layout.forgotten(user_id)], [])
+        yield from script("forget_mark", [layout.forgotten(user_id)], [])
     ids = [text_of(s) for s in (yield Command(("ZRANGE", index, 0, -1)))]
     removed = 0
     for sid in ids:
@@ -586,7 +641,7 @@ def purge_op(
             uid = yield Command(("HGET", layout.header(sid), "_uid"))
             if uid is not None:
                 key_list.append(layout.user_index(text_of(uid)))
-        reply = yield Script(
+        reply = yield from script(
             "purge", key_list, [_num(now), sid, layout.base(sid), "1" if root else ""]
         )
         if int(reply[0]):
@@ -622,7 +677,7 @@ def reconcile_op(layout: KeyLayout, session_ids: Sequence[str]) -> Op[int]:
             if uid is not None and created_at is not None:
                 by_user.setdefault(text_of(uid), []).append((sid, float(created_at)))
         for uid, sessions in by_user.items():
-            _, forgotten = yield user_check(layout, uid, sessions)
+            _, forgotten = yield from user_check(layout, uid, sessions)
             for sid in forgotten:
                 removed += bool((yield from delete_op(layout, text_of(sid))))
     return removed
