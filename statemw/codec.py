@@ -262,8 +262,10 @@ class Codec:
                 )
             else:
                 message, tokens, created_at = self.decode(data, session_id=session_id)
-            if type(message) is not dict or type(tokens) is not int or "role" not in message:
-                raise TypeError("not a message, its token count and time")
+            if type(message) is not dict or type(tokens) is not int:
+                raise TypeError("not a message and its token count")
+            if type(message.get("role")) is not str:
+                raise TypeError("a message without a role")
             return MessageRecord(message, tokens, created_at)
         except CorruptRecord:
             raise

@@ -20,7 +20,13 @@ from statemw._drive import adrive, ask, drive
 from statemw._semantic import SessionVectors
 from statemw.backends.base import ReadMessages, StoreFlow
 from statemw.codec import META_KEY, DecodedState
-from statemw.errors import InvalidValue, LimitExceeded, StateError, StoreUnavailable
+from statemw.errors import (
+    CorruptRecord,
+    InvalidValue,
+    LimitExceeded,
+    StateError,
+    StoreUnavailable,
+)
 from statemw.formats import shape
 from statemw.ids import check_child_name
 from statemw.messages import Message, MessageLog, MessageRecord, make_message, tool_result_ids
@@ -268,7 +274,8 @@ class Session(_Saved):
             if META_KEY in state.stored:
                 self.user_id = state.user_id
             elif not state.sealed and (
-                (window and window[-1][0] != 1) or header.summary is not None
+                header.summary is not None
+                or (window and (type(window[-1]) is not bytes or window[-1][:1] != b"\x01"))
             ):
                 self._check_key(header, window)
         self._init_state(state)
@@ -310,10 +317,11 @@ class Session(_Saved):
         """A session written before records carried their sealed facts: open its newest sealed
         record, so a wrong key fails the load, not a later read (or a save that would mix keys)."""
         codec = self.store.codec
-        if header.summary is not None and header.summary.value[:1] != b"\x01":
-            codec.open(header.summary.value, session_id=self.id)
-        if window and window[-1][:1] != b"\x01":
-            codec.open(window[-1], session_id=self.id)
+        for record in (header.summary.value if header.summary else b"", *window[-1:]):
+            if type(record) is not bytes:
+                raise CorruptRecord(self.id, "a message record is not bytes")
+            if record[:1] not in (b"", b"\x01"):
+                codec.open(record, session_id=self.id)
 
     def user_ref(self) -> str | None:
         """What this session's user is stored under (None: no user)."""
