@@ -6,7 +6,8 @@
     statemw rm SID | forget-user U | purge | stats
     statemw copy --from URL --to URL [--user U | --session SID]   between any two stores
 
---store defaults to STATEMW_URL, else the default diskcache directory. Errors are one line on
+--store defaults to STATEMW_URL, else the default diskcache directory. A command never creates a
+store (but copy's target): a diskcache directory without one is an error. Errors are one line on
 stderr and exit status 2.
 """
 
@@ -14,18 +15,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
+from statemw.codec import META_KEY
 from statemw.errors import StateError
 from statemw.records import SessionHeader
 from statemw.store import Store, default_url
 from statemw.transfer import copy_sessions
 
 EXPORT_PAGE = 256
+WAIT = 3.0
+"""Seconds a command waits for a diskcache store another process holds locked (--wait)."""
+
+
+def open_store(
+    url: str, keys: list[str] | None, *, wait: float = WAIT, create: bool = False
+) -> Store:
+    """A Store the command looks into: a diskcache one only if it exists (unless `create`), and
+    waiting at most `wait` seconds for another process's lock."""
+    options: dict[str, Any] = {}
+    if url.split("://", 1)[0].lower() == "diskcache":
+        options = {"timeout": wait, "create": create}
+    return Store(url, encryption_key=keys, **options)
 
 
 class ProgressBar:
@@ -64,13 +80,25 @@ def _when(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
-def _header_facts(header: SessionHeader) -> dict[str, Any]:
+def _names(store: Store, header: SessionHeader) -> tuple[str | None, list[str]]:
+    """The user id and state key names as the app knows them (sealed ones opened with the
+    store's key; where they will not open, what is stored)."""
+    try:
+        state = store.codec.decode_state(header.session_id, header.state, store.clock())
+    except StateError:
+        return header.user_id, sorted(k for k in header.state if k != META_KEY)
+    user_id = state.user_id if META_KEY in state.stored else header.user_id
+    return user_id, sorted(state.values)
+
+
+def _header_facts(store: Store, header: SessionHeader) -> dict[str, Any]:
+    user_id, keys = _names(store, header)
     return {
         "id": header.session_id,
-        "user": header.user_id,
+        "user": user_id,
         "messages": header.message_count,
         "tokens": header.token_total,
-        "keys": sorted(header.state),
+        "keys": keys,
         "created": _when(header.created_at),
         "updated": _when(header.updated_at),
         "expires": _when(header.expires_at),
@@ -96,12 +124,12 @@ def cmd_ls(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     if args.limit:
         headers = headers[-args.limit :]
     if args.json:
-        json.dump([_header_facts(h) for h in headers], out, indent=2)
+        json.dump([_header_facts(store, h) for h in headers], out, indent=2)
         out.write("\n")
         return 0
     for h in headers:
         out.write(
-            f"{h.session_id}  user={h.user_id or '-'}  messages={h.message_count}  "
+            f"{h.session_id}  user={_names(store, h)[0] or '-'}  messages={h.message_count}  "
             f"updated={_when(h.updated_at)}  expires={_when(h.expires_at)}\n"
         )
     if not headers:
@@ -115,7 +143,7 @@ def cmd_show(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     assert header is not None
     summary = session.summary_message()
     facts = {
-        **_header_facts(header),
+        **_header_facts(store, header),
         "state": dict(session),
         "user_state": dict(session.user) if session.user_id else {},
         "summary": summary["content"] if summary else None,
@@ -255,8 +283,8 @@ def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
             raise StateError("--to-plain and a target key contradict each other")
     elif to_keys is None:
         to_keys = from_keys
-    source = Store(args.source, encryption_key=from_keys)
-    target = Store(args.target, encryption_key=to_keys)
+    source = open_store(args.source, from_keys, wait=args.wait)
+    target = open_store(args.target, to_keys, wait=args.wait, create=True)
     progress = ProgressBar("copying", None)
 
     def advanced(done: int, total: int) -> None:
@@ -290,6 +318,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--encryption-key",
         help="key(s) of an encrypted store, comma-separated (default: STATEMW_ENCRYPTION_KEY)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=WAIT,
+        metavar="SECONDS",
+        help=f"how long to wait for a store another process holds locked (default {WAIT:g})",
     )
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list sessions")
@@ -332,13 +367,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser().parse_args(argv)
+    # an error is one line, ours: an app's outage log (statemw._report) is not for the command
+    logger = logging.getLogger("statemw")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
     keys = args.encryption_key or os.environ.get("STATEMW_ENCRYPTION_KEY")
     try:
         if args.run is None:  # copy: two stores of its own
             return cmd_copy(args, out or sys.stdout)
-        store = Store(
+        store = open_store(
             args.store or os.environ.get("STATEMW_URL") or default_url(),
-            encryption_key=keys.split(",") if keys else None,
+            keys.split(",") if keys else None,
+            wait=args.wait,
         )
         try:
             code: int = args.run(store, args, out or sys.stdout)

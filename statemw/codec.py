@@ -3,18 +3,28 @@
 Every record starts with one format byte, so a later statemw can read what this one wrote:
     0x01  msgpack
     0x02  AES-GCM: 8-byte key id, 12-byte nonce, then the sealed msgpack (tag included)
+    0x03  as 0x02, sealing a *named* state entry: msgpack [name, value]
 An embedding vector's body is packed float32 instead of msgpack (statemw.vectors).
 A list of keys rotates: the first seals, any opens (the key id picks it).
+
+Names at rest (encryption on): a state key is stored under a keyed hash of its name ("#" and 22
+base64url characters) and its record (0x03) carries the name sealed; a user is indexed under a
+keyed hash of the user id (a *user ref*), and each session record carries the user id sealed,
+under the reserved key "#" (which also lets a load check the key before anything is read or
+written). The hash keys are derived from the encryption keys; the first key's is the one
+written, every configured key's is looked up (rotation). Without encryption, names and user
+ids are stored as they are.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 from array import array
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -29,6 +39,15 @@ from statemw.vectors import Vector, pack_vector, unpack_vector
 
 PLAIN = 0x01
 SEALED = 0x02
+NAMED = 0x03
+_PLAIN_BYTE = bytes((PLAIN,))
+_SEALED_BYTE = bytes((SEALED,))
+_NAMED_BYTE = bytes((NAMED,))
+META_KEY = "#"
+"""The stored key of a session's sealed facts (its user id) when encryption is on."""
+_NAME_CACHE = 4096
+_NAMED_AAD = b"\x03named"
+"""Authenticated with a named entry, so a record cannot pass for the other format."""
 _NONCE = 12
 _KEY_ID = 8
 
@@ -60,6 +79,16 @@ def _key_bytes(key: EncryptionKey) -> bytes:
 
 def _key_id(raw: bytes) -> bytes:
     return hashlib.sha256(b"statemw key id\x00" + raw).digest()[:_KEY_ID]
+
+
+def _hash_key(raw: bytes) -> bytes:
+    """The key names are hashed with, derived from an encryption key (never the key itself)."""
+    return hashlib.sha256(b"statemw name hash\x00" + raw).digest()
+
+
+def _digest(key: bytes, kind: bytes, text: str) -> str:
+    mac = hmac.new(key, kind + b"\x00" + text.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return "#" + base64.urlsafe_b64encode(mac.digest()[:16]).decode()[:22]
 
 
 # msgpack ext types for the values Flask's tagged JSON carries, so they come back as they went in
@@ -160,6 +189,8 @@ class Codec:
                 ) from exc
             self._aead = [(_key_id(k), AESGCM(k)) for k in keys]
         self._by_id = dict(self._aead)
+        self._hash_keys = [_hash_key(k) for k in keys]
+        self._names: dict[str, str] = {}
 
     @property
     def encrypted(self) -> bool:
@@ -195,7 +226,7 @@ class Codec:
         fmt = data[0]
         if fmt == PLAIN:
             return data[1:]
-        if fmt != SEALED:
+        if fmt != SEALED and fmt != NAMED:
             raise CorruptRecord(
                 session_id, f"unknown format byte {fmt:#04x} (written by a newer statemw?)"
             )
@@ -207,7 +238,8 @@ class Codec:
             raise DecryptionError(session_id, "record was encrypted with a key not configured")
         nonce = data[1 + _KEY_ID : 1 + _KEY_ID + _NONCE]
         try:
-            body: bytes = aead.decrypt(nonce, data[1 + _KEY_ID + _NONCE :], key_id)
+            aad = key_id if fmt == SEALED else key_id + _NAMED_AAD
+            body: bytes = aead.decrypt(nonce, data[1 + _KEY_ID + _NONCE :], aad)
             return body
         except Exception as exc:  # cryptography's InvalidTag
             raise DecryptionError(session_id, "authentication failed (tampered record?)") from exc
@@ -230,8 +262,10 @@ class Codec:
                 )
             else:
                 message, tokens, created_at = self.decode(data, session_id=session_id)
-            if type(message) is not dict:
-                raise TypeError("the message is not a dict")
+            if type(message) is not dict or type(tokens) is not int:
+                raise TypeError("not a message and its token count")
+            if type(message.get("role")) is not str:
+                raise TypeError("a message without a role")
             return MessageRecord(message, tokens, created_at)
         except CorruptRecord:
             raise
@@ -267,43 +301,166 @@ class Codec:
     def decode_entries(
         self, record_id: str, entries: Mapping[str, Entry], now: float
     ) -> tuple[dict[str, Any], dict[str, float], dict[str, int]]:
-        """Live state entries as values, their expiry times (keys with a TTL) and their sizes
-        as stored; expired entries are left out."""
-        decoded = self.decode_state(record_id, entries, now)
-        return decoded.values, decoded.expiry, decoded.sizes
+        """Live state entries as values by name, their expiry times (keys with a TTL) and their
+        sizes as stored; expired entries are left out (decode_state tells more)."""
+        state = self.decode_state(record_id, entries, now)
+        return state.values, state.expiry, state.sizes
+
+    # -- names at rest ---------------------------------------------------------------------------
+
+    def entry_key(self, name: str) -> str:
+        """Where a state key is stored: its keyed hash when encrypting, else the name itself."""
+        if not self._aead:
+            return name
+        stored = self._names.get(name)
+        if stored is None:
+            if len(self._names) >= _NAME_CACHE:
+                self._names.clear()
+            stored = self._names[name] = _digest(self._hash_keys[0], b"key", name)
+        return stored
+
+    def user_refs(self, user_id: str) -> list[str]:
+        """What a user may be indexed under, the one new users get first: the keyed hash under
+        each configured key, then the user id itself (stores that were not encrypted before).
+        Without encryption, just the user id."""
+        if not self._aead:
+            return [user_id]
+        return [_digest(k, b"user", user_id) for k in self._hash_keys] + [user_id]
+
+    def encode_entry(
+        self, name: str, value: Any, *, what: str | Callable[[], str]
+    ) -> tuple[str, bytes]:
+        """A state value as stored: (stored key, record). Encrypting, the record seals the name
+        with the value (format 0x03); else it is the plain value under its name."""
+        if not self._aead:
+            return name, self.encode(value, what=what)
+        try:
+            body = pack(value)
+        except (TypeError, OverflowError, ValueError) as exc:
+            label = what if isinstance(what, str) else what()
+            raise UnencodableValue(
+                f"{label}: cannot store {type(value).__name__} ({exc}); store {STORABLE}"
+            ) from exc
+        return self.entry_key(name), self.seal_named(pack(name), body)
+
+    def meta_entry(self, user_id: str | None, now: float) -> Entry:
+        """The sealed facts of a session record (its user id), stored under META_KEY."""
+        return Entry(self.seal_named(pack(None), pack(user_id)), now)
+
+    def seal_named(self, name_body: bytes, value_body: bytes) -> bytes:
+        """Seal [name, value] from their msgpack bodies (a value's bytes carried unchanged)."""
+        key_id, aead = self._aead[0]
+        nonce = os.urandom(_NONCE)
+        sealed: bytes = aead.encrypt(nonce, b"\x92" + name_body + value_body, key_id + _NAMED_AAD)
+        return bytes((NAMED,)) + key_id + nonce + sealed
+
+    def open_entry(self, record_id: str, stored_key: str, data: bytes) -> tuple[Any, bytes]:
+        """(name, the value's msgpack body) of a stored state entry, whatever its format; the
+        name is None for a record's sealed facts (META_KEY)."""
+        body = self.open(data, session_id=record_id)
+        if data[0] != NAMED:
+            return stored_key, body
+        try:
+            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_unext)
+            unpacker.feed(body)
+            if unpacker.read_array_header() != 2:
+                raise ValueError("not a [name, value] pair")
+            name = unpacker.unpack()
+            offset = unpacker.tell()
+        except Exception as exc:
+            raise CorruptRecord(record_id, f"bad named entry ({exc})") from exc
+        if name is not None and not isinstance(name, str):
+            raise CorruptRecord(record_id, "bad named entry (the name is not text)")
+        return name, body[offset:]
 
     def decode_state(
         self, record_id: str, entries: Mapping[str, Entry], now: float
     ) -> DecodedState:
-        """Live state entries decoded, with what a TrackedState keeps beside the values, in the
-        one pass a load makes over them anyway."""
+        """A record's live state by name (sealed names opened), with what a TrackedState keeps
+        beside the values and what a save must know, in the one pass a load makes anyway."""
         values: dict[str, Any] = {}
         expiry: dict[str, float] = {}
         sizes: dict[str, int] = {}
         checks: dict[str, tuple[float, float]] = {}
-        for key, entry in entries.items():
-            if entry.expires_at is not None:
-                if entry.expires_at <= now:
+        if not self._aead:  # names are the stored keys (a sealed entry fails to decode)
+            for key, entry in entries.items():
+                if entry.expires_at is not None:
+                    if entry.expires_at <= now:
+                        continue
+                    expiry[key] = entry.expires_at
+                if entry.confirm_after is not None:
+                    checks[key] = (entry.confirm_after, entry.updated_at + entry.confirm_after)
+                values[key] = self.decode(entry.value, session_id=record_id)
+                sizes[key] = len(entry.value)
+            return DecodedState(values, expiry, sizes, checks, entries, _AS_STORED, _NONE_STALE)
+        names: dict[str, str] = {}
+        stale: list[str] = []
+        state = DecodedState(values, expiry, sizes, checks, {}, names, stale)
+        plain = not any(e.value[:1] in (_SEALED_BYTE, _NAMED_BYTE) for e in entries.values())
+        by_name = state.entries
+        assert isinstance(by_name, dict)
+        for stored, entry in entries.items():
+            if entry.expires_at is not None and entry.expires_at <= now:
+                continue
+            if plain:  # a store from before encryption: names are the stored keys
+                name: Any = stored
+                value = self.decode(entry.value, session_id=record_id)
+            else:
+                name, body = self.open_entry(record_id, stored, entry.value)
+                try:
+                    value = unpack(body)
+                except Exception as exc:
+                    raise CorruptRecord(record_id, f"bad msgpack ({exc})") from exc
+                state.sealed = state.sealed or entry.value[:1] != _PLAIN_BYTE
+                if name is None:
+                    if not (value is None or isinstance(value, str)):
+                        raise CorruptRecord(record_id, "bad sealed facts (user id)")
+                    state.user_id = value
+                    names[META_KEY] = stored
                     continue
-                expiry[key] = entry.expires_at
+            older = names.get(name)
+            if older is not None:  # one name under two stored keys (a key rotation): the newer
+                if entries[older].updated_at > entry.updated_at:
+                    stale.append(stored)
+                    continue
+                stale.append(older)
+            names[name] = stored
+            by_name[name] = entry
+            values[name] = value
+            sizes[name] = len(entry.value)
+            if entry.expires_at is not None:
+                expiry[name] = entry.expires_at
+            else:
+                expiry.pop(name, None)
             if entry.confirm_after is not None:
-                checks[key] = (entry.confirm_after, entry.updated_at + entry.confirm_after)
-            values[key] = self.decode(entry.value, session_id=record_id)
-            sizes[key] = len(entry.value)
-        return DecodedState(values, expiry, sizes, checks, entries)
+                checks[name] = (entry.confirm_after, entry.updated_at + entry.confirm_after)
+            else:
+                checks.pop(name, None)
+        return state
 
 
 @dataclass(slots=True)
 class DecodedState:
     """A record's live state as loaded: values; expiry times of keys with a TTL; sizes as
-    stored; `checks`: key -> (confirm_after, stale_at) of keys due for a check some day; and
-    the stored entries themselves (what `updated_at` of an untouched key reads)."""
+    stored; `checks`: key -> (confirm_after, stale_at) of keys due for a check some day; the
+    stored entries by name (what `updated_at` of an untouched key reads); `stored`: the stored
+    key of each name; `stale`: stored keys a save should remove (a name's older duplicate); the
+    user id the record carries sealed; whether anything in it was sealed."""
 
-    values: dict[str, Any]
-    expiry: dict[str, float]
-    sizes: dict[str, int]
-    checks: dict[str, tuple[float, float]]
-    entries: Mapping[str, Entry]
+    values: dict[str, Any] = field(default_factory=dict)
+    expiry: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, tuple[float, float]] = field(default_factory=dict)
+    entries: Mapping[str, Entry] = field(default_factory=dict)
+    stored: Mapping[str, str] = field(default_factory=dict)
+    stale: Sequence[str] = ()
+    user_id: str | None = None
+    sealed: bool = False
+
+
+_AS_STORED: Mapping[str, str] = {}
+"""DecodedState.stored without encryption: every name is its own stored key (never filled)."""
+_NONE_STALE: Sequence[str] = ()
 
 
 def encode_header(wire: list[Any]) -> bytes:

@@ -143,7 +143,7 @@ class MessageLog(Sequence[Message]):
         self._older: dict[int, MessageRecord] = {}
         self._fetch = fetch
         for i, item in enumerate(lead[: max(start, 0)]):  # the leading system prompt, if loaded
-            self._older[i] = decode(item) if isinstance(item, bytes) else item
+            self._older[i] = item if type(item) is MessageRecord else decode(item)  # type: ignore[arg-type]
 
     def replace(self, records: list[MessageRecord]) -> None:
         """The log becomes `records`, all unsaved; a save rewrites it."""
@@ -177,7 +177,7 @@ class MessageLog(Sequence[Message]):
         """Window items [lo, hi), each decoded on its first read."""
         window = self.window
         for j in range(lo, hi):
-            if type(window[j]) is bytes:
+            if type(window[j]) is not MessageRecord:  # stored bytes (or what a bad record holds)
                 window[j] = self._decode(window[j])  # type: ignore[arg-type]
         return window[lo:hi]  # type: ignore[return-value]
 
@@ -196,8 +196,8 @@ class MessageLog(Sequence[Message]):
             return self.appended[i - self.stored]
         if i >= self.start:
             item = self.window[i - self.start]
-            if isinstance(item, bytes):
-                item = self.window[i - self.start] = self._decode(item)
+            if type(item) is not MessageRecord:
+                item = self.window[i - self.start] = self._decode(item)  # type: ignore[arg-type]
             return item
         return self._older[i]
 

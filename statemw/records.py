@@ -17,6 +17,12 @@ from statemw.errors import ConflictError, SessionNotFound
 USER_PREFIX = "~u:"
 """Id prefix of a user's shared state record: never a valid session id, so no client names one."""
 
+_NUMBER = (int, float)
+_MAYBE_NUMBER = (int, float, type(None))
+_MAYBE_INT = (int, type(None))
+_MAYBE_TEXT = (str, type(None))
+_STR_KEYS = frozenset((str,))
+
 LEAD_SCAN = 8
 """How many of the first messages may count as the leading system prompt (kept in every window)."""
 
@@ -66,8 +72,18 @@ class Entry:
 
     @classmethod
     def from_wire(cls, wire: Any) -> Entry:
+        """ValueError for what is not an entry as to_wire writes it (a record read back)."""
         # [value, updated_at, expires_at(, confirm_after)]; fields a later statemw may add after
         # these are left alone, as this one's confirm_after is by the statemw before it
+        if (
+            type(wire) is not list
+            or len(wire) < 3
+            or type(wire[0]) is not bytes
+            or type(wire[1]) not in _NUMBER
+            or type(wire[2]) not in _MAYBE_NUMBER
+            or (len(wire) > 3 and type(wire[3]) not in _MAYBE_NUMBER)
+        ):
+            raise ValueError("not a state entry")
         return cls(*wire[:4])
 
 
@@ -85,6 +101,13 @@ class Summary:
 
     @classmethod
     def from_wire(cls, wire: Any) -> Summary:
+        if (
+            type(wire) is not list
+            or len(wire) != 4
+            or type(wire[0]) is not bytes
+            or not all(type(n) is int for n in wire[1:])
+        ):
+            raise ValueError("not a summary")
         return cls(wire[0], wire[1], wire[2], wire[3])
 
 
@@ -144,6 +167,20 @@ class SessionHeader:
         """Version 2, or version 1 (written before `lead` was kept)."""
         if not isinstance(wire, list) or not wire or (wire[0], len(wire)) not in ((1, 12), (2, 14)):
             raise ValueError("not a version-1 or version-2 session header")
+        if (
+            type(wire[1]) is not str
+            or type(wire[2]) not in _MAYBE_TEXT
+            or type(wire[3]) not in _NUMBER
+            or type(wire[4]) not in _NUMBER
+            or type(wire[5]) not in _MAYBE_NUMBER
+            or not type(wire[6]) is type(wire[7]) is type(wire[8]) is int
+            or type(wire[10]) is not list
+            or (wire[10] and not all(type(c) is str for c in wire[10]))
+            or type(wire[11]) is not dict
+            or not _STR_KEYS.issuperset(map(type, wire[11]))
+            or (wire[0] == 2 and (type(wire[12]) not in _MAYBE_INT or type(wire[13]) is not int))
+        ):
+            raise ValueError("a session header field of the wrong type")
         s = wire[9]
         return cls(
             session_id=wire[1],

@@ -12,15 +12,21 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from statemw import telemetry
 from statemw._default import default_store
 from statemw._drive import adrive, ask, drive
 from statemw._semantic import SessionVectors
 from statemw.backends.base import ReadMessages, StoreFlow
-from statemw.codec import DecodedState
-from statemw.errors import InvalidValue, LimitExceeded, StateError, StoreUnavailable
+from statemw.codec import META_KEY, DecodedState
+from statemw.errors import (
+    CorruptRecord,
+    InvalidValue,
+    LimitExceeded,
+    StateError,
+    StoreUnavailable,
+)
 from statemw.formats import shape
 from statemw.ids import check_child_name
 from statemw.messages import Message, MessageLog, MessageRecord, make_message, tool_result_ids
@@ -49,69 +55,139 @@ class Context(dict[str, Any]):
 
 
 class _Saved(TrackedState):
-    """State that is saved as one record: a session's own state, or a user's."""
+    """State that is saved as one record: a session's own state, or a user's.
 
-    __slots__ = ("record_id", "store", "user_id")
+    Names are what the app sees; the store holds each under its stored key (the name itself,
+    or its keyed hash with encryption on: codec.entry_key)."""
+
+    __slots__ = ("_stored_keys", "_superseded", "_written", "record_id", "store", "user_id")
     store: Store
     record_id: str
+    _stored_keys: dict[str, str]  # filled with encryption only (else names are stored keys)
+    _superseded: Sequence[str]
+    _written: tuple[dict[str, int], list[str], dict[str, str]]
+
+    def _init_state(self, state: DecodedState | None) -> None:
+        store = self.store
+        if state is None:
+            state = DecodedState()
+        self._init_tracking(
+            state.values,
+            store.clock,
+            expiry=state.expiry,
+            sizes=state.sizes,
+            max_value_bytes=store.max_value_bytes,
+            checks=state.checks,
+            entries=state.entries,
+        )
+        self._stored_keys = cast(dict[str, str], state.stored)
+        self._superseded = state.stale  # stored keys of names found under a newer one
+        self._written = _NOTHING_WRITTEN
 
     def _state_delta(self, now: float, create: SessionHeader | None) -> Delta:
         """The keys set and deleted since load, encoded, size-checked."""
         sets, deletes = self.changes()
-        if not (sets or deletes):
+        if not (sets or deletes or self._superseded):
+            self._written = _NOTHING_WRITTEN
             return Delta(session_id=self.record_id, now=now, create=create)
-        encode = self.store.codec.encode
-        entries = {
-            key: self._written_entry(
-                key, encode(value, what=functools.partial(self._name, key)), expires_at, now
+        codec = self.store.codec
+        if not codec.encrypted:  # names are the stored keys
+            encode = codec.encode
+            entries = {
+                key: self._written_entry(
+                    key, encode(value, what=functools.partial(self._name, key)), expires_at, now
+                )
+                for key, (value, expires_at) in sets.items()
+            }
+            sizes = {k: len(e.value) for k, e in entries.items()}
+            self._check_size(sizes, deletes)
+            self._written = (sizes, deletes, _AS_NAMED)
+            return Delta(
+                session_id=self.record_id, now=now, create=create, set=entries, delete=deletes
             )
-            for key, (value, expires_at) in sets.items()
-        }
+        stored = self._stored_keys
+        entries = {}
+        written: dict[str, int] = {}
+        keys: dict[str, str] = {}
+        gone = list(self._superseded)
+        for name, (value, expires_at) in sets.items():
+            what = functools.partial(self._name, name)
+            key, data = codec.encode_entry(name, value, what=what)
+            entries[key] = self._written_entry(name, data, expires_at, now)
+            written[name] = len(data)
+            keys[name] = key
+            if stored.get(name, key) != key:  # stored under another key before (rotation)
+                gone.append(stored[name])
+        for name in deletes:
+            gone.append(codec.entry_key(name))
+            if stored.get(name, gone[-1]) != gone[-1]:
+                gone.append(stored[name])
+        self._check_size(written, deletes)
+        self._written = (written, deletes, keys)
+        if len(gone) > len(deletes):
+            gone = list(dict.fromkeys(k for k in gone if k not in entries))
+        return Delta(session_id=self.record_id, now=now, create=create, set=entries, delete=gone)
+
+    def _check_size(self, written: dict[str, int], deletes: list[str]) -> None:
         limit = self.store.max_state_bytes
         if limit is not None:
-            size = self.size_after({k: len(e.value) for k, e in entries.items()}, deletes)
+            size = self.size_after(written, deletes)
             if size > limit:
                 raise LimitExceeded(
                     f"session {self.record_id!r}: state is {size} bytes, over "
                     f"max_state_bytes={limit}"
                 )
-        return Delta(session_id=self.record_id, now=now, create=create, set=entries, delete=deletes)
 
     def _name(self, key: str) -> str:
         return f"state key {key!r} of session {self.record_id!r}"
 
     def _state_committed(self, delta: Delta) -> None:
+        written, deletes, keys = self._written
         sets = delta.set
+        if keys is _AS_NAMED:
+            self.mark_committed(
+                written, deletes, {k: e.updated_at for k, e in sets.items()} if sets else None
+            )
+            self._written = _NOTHING_WRITTEN
+            return
         self.mark_committed(
-            {k: len(e.value) for k, e in sets.items()},
-            delta.delete,
-            {k: e.updated_at for k, e in sets.items()} if sets else None,
+            written,
+            deletes,
+            {name: sets[key].updated_at for name, key in keys.items()} if keys else None,
         )
+        for name in deletes:
+            self._stored_keys.pop(name, None)
+        self._stored_keys.update(keys)
+        self._superseded = []
+        self._written = _NOTHING_WRITTEN
+
+
+_NOTHING_WRITTEN: tuple[dict[str, int], list[str], dict[str, str]] = ({}, [], {})
+_AS_NAMED: dict[str, str] = {}
+"""In _written: the stored keys are the names (no encryption)."""
 
 
 class UserState(_Saved):
-    """State shared by all sessions of one user (`session.user`), saved with the session."""
+    """State shared by all sessions of one user (`session.user`), saved with the session.
 
-    __slots__ = ("stored",)
+    `ref`: what the user is stored under (codec.user_refs; the user id itself without
+    encryption)."""
 
-    def __init__(self, store: Store, user_id: str, header: SessionHeader | None) -> None:
+    __slots__ = ("ref", "stored")
+
+    def __init__(
+        self, store: Store, user_id: str, header: SessionHeader | None, ref: str | None = None
+    ) -> None:
         super().__init__()
         self.store = store
         self.user_id = user_id
-        self.record_id = user_record_id(user_id)
+        self.ref = store.codec.user_refs(user_id)[0] if ref is None else ref
+        self.record_id = user_record_id(self.ref)
         self.stored = header is not None
-        loaded = store.codec.decode_state(
-            self.record_id, {} if header is None else header.state, store.clock()
-        )
-        self._init_tracking(
-            loaded.values,
-            store.clock,
-            expiry=loaded.expiry,
-            sizes=loaded.sizes,
-            max_value_bytes=store.max_value_bytes,
-            checks=loaded.checks,
-            entries=loaded.entries,
-        )
+        state = None
+        if header is not None:
+            state = store.codec.decode_state(self.record_id, header.state, store.clock())
+        self._init_state(state)
 
     _scope = "user"
 
@@ -120,8 +196,11 @@ class UserState(_Saved):
         return self.user_id
 
     def delta(self, now: float) -> Delta:
-        create = SessionHeader(self.record_id, self.user_id, now, now)
-        return self._state_delta(now, create)
+        create = SessionHeader(self.record_id, self.ref, now, now)
+        delta = self._state_delta(now, create)
+        if self.store.user_ttl is not None:
+            delta.expires_at = now + self.store.user_ttl
+        return delta
 
     def committed(self, result: Committed, delta: Delta) -> None:
         self.stored = True
@@ -155,6 +234,7 @@ class Session(_Saved):
         "_token_total",
         "_user",
         "_user_header",
+        "_user_ref",
         "_user_unavailable",
         "_vectors",
         "deleted",
@@ -181,21 +261,24 @@ class Session(_Saved):
     ) -> None:
         """The Store's constructor: a new session (`header=None`) or one as loaded."""
         super().__init__()
-        now = store.clock()
-        loaded = store.codec.decode_state(session_id, {} if header is None else header.state, now)
-        self._init_tracking(
-            loaded.values,
-            store.clock,
-            expiry=loaded.expiry,
-            sizes=loaded.sizes,
-            max_value_bytes=store.max_value_bytes,
-            checks=loaded.checks,
-            entries=loaded.entries,
-        )
+        self.store = store
         self.id = session_id
         self.record_id = session_id
         self.user_id = user_id
-        self.store = store
+        self._user_ref: str | None = None  # what the user is stored under, once known
+        state = None
+        if header is not None:
+            codec = store.codec
+            state = codec.decode_state(session_id, header.state, store.clock())
+            self._user_ref = header.user_id
+            if META_KEY in state.stored:
+                self.user_id = state.user_id
+            elif not state.sealed and (
+                header.summary is not None
+                or (window and (type(window[-1]) is not bytes or window[-1][:1] != b"\x01"))
+            ):
+                self._check_key(header, window)
+        self._init_state(state)
         self.parent = parent
         self.accessed = False
         self.deleted = False
@@ -229,6 +312,27 @@ class Session(_Saved):
         self._pending_summary: Summary | None = None
         self._summary_message: Message | None = None
         self._vectors: SessionVectors | None = None  # made by the first semantic query
+
+    def _check_key(self, header: SessionHeader, window: Sequence[bytes]) -> None:
+        """A session written before records carried their sealed facts: open its newest sealed
+        record, so a wrong key fails the load, not a later read (or a save that would mix keys)."""
+        codec = self.store.codec
+        for record in (header.summary.value if header.summary else b"", *window[-1:]):
+            if type(record) is not bytes:
+                raise CorruptRecord(self.id, "a message record is not bytes")
+            if record[:1] not in (b"", b"\x01"):
+                codec.open(record, session_id=self.id)
+
+    def user_ref(self) -> str | None:
+        """What this session's user is stored under (None: no user)."""
+        if self.user_id is None:
+            return None
+        if self._user_ref is None:
+            if self.parent is not None:
+                self._user_ref = self.parent.user_ref()
+            else:
+                self._user_ref = self.store.codec.user_refs(self.user_id)[0]
+        return self._user_ref
 
     @classmethod
     def loaded(cls, store: Store, snap: Snapshot, parent: Session | None = None) -> Session:
@@ -418,8 +522,10 @@ class Session(_Saved):
     def _delta(self, now: float, *, strict: bool) -> Delta:
         create = None
         if not self._stored:
-            create = SessionHeader(self.id, self.user_id, created_at=now, updated_at=now)
+            create = SessionHeader(self.id, self.user_ref(), created_at=now, updated_at=now)
         delta = self._state_delta(now, create)
+        if self.store.codec.encrypted and META_KEY not in self._stored_keys:
+            delta.set[META_KEY] = self.store.codec.meta_entry(self.user_id, now)
         appended = self._log.appended
         if appended:
             encode = self.store.codec.encode
@@ -465,11 +571,13 @@ class Session(_Saved):
             )
         self._log.committed(result.message_count)
         self._state_committed(delta)
+        if META_KEY in delta.set:
+            self._stored_keys[META_KEY] = META_KEY
 
     def reset(self, new_id: str) -> None:
         """After a delete: empty, under a new id, flagged so adapters expire the cookie."""
         dict.clear(self)
-        self._init_tracking({}, self.store.clock, max_value_bytes=self.store.max_value_bytes)
+        self._init_state(None)
         self.id = self.record_id = new_id
         self._stored = False
         self._created_at = None
@@ -494,6 +602,8 @@ class Session(_Saved):
     def attach_user(self, user: UserState) -> None:
         """The user's shared state, read ahead (async code cannot read it on first use)."""
         self._user = user
+        if self._user_ref is None:
+            self._user_ref = user.ref
 
     # -- state with parent fallback ------------------------------------------------------------
 
@@ -642,9 +752,10 @@ class Session(_Saved):
                     " is usable"
                 )
             if self._stored:  # read with the session
-                self._user = UserState(self.store, self.user_id, self._user_header)
+                self._user = UserState(self.store, self.user_id, self._user_header, self.user_ref())
             else:  # a new session: read on first use
-                self._user = self.store.user_state(self.user_id)
+                self.attach_user(self.store.user_state(self.user_id))
+        assert self._user is not None
         return self._user
 
     # -- messages ------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from statemw.codec import Codec, EncryptionKey, pack
 from statemw.errors import ConfigurationError, InvalidValue, LimitExceeded, SessionNotFound
 from statemw.ids import check_child_name, check_session_id, new_session_id
 from statemw.messages import Message, MessageRecord
-from statemw.records import Summary, user_record_id
+from statemw.records import SessionHeader, Summary, user_record_id
 from statemw.session import Session, UserState
 from statemw.state import Clock, StaleKey
 from statemw.tokens import TokenCounter, approx_tokens, count_message
@@ -73,6 +73,9 @@ class Store:
     url: the backend (None: STATEMW_URL, else a diskcache directory under ~/.local/state).
     ttl: a session's absolute lifetime in seconds (None: no limit).
     idle: seconds without a save after which a session expires (sliding; None: never).
+    user_ttl: how long a user's shared state (`session.user`) lives after its last save. None
+        (the default): it lives as long as the user has a live session, and expires with the
+        last one.
     encryption_key: seal values, messages and summaries with AES-GCM; a list rotates keys (the
         first seals, all open).
     count_tokens: fn(text) -> int, counted once per message (default: about 4 characters each).
@@ -96,6 +99,7 @@ class Store:
         *,
         ttl: float | None = None,
         idle: float | None = 30 * DAY,
+        user_ttl: float | None = None,
         encryption_key: EncryptionKey | Sequence[EncryptionKey] | None = None,
         count_tokens: TokenCounter | None = None,
         window: int = 100,
@@ -110,7 +114,7 @@ class Store:
         validate: Validate | None = None,
         **backend_options: Any,
     ) -> None:
-        for name, value in (("ttl", ttl), ("idle", idle)):
+        for name, value in (("ttl", ttl), ("idle", idle), ("user_ttl", user_ttl)):
             if value is not None and value <= 0:
                 raise ConfigurationError(f"{name} must be positive seconds or None, got {value!r}")
         if window < 0:
@@ -120,6 +124,7 @@ class Store:
         self.url = url or default_url()
         self.ttl = ttl
         self.idle = idle
+        self.user_ttl = user_ttl
         self.window = window
         self.count_tokens = count_tokens or approx_tokens
         self.max_message_bytes = max_message_bytes
@@ -237,8 +242,29 @@ class Store:
         return session
 
     def _user_state(self, user_id: str) -> StoreFlow[UserState]:
-        header = yield from ask(ReadHeader(user_record_id(user_id), self.clock()))
-        return UserState(self, user_id, header)
+        ref, header = yield from self._find_user(user_id)
+        return UserState(self, user_id, header, ref)
+
+    def _find_user(self, user_id: str) -> StoreFlow[tuple[str, SessionHeader | None]]:
+        """What the user is stored under, and the user's live record. Encrypting, a user may be
+        under any configured key's hash (or the plain id, from before encryption): the first
+        that holds the user's record or sessions wins; a new user gets the first key's."""
+        refs = self.codec.user_refs(user_id)
+        for ref in refs:
+            header = yield from ask(ReadHeader(user_record_id(ref), self.clock()))
+            if header is not None:
+                return ref, header
+            if len(refs) > 1 and (yield from ask(UserSessions(ref, self.clock()))):
+                return ref, None
+        return refs[0], None
+
+    def _sessions_of(self, user_id: str) -> StoreFlow[list[str]]:
+        """The user's live session ids, oldest first (under the first ref that has any)."""
+        for ref in self.codec.user_refs(user_id):
+            ids = yield from ask(UserSessions(ref, self.clock()))
+            if ids:
+                return ids
+        return []
 
     def _created(self, user_id: str | None, session_id: str | None) -> StoreFlow[Session]:
         """create(), with the user's shared state read ahead so `session.user` does no I/O."""
@@ -248,7 +274,7 @@ class Store:
         return session
 
     def _current_session_id(self, user_id: str) -> StoreFlow[str | None]:
-        ids = yield from ask(UserSessions(user_id, self.clock()))
+        ids = yield from self._sessions_of(user_id)
         return ids[-1] if ids else None
 
     def _child(self, parent: Session, name: str) -> StoreFlow[Session]:
@@ -261,6 +287,10 @@ class Store:
         return Session.loaded(self, snap, parent)
 
     def _save(self, session: Session, strict: bool) -> StoreFlow[None]:
+        root = session.root
+        uid = root.user_id
+        if root.is_new and uid is not None and root._user_ref is None and self.codec.encrypted:
+            root._user_ref = (yield from self._find_user(uid))[0]  # which ref the user has
         for target, delta in session.save_plan(self.clock(), strict=strict):
             result = yield from ask(Commit(delta))
             target.committed(result, delta)
@@ -280,7 +310,7 @@ class Store:
         return new_id
 
     def _user_sessions(self, user_id: str, offset: int, limit: int) -> StoreFlow[list[str]]:
-        ids = yield from ask(UserSessions(user_id, self.clock()))
+        ids = yield from self._sessions_of(user_id)
         return ids[offset : offset + limit]
 
     def _over_budget(self, session: Session) -> bool:
@@ -341,10 +371,14 @@ class Store:
     def forget_user(self, user_id: str) -> int:
         """Remove every session of the user and the user's state; the number of sessions removed."""
         if (obs := telemetry.observer()) is not None:
-            return obs.call("forget_user", self, lambda: self.backend.forget_user(user_id))
-        removed = self.backend.forget_user(user_id)
+            return obs.call("forget_user", self, lambda: self._forget_user(user_id))
+        removed = self._forget_user(user_id)
         telemetry.forgot_user(removed, telemetry.backend_name(self.url))
         return removed
+
+    def _forget_user(self, user_id: str) -> int:
+        """Under every ref the user may be stored under (encrypting: each key's hash)."""
+        return sum(self.backend.forget_user(ref) for ref in self.codec.user_refs(user_id))
 
     def user_sessions(self, user_id: str, *, offset: int = 0, limit: int = 50) -> list[str]:
         """Ids of the user's live sessions, oldest first, one page at a time."""
@@ -413,10 +447,13 @@ class Store:
 
     async def aforget_user(self, user_id: str) -> int:
         if (obs := telemetry.observer()) is not None:
-            return await obs.acall("forget_user", self, lambda: self.abackend.forget_user(user_id))
-        removed = await self.abackend.forget_user(user_id)
+            return await obs.acall("forget_user", self, lambda: self._aforget_user(user_id))
+        removed = await self._aforget_user(user_id)
         telemetry.forgot_user(removed, telemetry.backend_name(self.url))
         return removed
+
+    async def _aforget_user(self, user_id: str) -> int:
+        return sum([await self.abackend.forget_user(r) for r in self.codec.user_refs(user_id)])
 
     async def auser_sessions(self, user_id: str, *, offset: int = 0, limit: int = 50) -> list[str]:
         return await adrive(self._user_sessions(user_id, offset, limit), self.abackend)

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from statemw.codec import unpack
+from statemw._drive import drive
+from statemw.codec import META_KEY, pack, unpack
 from statemw.errors import SessionNotFound
 from statemw.records import Delta, Entry, SessionHeader, Summary, user_record_id
 from statemw.store import Store
@@ -79,16 +80,45 @@ class _Copier:
         if self.progress is not None:
             self.progress(self.done, self.total)
 
+    def entry(self, sid: str, stored_key: str, entry: Entry) -> tuple[str, Entry] | None:
+        """A state entry as the target stores it: under the target's key for its name, sealed
+        with the target's keys (the value's msgpack unchanged). A record's sealed facts (its
+        user id) are kept only where the target seals too (else the header carries the id)."""
+        name, body = self.source.codec.open_entry(sid, stored_key, entry.value)
+        codec = self.target.codec
+        if name is None:
+            if not codec.encrypted:
+                return None
+            return META_KEY, Entry(codec.seal_named(pack(None), body), entry.updated_at)
+        data = codec.seal_named(pack(name), body) if codec.encrypted else codec.seal(body)
+        return codec.entry_key(name), Entry(
+            data, entry.updated_at, entry.expires_at, entry.confirm_after
+        )
+
     def entries(
         self, sid: str, source: SessionHeader, target: SessionHeader | None, now: float
     ) -> dict[str, Entry]:
         """The source's live keys the target lacks or holds an older write of."""
         have = {} if target is None else target.live_state(now)
-        return {
-            key: Entry(self.reseal(sid, e.value), e.updated_at, e.expires_at, e.confirm_after)
-            for key, e in source.live_state(now).items()
-            if key not in have or have[key].updated_at < e.updated_at
-        }
+        out: dict[str, Entry] = {}
+        for stored, e in source.live_state(now).items():
+            moved = self.entry(sid, stored, e)
+            if moved is not None and (
+                moved[0] not in have or have[moved[0]].updated_at < e.updated_at
+            ):
+                out[moved[0]] = moved[1]
+        return out
+
+    def user_id(self, header: SessionHeader) -> str | None:
+        """The user id a source record belongs to (sealed in it, or its header's)."""
+        state = self.source.codec.decode_state(header.session_id, header.state, self.source.clock())
+        return state.user_id if META_KEY in state.stored else header.user_id
+
+    def target_ref(self, user_id: str | None) -> str | None:
+        """What the target stores that user under."""
+        if user_id is None:
+            return None
+        return drive(self.target._find_user(user_id), self.target.backend)[0]
 
     def session(self, src: SessionHeader) -> bool:
         """Copy one (sub-)session; False when the target holds another history of it."""
@@ -103,6 +133,12 @@ class _Copier:
             return False
         start = 0 if dst is None else dst.message_count
         sets = self.entries(sid, src, dst, now)
+        if (
+            self.target.codec.encrypted
+            and META_KEY not in sets
+            and META_KEY not in ({} if dst is None else dst.state)
+        ):  # a target that seals keeps the user id sealed in the record
+            sets[META_KEY] = self.target.codec.meta_entry(self.user_id(src), src.created_at)
         summary = src.summary
         new_summary = summary is not None and (
             dst is None or dst.summary is None or dst.summary.upto < summary.upto
@@ -116,7 +152,7 @@ class _Copier:
             now=now,
             create=None
             if dst is not None
-            else SessionHeader(sid, src.user_id, src.created_at, now),
+            else SessionHeader(sid, self.target_ref(self.user_id(src)), src.created_at, now),
             set=sets,
             expires_at=src.expires_at,
         )
@@ -153,20 +189,24 @@ class _Copier:
         return True
 
     def user(self, user_id: str) -> None:
-        rid = user_record_id(user_id)
-        src = self.source.backend.read_header(rid, self.source.clock())
+        _, src = drive(self.source._find_user(user_id), self.source.backend)
         if src is None:
             return
         now = self.target.clock()
-        dst = self.target.backend.read_header(rid, now)
-        sets = self.entries(rid, src, dst, now)
+        ref, dst = drive(self.target._find_user(user_id), self.target.backend)
+        rid = user_record_id(ref)
+        sets = self.entries(src.session_id, src, dst, now)
         if not sets:
             return
-        create = SessionHeader(rid, user_id, src.created_at, now) if dst is None else None
+        create = SessionHeader(rid, ref, src.created_at, now) if dst is None else None
         self.target.backend.commit(
             Delta(session_id=rid, now=now, create=create, set=sets, expires_at=src.expires_at)
         )
         self.report.users += 1
+
+    def names(self, store: Store, header: SessionHeader) -> set[str]:
+        state = store.codec.decode_state(header.session_id, header.state, store.clock())
+        return set(state.values)
 
     def verify(self, src: SessionHeader) -> None:
         dst = self.target.backend.read_header(src.session_id, self.target.clock())
@@ -174,7 +214,7 @@ class _Copier:
             dst is None
             or dst.message_count != src.message_count
             or dst.token_total != src.token_total
-            or not set(src.live_state(self.source.clock())) <= set(dst.state)
+            or not self.names(self.source, src) <= self.names(self.target, dst)
         ):
             self.report.mismatches.append(src.session_id)
 
@@ -197,7 +237,7 @@ def copy_sessions(
         if source.backend.read_header(session_id, now) is None:
             raise SessionNotFound(session_id)
     elif user_id is not None:
-        roots = source.backend.user_sessions(user_id, now)
+        roots = source.user_sessions(user_id, limit=1 << 62)
     else:
         roots = list(source.backend.session_ids())
     trees = [list(_tree(source, root, now)) for root in roots]
@@ -206,8 +246,9 @@ def copy_sessions(
     users = {user_id} if user_id is not None else set()
     copied: list[SessionHeader] = []
     for tree in trees:
-        if tree and tree[0].user_id is not None:
-            users.add(tree[0].user_id)
+        owner = copier.user_id(tree[0]) if tree else None
+        if owner is not None:
+            users.add(owner)
         followed: set[str] = set()  # copied (or complete) sessions: their children follow
         for n, header in enumerate(tree):
             if n == 0 or header.session_id.rsplit("/", 1)[0] in followed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 
 from tests.demo_server import DemoServer
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+"""Debian's chromium (`make test` installs it when it can); CHROMIUM=path names another."""
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -24,10 +26,19 @@ ARGS = [
 pytestmark = pytest.mark.browser
 
 
+def require_chromium(path: str) -> None:
+    """Skip (with a one-line reason) when there is no browser here; under CI=true, fail."""
+    if Path(path).exists():
+        return
+    reason = f"no Chromium at {path}: apt-get install chromium (make test does, as root)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    require_chromium(CHROMIUM)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -136,3 +147,17 @@ def test_a_correction_in_words_and_a_stale_fact_asked_about_again(
         raise
     finally:
         context.close()  # its live feed ends, so the server stops at once
+
+
+def test_without_a_browser_the_browser_tests_skip_with_a_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"^no Chromium at .*nowhere: apt-get"):
+        require_chromium(str(tmp_path / "nowhere"))
+
+
+def test_under_ci_a_missing_browser_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"^CI=true but no Chromium at"):
+        require_chromium(str(tmp_path / "nowhere"))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from statemw import Store, generate_key
-from statemw.cli import main
+from statemw.cli import main, parser
 
 
 @pytest.fixture
@@ -80,6 +82,7 @@ def test_rm_forget_user_purge_and_stats(url: str) -> None:
 
 
 def test_errors_are_one_line_and_exit_2(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    conversation(url)
     assert run("--store", url, "show", "no-such-session")[0] == 2
     assert capsys.readouterr().err.startswith("statemw: error: no session 'no-such-session'")
     assert run("--store", "ftp://nowhere", "ls")[0] == 2
@@ -111,7 +114,7 @@ def test_long_sweeps_draw_a_progress_bar_on_a_terminal(
     monkeypatch.setattr("sys.stderr", terminal)
     assert run("--store", url, "purge")[0] == 0
     assert "purging [" in terminal.getvalue()
-    assert "/4" in terminal.getvalue()  # three sessions and the user's shared record
+    assert "/5" in terminal.getvalue()  # three sessions, the user's shared record and index
 
 
 def test_no_progress_bar_when_not_on_a_terminal(
@@ -120,3 +123,53 @@ def test_no_progress_bar_when_not_on_a_terminal(
     conversation(url)
     assert run("--store", url, "purge")[0] == 0
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", [["ls"], ["forget-user", "harsh"], ["purge"], ["stats"]])
+def test_a_directory_without_a_store_is_an_error_and_nothing_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    typo = tmp_path / "typo"
+    assert run("--store", f"diskcache://{typo}", *command)[0] == 2
+    assert capsys.readouterr().err == f"statemw: error: no store at diskcache://{typo} " + (
+        f"(no {typo / 'cache.db'})\n"
+    )
+    assert not typo.exists()
+    tmp_path.joinpath("empty").mkdir()
+    assert run("--store", f"diskcache://{tmp_path / 'empty'}", *command)[0] == 2
+    assert list(tmp_path.joinpath("empty").iterdir()) == []
+
+
+def test_a_store_locked_by_another_process_gives_up_after_the_wait(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conversation(url)
+    holder = sqlite3.connect(url.removeprefix("diskcache://") + "/cache.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        assert run("--store", url, "--wait", "0.2", "ls")[0] == 2
+        assert time.monotonic() - started < 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert capsys.readouterr().err == (
+        f"statemw: error: diskcache {url.removeprefix('diskcache://')!r} is locked by another "
+        "process (gave up after 0.2 s)\n"
+    )
+    assert run("--store", url, "ls")[0] == 0  # and once it is free, it works
+
+
+def test_the_default_wait_for_a_locked_store_is_a_few_seconds() -> None:
+    assert parser().parse_args(["ls"]).wait == 3.0
+
+
+def test_an_encrypted_store_lists_user_ids_and_key_names_as_the_app_knows_them(url: str) -> None:
+    key = generate_key()
+    sid = conversation(url, encryption_key=key)
+    code, out = run("--store", url, f"--encryption-key={key}", "ls", "--json")
+    assert code == 0
+    [facts] = json.loads(out)
+    assert (facts["id"], facts["user"], facts["keys"]) == (sid, "harsh", ["destination"])
+    code, out = run("--store", url, f"--encryption-key={key}", "ls")
+    assert "user=harsh" in out

@@ -11,6 +11,7 @@ import pytest
 
 from statemw import Store, generate_key
 from statemw.cli import main
+from statemw.codec import META_KEY
 from statemw.errors import DecryptionError, StoreUnavailable
 from statemw.records import Committed, Delta, user_record_id
 from statemw.transfer import copy_sessions
@@ -61,15 +62,17 @@ def snapshot(store: Store, session_id: str) -> dict[str, Any]:
 
     raw = store.backend.read_messages(session_id, 0, header.message_count)
     records = [store.codec.decode_message(session_id, data) for data in raw]
+    state = store.codec.decode_state(session_id, header.state, now)  # names may be sealed
     facts: dict[str, Any] = {
-        "user": header.user_id,
+        "user": state.user_id if META_KEY in state.stored else header.user_id,
         "created": header.created_at,
         "expires": header.expires_at,
         "tokens": header.token_total,
         "messages": [(r.message, r.tokens, r.created_at) for r in records],
         "state": {
-            k: (decode(e.value), e.updated_at, e.expires_at, e.confirm_after)
-            for k, e in header.live_state(now).items()
+            name: (value, e.updated_at, e.expires_at, e.confirm_after)
+            for name, value in state.values.items()
+            if (e := state.entries[name])
         },
         "summary": None
         if header.summary is None
@@ -85,7 +88,7 @@ def snapshot(store: Store, session_id: str) -> dict[str, Any]:
         facts["user_state"] = (
             None
             if user is None
-            else {k: decode_user(store, header.user_id, e.value) for k, e in user.state.items()}
+            else store.codec.decode_state(user.session_id, user.state, now).values
         )
     return facts
 
@@ -93,10 +96,6 @@ def snapshot(store: Store, session_id: str) -> dict[str, Any]:
 def decode_vector(store: Store, session_id: str, value: bytes) -> tuple[list[float], int | None]:
     row, check = store.codec.decode_vector(session_id, value)
     return list(row), check
-
-
-def decode_user(store: Store, user_id: str, value: bytes) -> Any:
-    return store.codec.decode(value, session_id=user_record_id(user_id))
 
 
 def test_a_copy_chain_through_every_backend_keeps_everything(

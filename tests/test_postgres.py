@@ -538,3 +538,15 @@ def test_the_async_backend_serves_one_event_loop_after_another(pstore: Store) ->
         return len(again.messages)
 
     assert [asyncio.run(turn(n)) for n in range(3)] == [1, 2, 3]
+
+
+def test_a_save_mixing_whole_and_fractional_seconds_is_stored(pstore: Store) -> None:
+    """A confirm_after of 1 set now beside one of 1.0 read back: one float8[] for PostgreSQL."""
+    session = pstore.create(user_id="u")
+    session.user.set("a", 0, confirm_after=1)
+    session.save()
+    again = pstore.load(session.id)
+    again.user.confirm("a")
+    again.user.set("b", 0, confirm_after=1)
+    again.save()
+    assert sorted(pstore.load(session.id).user) == ["a", "b"]

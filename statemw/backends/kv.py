@@ -7,8 +7,16 @@ Keys (sids are statemw ids, so ':' cannot be confused):
     m:<sid>:<chunk>    messages [chunk*CHUNK, (chunk+1)*CHUNK): an append rewrites one small chunk
     v:<sid>:<chunk>    cached vectors of those messages, by position
     i:<user_id>        the user's session ids, oldest first
-User state lives in a header under records.user_record_id(user_id). Live changes for
+User state lives in a header under records.user_record_id(user_id); without an expiry of its own
+(Store.user_ttl) it lives as long as one of the user's sessions does. Live changes for
 subscribers: local_pubsub.py.
+
+Expired records go by themselves (no purge() needed): the KV keeps a schedule of when each
+top-level record may expire, written with the save that creates it, and a save or a load (at most
+once a second per process, unless the last sweep found more due) reclaims up to SWEEP_BATCH
+records that are due: removed if dead, scheduled again at their current expiry if a later save
+extended it. So the work per operation is bounded, and a store that keeps being used keeps no
+more expired records than the sweeps have not reached yet.
 """
 
 from __future__ import annotations
@@ -16,14 +24,14 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from typing import Any, Protocol
 
-from statemw.backends.base import Progress
+from statemw.backends.base import Progress, WouldBlock
 from statemw.backends.local_pubsub import LocalSubscription
 from statemw.changes import Change
 from statemw.codec import decode_header, encode_header, pack, unpack
-from statemw.errors import CorruptRecord, SessionNotFound
+from statemw.errors import CorruptRecord, SessionNotFound, StoreUnavailable
 from statemw.records import (
     USER_PREFIX,
     Committed,
@@ -41,6 +49,12 @@ INLINE_KEYS = 64
 """A state of up to this many keys lives in the header; a larger one moves to buckets."""
 BUCKET_KEYS = 64
 """Keys a bucket is meant to hold; one that grows past twice this doubles the buckets."""
+SWEEP_BATCH = 16
+"""Records an operation reclaims at most (when more are due, the next operation goes on)."""
+SWEEP_PAUSE = 1.0
+"""Seconds (store clock) a process waits to look again after a sweep that found little due."""
+SCRUB_PAUSE = 60.0
+"""Seconds between scrubs (diskcache: WAL truncation) after automatic reclamation."""
 
 
 def bucket_of(key: str, buckets: int) -> int:
@@ -61,6 +75,15 @@ class KV(Protocol):
 
     def keys(self, prefix: str) -> Iterator[str]: ...
 
+    def schedule(self, record_id: str, at: float) -> None:
+        """Note that a record may have expired at `at` (one entry per record suffices)."""
+
+    def take_due(self, now: float, limit: int) -> list[str]:
+        """Up to `limit` records scheduled at `now` or before, oldest first, off the schedule."""
+
+    def scrub(self) -> None:
+        """Leave no bytes of deleted records in the store's files (where it has files)."""
+
     def close(self) -> None: ...
 
 
@@ -72,6 +95,8 @@ class KVBackend:
         self.poll_interval = poll_interval
         self._subscribers: dict[str, set[LocalSubscription]] = {}
         self._subscribers_lock = threading.Lock()
+        self._next_sweep = float("-inf")
+        self._next_scrub = float("-inf")
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -80,15 +105,41 @@ class KVBackend:
         if data is None:
             return None
         try:
-            return SessionHeader.from_wire(decode_header(data, session_id=session_id))
+            header = SessionHeader.from_wire(decode_header(data, session_id=session_id))
         except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
             raise CorruptRecord(session_id, f"bad header ({exc})") from exc
+        if header.session_id != session_id:  # never another session's record
+            raise CorruptRecord(session_id, "the header names another session")
+        return header
 
     def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         header = self._header(session_id)
         if header is None or not header.live(now):
             return None
+        if (
+            header.expires_at is None
+            and session_id.startswith(USER_PREFIX)
+            and not self._user_live(session_id[len(USER_PREFIX) :], now)
+        ):
+            return None  # a user's state without a live session of the user
         return self._with_state(header)
+
+    def _user_live(self, user_id: str, now: float) -> bool:
+        """Does the user have a live session (what keeps state without its own expiry)?"""
+        return any(
+            (h := self._header(sid)) is not None and h.live(now)
+            for sid in reversed(self._index(user_id))
+        )
+
+    def _user_dead(self, header: SessionHeader, now: float) -> bool:
+        """A user's record past its own expiry, or without one and without a live session."""
+        if header.expires_at is not None:
+            return not header.live(now)
+        return not self._user_live(header.session_id[len(USER_PREFIX) :], now)
+
+    def _drop_user(self, user_id: str) -> None:
+        self._remove(user_record_id(user_id))
+        self.kv.delete("i:" + user_id)
 
     def _with_state(self, header: SessionHeader) -> SessionHeader:
         """The header with its whole state, gathered from its buckets if it has them."""
@@ -117,9 +168,17 @@ class KVBackend:
         if data is None:
             return [] if kind == "m" else {}
         try:
-            return unpack(data)
+            chunk = unpack(data)
         except Exception as exc:
             raise CorruptRecord(session_id, f"bad message chunk {n} ({exc})") from exc
+        if kind == "m":  # (a record that is not bytes fails to decode, as CorruptRecord)
+            if type(chunk) is not list:
+                raise CorruptRecord(session_id, f"bad message chunk {n} (not a list of records)")
+        elif type(chunk) is not dict or not all(
+            type(p) is int and type(v) is bytes for p, v in chunk.items()
+        ):
+            raise CorruptRecord(session_id, f"bad vector chunk {n}")
+        return chunk
 
     def _messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
         out: list[bytes] = []
@@ -128,6 +187,8 @@ class KVBackend:
             lo = max(start - n * CHUNK, 0)
             hi = min(stop - n * CHUNK, CHUNK)
             out.extend(chunk[lo:hi])
+        if len(out) < stop - start:  # the header counts messages the chunks do not hold
+            raise CorruptRecord(session_id, f"messages [{start}, {stop}) are missing")
         return out
 
     def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
@@ -147,6 +208,8 @@ class KVBackend:
         return out
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
+        if now >= self._next_sweep:
+            self.reclaim(now)
         header = self.read_header(session_id, now)
         if header is None:
             return None
@@ -235,9 +298,13 @@ class KVBackend:
             self._put_vectors(sid, delta.vectors)
             self._put_header(header)
             if created and stored is None:
-                self._link(header)
+                self._link(header, delta.now)
+            if created and header.expires_at is not None and "/" not in sid:
+                self.kv.schedule(sid, header.expires_at)
         changed = tuple(sorted(set(delta.set) | set(delta.delete)))
         self._publish(Change(sid, header.revision, header.message_count, changed), header)
+        if delta.now >= self._next_sweep:
+            self.reclaim(delta.now)
         return Committed.of(header)
 
     def _append(self, sid: str, position: int, messages: list[bytes]) -> None:
@@ -259,8 +326,9 @@ class KVBackend:
             chunk.update(part)
             self.kv.set(f"v:{sid}:{n}", pack(chunk))
 
-    def _link(self, header: SessionHeader) -> None:
-        """Record a new session in its parent's children or its user's index."""
+    def _link(self, header: SessionHeader, now: float) -> None:
+        """Record a new session in its parent's children or its user's index. A user whose
+        sessions all expired starts afresh: what was left of their state is dropped first."""
         sid = header.session_id
         if sid.startswith(USER_PREFIX):
             return
@@ -271,6 +339,12 @@ class KVBackend:
                 parent.children.append(name)
                 self._put_header(parent)
         elif header.user_id is not None:
+            if not self._user_live(header.user_id, now):
+                user = self._header(user_record_id(header.user_id))
+                if user is None or self._user_dead(user, now):
+                    self._drop_user(header.user_id)
+                else:  # state with a lifetime of its own (user_ttl) stays
+                    self.kv.delete("i:" + header.user_id)
             index = self._index(header.user_id)
             if sid not in index:
                 index.append(sid)
@@ -278,7 +352,15 @@ class KVBackend:
 
     def _index(self, user_id: str) -> list[str]:
         data = self.kv.get("i:" + user_id)
-        return [] if data is None else list(unpack(data))
+        if data is None:
+            return []
+        try:
+            index = unpack(data)
+        except Exception as exc:
+            raise CorruptRecord(user_record_id(user_id), f"bad user index ({exc})") from exc
+        if type(index) is not list or not all(type(sid) is str for sid in index):
+            raise CorruptRecord(user_record_id(user_id), "bad user index (not a list of ids)")
+        return index
 
     def _unlink_from_index(self, header: SessionHeader) -> None:
         if header.user_id is None or "/" in header.session_id:
@@ -286,7 +368,10 @@ class KVBackend:
         index = self._index(header.user_id)
         if header.session_id in index:
             index.remove(header.session_id)
-            self.kv.set("i:" + header.user_id, pack(index))
+            if index:
+                self.kv.set("i:" + header.user_id, pack(index))
+            else:
+                self.kv.delete("i:" + header.user_id)
 
     def _remove(self, sid: str) -> SessionHeader | None:
         header = self._header(sid)
@@ -311,6 +396,7 @@ class KVBackend:
                 if parent is not None and name in parent.children:
                     parent.children.remove(name)
                     self._put_header(parent)
+        self.kv.scrub()
         self._publish(Change(session_id, 0, 0, deleted=True), None)
         return True
 
@@ -337,6 +423,8 @@ class KVBackend:
             if self.read_header(old_id, now) is None:
                 raise SessionNotFound(old_id)
             header = self._move(old_id, new_id)
+            if header.expires_at is not None and "/" not in new_id:
+                self.kv.schedule(new_id, header.expires_at)
             if header.user_id is not None and "/" not in new_id:
                 index = self._index(header.user_id)
                 index = [new_id if s == old_id else s for s in index]
@@ -353,6 +441,7 @@ class KVBackend:
             removed = sum(self._remove(sid) is not None for sid in index)
             self.kv.delete("i:" + user_id)
             self._remove(user_record_id(user_id))
+        self.kv.scrub()
         return removed
 
     def session_ids(self) -> Iterator[str]:
@@ -362,30 +451,113 @@ class KVBackend:
                 yield sid
 
     def purge(self, now: float, progress: Progress | None = None) -> int:
+        """Expired sessions and keys, then what users left: state without a live session (or
+        past its own expiry), and index entries that point at nothing."""
         removed = 0
         keys = list(self.kv.keys("h:"))
+        indexes = list(self.kv.keys("i:"))
+        total = len(keys) + len(indexes)
         for done, key in enumerate(keys, 1):
             if progress is not None:
-                progress(done, len(keys))
+                progress(done, total)
             sid = key[2:]
             with self.kv.transaction():
                 header = self._header(sid)
-                if header is None:
+                if header is None or sid.startswith(USER_PREFIX):
                     continue
                 if not header.live(now) and "/" not in sid:
                     self._remove(sid)
                     self._unlink_from_index(header)
                     removed += 1
-                elif header.state_buckets:
-                    for n in range(header.state_buckets):
-                        bucket = self._bucket(sid, n)
-                        live = {k: e for k, e in bucket.items() if e.live(now)}
-                        if len(live) < len(bucket):
-                            self._put_bucket(sid, n, live)
-                elif any(not e.live(now) for e in header.state.values()):
-                    header.state = header.live_state(now)
-                    self._put_header(header)
+                    continue
+                self._drop_expired_keys(header, now)
+                if header.expires_at is not None and "/" not in sid:
+                    self.kv.schedule(sid, header.expires_at)  # sessions from before schedules
+        for done, key in enumerate(indexes, len(keys) + 1):
+            if progress is not None:
+                progress(done, total)
+            with self.kv.transaction():
+                self._purge_user(key[2:], now)
+        for key in self.kv.keys("h:" + USER_PREFIX):
+            with self.kv.transaction():
+                self._purge_user(key[2 + len(USER_PREFIX) :], now)
+        self.kv.scrub()
         return removed
+
+    def _drop_expired_keys(self, header: SessionHeader, now: float) -> None:
+        sid = header.session_id
+        if header.state_buckets:
+            for n in range(header.state_buckets):
+                bucket = self._bucket(sid, n)
+                live = {k: e for k, e in bucket.items() if e.live(now)}
+                if len(live) < len(bucket):
+                    self._put_bucket(sid, n, live)
+        elif any(not e.live(now) for e in header.state.values()):
+            header.state = header.live_state(now)
+            self._put_header(header)
+
+    def _purge_user(self, user_id: str, now: float) -> None:
+        """Drop index entries of sessions that are gone, and the user's state once dead."""
+        index = self._index(user_id)
+        kept = [sid for sid in index if (h := self._header(sid)) is not None and h.live(now)]
+        if kept != index:
+            if kept:
+                self.kv.set("i:" + user_id, pack(kept))
+            else:
+                self.kv.delete("i:" + user_id)
+        user = self._header(user_record_id(user_id))
+        if user is not None and self._user_dead(user, now):
+            self._remove(user_record_id(user_id))
+        elif user is not None:
+            self._drop_expired_keys(user, now)
+
+    def reclaim(self, now: float) -> int:
+        """Remove up to SWEEP_BATCH records that are due (expired sessions, and user records
+        left without a live session or past user_ttl); the number of records looked at.
+
+        Runs at most once per SWEEP_PAUSE in a process, unless the last sweep found a full
+        batch (then the next operation goes on), so sweeps keep pace with what saves add and
+        an operation in between pays one comparison. Never fails the operation that calls it:
+        a store that is busy or unreachable is swept by a later one."""
+        if now < self._next_sweep:
+            return 0
+        removed = 0
+        try:
+            with self.kv.transaction():
+                due = self.kv.take_due(now, SWEEP_BATCH)
+                for record_id in due:
+                    with suppress(CorruptRecord):  # left for inspection (and off the schedule)
+                        removed += self._reclaim_one(record_id, now)
+        except (StoreUnavailable, WouldBlock):
+            return 0
+        self._next_sweep = now if len(due) == SWEEP_BATCH else now + SWEEP_PAUSE
+        if removed and now >= self._next_scrub:
+            self._next_scrub = now + SCRUB_PAUSE
+            with suppress(StoreUnavailable, WouldBlock):
+                self.kv.scrub()
+        return len(due)
+
+    def _reclaim_one(self, record_id: str, now: float) -> bool:
+        """Remove one scheduled record if it is dead, else schedule it at its current expiry."""
+        header = self._header(record_id)
+        if header is None:
+            return False
+        if record_id.startswith(USER_PREFIX):
+            if self._user_dead(header, now):  # past user_ttl (sessions keep their index)
+                self._remove(record_id)
+                return True
+        elif not header.live(now):
+            self._remove(record_id)
+            self._unlink_from_index(header)
+            user_id = header.user_id
+            if user_id is not None and not self._user_live(user_id, now):
+                user = self._header(user_record_id(user_id))
+                if user is None or self._user_dead(user, now):
+                    self._drop_user(user_id)
+            return True
+        if header.expires_at is not None:
+            self.kv.schedule(record_id, header.expires_at)
+        return False
 
     def close(self) -> None:
         self.kv.close()

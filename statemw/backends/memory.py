@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Iterator
 from types import TracebackType
@@ -16,6 +17,7 @@ class MemoryKV:
         self._data: dict[str, bytes] = {}
         self._lock = threading.RLock()
         self._local = threading.local()  # .pending: the writes of this thread's transaction
+        self._due: list[tuple[float, str]] = []  # a heap: when each record may have expired
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)
@@ -47,6 +49,20 @@ class MemoryKV:
         with self._lock:
             keys = [k for k in self._data if k.startswith(prefix)]
         yield from keys
+
+    def schedule(self, record_id: str, at: float) -> None:
+        with self._lock:
+            heapq.heappush(self._due, (at, record_id))
+
+    def take_due(self, now: float, limit: int) -> list[str]:
+        with self._lock:
+            taken: list[str] = []
+            while self._due and self._due[0][0] <= now and len(taken) < limit:
+                taken.append(heapq.heappop(self._due)[1])
+            return taken
+
+    def scrub(self) -> None:
+        pass  # a dict keeps nothing it dropped
 
     def close(self) -> None:
         pass

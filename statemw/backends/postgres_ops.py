@@ -117,6 +117,9 @@ class Sql:
         self.purge_batch = render(sql.PURGE_BATCH)
         self.purge_state = render(sql.PURGE_STATE)
         self.listen = render(sql.LISTEN)
+        self.user_live = render(sql.USER_LIVE)
+        self.drop_orphan_user = render(sql.DROP_ORPHAN_USER)
+        self.purge_users = render(sql.PURGE_USERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +322,18 @@ def load_op(q: Sql, session_id: str, window: int, now: float) -> Op[Snapshot | N
 
 def read_header_op(q: Sql, session_id: str, now: float) -> Op[SessionHeader | None]:
     rows = yield Query(q.read_header, {"sid": session_id, "now": now})
-    return _live(parse_header(rows[0]), now) if rows else None
+    header = _live(parse_header(rows[0]), now) if rows else None
+    if header is not None and header.expires_at is None and session_id.startswith(USER_PREFIX):
+        # a user's state without an expiry of its own: live while one of the user's sessions is
+        user_id = session_id[len(USER_PREFIX) :]
+        [(live,)] = yield Query(q.user_live, {"user_id": user_id, "now": now})
+        if not live:
+            return None
+    return header
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def commit_params(delta: Delta, notify: bool) -> dict[str, Any]:
@@ -340,9 +354,11 @@ def commit_params(delta: Delta, notify: bool) -> dict[str, Any]:
         "summary_tokens": None if summary is None else summary.tokens,
         "set_keys": list(delta.set),
         "set_values": [e.value for e in delta.set.values()],
-        "set_updated": [e.updated_at for e in delta.set.values()],
-        "set_expires": [e.expires_at for e in delta.set.values()],
-        "set_confirm": [e.confirm_after for e in delta.set.values()],
+        # float8[]: psycopg refuses a list mixing int and float (a confirm_after of 1 set now
+        # beside one of 1.0 read back), so each is a float
+        "set_updated": [float(e.updated_at) for e in delta.set.values()],
+        "set_expires": [_float(e.expires_at) for e in delta.set.values()],
+        "set_confirm": [_float(e.confirm_after) for e in delta.set.values()],
         "delete": list(delta.delete),
         "append": list(delta.append),
         "vector_pos": list(delta.vectors),
@@ -357,6 +373,11 @@ def commit_op(q: Sql, delta: Delta, notify: bool) -> Op[Committed]:
     """A save: one call of the commit function, which merges as records.apply_delta does and
     answers with the new counters (never the state: a save costs what changed)."""
     sid = delta.session_id
+    create = delta.create
+    top = "/" not in sid and not sid.startswith(USER_PREFIX)
+    if top and create is not None and create.user_id is not None:
+        # a user without a live session starts afresh
+        yield Query(q.drop_orphan_user, {"user_id": create.user_id, "now": delta.now})
     [row] = yield Query(q.commit, commit_params(delta, notify))
     status, actual, revision, count, tokens, created_at, lead = row
     if status == "NOTFOUND":
@@ -431,6 +452,7 @@ def purge_op(q: Sql, now: float, progress: Progress | None) -> Op[int]:
             break
         after = str(last)
     yield Query(q.purge_state, {"now": now})
+    yield Query(q.purge_users, {"now": now})
     return removed
 
 

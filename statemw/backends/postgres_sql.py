@@ -515,3 +515,26 @@ SELECT * FROM {s}.purge_batch(%(now)s::float8, %(after)s::text, %(limit)s::integ
 PURGE_STATE = "DELETE FROM {s}.state t WHERE t.expires_at <= %(now)s::float8"
 
 LISTEN = "SELECT {s}.listen(%(sid)s::text)"
+
+# A user's state without an expiry of its own (Store.user_ttl) lives while one of the user's
+# sessions does; these three statements hold to that (no schema change: they are plain SQL).
+_USER_LIVE = """EXISTS (
+    SELECT 1 FROM {s}.sessions t
+    WHERE t.top AND t.user_id = {user}
+      AND (t.expires_at IS NULL OR t.expires_at > %(now)s::float8))"""
+
+USER_LIVE = "SELECT " + _USER_LIVE.format(s="{s}", user="%(user_id)s::text")
+
+# Before a user's new session is created: a user without a live session starts afresh.
+DROP_ORPHAN_USER = f"""
+DELETE FROM {{s}}.sessions u
+WHERE u.sid = '~u:' || %(user_id)s::text
+  AND (u.expires_at IS NULL OR u.expires_at <= %(now)s::float8)
+  AND NOT {_USER_LIVE.format(s="{s}", user="%(user_id)s::text")}
+"""
+
+PURGE_USERS = f"""
+DELETE FROM {{s}}.sessions u
+WHERE left(u.sid, 3) = '~u:' AND (u.expires_at <= %(now)s::float8 OR (u.expires_at IS NULL
+  AND NOT {_USER_LIVE.format(s="{s}", user="substr(u.sid, 4)")}))
+"""

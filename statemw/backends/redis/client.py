@@ -129,9 +129,9 @@ class RedisBackend:
     def forget_user(self, user_id: str) -> int:
         return self._run(ops.forget_user_op(self.layout, user_id))
 
-    def _header_keys(self) -> list[str]:
+    def _header_keys(self, pattern: str | None = None) -> list[str]:
         with faults(self.health):
-            pattern = self.layout.header_pattern()
+            pattern = pattern or self.layout.header_pattern()
             keys = [ops.text_of(k) for k in self.client.scan_iter(match=pattern, count=1000)]
         return list(dict.fromkeys(keys))  # SCAN may return a key twice
 
@@ -142,7 +142,8 @@ class RedisBackend:
                 yield sid
 
     def purge(self, now: float, progress: Progress | None = None) -> int:
-        return self._run(ops.purge_op(self.layout, self._header_keys(), now, progress))
+        indexes = self._header_keys(self.layout.index_pattern())
+        return self._run(ops.purge_op(self.layout, self._header_keys(), now, progress, indexes))
 
     def close(self) -> None:
         self.client.close()
@@ -303,12 +304,12 @@ class AsyncRedisBackend:
     async def forget_user(self, user_id: str) -> int:
         return await self._run(ops.forget_user_op(self.layout, user_id))
 
-    async def _header_keys(self) -> list[str]:
+    async def _header_keys(self, pattern: str | None = None) -> list[str]:
         if not on_asyncio():
-            return await to_thread(self._sync._header_keys)
+            return await to_thread(self._sync._header_keys, pattern)
         async with afaults(self.health):
             client = await self.client()
-            pattern = self.layout.header_pattern()
+            pattern = pattern or self.layout.header_pattern()
             keys = [ops.text_of(k) async for k in client.scan_iter(match=pattern, count=1000)]
         return list(dict.fromkeys(keys))  # SCAN may return a key twice
 
@@ -320,7 +321,8 @@ class AsyncRedisBackend:
 
     async def purge(self, now: float, progress: Progress | None = None) -> int:
         header_keys = await self._header_keys()
-        return await self._run(ops.purge_op(self.layout, header_keys, now, progress))
+        indexes = await self._header_keys(self.layout.index_pattern())
+        return await self._run(ops.purge_op(self.layout, header_keys, now, progress, indexes))
 
     async def close(self) -> None:
         """Close this loop's client (other loops' clients close when their loops shut down)."""

@@ -7,6 +7,8 @@ Key layout (see docs/redis.md); every key of a session tree carries the root's h
     <P>{<root>}:x:<sid>   sorted set: state key -> its expires_at (only keys with a TTL)
     <P>{~u:<uid>}:i       sorted set: the user's top-level session ids by creation time
     <P>{~u:<uid>}:f       cluster only: when forget_user last ran for the user (server time)
+Every key carries a TTL: a session's keys its own expiry (plus a slack); a user's index and
+record (unless it has an expiry of its own, Store.user_ttl) the longest of the user's sessions'.
 Timestamps travel as the strings Python wrote (repr of a float) and are stored unchanged, so no
 precision is lost in Lua; Lua only compares them with tonumber().
 """
@@ -46,6 +48,42 @@ local function remove_tree(base, sid)
   return true
 end
 
+-- A user's record and index follow the user's sessions: each commit of a session extends their
+-- TTL to at least the session's ('' for none). idx, uh, ux: the user's index, record, expiries.
+local function touch_keys(idx, uh, ux, pexpire)
+  local keys = {idx}
+  if redis.call('HEXISTS', uh, '_ea') == 0 then
+    keys[2] = uh
+    keys[3] = ux
+  end
+  for _, k in ipairs(keys) do
+    if pexpire == '' then redis.call('PERSIST', k)
+    else
+      local t = redis.call('PTTL', k)
+      if t == -1 or (t >= 0 and t < tonumber(pexpire)) then redis.call('PEXPIRE', k, pexpire) end
+    end
+  end
+end
+
+-- The same, the names made from the key prefix P (standalone only: another slot).
+local function touch_user(p, ref, pexpire)
+  local ub = p .. '{~u:' .. ref .. '}:'
+  touch_keys(ub .. 'i', ub .. 'h:~u:' .. ref, ub .. 'x:~u:' .. ref, pexpire)
+end
+
+-- Before a user's new session joins the index: a user without a live session starts afresh,
+-- so what is left of their state (unless it has an expiry of its own) goes first.
+local function drop_orphan_user(p, ref, now)
+  local ub = p .. '{~u:' .. ref .. '}:'
+  local idx = ub .. 'i'
+  for _, m in ipairs(redis.call('ZREVRANGE', idx, 0, -1)) do
+    if live(p .. '{' .. m .. '}:h:' .. m, now) then return end
+  end
+  redis.call('DEL', idx)
+  local ea = redis.call('HGET', ub .. 'h:~u:' .. ref, '_ea')
+  if (not ea) or tonumber(ea) <= now then remove_tree(ub, '~u:' .. ref) end
+end
+
 local function unlink_child(ph, name)
   local ch = redis.call('HGET', ph, '_ch')
   if not ch or not has_child(ch, name) then return end
@@ -58,7 +96,7 @@ local function unlink_child(ph, name)
 end
 """
 
-# KEYS: h, m, v, x, parent h (or h again), [user index (standalone only)]
+# KEYS: h, m, v, x, parent h (or h again), [user index (standalone only; a user record's own)]
 # ARGV: one msgpack array (see ops.commit_op for its order), unpacked into ARGV here: one value
 # for redis-py to send and Redis to parse, instead of dozens. A turn costs HMGET, HSET, RPUSH,
 # PEXPIRE x2, PUBLISH: the header's counters are read once and written back in the same HSET as
@@ -75,9 +113,10 @@ local child_name, channel, pexpire, changed = ARGV[10], ARGV[11], ARGV[12], ARGV
 local nset, ndel, napp, nvec = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]),
   tonumber(ARGV[17])
 local sid, lead_appended = ARGV[18], tonumber(ARGV[19])
+local user_prefix, follow = ARGV[20], ARGV[21]
 
 local meta = redis.call('HMGET', h, '_v', '_ea', '_rev', '_mc', '_tt', '_lead', '_ca', '_x',
-  '_vec', '_sumupto')
+  '_vec', '_sumupto', '_uid')
 local live = meta[1] and ((not meta[2]) or tonumber(meta[2]) > now)
 local created = false
 local rev, mc, tt, lead, ca, hasx, hasv, sumupto
@@ -100,14 +139,14 @@ if hasx then
   for _, key in ipairs(dead) do redis.call('HDEL', h, 's:' .. key) end
   if #dead > 0 then redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[1]) end
 end
-local d = 20 + 3 * nset
+local d = 22 + 3 * nset
 for _ = 1, ndel do
   redis.call('HDEL', h, 's:' .. ARGV[d])
   if hasx then redis.call('ZREM', x, ARGV[d]) end
   d = d + 1
 end
 local fields = {}
-local s = 20
+local s = 22
 for _ = 1, nset do
   fields[#fields + 1] = 's:' .. ARGV[s]
   fields[#fields + 1] = ARGV[s + 1]
@@ -190,9 +229,19 @@ if created and not meta[1] then
         redis.call('HSET', ph, '_ch', ch .. '/' .. child_name)
       end
     end
-  elseif KEYS[6] and uid ~= '' then
+  elseif KEYS[6] and uid ~= '' and follow == '' then
+    drop_orphan_user(user_prefix, uid, now)
     index_add(KEYS[6], sid, created_at)
   end
+end
+
+local ref = (created and uid ~= '' and uid) or meta[11]
+if ref and child_name == '' and user_prefix ~= '' and string.sub(sid, 1, 3) ~= '~u:' then
+  touch_user(user_prefix, ref, pexpire)
+end
+if follow == '1' then  -- a user's record without an expiry of its own: as long as its index
+  local t = redis.call('PTTL', KEYS[6])
+  if t > 0 then pexpire = tostring(t) elseif t == -1 then pexpire = '' end
 end
 
 local keys = {h, m}
@@ -203,7 +252,7 @@ for _, key in ipairs(keys) do
   else redis.call('PERSIST', key) end
 end
 redis.call('PUBLISH', channel, rev .. '\n' .. mc .. '\n' .. changed)
-return {'OK', created and '1' or '0', rev, mc, tt, ca, lead or ''}
+return {'OK', created and '1' or '0', rev, mc, tt, ca, lead or '', ref or ''}
 """
 )
 
@@ -326,11 +375,42 @@ return {0}
 """
 )
 
-# KEYS: user index. ARGV: sid, score. Cluster mode's follow-up to a commit that created a session.
+# KEYS: user index, user record h, its x. ARGV: sid, score, the session's pexpire ('' for none).
+# Cluster mode's step before a commit that creates a session: the index entry, and the TTL of
+# the user's keys (as the commit script does in standalone mode).
 INDEX_ADD = (
     _COMMON
     + r"""
 index_add(KEYS[1], ARGV[1], ARGV[2])
+touch_keys(KEYS[1], KEYS[2], KEYS[3], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: user index, user record h. ARGV: now, the record's key base, ref, then index entries found
+# dead. Drops those entries, and once no session is left, the index and (unless it has an expiry
+# of its own that is still ahead) the user's record. Returns 1 when the record went.
+PURGE_USER = (
+    _COMMON
+    + r"""
+local idx, uh, now = KEYS[1], KEYS[2], tonumber(ARGV[1])
+for i = 4, #ARGV do redis.call('ZREM', idx, ARGV[i]) end
+if redis.call('ZCARD', idx) > 0 then return 0 end
+redis.call('DEL', idx)
+if redis.call('EXISTS', uh) == 0 then return 0 end
+local ea = redis.call('HGET', uh, '_ea')
+if ea and tonumber(ea) > now then return 0 end
+remove_tree(ARGV[2], '~u:' .. ARGV[3])
+return 1
+"""
+)
+
+# Cluster mode's follow-up to each commit of a user's session (the user's keys are in another
+# slot). KEYS: user index, user record h, its x. ARGV: pexpire ('' for none).
+TOUCH_USER = (
+    _COMMON
+    + r"""
+touch_keys(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 return 1
 """
 )
@@ -375,6 +455,8 @@ SCRIPTS = {
     "rename": RENAME,
     "purge": PURGE,
     "index_add": INDEX_ADD,
+    "purge_user": PURGE_USER,
+    "touch_user": TOUCH_USER,
     "user_check": USER_CHECK,
     "forget_mark": FORGET_MARK,
 }

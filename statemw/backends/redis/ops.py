@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar
 
@@ -189,6 +190,16 @@ class KeyLayout:
     def header_pattern(self) -> str:
         return f"{_glob_escape(self.prefix)}{{*}}:h:*"
 
+    def index_pattern(self) -> str:
+        return f"{_glob_escape(self.prefix)}{{{USER_PREFIX}*}}:i"
+
+    def ref_of_index_key(self, key: str) -> str | None:
+        """The user a SCANned index key belongs to, None for a key that is not one of ours."""
+        head = f"{self.prefix}{{{USER_PREFIX}"
+        if not key.startswith(head) or not key.endswith("}:i"):
+            return None
+        return key[len(head) : -3]
+
     def sid_of_header_key(self, key: str) -> str | None:
         """The record id in a header key, None for a key that is not one of ours."""
         rest = key[len(self.prefix) :] if key.startswith(self.prefix) else None
@@ -339,14 +350,29 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
     for position, vector in delta.vectors.items():
         args += [str(position), vector]
     key_list.append(key_list[0] if parent == sid else layout.header(parent))
+    # A user's record without an expiry of its own (Store.user_ttl) lives as long as the user's
+    # index, which each commit of one of the user's sessions keeps as long as that session.
+    follow = is_user and expires_at is None
+    if follow:
+        args[11] = str(EXPIRY_SLACK_MS)  # if the user has no index (no session) at all
+    args[19:19] = ["" if layout.cluster else layout.prefix, "1" if follow else ""]
     index = uid and not child_name and not is_user
     if index and not layout.cluster:
         key_list.append(layout.user_index(uid))
+    elif follow:
+        key_list.append(layout.user_index(sid[len(USER_PREFIX) :]))
     elif index and create is not None:
         # Cluster: the index is in the user's slot, so it cannot be written by the commit script.
         # Write it first: if the commit then fails, the entry names no session and listings skip
         # it; the other order could store a session that no listing or forget_user ever finds.
-        yield from script("index_add", [layout.user_index(uid)], [sid, _num(create.created_at)])
+        # A user without a live session starts afresh (the script does this in standalone mode).
+        yield from _drop_orphan_user(layout, uid, now)
+        urid = user_record_id(uid)
+        yield from script(
+            "index_add",
+            [layout.user_index(uid), layout.header(urid), layout.expiries(urid)],
+            [sid, _num(create.created_at), pexpire],
+        )
     # One argument, the rest packed in it: redis-py and Redis each handle one value, not dozens
     reply = yield from script("commit", key_list, [msgpack.packb(args, use_bin_type=False)])
     status = text_of(reply[0])
@@ -355,10 +381,55 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
     if status == "CONFLICT":
         raise ConflictError(sid, delta.expected_revision or 0, int(reply[1]))
     created_at = float(reply[5])
+    ref = text_of(reply[7]) if len(reply) > 7 else ""
+    if layout.cluster and ref and not child_name and not is_user and create is None:
+        # Cluster: the user's keys are in another slot; their TTL follows best-effort (the
+        # session's own save needs only its own shard; the next save tries again)
+        rid = user_record_id(ref)
+        with suppress(Exception):  # what the user's shard says is not this save's concern
+            yield from script(
+                "touch_user",
+                [layout.user_index(ref), layout.header(rid), layout.expiries(rid)],
+                [pexpire],
+            )
     lead = reply[6]
     return Committed(
         int(reply[2]), int(reply[3]), int(reply[4]), created_at, int(lead) if lead else None
     )
+
+
+def _dead_index_entries(layout: KeyLayout, ref: str, now: float) -> Op[tuple[list[str], int]]:
+    """The user's index entries whose session is gone or expired, and how many entries."""
+    ids = [text_of(s) for s in (yield Command(("ZRANGE", layout.user_index(ref), 0, -1)))]
+    if not ids:
+        return [], 0
+    metas = yield Pipeline([Command(("HMGET", layout.header(sid), "_v", "_ea")) for sid in ids])
+    dead = [
+        sid
+        for sid, (version, ea) in zip(ids, metas, strict=True)
+        if version is None or (ea is not None and float(ea) <= now)
+    ]
+    return dead, len(ids)
+
+
+def _drop_orphan_user(layout: KeyLayout, ref: str, now: float, *, purge: bool = False) -> Op[bool]:
+    """What a user without a live session left (index entries; state without an expiry of its
+    own, or past it): dropped, so a new session of the user starts afresh. True when the user's
+    record went. (In standalone mode the commit script does this itself.) `purge`: drop the
+    index entries of sessions that are gone even when others are live."""
+    dead, count = yield from _dead_index_entries(layout, ref, now)
+    if purge:
+        if count and len(dead) < count and not dead:
+            return False
+    elif not count or len(dead) < count:  # a new user, or one with a live session
+        return False
+    rid = user_record_id(ref)
+    reply = yield from script(
+        "purge_user",
+        [layout.user_index(ref), layout.header(rid)],
+        [_num(now), layout.base(rid), ref, *dead],
+    )
+    return bool(int(reply))
 
 
 def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[Snapshot | None]:
@@ -417,7 +488,13 @@ def user_check(layout: KeyLayout, user_id: str, sessions: Sequence[tuple[str, fl
 
 def read_header_op(layout: KeyLayout, session_id: str, now: float) -> Op[SessionHeader | None]:
     flat = yield Command(("HGETALL", layout.header(session_id)))
-    return live_header(session_id, flat, now)
+    header = live_header(session_id, flat, now)
+    if header is not None and header.expires_at is None and session_id.startswith(USER_PREFIX):
+        # a user's state without an expiry of its own: live while one of the user's sessions is
+        dead, count = yield from _dead_index_entries(layout, session_id[len(USER_PREFIX) :], now)
+        if len(dead) == count:
+            return None
+    return header
 
 
 def read_messages_op(layout: KeyLayout, session_id: str, start: int, stop: int) -> Op[list[bytes]]:
@@ -539,13 +616,21 @@ def forget_user_op(layout: KeyLayout, user_id: str) -> Op[int]:
 
 
 def purge_op(
-    layout: KeyLayout, header_keys: Sequence[str], now: float, progress: Progress | None = None
+    layout: KeyLayout,
+    header_keys: Sequence[str],
+    now: float,
+    progress: Progress | None = None,
+    index_keys: Sequence[str] = (),
 ) -> Op[int]:
+    """Expired sessions and keys, then what users left: index entries that point at nothing,
+    and a user's record once no session of the user is live (unless it has its own expiry)."""
     removed = 0
+    refs: dict[str, None] = {}
+    total = len(header_keys) + len(index_keys)
     live_roots: list[str] = []
     for done, key in enumerate(header_keys, 1):
         if progress is not None:
-            progress(done, len(header_keys))
+            progress(done, total)
         sid = layout.sid_of_header_key(key)
         if sid is None:
             continue
@@ -560,13 +645,23 @@ def purge_op(
             "purge", key_list, [_num(now), sid, layout.base(sid), "1" if root else ""]
         )
         if int(reply[0]):
-            removed += 1
+            removed += not is_user
             if layout.cluster and not is_user and reply[1]:
                 yield Command(("ZREM", layout.user_index(text_of(reply[1])), sid))
-        elif root and not is_user:
+        elif is_user:
+            refs[sid[len(USER_PREFIX) :]] = None
+        elif root:
             live_roots.append(sid)
     if layout.cluster:
         removed += yield from reconcile_op(layout, live_roots)
+    for done, key in enumerate(index_keys, len(header_keys) + 1):
+        if progress is not None:
+            progress(done, total)
+        ref = layout.ref_of_index_key(key)
+        if ref is not None:
+            refs[ref] = None
+    for ref in refs:
+        yield from _drop_orphan_user(layout, ref, now, purge=True)
     return removed
 
 
