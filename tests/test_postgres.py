@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -331,6 +332,22 @@ def test_an_expired_session_is_gone_with_its_sub_sessions_when_created_again(
 def test_a_bad_url_or_option_is_a_configuration_error(url: str, options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         Store(url, **options).backend  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pw5ecret@[bad",
+        "postgresql://u:pw5%zzecret@db.example/app",
+        "postgresql://u@db.example/app?password=pw5ecret&port=nope",
+    ],
+)
+def test_a_url_libpq_cannot_parse_never_shows_the_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Store(url).backend  # noqa: B018
+    shown = "".join(traceback.format_exception(info.value))  # the cause is printed too
+    assert "ecret" not in shown
+    assert "bad PostgreSQL URL" in shown
 
 
 def test_both_scheme_spellings_and_url_options_are_read() -> None:

@@ -182,8 +182,12 @@ def settings(url: str, options: dict[str, Any]) -> Settings:
     conninfo = base + ("?" + urlencode(libpq, quote_via=quote) if libpq else "")
     try:
         parts = conninfo_to_dict(conninfo)
-    except Exception as exc:  # psycopg.ProgrammingError: libpq could not parse it
-        raise ConfigurationError(f"bad PostgreSQL URL: {exc}") from exc
+    except Exception:  # psycopg.ProgrammingError: libpq could not parse it
+        # libpq's message quotes the URL, password and all: neither it nor its cause goes on
+        raise ConfigurationError(
+            "bad PostgreSQL URL: libpq could not parse it (check the host, the port and the "
+            "percent-encoding of the user name and password)"
+        ) from None
     host = str(parts.get("host") or "localhost")
     port = str(parts.get("port") or "5432")
     if not all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
