@@ -3,7 +3,8 @@
 A turn is what a handler does: load the session, add one message, read the last 20
 (`get_history(last=20)`), save. For each history size it prints the median and p90 per-turn
 time (sync, and async on one event loop), the round trips the backend sent for the load, for
-`get_history` and for the save (counted at the backend's one I/O method), and beside them,
+`get_history` and for the save (counted by statemw's round-trip counter, which the
+backends bump once per statement, script or pipeline they send), and beside them,
 measured in the same run:
 - the raw floor: one `SELECT 1` round trip with psycopg on a connection of the same pool,
   and twice that (a turn can not do less than one round trip to read and one to write);
@@ -25,11 +26,10 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 
-from statemw import Store
+from statemw import Store, _report
 from statemw.backends.postgres import PostgresBackend
 
 HISTORY = 20
@@ -69,17 +69,11 @@ def timed(fn: Callable[[], object], turns: int) -> list[float]:
 
 
 def round_trips(store: Store, session_id: str) -> tuple[int, int, int]:
-    """Statements sent by one load, by get_history(last=20), and by one save (the backend's
-    only I/O method counts them)."""
-    backend = store.backend
+    """Round trips of one load, of get_history(last=20), and of one save: counted where the
+    backend's connections send each statement (`_Connection.query` bumps statemw's round-trip
+    counter, the one telemetry and the Redis backend use too)."""
     counter = [0]
-    original = backend._call  # type: ignore[attr-defined]
-
-    def counting(*args: Any) -> Any:
-        counter[0] += 1
-        return original(*args)
-
-    backend._call = counting  # type: ignore[attr-defined]
+    token = _report.ROUND_TRIPS.set(counter)
     try:
         session = store.load(session_id)
         loads = counter[0]
@@ -89,7 +83,7 @@ def round_trips(store: Store, session_id: str) -> tuple[int, int, int]:
         session.save()
         return loads, history, counter[0] - loads - history
     finally:
-        del backend._call  # type: ignore[attr-defined]
+        _report.ROUND_TRIPS.reset(token)
 
 
 def select_one_floor(backend: PostgresBackend, turns: int) -> float:
