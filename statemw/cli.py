@@ -7,8 +7,8 @@
     statemw copy --from URL --to URL [--user U | --session SID]   between any two stores
 
 --store defaults to STATEMW_URL, else the default diskcache directory. A command never creates a
-store (but copy's target): a diskcache directory without one is an error. Errors are one line on
-stderr and exit status 2.
+store (but copy's target): a diskcache directory or a PostgreSQL schema without one is an error.
+Errors are one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -36,11 +36,15 @@ WAIT = 3.0
 def open_store(
     url: str, keys: list[str] | None, *, wait: float = WAIT, create: bool = False
 ) -> Store:
-    """A Store the command looks into: a diskcache one only if it exists (unless `create`), and
-    waiting at most `wait` seconds for another process's lock."""
+    """A Store the command looks into: a diskcache directory or PostgreSQL schema only if it
+    holds a store (unless `create`), and waiting at most `wait` seconds for another process's
+    diskcache lock."""
     options: dict[str, Any] = {}
-    if url.split("://", 1)[0].lower() == "diskcache":
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "diskcache":
         options = {"timeout": wait, "create": create}
+    elif scheme in ("postgresql", "postgres"):
+        options = {"create": create}
     return Store(url, encryption_key=keys, **options)
 
 

@@ -292,3 +292,46 @@ def test_the_copy_command_exits_1_when_a_session_is_left_alone(tmp_path: Path) -
     code, out = run("copy", "--from", a, "--to", b)
     assert code == 1
     assert "left alone: same-id" in out
+
+
+def test_the_copy_command_takes_one_user_or_one_session_between_postgres_stores(
+    tmp_path: Path,
+) -> None:
+    """--user: that user's sessions (with their trees) and shared state; --session: that tree."""
+    pg, by_user, by_session = (postgres_server.isolated_url() for _ in range(3))
+    source = Store(pg)
+    try:
+        trip, other, anonymous = build(source)
+        expected = {sid: snapshot(source, sid) for sid in (trip, other, anonymous)}
+    finally:
+        source.close()
+
+    code, out = run("copy", "--from", pg, "--to", by_user, "--user", "harsh")
+    assert code == 0, out
+    # the trip and its two sub-sessions: 90 messages and one in each sub-session
+    assert "copied 3 session(s) and 92 message(s), shared state of 1 user(s)" in out
+    code, out = run("copy", "--from", pg, "--to", by_session, "--session", trip)
+    assert code == 0, out
+    assert "copied 3 session(s) and 92 message(s)" in out
+    code, out = run(
+        "copy", "--from", pg, "--to", f"diskcache://{tmp_path / 'd'}", "--session", other
+    )
+    assert (code, "copied 1 session(s) and 1 message(s)" in out) == (0, True)
+
+    for url, copied in ((by_user, [trip]), (by_session, [trip])):
+        target = Store(url)
+        try:
+            assert list(target.session_ids()) == copied
+            assert snapshot(target, trip) == expected[trip]  # sub-sessions and all
+        finally:
+            target.close()
+    target = Store(f"diskcache://{tmp_path / 'd'}")
+    assert list(target.session_ids()) == [other]
+    assert snapshot(target, other) == expected[other]
+    target.close()
+
+    code, out = run("copy", "--from", pg, "--to", by_user, "--user", "harsh")
+    assert code == 0
+    assert out.startswith(
+        "copied 0 session(s) and 0 message(s), shared state of 0 user(s); 3 already"
+    )

@@ -182,6 +182,28 @@ def test_a_second_process_finds_the_schema_made_and_makes_nothing(
         other.close()
 
 
+@pytest.mark.anyio
+async def test_create_false_opens_only_a_store_that_exists_and_makes_nothing() -> None:
+    """The statemw command's read-only commands open stores so (as a URL option too)."""
+    url = isolated_url(create="false")
+    schema = url.split("schema=")[1].split("&")[0]
+    store = Store(url)
+    try:
+        with pytest.raises(ConfigurationError, match=f"schema '{schema}' does not exist"):
+            store.get("a" * 24)
+        with pytest.raises(ConfigurationError, match=f"schema '{schema}' does not exist"):
+            await store.aget("a" * 24)
+        assert not execute(f"SELECT 1 FROM pg_namespace WHERE nspname = '{schema}'")
+        maker = Store(url, create=True)
+        maker.create().save()
+        maker.close()
+        assert store.get("a" * 24) is None  # once made, it opens as ever
+        assert await store.aget("a" * 24) is None
+    finally:
+        await store.aclose()
+        store.close()
+
+
 def test_the_schema_is_migrated_in_place_from_an_older_version(
     pstore: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

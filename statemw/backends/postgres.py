@@ -191,7 +191,11 @@ class PostgresBackend:
         if not self._schema.ready:
             with self._schema.lock:
                 if not self._schema.ready:
-                    self._drive(ops.ensure_schema_op(self.sql))
+                    self._drive(
+                        ops.ensure_schema_op(
+                            self.sql, create=self.settings.create, where=self.settings.target
+                        )
+                    )
                     self._schema.ready = True
 
     def _run(self, op: ops.Op[T]) -> T:
@@ -351,7 +355,11 @@ class AsyncPostgresBackend:
 
     async def _ready(self) -> None:
         if not self._schema.ready:  # two loops may both migrate: the advisory lock orders them
-            await self._drive(ops.ensure_schema_op(self.sql))
+            await self._drive(
+                ops.ensure_schema_op(
+                    self.sql, create=self.settings.create, where=self.settings.target
+                )
+            )
             self._schema.ready = True
 
     async def _run(self, op: ops.Op[T]) -> T:

@@ -48,6 +48,7 @@ _OPTIONS: dict[str, type] = {
     "pool_timeout": float,
     "connect_timeout": float,
     "notify": bool,
+    "create": bool,
 }
 
 
@@ -135,6 +136,8 @@ class Settings:
     pool_timeout: float = 5.0
     connect_timeout: float = 2.0
     notify: bool = True
+    create: bool = True
+    """False: use only a schema statemw already made; else ConfigurationError, nothing made."""
     sql: Sql = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -263,9 +266,15 @@ def changed_keys(delta: Delta) -> str:
 # -- the schema ------------------------------------------------------------------------------------
 
 
-def ensure_schema_op(q: Sql) -> Op[None]:
-    """Create the schema on first use, or migrate it in place to SCHEMA_VERSION."""
+def ensure_schema_op(q: Sql, *, create: bool = True, where: str = "") -> Op[None]:
+    """Create the schema on first use, or migrate it in place to SCHEMA_VERSION.
+
+    `create=False` (the CLI's commands that look into a store): a schema statemw never made is
+    ConfigurationError naming `where` (host:port/db) and the schema, and nothing is created."""
     [(schema_exists, table_exists)] = yield Query(q.probe)
+    if not create and not table_exists:
+        why = "has no statemw tables" if schema_exists else "does not exist"
+        raise ConfigurationError(f"no store at postgres {where}: schema {q.schema!r} {why}")
     version = 0
     if table_exists:
         rows = yield Query(q.read_version)
