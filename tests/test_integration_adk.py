@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from examples.agents_adk import APP, ScriptedLlm, ask, make_agent
 from statemw import Store
 from statemw.integrations.adk import StatemwSessionService, to_event, to_message
+from tests.framework_turns import adk_turn, in_child
+from tests.support import store_url
 
 pytestmark = pytest.mark.anyio
 
@@ -263,3 +265,29 @@ def test_a_window_of_recent_events_never_splits_a_call_from_its_response(
     calls = {p.function_call.id for p in parts if p.function_call}
     answers = {p.function_response.id for p in parts if p.function_response}
     assert answers <= calls
+
+
+# -- a new process --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["diskcache", "postgres"])
+def test_a_session_continues_in_a_new_process(backend: str, tmp_path: Path) -> None:
+    """A turn in one process, the next in another: the second sees every event of the first."""
+    url = store_url(backend, tmp_path)
+    first = in_child(adk_turn, url, "trip", "What is the weather in Berlin?")
+    second = in_child(adk_turn, url, "trip", "Once more, please.")
+    assert first["before"] == []
+    assert [e["author"] for e in first["after"]] == [
+        "user",
+        "forecaster",
+        "forecaster",
+        "forecaster",
+    ]
+    assert second["before"] == first["after"]  # every event, identical
+    sent = [[p.get("text") for p in c["parts"]] for c in second["model_input"]]
+    assert sent[0] == ["What is the weather in Berlin?"]  # the model was sent the first turn
+    assert sent[3] == ["The weather: rain, 12 C."]
+    assert second["reply"] == "The weather: rain, 12 C."  # the city came from the history
+    assert second["after"][:4] == first["after"]
+    assert len(second["after"]) == 8
+    assert second["state"]["user:last_city"] == "Berlin"

@@ -24,6 +24,8 @@ from examples.agents_langchain import ScriptedChatModel, make_chain
 from statemw import Store
 from statemw.integrations.langchain import StatemwChatMessageHistory, from_message, to_message
 from statemw.messages import tool_call_ids, tool_result_ids
+from tests.framework_turns import in_child, langchain_turn
+from tests.support import store_url
 
 CONFIG: Any = {"configurable": {"session_id": "chat"}}
 
@@ -204,3 +206,22 @@ def test_a_window_never_splits_a_call_from_its_results(
     calls = {c["id"] for m in window if isinstance(m, AIMessage) for c in m.tool_calls}
     results = {m.tool_call_id for m in window if isinstance(m, ToolMessage)}
     assert calls == results
+
+
+# -- a new process --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["diskcache", "postgres"])
+def test_a_conversation_continues_in_a_new_process(backend: str, tmp_path: Path) -> None:
+    """A turn in one process, the next in another: the second sees every message of the first."""
+    url = store_url(backend, tmp_path)
+    first = in_child(langchain_turn, url, "trip", "What is the weather in Berlin?")
+    second = in_child(langchain_turn, url, "trip", "Once more, please.")
+    assert first["before"] == []
+    kinds = [m["type"] for m in first["after"]]
+    assert kinds == ["human", "ai", "tool", "ai"]
+    assert second["before"] == first["after"]  # every message, identical
+    assert second["model_input"][:4] == first["after"]  # and the model was sent them
+    assert second["reply"] == "The weather: rain, 12 C."  # the city came from the history
+    assert second["after"][:4] == first["after"]
+    assert len(second["after"]) == 8

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from examples.agents_openai import ScriptedModel, make_agent
 from statemw import Store
 from statemw.integrations.openai_agents import StatemwSession, links, to_item, to_message
+from tests.framework_turns import in_child, openai_agents_turn
+from tests.support import store_url
 
 pytestmark = pytest.mark.anyio
 set_tracing_disabled(True)
@@ -223,3 +225,22 @@ def test_a_window_never_splits_a_call_from_its_output(
     everything = build(script)
     all_answered = {a for i in everything for a in links(to_message(i))[1]}
     assert (calls & all_answered) <= answered  # no call without its (existing) output
+
+
+# -- a new process --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["diskcache", "postgres"])
+def test_a_conversation_continues_in_a_new_process(backend: str, tmp_path: Path) -> None:
+    """A turn in one process, the next in another: the second sees every item of the first."""
+    url = store_url(backend, tmp_path)
+    first = in_child(openai_agents_turn, url, "trip", "What is the weather in Berlin?")
+    second = in_child(openai_agents_turn, url, "trip", "Once more, please.")
+    assert first["before"] == []
+    kinds = [i.get("type", "message") for i in first["after"]]
+    assert kinds == ["message", "reasoning", "function_call", "function_call_output", "message"]
+    assert second["before"] == first["after"]  # every item, identical
+    assert second["model_input"][:5] == first["after"]  # and the model was sent them
+    assert second["reply"] == "The weather: rain, 12 C."  # the city came from the history
+    assert second["after"][:5] == first["after"]
+    assert len(second["after"]) == 10
