@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
@@ -37,6 +40,51 @@ def store_url(kind: str, tmp_path: Path) -> str:
     if kind == "postgres":
         return postgres_server.isolated_url()
     raise AssertionError(kind)
+
+
+def server_stores(kind: str, tmp_path: Path, n: int = 2) -> list[Store]:
+    """`n` Stores on one store, as `n` app servers would each open: a Store each on the same
+    URL (memory://, which one process alone holds, is one Store shared)."""
+    url = store_url(kind, tmp_path)
+    stores = [Store(url)] * n if kind == "memory" else [Store(url) for _ in range(n)]
+    for store in stores:
+        # Opened here, before any thread uses it: Store._open is not thread-safe (two threads
+        # first using one Store at once each open a backend, and on memory:// the writes made
+        # through the one not kept are lost). These tests are about the frameworks' runners.
+        store.backend  # noqa: B018
+    return stores
+
+
+T = TypeVar("T")
+
+
+def at_once(*jobs: Callable[[], Awaitable[T]], timeout: float = 60) -> list[T]:
+    """Run each job on an event loop of its own, in a thread of its own, all let go together
+    (as app servers serving two requests of one session at the same moment); their results in
+    order, or the first job's error."""
+    start = threading.Barrier(len(jobs))
+    results: list[Any] = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def serve(k: int) -> None:
+        async def run() -> T:
+            start.wait(timeout)
+            return await jobs[k]()
+
+        try:
+            results[k] = asyncio.run(run())
+        except BaseException as exc:  # handed to the caller below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=serve, args=(k,)) for k in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a job did not finish in time"
+    if errors:
+        raise errors[0]
+    return results
 
 
 @st.composite

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +12,19 @@ import pytest
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
 from google.adk.runners import Runner
 from google.adk.sessions.base_session_service import BaseSessionService, GetSessionConfig
 from google.genai import types
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from examples.agents_adk import APP, ScriptedLlm, ask, make_agent
+from examples.agents_adk import APP, FORECASTS, ScriptedLlm, ask, make_agent
 from statemw import Store
 from statemw.integrations.adk import StatemwSessionService, to_event, to_message
 from tests.framework_turns import adk_turn, in_child
-from tests.support import store_url
+from tests.support import at_once, server_stores, store_url
 
 pytestmark = pytest.mark.anyio
 
@@ -267,7 +271,93 @@ def test_a_window_of_recent_events_never_splits_a_call_from_its_response(
     assert answers <= calls
 
 
-# -- a new process --------------------------------------------------------------------------------
+# -- two app servers at once, and a new process ----------------------------------------------------
+
+
+class TaggedLlm(ScriptedLlm):
+    """The scripted model of one app server: its function-call ids carry the server's tag."""
+
+    tag: str = ""
+
+    async def generate_content_async(
+        self, llm_request: LlmRequest, stream: bool = False
+    ) -> AsyncGenerator[LlmResponse, None]:
+        async for response in super().generate_content_async(llm_request, stream):
+            for part in (response.content.parts if response.content else None) or []:
+                if part.function_call is not None:
+                    part.function_call.id = f"{self.tag}{part.function_call.id}"
+            yield response
+
+
+CITIES = {"a": ["Berlin", "Lisbon", "Oslo"], "b": ["Oslo", "Berlin", "Lisbon"]}
+
+
+def _text(event: Event) -> str | None:
+    parts = event.content.parts if event.content else None
+    return parts[0].text if parts else None
+
+
+def test_two_adk_runners_on_two_servers_at_once_lose_and_duplicate_nothing(
+    backend_kind: str, tmp_path: Path
+) -> None:
+    """Two app servers (a Store, a StatemwSessionService and a Runner each, on threads and loops
+    of their own) run three turns each with run_async on one session at the same time."""
+    servers = server_stores(backend_kind, tmp_path)
+
+    async def create() -> None:
+        await StatemwSessionService(store=servers[0]).create_session(
+            app_name=APP, user_id="harsh", session_id="s"
+        )
+
+    asyncio.run(create())
+
+    def server(tag: str, store: Store) -> Callable[[], Awaitable[list[tuple[str, list[str]]]]]:
+        async def turns() -> list[tuple[str, list[str]]]:
+            service = StatemwSessionService(store=store)
+            runner = Runner(
+                agent=make_agent(TaggedLlm(tag=tag)), app_name=APP, session_service=service
+            )
+            runs = []
+            for n, city in enumerate(CITIES[tag]):
+                text = f"{tag}{n}: the weather in {city}?"
+                message = types.Content(role="user", parts=[types.Part(text=text)])
+                events = [
+                    event
+                    async for event in runner.run_async(
+                        user_id="harsh", session_id="s", new_message=message
+                    )
+                ]
+                assert _text(events[-1]) == f"The weather: {FORECASTS[city]}."
+                runs.append((text, [event.id for event in events]))
+            return runs
+
+        return turns
+
+    async def stored() -> list[Event]:
+        got = await StatemwSessionService(store=servers[0]).get_session(
+            app_name=APP, user_id="harsh", session_id="s"
+        )
+        assert got is not None
+        return got.events
+
+    try:
+        runs = at_once(server("a", servers[0]), server("b", servers[1]))
+        events = asyncio.run(stored())
+    finally:
+        for store in servers:
+            store.close()
+    runs_of_all = [run for server_runs in runs for run in server_runs]
+    assert len(events) == 2 * 3 * 4  # user, call, response, answer: 3 turns each
+    assert len({e.id for e in events}) == len(events)  # none twice
+    asked = [_text(e) for e in events if e.author == "user"]
+    assert Counter(asked) == Counter(text for text, _ in runs_of_all)  # every user turn, once
+    answered = [e.id for e in events if e.author != "user"]
+    assert Counter(answered) == Counter(i for _, ids in runs_of_all for i in ids)  # every event
+    for text, ids in runs_of_all:  # each turn's events after its question, in order
+        order = [e.id for e in events]
+        start = [_text(e) for e in events].index(text)
+        rest = iter(order[start:])
+        assert all(i in rest for i in ids)
 
 
 @pytest.mark.parametrize("backend", ["diskcache", "postgres"])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import json
+import warnings
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -18,14 +22,18 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    message_to_dict,
 )
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from examples.agents_langchain import ScriptedChatModel, make_chain
+from examples.agents_langchain import FORECASTS, ScriptedChatModel, make_chain, weather
 from statemw import Store
 from statemw.integrations.langchain import StatemwChatMessageHistory, from_message, to_message
 from statemw.messages import tool_call_ids, tool_result_ids
 from tests.framework_turns import in_child, langchain_turn
-from tests.support import store_url
+from tests.support import at_once, server_stores, store_url
 
 CONFIG: Any = {"configurable": {"session_id": "chat"}}
 
@@ -208,7 +216,102 @@ def test_a_window_never_splits_a_call_from_its_results(
     assert calls == results
 
 
-# -- a new process --------------------------------------------------------------------------------
+# -- two app servers at once, and a new process ----------------------------------------------------
+
+
+class TaggedChatModel(ScriptedChatModel):
+    """The scripted model of one app server: its message and tool-call ids carry the server's
+    tag, so every message of both servers is told apart."""
+
+    tag: str = ""
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        reply = super()._generate(messages, *args, **kwargs).generations[0].message
+        assert isinstance(reply, AIMessage)
+        tagged = reply.model_copy(
+            update={
+                "id": f"{self.tag}{reply.id}",
+                "tool_calls": [{**c, "id": f"{self.tag}{c['id']}"} for c in reply.tool_calls],
+            }
+        )
+        return ChatResult(generations=[ChatGeneration(message=tagged)])
+
+
+def _key(message: BaseMessage) -> str:
+    return json.dumps(message_to_dict(message), sort_keys=True)
+
+
+CITIES = {"a": ["Berlin", "Lisbon", "Oslo"], "b": ["Oslo", "Berlin", "Lisbon"]}
+
+
+def keyed_chain(
+    model: BaseChatModel, history: Callable[[str], BaseChatMessageHistory]
+) -> RunnableWithMessageHistory:
+    """make_chain's tool loop, handed the history under a key of its own.
+
+    The form for runners that may share a session at once: without `history_messages_key`,
+    RunnableWithMessageHistory reads the history again when the turn ends and drops as many
+    input messages as the history holds *then* (it takes them for the history it prepended), so
+    a turn during which another runner appended loses its own input (langchain-core 1.x,
+    `_aexit_history`). With the key it appends exactly the turn's input and output."""
+
+    def loop(inputs: dict[str, Any]) -> list[BaseMessage]:
+        messages = [*inputs["history"], *inputs["input"]]
+        new: list[BaseMessage] = []
+        while True:
+            reply = model.invoke([*messages, *new])
+            new.append(reply)
+            if not isinstance(reply, AIMessage) or not reply.tool_calls:
+                return new
+            for call in reply.tool_calls:
+                result = weather.invoke(call["args"])
+                new.append(ToolMessage(str(result), tool_call_id=str(call["id"])))
+
+    with warnings.catch_warnings():  # langchain-core 1.x points to LangGraph; it still works
+        warnings.filterwarnings("ignore", "RunnableWithMessageHistory is deprecated")
+        return RunnableWithMessageHistory(
+            RunnableLambda(loop),
+            history,
+            input_messages_key="input",
+            history_messages_key="history",
+        )
+
+
+def test_two_runnables_on_two_servers_at_once_lose_and_duplicate_nothing(
+    backend_kind: str, tmp_path: Path
+) -> None:
+    """Two app servers (a Store, a RunnableWithMessageHistory and its ainvoke each, on threads
+    and loops of their own) run three turns each on one session id at the same time."""
+    servers = server_stores(backend_kind, tmp_path)
+
+    def server(tag: str, store: Store) -> Callable[[], Awaitable[list[list[str]]]]:
+        async def turns() -> list[list[str]]:
+            chain = keyed_chain(TaggedChatModel(tag=tag), histories(store))
+            runs = []
+            for n, city in enumerate(CITIES[tag]):
+                asked = HumanMessage(f"{tag}{n}: the weather in {city}?")
+                new = await chain.ainvoke({"input": [asked]}, CONFIG)
+                assert new[-1].text == f"The weather: {FORECASTS[city]}."
+                runs.append([_key(m) for m in [asked, *new]])
+            return runs
+
+        return turns
+
+    try:
+        runs = at_once(server("a", servers[0]), server("b", servers[1]))
+        history = StatemwChatMessageHistory("chat", store=servers[0]).messages
+    finally:
+        for store in servers:
+            store.close()
+    stored = [_key(m) for m in history]
+    produced = [key for server_runs in runs for run in server_runs for key in run]
+    assert len(produced) == 2 * 3 * 4  # human, AI tool call, tool result, AI answer: 3 turns each
+    assert Counter(stored) == Counter(produced)  # every message of both, each exactly once
+    assert len(set(produced)) == len(produced)
+    for server_runs in runs:  # each turn's messages together and in order (one append each)
+        for run in server_runs:
+            start = stored.index(run[0])
+            assert stored[start : start + len(run)] == run
 
 
 @pytest.mark.parametrize("backend", ["diskcache", "postgres"])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +14,13 @@ from agents import Runner, set_tracing_disabled
 from agents.memory import Session as AgentsSession
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from openai.types.responses import ResponseFunctionToolCall
 
-from examples.agents_openai import ScriptedModel, make_agent
+from examples.agents_openai import FORECASTS, ScriptedModel, make_agent
 from statemw import Store
 from statemw.integrations.openai_agents import StatemwSession, links, to_item, to_message
 from tests.framework_turns import in_child, openai_agents_turn
-from tests.support import store_url
+from tests.support import at_once, server_stores, store_url
 
 pytestmark = pytest.mark.anyio
 set_tracing_disabled(True)
@@ -227,7 +231,72 @@ def test_a_window_never_splits_a_call_from_its_output(
     assert (calls & all_answered) <= answered  # no call without its (existing) output
 
 
-# -- a new process --------------------------------------------------------------------------------
+# -- two app servers at once, and a new process ----------------------------------------------------
+
+
+class TaggedModel(ScriptedModel):
+    """The scripted model of one app server: its item and call ids carry the server's tag, so
+    every item of both servers is told apart."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
+    def _respond(self, items: list[Any]) -> list[Any]:
+        tagged = []
+        for item in super()._respond(items):
+            update = {"id": f"{self.tag}{item.id}"}
+            if isinstance(item, ResponseFunctionToolCall):
+                update["call_id"] = f"{self.tag}{item.call_id}"
+            tagged.append(item.model_copy(update=update))
+        return tagged
+
+
+def _key(item: Any) -> str:
+    return json.dumps(item, sort_keys=True)
+
+
+def _in_order(part: list[str], whole: list[str]) -> bool:
+    rest = iter(whole)
+    return all(key in rest for key in part)
+
+
+CITIES = {"a": ["Berlin", "Lisbon", "Oslo"], "b": ["Oslo", "Berlin", "Lisbon"]}
+
+
+def test_two_runners_on_two_servers_at_once_lose_and_duplicate_nothing(
+    backend_kind: str, tmp_path: Path
+) -> None:
+    """Two app servers (a Store, a StatemwSession and Runner.run each, on threads and loops of
+    their own) run three turns each on one session id at the same time."""
+    servers = server_stores(backend_kind, tmp_path)
+
+    def server(tag: str, store: Store) -> Callable[[], Awaitable[list[list[str]]]]:
+        async def turns() -> list[list[str]]:
+            agent = make_agent(TaggedModel(tag))
+            runs = []
+            for n, city in enumerate(CITIES[tag]):
+                text = f"{tag}{n}: the weather in {city}?"
+                result = await Runner.run(agent, text, session=StatemwSession("s", store=store))
+                assert result.final_output == f"The weather: {FORECASTS[city]}."
+                new = [i.to_input_item() for i in result.new_items]
+                runs.append([_key({"content": text, "role": "user"}), *map(_key, new)])
+            return runs
+
+        return turns
+
+    try:
+        runs = at_once(server("a", servers[0]), server("b", servers[1]))
+        stored = [_key(i) for i in asyncio.run(StatemwSession("s", store=servers[0]).get_items())]
+    finally:
+        for store in servers:
+            store.close()
+    produced = [key for server_runs in runs for run in server_runs for key in run]
+    assert len(produced) == 2 * 3 * 5  # user, reasoning, call, output, answer: 3 turns each
+    assert Counter(stored) == Counter(produced)  # every item of both, each exactly once
+    assert len(set(produced)) == len(produced)
+    for server_runs in runs:
+        assert _in_order([key for run in server_runs for key in run], stored)
 
 
 @pytest.mark.parametrize("backend", ["diskcache", "postgres"])
