@@ -1,8 +1,12 @@
-"""The demo apps (Starlette and Flask) through their test clients: one suite, both apps."""
+"""The demo apps (Starlette and Flask) through their test clients: one suite, both apps; and the
+agent framework examples, run as scripts."""
 
 from __future__ import annotations
 
+import runpy
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +15,8 @@ from starlette.testclient import TestClient
 from examples import flask_app, starlette_app
 from examples.agent import respond
 from statemw import Store
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _json(response: Any) -> Any:
@@ -171,3 +177,32 @@ def test_a_price_per_night_is_not_a_departure_time(store: Store) -> None:
     respond(session, "Under $150/night")
     assert session["time_of_day"] == "morning"
     assert session["budget"] == "under $150"
+
+
+# -- the agent framework examples, run as the docs say -----------------------------------------
+
+AGENT_EXAMPLES = sorted(p.stem for p in EXAMPLES.glob("agents_*.py"))
+PRINTED = {
+    "agents_openai": "The weather: rain, 12 C.\nThe weather: sun, 24 C.\nThe weather: sun, 24 C.\n"
+    "15 items; 1 in a 3\n",
+    "agents_langchain": "The weather: rain, 12 C.\nThe weather: snow, -3 C.\n"
+    "The weather: snow, -3 C.\n12 messages\n",
+    "agents_adk": "The weather: rain, 12 C.\nThe weather: snow, -3 C.\nThe weather: snow, -3 C.\n"
+    "12 events; the user's last city: Oslo\n",
+}
+"""What each example prints: a city named two turns back still answers after the restart."""
+
+
+def test_every_agent_framework_example_is_checked() -> None:
+    assert sorted(PRINTED) == AGENT_EXAMPLES
+
+
+@pytest.mark.parametrize("name", AGENT_EXAMPLES)
+def test_an_agent_framework_example_runs_as_a_script(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m examples.agents_*` (README, docs/integrations.md): the module run as __main__,
+    its own temporary directory, its restart and all."""
+    monkeypatch.delitem(sys.modules, f"examples.{name}", raising=False)  # run afresh, as a script
+    runpy.run_module(f"examples.{name}", run_name="__main__", alter_sys=True)
+    assert capsys.readouterr().out == PRINTED[name]
