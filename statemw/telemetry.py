@@ -48,6 +48,7 @@ from statemw._report import (
     session_hash,
     set_hash_key,
 )
+from statemw._version import __version__
 from statemw.backends.base import Commit, Load, ReadMessages
 from statemw.errors import (
     ConflictError,
@@ -104,8 +105,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-VERSION = "0.1.0"
 
 # -- what one operation did -----------------------------------------------------------------------
 
@@ -415,8 +414,8 @@ def _public_providers() -> tuple[Any, Any]:
 
 def _global_observer(tracer_provider: Any, meter_provider: Any) -> tuple[Any, Any, Observer]:
     global _global
-    tracer = None if tracer_provider is None else otel_trace.get_tracer("statemw", VERSION)
-    meter = None if meter_provider is None else otel_metrics.get_meter("statemw", VERSION)
+    tracer = None if tracer_provider is None else otel_trace.get_tracer("statemw", __version__)
+    meter = None if meter_provider is None else otel_metrics.get_meter("statemw", __version__)
     _global = (tracer_provider, meter_provider, Observer(tracer, meter))
     return _global
 
@@ -433,8 +432,8 @@ def instrument(
         raise RuntimeError("statemw.telemetry needs opentelemetry-api: pip install 'statemw[otel]'")
     tracer = None
     if tracer_provider is not None:
-        tracer = tracer_provider.get_tracer("statemw", VERSION)
-    meter = None if meter_provider is None else meter_provider.get_meter("statemw", VERSION)
+        tracer = tracer_provider.get_tracer("statemw", __version__)
+    meter = None if meter_provider is None else meter_provider.get_meter("statemw", __version__)
     _explicit = Observer(tracer, meter)
 
 
