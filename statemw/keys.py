@@ -119,7 +119,7 @@ class Cookie:
 
     secret_key: SigningSecret | None = field(default=None, repr=False)
     name: str = "session"
-    max_age: int | None = 14 * 24 * 3600
+    max_age: int | timedelta | None = 14 * 24 * 3600  # whole seconds once constructed
     path: str = "/"
     domain: str | None = None
     same_site: Literal["lax", "strict", "none"] = "lax"
@@ -129,13 +129,16 @@ class Cookie:
     carrier: bool = field(default=True, init=False)
     vary: str | None = field(default="Cookie", init=False)
     _signing: Signing | None = field(default=None, init=False, repr=False, compare=False)
+    _seconds: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         same_site = str(self.same_site).lower()
         if same_site not in ("lax", "strict", "none"):
             raise ConfigurationError(f"same_site must be lax, strict or none: {self.same_site!r}")
         object.__setattr__(self, "same_site", same_site)
-        object.__setattr__(self, "max_age", _seconds(self.max_age))
+        seconds = _seconds(self.max_age)
+        object.__setattr__(self, "max_age", seconds)
+        object.__setattr__(self, "_seconds", seconds)
         if self.secret_key is not None:
             object.__setattr__(
                 self, "_signing", Signing(self.secret_key, "statemw.cookie", timed=True)
@@ -156,14 +159,14 @@ class Cookie:
 
     def find(self, incoming: Incoming) -> Found | None:
         value = incoming.cookies.get(self.name)
-        sid = self.signing().unsign(value, self.max_age) if value else None
+        sid = self.signing().unsign(value, self._seconds) if value else None
         return None if sid is None else Found(session_id=sid)
 
     def outgoing(self, session_id: str | None, incoming: Incoming) -> list[tuple[str, str]]:
         if session_id is None:  # Starlette's way of clearing: "null", expired long ago
             head = f"{self.name}=null; path={self.path}; expires=Thu, 01 Jan 1970 00:00:00 GMT; "
         else:
-            max_age = f"Max-Age={self.max_age}; " if self.max_age is not None else ""
+            max_age = f"Max-Age={self._seconds}; " if self._seconds is not None else ""
             head = f"{self.name}={self.signing().sign(session_id)}; path={self.path}; {max_age}"
         return [("set-cookie", head + self._flags(incoming))]
 

@@ -400,6 +400,21 @@ def test_max_age_may_be_a_timedelta(store: Store) -> None:
     assert "; Max-Age=3600; " in client.post("/remember", json={"name": "x"}).headers["set-cookie"]
 
 
+def test_max_age_is_typed_to_take_a_timedelta(store: Store) -> None:
+    """Passed directly, not through **options: mypy (strict, over tests) checks these calls."""
+    routes = [Route("/remember", remember, methods=["POST"])]
+    app = StateMiddleware(
+        Starlette(routes=routes), store=store, secret_key=SECRET, max_age=timedelta(minutes=30)
+    )
+    cookie = TestClient(app).post("/remember", json={"name": "x"}).headers["set-cookie"]
+    assert "; Max-Age=1800; " in cookie
+    keys: list[IdSource] = [Cookie(SECRET, max_age=timedelta(days=1))]
+    assert Cookie(SECRET, max_age=timedelta(days=1)).max_age == 86400
+    app = StateMiddleware(Starlette(routes=routes), store=store, keys=keys)
+    cookie = TestClient(app).post("/remember", json={"name": "x"}).headers["set-cookie"]
+    assert "; Max-Age=86400; " in cookie
+
+
 def test_a_middleware_with_no_secret_and_no_keys_fails_at_construction() -> None:
     with pytest.raises(ConfigurationError, match="secret_key"):
         StateMiddleware(Starlette())
