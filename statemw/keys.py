@@ -11,10 +11,11 @@ secret keys rotates (the first signs, all verify). A key source is pure logic: i
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from statemw._signing import Signing
 from statemw.errors import ConfigurationError, InvalidValue
@@ -254,6 +255,22 @@ class UserID:
         return []
 
 
-# Deprecated names, kept for one release (see CHANGELOG.md).
-Key = IdSource
-SecretKey = SigningSecret
+# Deprecated names, kept for one release (see CHANGELOG.md): they warn when used.
+_RENAMED = {"Key": "IdSource", "SecretKey": "SigningSecret"}
+
+if TYPE_CHECKING:
+    Key = IdSource
+    SecretKey = SigningSecret
+
+
+def __getattr__(name: str) -> object:
+    new = _RENAMED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"statemw.keys.{name} is deprecated and will be removed in the next release: "
+        f"use statemw.keys.{new}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[new]

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 
 from statemw import ConfigurationError, Store
 from statemw.asgi import StateMiddleware, get_session
-from statemw.keys import Cookie, Header, IdSource, UserID
+from statemw.keys import Cookie, Header, IdSource, SigningSecret, UserID
 
 SECRET = "test-secret"
 
@@ -434,3 +434,15 @@ def test_issued_cookies_verify_with_plain_itsdangerous(store: Store) -> None:
     value = client.post("/remember", json={"name": "x"}).cookies["session"]
     session_id = TimestampSigner(SECRET, salt="statemw.cookie").unsign(value, max_age=60)
     assert list(store.session_ids()) == [session_id.decode()]
+
+
+def test_the_old_key_names_still_work_and_warn() -> None:
+    import statemw.keys
+
+    with pytest.warns(DeprecationWarning, match=r"statemw\.keys\.IdSource"):
+        from statemw.keys import Key
+    assert Key is IdSource
+    with pytest.warns(DeprecationWarning, match=r"statemw\.keys\.SigningSecret"):
+        assert statemw.keys.SecretKey is SigningSecret
+    with pytest.raises(AttributeError, match="Nothing"):
+        statemw.keys.Nothing  # noqa: B018
