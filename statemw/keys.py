@@ -176,10 +176,10 @@ class Cookie:
         secure = incoming.https if self.https_only is None else self.https_only
         if secure or self.same_site == "none":
             flags += "; secure"
+        if self.domain:  # then partitioned: Starlette's order
+            flags += f"; domain={self.domain}"
         if self.partitioned:
             flags += "; partitioned"
-        if self.domain:
-            flags += f"; domain={self.domain}"
         return flags
 
 

@@ -14,6 +14,7 @@ import pytest
 from itsdangerous import TimestampSigner
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
@@ -373,6 +374,38 @@ def test_the_set_cookie_text_is_starlettes_own(store: Store) -> None:
         TestClient(compat_app(store)).post("/remember", json={"name": "x"}).headers["set-cookie"]
     )
     assert re.fullmatch(r"session=[\w.-]+; path=/; Max-Age=1209600; httponly; samesite=lax", cookie)
+
+
+@pytest.mark.parametrize(
+    ("options", "flags"),
+    [
+        ({"partitioned": True}, "httponly; samesite=lax; partitioned"),
+        ({"domain": "example.com"}, "httponly; samesite=lax; domain=example.com"),
+        (
+            {"domain": "example.com", "partitioned": True},
+            "httponly; samesite=lax; domain=example.com; partitioned",
+        ),
+        (
+            {"https_only": True, "domain": "example.com", "partitioned": True},
+            "httponly; samesite=lax; secure; domain=example.com; partitioned",
+        ),
+    ],
+    ids=["partitioned", "domain", "domain-partitioned", "secure-domain-partitioned"],
+)
+def test_cookie_attributes_are_written_as_starlette_writes_them(
+    memory_store: Store, options: dict[str, Any], flags: str
+) -> None:
+    """Pinned to the text, and to what Starlette's own SessionMiddleware (the version installed,
+    the one compat/run.py pins) sends with the same options: only the signed value differs."""
+    ours = TestClient(compat_app(memory_store, **options)).post("/remember", json={"name": "x"})
+    cookie = ours.headers["set-cookie"]
+    assert re.fullmatch(rf"session=[\w.-]+; path=/; Max-Age=1209600; {flags}", cookie)
+    theirs = Starlette(
+        routes=[Route("/remember", remember, methods=["POST"])],
+        middleware=[Middleware(SessionMiddleware, secret_key=SECRET, **options)],
+    )
+    expected = TestClient(theirs).post("/remember", json={"name": "x"}).headers["set-cookie"]
+    assert cookie.split(";", 1)[1] == expected.split(";", 1)[1]
 
 
 def test_vary_cookie_joins_the_responses_own_vary_header(store: Store) -> None:
