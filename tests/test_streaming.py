@@ -162,6 +162,21 @@ def test_a_session_first_written_inside_the_stream_gets_its_cookie_with_the_head
     assert history(store, sid) == ["Hello there", "Hello there"]
 
 
+def test_a_fresh_client_gets_a_cookie_with_any_streamed_body_but_nothing_is_stored(
+    store: Store,
+) -> None:
+    """docs/web.md's table: with no id, a streamed response carries the new id (its body may
+    still write), a non-streamed one does not; neither writes when nothing was added."""
+    client = TestClient(starlette_app(store))
+    streamed = client.get("/replay")
+    assert streamed.text == ""
+    assert streamed.headers["set-cookie"].startswith("session=")
+    assert streamed.headers["vary"] == "Cookie"
+    assert list(store.session_ids()) == []
+    assert client.get("/replay").text == ""  # the id of nothing stored is never adopted
+    assert list(store.session_ids()) == []
+
+
 def test_a_read_only_stream_writes_nothing(store: Store) -> None:
     client = TestClient(starlette_app(store))
     sid = client.get("/chat").headers["x-sid"]
