@@ -73,6 +73,50 @@ def test_a_correction_of_where_the_user_lives_goes_to_the_users_state(me: Sessio
     assert (reply, me.user["home"]) == ("Changed home to Oakland (was San Francisco).", "Oakland")
 
 
+def test_lowercase_place_names_are_places_too(me: Session) -> None:
+    respond(me, "find flights to berlin")
+    assert me["destination"] == "Berlin"
+    reply = respond(me, "actually make it munich")
+    assert reply.startswith("Changed destination to Munich (was Berlin).")
+    reply = respond(me, "not munich, paris")
+    assert (reply.startswith("Changed destination to Paris (was Munich)."), me["destination"]) == (
+        True,
+        "Paris",
+    )
+    respond(me, "not paris, new york")
+    assert me["destination"] == "New York"
+
+
+def test_lowercase_corrections_of_where_the_user_lives(me: Session) -> None:
+    respond(me, "i live in san francisco")
+    assert me.user["home"] == "San Francisco"
+    respond(me, "not san francisco, oakland")
+    assert me.user["home"] == "Oakland"
+
+
+@pytest.mark.parametrize(
+    ("text", "destination"),
+    [
+        ("find flights for two to rome please", "Rome"),
+        ("find flights to berlin tomorrow morning", "Berlin"),
+        ("Find flights for Berlin", "Berlin"),
+        ("hotel in lisbon for friday", "Lisbon"),
+    ],
+)
+def test_a_lowercase_place_is_found_among_other_words(
+    me: Session, text: str, destination: str
+) -> None:
+    respond(me, text)
+    assert me["destination"] == destination
+
+
+@pytest.mark.parametrize("text", ["make it cheaper", "I'm in a hurry", "ok", "make it two"])
+def test_words_that_are_not_places_change_no_destination(me: Session, text: str) -> None:
+    respond(me, "Find flights to Berlin")
+    respond(me, text)
+    assert me["destination"] == "Berlin"
+
+
 def test_a_sentence_with_not_in_it_is_not_taken_for_a_correction(me: Session) -> None:
     respond(me, "Find flights to Berlin")
     respond(me, "I'm not sure, maybe later")
