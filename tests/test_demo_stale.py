@@ -9,8 +9,7 @@ import pytest
 
 from examples.agent import HOME_CHECK, respond
 from statemw import Session, Store
-from tests.support import FakeClock
-from tests.test_examples import Browser, open_browser  # noqa: F401  (a fixture)
+from tests.support import Browser, FakeClock
 
 DAY = 86400.0
 
@@ -207,7 +206,7 @@ def test_an_unrelated_answer_leaves_the_fact_stale_and_it_is_asked_again(
 
 
 def test_the_page_shows_how_old_each_fact_is_and_which_are_due(
-    open_browser: Callable[[], Browser],  # noqa: F811
+    open_browser: Callable[[], Browser],
     clock: FakeClock,
 ) -> None:
     page = open_browser()
@@ -226,7 +225,7 @@ def test_the_page_shows_how_old_each_fact_is_and_which_are_due(
 
 
 def test_the_question_the_assistant_asked_is_not_shown_as_remembered(
-    open_browser: Callable[[], Browser],  # noqa: F811
+    open_browser: Callable[[], Browser],
     clock: FakeClock,
 ) -> None:
     page = open_browser()
@@ -237,7 +236,7 @@ def test_the_question_the_assistant_asked_is_not_shown_as_remembered(
 
 
 def test_an_edited_fact_is_fresh_again(
-    open_browser: Callable[[], Browser],  # noqa: F811
+    open_browser: Callable[[], Browser],
     clock: FakeClock,
 ) -> None:
     page = open_browser()
