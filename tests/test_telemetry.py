@@ -649,3 +649,17 @@ print(json.dumps({
         "observer": True,
         "history": [{"role": "user", "content": "hi"}],
     }
+
+
+def test_the_operations_page_names_alerts_on_metrics_that_exist() -> None:
+    def section(page: str, title: str) -> str:
+        text = (Path(__file__).parent.parent / "docs" / page).read_text()
+        return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+    alerts = section("operations.md", "What to watch and alert on")
+    assert "(observability.md" in alerts
+    named = set(re.findall(r"`(statemw\.[a-z_.]+)`", alerts))
+    emitted = set(
+        re.findall(r"^\| `(statemw\.[a-z_.]+)` \|", section("observability.md", "Metrics"), re.M)
+    )
+    assert named == emitted  # each metric statemw emits, and only those
