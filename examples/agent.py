@@ -29,9 +29,53 @@ DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sun
 TIMES = ("morning", "afternoon", "evening", "night")
 
 
+# -- places: "Berlin", "berlin", "San Francisco", "new york" -----------------------------------
+
+PLACE = r"([A-Za-z][A-Za-z]+(?:\s[A-Za-z][A-Za-z]+)?)"
+"""One or two words that may name a place, in any case: `_place` decides whether they do."""
+NOT_PLACES = frozenset([
+    "a", "an", "the", "my", "your", "our", "his", "her", "their", "this", "that", "these",
+    "those", "it", "me", "us", "you", "him", "them", "i", "we",
+    "to", "in", "for", "from", "at", "on", "by", "with", "of", "and", "or", "but", "then", "than",
+    "so", "too", "also", "again", "now", "soon", "later", "here", "there",
+    "please", "thanks", "thank", "ok", "okay", "yes", "no", "not", "maybe", "sure", "still",
+    "just", "only", "very", "really", "all",
+    "today", "tomorrow", "tonight", "week", "weekend", "month", "next", "last",
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "couple",
+    "few", "some", "any", "more", "less",
+    "flight", "flights", "hotel", "hotels", "trip", "trips", "ticket", "tickets", "plane",
+    "train", "car", "budget", "price", "money",
+    "cheaper", "earlier", "sooner", "longer", "shorter", "bigger", "smaller", "better",
+    "different", "same", "other", "something", "anything", "nothing", "somewhere", "anywhere",
+    "nowhere", "home", "work", "hurry", "rush", "bit", "while", "moment",
+    "be", "go", "get", "book", "travel", "fly", "stay", "leave", "change", "make", "set",
+    *MONTHS, *DAYS, *TIMES,
+])  # fmt: skip
+"""Words after "to", "in" or "make it" that are not a place, so lowercase place names can be
+taken ("find flights to berlin") without "flights for two" or "make it cheaper" becoming one."""
+
+
+def _place(words: str) -> str | None:
+    """`words` (a PLACE match) as a place name, capitalized; a second word that is not part of
+    a place is dropped ("berlin please" is Berlin); None when the first word is not a place."""
+    kept: list[str] = []
+    for word in words.split():
+        if word.lower() in NOT_PLACES:
+            break
+        kept.append(word if not word.islower() else word.capitalize())
+    return " ".join(kept) or None
+
+
 def _destination(text: str) -> str | None:
-    match = re.search(r"\b(?:to|in|for)\s+([A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?)", text)
-    return match.group(1) if match else None
+    """Where a trip goes: a place after "to" or "in" (in any case), or a capitalized one after
+    "for" ("flights for Berlin", but "flights for two" is not a place)."""
+    for match in re.finditer(r"\b(to|in|for)\s+(?=" + PLACE + ")", text, re.I):  # overlapping
+        if match.group(1).lower() == "for" and not match.group(2)[0].isupper():
+            continue
+        place = _place(match.group(2))
+        if place is not None:
+            return place
+    return None
 
 
 def _date(text: str) -> str | None:
@@ -59,8 +103,7 @@ def _budget(text: str) -> str | None:
     return f"under ${match.group(1)}" if match else None
 
 
-PLACE = r"([A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)?)"
-HOME = re.compile(r"\bI (?:live in|moved to|now live in) " + PLACE)
+HOME = re.compile(r"\bI (?:live in|moved to|now live in) " + PLACE, re.I)
 NAME = re.compile(r"\bmy name is ([A-Z][a-zA-Z]+)", re.I)
 TRIP = ("destination", "date", "time_of_day", "budget")
 
@@ -80,12 +123,13 @@ def remember(state: TrackedState, key: str, value: Any) -> None:
 def _remember_user_facts(session: Session, text: str) -> list[str]:
     """User-scoped facts: shared by all of this user's conversations."""
     learned = []
-    home = HOME.search(text)
+    found = HOME.search(text)
+    home = _place(found.group(1)) if found else None
     name = NAME.search(text)
     target = _user_scope(session)
     if home:
-        remember(target, "home", home.group(1))
-        learned.append(f"you live in {home.group(1)}")
+        remember(target, "home", home)
+        learned.append(f"you live in {home}")
     if name:
         remember(target, "name", name.group(1).capitalize())
         learned.append(f"your name is {name.group(1).capitalize()}")
@@ -155,16 +199,13 @@ def _answer_to_question(session: Session, text: str) -> str | None:
 def _new_value(key: str, text: str) -> str | None:
     """A new value for `key` said in `text`, or None."""
     if key == "home":
-        home = HOME.search(text)
-        if home:
-            return home.group(1)
-        moved = re.search(
-            r"\b(?:moved to|now in|living in|live in|I'm in|I am in)\s+" + PLACE, text
+        said = HOME.search(text) or re.search(
+            r"\b(?:moved to|now in|living in|live in|I'm in|I am in)\s+" + PLACE, text, re.I
         )
-        if moved:
-            return moved.group(1)
+        if said:
+            return _place(said.group(1))
         bare = re.fullmatch(r"\s*(?:now\s+)?" + PLACE + r"(?:\s+now)?[\s.!]*", text)
-        return bare.group(1) if bare else None
+        return _place(bare.group(1)) if bare else None
     return _slot_value(key, text)
 
 
@@ -209,8 +250,8 @@ def _slot_value(slot: str, text: str) -> str | None:
     if slot == "name":
         match = re.fullmatch(r"([A-Za-z]+)", text)
         return match.group(1).capitalize() if match else None
-    match = re.fullmatch(r"(?:to\s+|in\s+)?" + PLACE, text)
-    return match.group(1) if match else None
+    match = re.fullmatch(r"(?:to\s+|in\s+)?" + PLACE, text, re.I)
+    return _place(match.group(1)) if match else None
 
 
 def _slot_for(text: str) -> tuple[str, str] | None:

@@ -7,6 +7,7 @@ session.save()
 """
 
 from statemw._default import configure, default_store
+from statemw._version import __version__ as __version__
 from statemw.changes import Change
 from statemw.codec import generate_key
 from statemw.decorators import stateful
@@ -27,8 +28,6 @@ from statemw.session import Session, UserState
 from statemw.state import StaleKey
 from statemw.store import Store
 from statemw.vectors import batched
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Change",

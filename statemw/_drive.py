@@ -10,12 +10,15 @@ differ only in the driver (as httpx's auth flows and psycopg's generators do).
         ...
     drive(load_flow(sid), backend)          # blocking
     await adrive(load_flow(sid), abackend)  # in an event loop
+
+A `Watch` given to either driver is shown every step it runs, with the answer or what the step
+raised: telemetry counts round trips and bytes that way, with no driver loop of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any, Generic, TypeAlias, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar, cast
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -46,23 +49,36 @@ def ask(step: Step[IO, AIO, R]) -> Generator[Step[IO, AIO, R], R, R]:
     return answer
 
 
-def drive(flow: Flow[IO, AIO, T], io: IO) -> T:
+class Watch(Protocol):
+    """What a driver shows each step it runs, after running it (telemetry's tally)."""
+
+    def answered(self, step: Step[IO, AIO, R], answer: R) -> None: ...
+
+    def raised(self, step: Step[IO, AIO, R], error: Exception) -> None: ...
+
+
+def drive(flow: Flow[IO, AIO, T], io: IO, watch: Watch | None = None) -> T:
     """Run a flow with blocking I/O. A step that raises is thrown into the flow, so a flow can
-    catch what its I/O raises (a save that finds the session deleted, say)."""
+    catch what its I/O raises (a save that finds the session deleted, say). A `watch`, if
+    given, is shown each step with its answer or its error."""
     try:
         step = next(flow)
         while True:
             try:
                 answer = step.run(io)
             except Exception as exc:
+                if watch is not None:
+                    watch.raised(step, exc)
                 step = flow.throw(exc)
             else:
+                if watch is not None:
+                    watch.answered(step, answer)
                 step = flow.send(answer)
     except StopIteration as done:
         return cast(T, done.value)
 
 
-async def adrive(flow: Flow[IO, AIO, T], aio: AIO) -> T:
+async def adrive(flow: Flow[IO, AIO, T], aio: AIO, watch: Watch | None = None) -> T:
     """Run a flow in an event loop: `drive`, awaiting each step."""
     try:
         step = next(flow)
@@ -70,8 +86,12 @@ async def adrive(flow: Flow[IO, AIO, T], aio: AIO) -> T:
             try:
                 answer = await step.arun(aio)
             except Exception as exc:
+                if watch is not None:
+                    watch.raised(step, exc)
                 step = flow.throw(exc)
             else:
+                if watch is not None:
+                    watch.answered(step, answer)
                 step = flow.send(answer)
     except StopIteration as done:
         return cast(T, done.value)

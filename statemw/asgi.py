@@ -19,6 +19,7 @@ StoreUnavailable propagate instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Literal
 
 import anyio
@@ -100,7 +101,7 @@ class StateMiddleware:
         *,
         secret_key: SigningSecret | None = None,
         session_cookie: str = "session",
-        max_age: int | None = 14 * 24 * 60 * 60,
+        max_age: int | timedelta | None = 14 * 24 * 60 * 60,
         path: str = "/",
         same_site: Literal["lax", "strict", "none"] = "lax",
         https_only: bool | None = None,

@@ -11,10 +11,11 @@ secret keys rotates (the first signs, all verify). A key source is pure logic: i
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from statemw._signing import Signing
 from statemw.errors import ConfigurationError, InvalidValue
@@ -119,7 +120,7 @@ class Cookie:
 
     secret_key: SigningSecret | None = field(default=None, repr=False)
     name: str = "session"
-    max_age: int | None = 14 * 24 * 3600
+    max_age: int | timedelta | None = 14 * 24 * 3600  # whole seconds once constructed
     path: str = "/"
     domain: str | None = None
     same_site: Literal["lax", "strict", "none"] = "lax"
@@ -129,13 +130,16 @@ class Cookie:
     carrier: bool = field(default=True, init=False)
     vary: str | None = field(default="Cookie", init=False)
     _signing: Signing | None = field(default=None, init=False, repr=False, compare=False)
+    _seconds: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         same_site = str(self.same_site).lower()
         if same_site not in ("lax", "strict", "none"):
             raise ConfigurationError(f"same_site must be lax, strict or none: {self.same_site!r}")
         object.__setattr__(self, "same_site", same_site)
-        object.__setattr__(self, "max_age", _seconds(self.max_age))
+        seconds = _seconds(self.max_age)
+        object.__setattr__(self, "max_age", seconds)
+        object.__setattr__(self, "_seconds", seconds)
         if self.secret_key is not None:
             object.__setattr__(
                 self, "_signing", Signing(self.secret_key, "statemw.cookie", timed=True)
@@ -156,14 +160,14 @@ class Cookie:
 
     def find(self, incoming: Incoming) -> Found | None:
         value = incoming.cookies.get(self.name)
-        sid = self.signing().unsign(value, self.max_age) if value else None
+        sid = self.signing().unsign(value, self._seconds) if value else None
         return None if sid is None else Found(session_id=sid)
 
     def outgoing(self, session_id: str | None, incoming: Incoming) -> list[tuple[str, str]]:
         if session_id is None:  # Starlette's way of clearing: "null", expired long ago
             head = f"{self.name}=null; path={self.path}; expires=Thu, 01 Jan 1970 00:00:00 GMT; "
         else:
-            max_age = f"Max-Age={self.max_age}; " if self.max_age is not None else ""
+            max_age = f"Max-Age={self._seconds}; " if self._seconds is not None else ""
             head = f"{self.name}={self.signing().sign(session_id)}; path={self.path}; {max_age}"
         return [("set-cookie", head + self._flags(incoming))]
 
@@ -172,10 +176,10 @@ class Cookie:
         secure = incoming.https if self.https_only is None else self.https_only
         if secure or self.same_site == "none":
             flags += "; secure"
+        if self.domain:  # then partitioned: Starlette's order
+            flags += f"; domain={self.domain}"
         if self.partitioned:
             flags += "; partitioned"
-        if self.domain:
-            flags += f"; domain={self.domain}"
         return flags
 
 
@@ -251,6 +255,22 @@ class UserID:
         return []
 
 
-# Deprecated names, kept for one release (see CHANGELOG.md).
-Key = IdSource
-SecretKey = SigningSecret
+# Deprecated names, kept for one release (see CHANGELOG.md): they warn when used.
+_RENAMED = {"Key": "IdSource", "SecretKey": "SigningSecret"}
+
+if TYPE_CHECKING:
+    Key = IdSource
+    SecretKey = SigningSecret
+
+
+def __getattr__(name: str) -> object:
+    new = _RENAMED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"statemw.keys.{name} is deprecated and will be removed in the next release: "
+        f"use statemw.keys.{new}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[new]

@@ -30,11 +30,11 @@ same hashed names in all three.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sized
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from statemw._drive import Flow, adrive, drive
+from statemw._drive import AIO, IO, Flow, R, Step, adrive, drive
 from statemw._report import (
     ROUND_TRIPS,
     Health,
@@ -48,6 +48,7 @@ from statemw._report import (
     session_hash,
     set_hash_key,
 )
+from statemw._version import __version__
 from statemw.backends.base import Commit, Load, ReadMessages
 from statemw.errors import (
     ConflictError,
@@ -55,6 +56,7 @@ from statemw.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
+from statemw.records import Snapshot
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -104,8 +106,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-VERSION = "0.1.0"
-
 # -- what one operation did -----------------------------------------------------------------------
 
 NETWORKED = frozenset({"redis", "postgresql"})
@@ -147,7 +147,8 @@ def outcome_of(exc: BaseException) -> str:
 
 
 class Tally:
-    """Counts one operation's backend steps and what they carried (sizes, never content)."""
+    """Counts one operation's backend steps and what they carried (sizes, never content): the
+    `Watch` a driver shows each step to."""
 
     __slots__ = (
         "bytes_written",
@@ -166,13 +167,15 @@ class Tally:
         self.bytes_written = 0
         self.removed: int | None = None
 
-    def saw(self, step: Any, answer: Any) -> None:
+    def answered(self, step: Step[IO, AIO, R], answer: R) -> None:
         """A step and its answer (statemw.backends.base): what it read or wrote."""
+        self.calls += 1
         if isinstance(step, Load):
-            if answer is not None:
+            if isinstance(answer, Snapshot):
                 self.messages_loaded += len(answer.window) + len(answer.lead)
         elif isinstance(step, ReadMessages):
-            self.messages_loaded += len(answer)
+            if isinstance(answer, Sized):
+                self.messages_loaded += len(answer)
         elif isinstance(step, Commit):
             delta = step.delta
             self.messages_appended += len(delta.append)
@@ -184,28 +187,9 @@ class Tally:
                 written += len(delta.summary.value)
             self.bytes_written += written
 
-
-def observed(flow: Flow[Any, Any, T], tally: Tally) -> Flow[Any, Any, T]:
-    """The flow, its steps and answers shown to `tally` on the way (for drive or adrive)."""
-    try:
-        step = next(flow)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    while True:
-        tally.calls += 1
-        try:
-            answer = yield step
-        except Exception as exc:
-            try:
-                step = flow.throw(exc)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-        else:
-            tally.saw(step, answer)
-            try:
-                step = flow.send(answer)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+    def raised(self, step: Step[IO, AIO, R], error: Exception) -> None:
+        """A step that failed: a round trip all the same."""
+        self.calls += 1
 
 
 # -- OpenTelemetry ---------------------------------------------------------------------------------
@@ -267,10 +251,10 @@ class Observer:
     def run(
         self, op: str, store: Store, flow: Flow[Any, Any, T], session_id: str | None = None
     ) -> T:
-        """drive(flow, store.backend), observed as operation `op`."""
+        """drive(flow, store.backend), observed as operation `op`: the tally watches each step."""
         tally = Tally()
         with self._operation(op, store, session_id, tally) as finish:
-            result = drive(observed(flow, tally), store.backend)
+            result = drive(flow, store.backend, tally)
             finish(result)
             return result
 
@@ -279,7 +263,7 @@ class Observer:
     ) -> T:
         tally = Tally()
         with self._operation(op, store, session_id, tally) as finish:
-            result = await adrive(observed(flow, tally), store.abackend)
+            result = await adrive(flow, store.abackend, tally)
             finish(result)
             return result
 
@@ -430,8 +414,8 @@ def _public_providers() -> tuple[Any, Any]:
 
 def _global_observer(tracer_provider: Any, meter_provider: Any) -> tuple[Any, Any, Observer]:
     global _global
-    tracer = None if tracer_provider is None else otel_trace.get_tracer("statemw", VERSION)
-    meter = None if meter_provider is None else otel_metrics.get_meter("statemw", VERSION)
+    tracer = None if tracer_provider is None else otel_trace.get_tracer("statemw", __version__)
+    meter = None if meter_provider is None else otel_metrics.get_meter("statemw", __version__)
     _global = (tracer_provider, meter_provider, Observer(tracer, meter))
     return _global
 
@@ -448,8 +432,8 @@ def instrument(
         raise RuntimeError("statemw.telemetry needs opentelemetry-api: pip install 'statemw[otel]'")
     tracer = None
     if tracer_provider is not None:
-        tracer = tracer_provider.get_tracer("statemw", VERSION)
-    meter = None if meter_provider is None else meter_provider.get_meter("statemw", VERSION)
+        tracer = tracer_provider.get_tracer("statemw", __version__)
+    meter = None if meter_provider is None else meter_provider.get_meter("statemw", __version__)
     _explicit = Observer(tracer, meter)
 
 

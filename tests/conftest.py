@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from statemw import Store, configure
 from tests import postgres_server, redis_server
 from tests.demo_server import DemoServer
-from tests.support import BACKENDS, FakeClock, store_url
+from tests.support import BACKENDS, DEMO_BROWSERS, Browser, FakeClock, store_url
 
 
 @pytest.fixture
@@ -56,6 +56,13 @@ def store(backend_kind: str, tmp_path: Path, clock: FakeClock) -> Iterator[Store
 def memory_store(clock: FakeClock) -> Store:
     """One memory store, for tests of pure logic that need not run on every backend."""
     return Store("memory://", clock=clock)
+
+
+@pytest.fixture(params=list(DEMO_BROWSERS))
+def open_browser(request: pytest.FixtureRequest, store: Store) -> Callable[[], Browser]:
+    """Opens a device on the demo (each app in turn, on each backend) through its test client."""
+    factory = DEMO_BROWSERS[str(request.param)]
+    return lambda: factory(store)
 
 
 @pytest.fixture(params=["starlette_app", "flask_app"])

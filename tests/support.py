@@ -1,4 +1,5 @@
-"""What the tests share: a fake clock, the backends and their URLs, generated conversations."""
+"""What the tests share: a fake clock, the backends and their URLs, generated conversations, and
+a device speaking the demo's JSON API."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
+from examples import flask_app, starlette_app
 from statemw import Session, Store
 from tests import postgres_server, redis_server
 
@@ -141,3 +144,46 @@ def stored_session(messages: list[dict[str, Any]], window: int = 7) -> Session:
         session.add_message(message)
     session.save()
     return store.load(session.id)
+
+
+# -- the demo, as a device sees it ----------------------------------------------------------------
+
+
+def json_of(response: Any) -> Any:
+    """A response's JSON, from a Starlette (a method) or a Flask (a property) test client."""
+    return response.json() if callable(response.json) else response.json
+
+
+class Browser:
+    """One device: a client with its own cookies, speaking the demo's JSON API."""
+
+    def __init__(self, client: Any) -> None:  # a Starlette TestClient or a Flask test client
+        self.client = client
+
+    def say(self, text: str) -> dict[str, Any]:
+        response = self.client.post("/api/chat", json={"text": text})
+        assert response.status_code == 200
+        data: dict[str, Any] = json_of(response)
+        return data
+
+    def login(self, user: str) -> dict[str, Any]:
+        data: dict[str, Any] = json_of(self.client.post("/api/login", json={"user": user}))
+        return data
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json_of(self.client.get("/api/state"))
+        return data
+
+
+def starlette_browser(store: Store) -> Browser:
+    return Browser(TestClient(starlette_app.create_app(store, "test-secret")))
+
+
+def flask_browser(store: Store) -> Browser:
+    return Browser(flask_app.create_app(store, "test-secret").test_client())
+
+
+DEMO_BROWSERS: dict[str, Callable[[Store], Browser]] = {
+    "starlette": starlette_browser,
+    "flask": flask_browser,
+}

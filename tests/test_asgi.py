@@ -14,6 +14,7 @@ import pytest
 from itsdangerous import TimestampSigner
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
@@ -22,7 +23,7 @@ from starlette.websockets import WebSocket
 
 from statemw import ConfigurationError, Store
 from statemw.asgi import StateMiddleware, get_session
-from statemw.keys import Cookie, Header, IdSource, UserID
+from statemw.keys import Cookie, Header, IdSource, SigningSecret, UserID
 
 SECRET = "test-secret"
 
@@ -375,6 +376,38 @@ def test_the_set_cookie_text_is_starlettes_own(store: Store) -> None:
     assert re.fullmatch(r"session=[\w.-]+; path=/; Max-Age=1209600; httponly; samesite=lax", cookie)
 
 
+@pytest.mark.parametrize(
+    ("options", "flags"),
+    [
+        ({"partitioned": True}, "httponly; samesite=lax; partitioned"),
+        ({"domain": "example.com"}, "httponly; samesite=lax; domain=example.com"),
+        (
+            {"domain": "example.com", "partitioned": True},
+            "httponly; samesite=lax; domain=example.com; partitioned",
+        ),
+        (
+            {"https_only": True, "domain": "example.com", "partitioned": True},
+            "httponly; samesite=lax; secure; domain=example.com; partitioned",
+        ),
+    ],
+    ids=["partitioned", "domain", "domain-partitioned", "secure-domain-partitioned"],
+)
+def test_cookie_attributes_are_written_as_starlette_writes_them(
+    memory_store: Store, options: dict[str, Any], flags: str
+) -> None:
+    """Pinned to the text, and to what Starlette's own SessionMiddleware (the version installed,
+    the one compat/run.py pins) sends with the same options: only the signed value differs."""
+    ours = TestClient(compat_app(memory_store, **options)).post("/remember", json={"name": "x"})
+    cookie = ours.headers["set-cookie"]
+    assert re.fullmatch(rf"session=[\w.-]+; path=/; Max-Age=1209600; {flags}", cookie)
+    theirs = Starlette(
+        routes=[Route("/remember", remember, methods=["POST"])],
+        middleware=[Middleware(SessionMiddleware, secret_key=SECRET, **options)],
+    )
+    expected = TestClient(theirs).post("/remember", json={"name": "x"}).headers["set-cookie"]
+    assert cookie.split(";", 1)[1] == expected.split(";", 1)[1]
+
+
 def test_vary_cookie_joins_the_responses_own_vary_header(store: Store) -> None:
     response = TestClient(compat_app(store)).get("/negotiated")
     assert response.headers.get_list("vary") == ["Accept-Encoding, Cookie"]
@@ -400,6 +433,21 @@ def test_max_age_may_be_a_timedelta(store: Store) -> None:
     assert "; Max-Age=3600; " in client.post("/remember", json={"name": "x"}).headers["set-cookie"]
 
 
+def test_max_age_is_typed_to_take_a_timedelta(store: Store) -> None:
+    """Passed directly, not through **options: mypy (strict, over tests) checks these calls."""
+    routes = [Route("/remember", remember, methods=["POST"])]
+    app = StateMiddleware(
+        Starlette(routes=routes), store=store, secret_key=SECRET, max_age=timedelta(minutes=30)
+    )
+    cookie = TestClient(app).post("/remember", json={"name": "x"}).headers["set-cookie"]
+    assert "; Max-Age=1800; " in cookie
+    keys: list[IdSource] = [Cookie(SECRET, max_age=timedelta(days=1))]
+    assert Cookie(SECRET, max_age=timedelta(days=1)).max_age == 86400
+    app = StateMiddleware(Starlette(routes=routes), store=store, keys=keys)
+    cookie = TestClient(app).post("/remember", json={"name": "x"}).headers["set-cookie"]
+    assert "; Max-Age=86400; " in cookie
+
+
 def test_a_middleware_with_no_secret_and_no_keys_fails_at_construction() -> None:
     with pytest.raises(ConfigurationError, match="secret_key"):
         StateMiddleware(Starlette())
@@ -419,3 +467,15 @@ def test_issued_cookies_verify_with_plain_itsdangerous(store: Store) -> None:
     value = client.post("/remember", json={"name": "x"}).cookies["session"]
     session_id = TimestampSigner(SECRET, salt="statemw.cookie").unsign(value, max_age=60)
     assert list(store.session_ids()) == [session_id.decode()]
+
+
+def test_the_old_key_names_still_work_and_warn() -> None:
+    import statemw.keys
+
+    with pytest.warns(DeprecationWarning, match=r"statemw\.keys\.IdSource"):
+        from statemw.keys import Key
+    assert Key is IdSource
+    with pytest.warns(DeprecationWarning, match=r"statemw\.keys\.SigningSecret"):
+        assert statemw.keys.SecretKey is SigningSecret
+    with pytest.raises(AttributeError, match="Nothing"):
+        statemw.keys.Nothing  # noqa: B018

@@ -9,8 +9,7 @@ import pytest
 
 from examples.agent import HOME_CHECK, respond
 from statemw import Session, Store
-from tests.support import FakeClock
-from tests.test_examples import Browser, open_browser  # noqa: F401  (a fixture)
+from tests.support import Browser, FakeClock
 
 DAY = 86400.0
 
@@ -71,6 +70,50 @@ def test_a_correction_of_where_the_user_lives_goes_to_the_users_state(me: Sessio
     respond(me, "I live in San Francisco")
     reply = respond(me, "not San Francisco, Oakland")
     assert (reply, me.user["home"]) == ("Changed home to Oakland (was San Francisco).", "Oakland")
+
+
+def test_lowercase_place_names_are_places_too(me: Session) -> None:
+    respond(me, "find flights to berlin")
+    assert me["destination"] == "Berlin"
+    reply = respond(me, "actually make it munich")
+    assert reply.startswith("Changed destination to Munich (was Berlin).")
+    reply = respond(me, "not munich, paris")
+    assert (reply.startswith("Changed destination to Paris (was Munich)."), me["destination"]) == (
+        True,
+        "Paris",
+    )
+    respond(me, "not paris, new york")
+    assert me["destination"] == "New York"
+
+
+def test_lowercase_corrections_of_where_the_user_lives(me: Session) -> None:
+    respond(me, "i live in san francisco")
+    assert me.user["home"] == "San Francisco"
+    respond(me, "not san francisco, oakland")
+    assert me.user["home"] == "Oakland"
+
+
+@pytest.mark.parametrize(
+    ("text", "destination"),
+    [
+        ("find flights for two to rome please", "Rome"),
+        ("find flights to berlin tomorrow morning", "Berlin"),
+        ("Find flights for Berlin", "Berlin"),
+        ("hotel in lisbon for friday", "Lisbon"),
+    ],
+)
+def test_a_lowercase_place_is_found_among_other_words(
+    me: Session, text: str, destination: str
+) -> None:
+    respond(me, text)
+    assert me["destination"] == destination
+
+
+@pytest.mark.parametrize("text", ["make it cheaper", "I'm in a hurry", "ok", "make it two"])
+def test_words_that_are_not_places_change_no_destination(me: Session, text: str) -> None:
+    respond(me, "Find flights to Berlin")
+    respond(me, text)
+    assert me["destination"] == "Berlin"
 
 
 def test_a_sentence_with_not_in_it_is_not_taken_for_a_correction(me: Session) -> None:
@@ -163,7 +206,7 @@ def test_an_unrelated_answer_leaves_the_fact_stale_and_it_is_asked_again(
 
 
 def test_the_page_shows_how_old_each_fact_is_and_which_are_due(
-    open_browser: Callable[[], Browser],  # noqa: F811
+    open_browser: Callable[[], Browser],
     clock: FakeClock,
 ) -> None:
     page = open_browser()
@@ -182,7 +225,7 @@ def test_the_page_shows_how_old_each_fact_is_and_which_are_due(
 
 
 def test_the_question_the_assistant_asked_is_not_shown_as_remembered(
-    open_browser: Callable[[], Browser],  # noqa: F811
+    open_browser: Callable[[], Browser],
     clock: FakeClock,
 ) -> None:
     page = open_browser()
@@ -193,7 +236,7 @@ def test_the_question_the_assistant_asked_is_not_shown_as_remembered(
 
 
 def test_an_edited_fact_is_fresh_again(
-    open_browser: Callable[[], Browser],  # noqa: F811
+    open_browser: Callable[[], Browser],
     clock: FakeClock,
 ) -> None:
     page = open_browser()

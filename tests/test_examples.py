@@ -7,55 +7,14 @@ import runpy
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
 
-from examples import flask_app, starlette_app
 from examples.agent import respond
 from statemw import Store
+from tests.support import Browser, json_of
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def _json(response: Any) -> Any:
-    return response.json() if callable(response.json) else response.json
-
-
-class Browser:
-    """One device: a client with its own cookies, speaking the demo's JSON API."""
-
-    def __init__(self, client: Any) -> None:  # a Starlette TestClient or a Flask test client
-        self.client = client
-
-    def say(self, text: str) -> dict[str, Any]:
-        response = self.client.post("/api/chat", json={"text": text})
-        assert response.status_code == 200
-        data: dict[str, Any] = _json(response)
-        return data
-
-    def login(self, user: str) -> dict[str, Any]:
-        data: dict[str, Any] = _json(self.client.post("/api/login", json={"user": user}))
-        return data
-
-    def state(self) -> dict[str, Any]:
-        data: dict[str, Any] = _json(self.client.get("/api/state"))
-        return data
-
-
-def starlette_browser(store: Store) -> Browser:
-    return Browser(TestClient(starlette_app.create_app(store, "test-secret")))
-
-
-def flask_browser(store: Store) -> Browser:
-    return Browser(flask_app.create_app(store, "test-secret").test_client())
-
-
-@pytest.fixture(params=[starlette_browser, flask_browser], ids=["starlette", "flask"])
-def open_browser(request: pytest.FixtureRequest, store: Store) -> Callable[[], Browser]:
-    factory: Callable[[Store], Browser] = request.param
-    return lambda: factory(store)
 
 
 def test_the_seeds_travel_conversation_builds_on_earlier_turns(
@@ -111,11 +70,11 @@ def test_remembered_items_can_be_corrected_and_deleted(open_browser: Callable[[]
     me = open_browser()
     me.say("Find flights to Berlin")
     client = me.client
-    assert _json(client.put("/api/state/session/destination", json={"value": "Paris"}))[
+    assert json_of(client.put("/api/state/session/destination", json={"value": "Paris"}))[
         "state"
     ] == {"destination": "Paris"}
     assert "Paris" in me.say("What do you remember?")["reply"]
-    assert _json(client.delete("/api/state/session/destination"))["state"] == {}
+    assert json_of(client.delete("/api/state/session/destination"))["state"] == {}
 
 
 def test_forget_me_removes_the_conversation_and_the_users_facts(
@@ -125,7 +84,7 @@ def test_forget_me_removes_the_conversation_and_the_users_facts(
     me.login("harsh")
     me.say("I live in San Francisco")
     me.say("Find flights to Berlin")
-    forgotten = _json(me.client.post("/api/forget"))
+    forgotten = json_of(me.client.post("/api/forget"))
     assert forgotten["messages"] == []
     assert forgotten["user_state"] == {}
     assert store.user_sessions("harsh") == []
@@ -156,7 +115,7 @@ def test_bad_input_is_a_400_with_a_message(open_browser: Callable[[], Browser]) 
     client = open_browser().client
     response = client.post("/api/chat", json={"text": "   "})
     assert response.status_code == 400
-    assert _json(response)["error"] == "say something"
+    assert json_of(response)["error"] == "say something"
     assert client.post("/api/chat/stream", json={"text": ""}).status_code == 400
     assert client.put("/api/state/nowhere/x", json={"value": 1}).status_code == 400
 

@@ -1,5 +1,9 @@
 """For any sequence of set / confirm / delete / clock jumps / save / load, what is stale and how
-old each value is match a simple model: on every backend, encrypted or not (issue 14)."""
+old each value is match a simple model: on every backend, encrypted or not (issue 14).
+
+Three places hold facts: the session, its user, and a sub-session ("child"), which reads through
+to the session: it sees the session's stale keys as its parent's (hidden by a key of its own),
+and its `updated_at` and `confirm` go to the session for a key it does not hold itself."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from statemw import Session, Store, generate_key
 from statemw.state import TrackedState
 from tests.support import FakeClock, store_url
 
-SCOPES = ("session", "user")
+SCOPES = ("session", "user", "child")
 KEYS = ("a", "b")
 keys = st.sampled_from(KEYS)
 scopes = st.sampled_from(SCOPES)
@@ -44,10 +48,21 @@ class StaleModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.session: Session = self.store.create(user_id=f"u-{id(self)}-{self.clock.now}")
+        self.child: Session = self.session.child("c")
         self.facts: dict[tuple[str, str], Fact] = {}
 
     def target(self, scope: str) -> TrackedState:
+        if scope == "child":
+            return self.child
         return self.session if scope == "session" else self.session.user
+
+    def holder(self, scope: str, key: str) -> str | None:
+        """Where `key` read in `scope` lives: a child reads its own, else the session's."""
+        if self.live(scope, key):
+            return scope
+        if scope == "child" and self.live("session", key):
+            return "session"
+        return None
 
     def live(self, scope: str, key: str) -> bool:
         fact = self.facts.get((scope, key))
@@ -68,9 +83,10 @@ class StaleModel(RuleBasedStateMachine):
 
     @rule(scope=scopes, key=keys)
     def confirm_key(self, scope: str, key: str) -> None:
-        if self.live(scope, key):
+        holder = self.holder(scope, key)
+        if holder is not None:
             self.target(scope).confirm(key)
-            self.facts[scope, key].set_at = self.clock.now
+            self.facts[holder, key].set_at = self.clock.now
 
     @rule(scope=scopes, key=keys)
     def delete_key(self, scope: str, key: str) -> None:
@@ -90,24 +106,34 @@ class StaleModel(RuleBasedStateMachine):
     def save_and_reload(self) -> None:
         self.session.save()
         self.session = self.store.load(self.session.id)
+        self.child = self.session.child("c")
 
     @invariant()
     def stale_keys_match(self) -> None:
         now = self.clock.now
-        expected = {
-            (scope, key)
-            for (scope, key), fact in self.facts.items()
-            if fact.live(now) and fact.stale(now)
-        }
+        stale = {sk for sk, fact in self.facts.items() if fact.live(now) and fact.stale(now)}
+        expected = {(scope, key) for scope, key in stale if scope != "child"}
         assert {(s.scope, str(s)) for s in self.session.stale_keys()} == expected
 
     @invariant()
-    def ages_match(self) -> None:
+    def the_childs_stale_keys_match(self) -> None:
         now = self.clock.now
+        stale = {sk for sk, fact in self.facts.items() if fact.live(now) and fact.stale(now)}
+        expected = {("session", key) for scope, key in stale if scope == "child"}
+        expected |= {
+            ("parent", key)
+            for scope, key in stale
+            if scope == "session" and not self.live("child", key)
+        }
+        expected |= {("user", key) for scope, key in stale if scope == "user"}
+        assert {(s.scope, str(s)) for s in self.child.stale_keys()} == expected
+
+    @invariant()
+    def ages_match(self) -> None:
         for scope in SCOPES:
             for key in KEYS:
-                fact = self.facts.get((scope, key))
-                expected = fact.set_at if fact is not None and fact.live(now) else None
+                holder = self.holder(scope, key)
+                expected = None if holder is None else self.facts[holder, key].set_at
                 assert self.target(scope).updated_at(key) == expected
 
 

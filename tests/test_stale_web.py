@@ -1,8 +1,9 @@
 """Store(validate=fn): stale keys go through one function when a web request loads a session.
 
 Every adapter shares statemw/_flow.py, so each is driven once here: ASGI (sync and async
-validate), WSGI, Flask and @stateful. The clock is fake; the stores are in memory except where a
-test says otherwise.
+validate), WSGI, Flask and @stateful. The clock is fake. Tests whose outcome goes through the
+store (what validate writes or confirms, the user's keys, each adapter's driver) take the `store`
+fixture and run on every backend; the rest (when validate is not called) run in memory.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ def test_validate_is_not_called_for_a_request_without_a_session(clock: FakeClock
     assert calls.seen == []
 
 
-def test_what_validate_changes_is_saved_with_the_request(clock: FakeClock) -> None:
-    store = validating_store(clock, Calls())
+def test_what_validate_changes_is_saved_with_the_request(store: Store, clock: FakeClock) -> None:
+    store.validate = Calls()
     client = asgi_client(store)
     sid = remembered(client)
     clock.advance(WEEK)
@@ -115,7 +116,9 @@ def test_what_validate_changes_is_saved_with_the_request(clock: FakeClock) -> No
     assert store.load(sid)["_to_confirm"] == ["location"]
 
 
-def test_validate_that_confirms_makes_the_next_request_fresh(clock: FakeClock) -> None:
+def test_validate_that_confirms_makes_the_next_request_fresh(
+    store: Store, clock: FakeClock
+) -> None:
     calls: list[list[str]] = []
 
     def confirm_all(session: Session, stale: list[StaleKey]) -> None:
@@ -123,7 +126,8 @@ def test_validate_that_confirms_makes_the_next_request_fresh(clock: FakeClock) -
         for key in stale:
             session.confirm(key)
 
-    client = asgi_client(validating_store(clock, confirm_all))
+    store.validate = confirm_all
+    client = asgi_client(store)
     sid = remembered(client)
     clock.advance(WEEK)
     client.get("/show", headers={HEADER: sid})
@@ -131,9 +135,11 @@ def test_validate_that_confirms_makes_the_next_request_fresh(clock: FakeClock) -
     assert calls == [["location"]]
 
 
-def test_an_async_validate_is_awaited_under_the_asgi_middleware(clock: FakeClock) -> None:
-    calls = AsyncCalls()
-    client = asgi_client(validating_store(clock, calls))
+def test_an_async_validate_is_awaited_under_the_asgi_middleware(
+    store: Store, clock: FakeClock
+) -> None:
+    store.validate = AsyncCalls()
+    client = asgi_client(store)
     sid = remembered(client)
     clock.advance(WEEK)
     assert client.get("/show", headers={HEADER: sid}).json()["_to_confirm"] == ["location"]
@@ -151,8 +157,9 @@ def wsgi_client(store: Store) -> Client:
     return Client(WSGIStateMiddleware(wsgi_app, store=store, keys=[Header(HEADER, signed=False)]))
 
 
-def test_validate_runs_under_the_wsgi_middleware(clock: FakeClock) -> None:
-    client = wsgi_client(validating_store(clock, Calls()))
+def test_validate_runs_under_the_wsgi_middleware(store: Store, clock: FakeClock) -> None:
+    store.validate = Calls()
+    client = wsgi_client(store)
     sid = remembered(client)
     clock.advance(WEEK)
     shown = client.get("/show", headers={HEADER: sid}).json
@@ -167,10 +174,11 @@ def test_an_async_validate_in_a_blocking_request_is_refused_clearly(clock: FakeC
         client.get("/show", headers={HEADER: sid})
 
 
-def test_validate_runs_before_a_flask_view(clock: FakeClock) -> None:
+def test_validate_runs_before_a_flask_view(store: Store, clock: FakeClock) -> None:
+    store.validate = Calls()
     app = Flask(__name__)
     app.config.update(SECRET_KEY="k")
-    FlaskState(app, store=validating_store(clock, Calls()), keys=[Header(HEADER, signed=False)])
+    FlaskState(app, store=store, keys=[Header(HEADER, signed=False)])
 
     @app.post("/remember")
     def remember() -> Any:
@@ -205,9 +213,8 @@ def test_validate_runs_for_a_session_a_stateful_function_names(clock: FakeClock)
     assert turn("hi", session_id="slack-C042") == ["location"]
 
 
-def test_validate_sees_the_users_stale_keys_too(clock: FakeClock) -> None:
-    calls = Calls()
-    store = validating_store(clock, calls)
+def test_validate_sees_the_users_stale_keys_too(store: Store, clock: FakeClock) -> None:
+    store.validate = calls = Calls()
     first = store.create(user_id="harsh")
     first.user.set("home", "San Francisco", confirm_after=WEEK)
     first["k"] = "v"

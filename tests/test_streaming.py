@@ -7,8 +7,16 @@ response's start and again when its body ends, disconnects or raises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    MutableMapping,
+)
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -19,16 +27,18 @@ from flask import session as flask_session
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 from werkzeug.test import Client
 
 from statemw import Session, Store, StoreUnavailable, stateful
 from statemw.asgi import StateMiddleware
+from statemw.backends.base import AsyncBackend, Backend, Commit
 from statemw.fastapi import SessionDep
 from statemw.flask import FlaskState
 from statemw.keys import Cookie
+from statemw.records import Committed, Delta
 from statemw.wsgi import ENVIRON_KEY
 from statemw.wsgi import StateMiddleware as WSGIStateMiddleware
 
@@ -108,12 +118,19 @@ def starlette_app(store: Store, hang: anyio.Event | None = None) -> Starlette:
 
         return StreamingResponse(read_only())
 
+    async def plain(request: Request) -> PlainTextResponse:
+        session: Session = request.session  # type: ignore[assignment]
+        session.add_message("user", "hi")
+        session.add_message("assistant", "".join(TOKENS))
+        return PlainTextResponse("".join(TOKENS))
+
     return Starlette(
         routes=[
             Route("/chat", chat),
             Route("/sse", sse),
             Route("/broken", broken),
             Route("/replay", replay),
+            Route("/plain", plain),
         ],
         middleware=[Middleware(StateMiddleware, store=store, secret_key=SECRET)],
     )
@@ -143,6 +160,21 @@ def test_a_session_first_written_inside_the_stream_gets_its_cookie_with_the_head
     client.get("/sse")
     [sid] = store.session_ids()
     assert history(store, sid) == ["Hello there", "Hello there"]
+
+
+def test_a_fresh_client_gets_a_cookie_with_any_streamed_body_but_nothing_is_stored(
+    store: Store,
+) -> None:
+    """docs/web.md's table: with no id, a streamed response carries the new id (its body may
+    still write), a non-streamed one does not; neither writes when nothing was added."""
+    client = TestClient(starlette_app(store))
+    streamed = client.get("/replay")
+    assert streamed.text == ""
+    assert streamed.headers["set-cookie"].startswith("session=")
+    assert streamed.headers["vary"] == "Cookie"
+    assert list(store.session_ids()) == []
+    assert client.get("/replay").text == ""  # the id of nothing stored is never adopted
+    assert list(store.session_ids()) == []
 
 
 def test_a_read_only_stream_writes_nothing(store: Store) -> None:
@@ -214,14 +246,24 @@ async def test_a_client_that_disconnects_mid_stream_keeps_the_partial_answer(
     assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
 
 
-def fastapi_app(store: Store) -> FastAPI:
+def fastapi_app(store: Store, hang: anyio.Event | None = None) -> FastAPI:
     api = FastAPI()
     api.add_middleware(StateMiddleware, store=store, secret_key=SECRET, lazy_paths=["/"])
 
     @api.get("/chat")
     async def chat(session: SessionDep) -> StreamingResponse:
         session.add_message("user", "hi")
-        return StreamingResponse(aanswer_tokens(session), headers={"x-sid": session.id})
+        return StreamingResponse(aanswer_tokens(session, hang), headers={"x-sid": session.id})
+
+    @api.get("/broken")
+    async def broken(session: SessionDep) -> StreamingResponse:
+        session.add_message("user", "hi")
+        return StreamingResponse(answer_tokens(session, "raise"), headers={"x-sid": session.id})
+
+    @api.get("/plain")
+    async def plain(session: SessionDep) -> dict[str, str]:
+        session.add_message("user", "hi")
+        return {"sid": session.id}
 
     return api
 
@@ -231,6 +273,24 @@ def test_fastapi_keeps_the_streamed_answer(store: Store) -> None:
     sid = client.get("/chat").headers["x-sid"]
     client.get("/chat")
     assert history(store, sid) == ["hi", "Hello there", "hi", "Hello there"]
+
+
+def test_fastapi_keeps_what_was_added_when_the_stream_raises(store: Store) -> None:
+    client = TestClient(fastapi_app(store))
+    sid = client.get("/chat").headers["x-sid"]
+    with pytest.raises(ModelFailed):
+        client.get("/broken")
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+
+
+@pytest.mark.anyio
+async def test_fastapi_keeps_the_partial_answer_when_the_client_disconnects(store: Store) -> None:
+    with TestClient(fastapi_app(store)) as client:
+        sid = client.get("/chat").headers["x-sid"]
+        cookie = f"session={client.cookies['session']}"
+    sent = await request_then_disconnect(fastapi_app(store, anyio.Event()), "/chat", cookie)
+    assert [m.get("body") for m in sent if m["type"] == "http.response.body"] == [b"Hel"]
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
 
 
 async def raw_asgi(scope: Any, receive: Any, send: Any) -> None:
@@ -253,6 +313,60 @@ def test_a_raw_asgi_app_sending_chunks_keeps_what_it_added_before_the_last(
     client.get("/")
     [sid] = store.session_ids()
     assert history(store, sid) == ["hi", "Hello there", "hi", "Hello there"]
+
+
+async def raw_asgi_broken(scope: Any, receive: Any, send: Any) -> None:
+    """A raw ASGI app whose model fails after the first chunk; it records the partial answer."""
+    session: Session = scope["session"]
+    session.add_message("user", "hi")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": TOKENS[0].encode(), "more_body": True})
+    session.add_message("assistant", TOKENS[0])
+    raise ModelFailed("the model's connection dropped")
+
+
+async def raw_asgi_listening(scope: Any, receive: Any, send: Any) -> None:
+    """A raw ASGI app that stops streaming when the client goes away (http.disconnect) and
+    records what it had sent; it never sends the last, more_body=False, chunk."""
+    session: Session = scope["session"]
+    session.add_message("user", "hi")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": TOKENS[0].encode(), "more_body": True})
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    session.add_message("assistant", TOKENS[0])
+
+
+def raw_app(store: Store) -> Any:
+    """The three raw apps behind one middleware, by path."""
+    apps = {"/": raw_asgi, "/broken": raw_asgi_broken, "/listening": raw_asgi_listening}
+
+    async def route(scope: Any, receive: Any, send: Any) -> None:
+        await apps[scope["path"]](scope, receive, send)
+
+    return StateMiddleware(route, store=store, secret_key=SECRET)
+
+
+def test_a_raw_asgi_app_that_raises_mid_body_keeps_what_it_added(store: Store) -> None:
+    client = TestClient(raw_app(store))
+    client.get("/")
+    with pytest.raises(ModelFailed):
+        client.get("/broken")
+    [sid] = store.session_ids()
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+
+
+@pytest.mark.anyio
+async def test_a_raw_asgi_app_keeps_what_it_added_when_the_client_disconnects(
+    store: Store,
+) -> None:
+    client = TestClient(raw_app(store))
+    client.get("/")
+    cookie = f"session={client.cookies['session']}"
+    sent = await request_then_disconnect(raw_app(store), "/listening", cookie)
+    assert [m.get("body") for m in sent if m["type"] == "http.response.body"] == [b"Hel"]
+    [sid] = store.session_ids()
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
 
 
 def test_the_answer_is_saved_before_the_client_sees_the_end_of_the_body(store: Store) -> None:
@@ -328,6 +442,13 @@ def flask_app(store: Store) -> Flask:
         session.add_message("user", "hi")
         return Response(stream_with_context(answer_tokens(session, "raise")))
 
+    @app.get("/plain")
+    def plain() -> str:
+        session = current()
+        session.add_message("user", "hi")
+        session.add_message("assistant", "".join(TOKENS))
+        return "".join(TOKENS)
+
     return app
 
 
@@ -358,10 +479,19 @@ def test_flask_keeps_what_was_added_when_the_stream_raises(store: Store) -> None
 
 
 def wsgi_chat(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """/: the streamed answer; /broken: the model fails after the first token; /plain: the
+    answer in one piece (a list, not streamed)."""
     session: Session = environ[ENVIRON_KEY]
     session.add_message("user", "hi")
+    path = environ["PATH_INFO"]
+    if path == "/plain":
+        session.add_message("assistant", "".join(TOKENS))
+        body = "".join(TOKENS).encode()
+        start_response("200 OK", [("Content-Length", str(len(body))), ("X-Sid", session.id)])
+        return [body]
     start_response("200 OK", [("Content-Type", "text/plain"), ("X-Sid", session.id)])
-    return (token.encode() for token in answer_tokens(session))
+    mode: Mode = "raise" if path == "/broken" else "complete"
+    return (token.encode() for token in answer_tokens(session, mode))
 
 
 def test_plain_wsgi_keeps_the_streamed_answer_and_the_partial_one(store: Store) -> None:
@@ -372,6 +502,138 @@ def test_plain_wsgi_keeps_the_streamed_answer_and_the_partial_one(store: Store) 
     partial = client.get("/", buffered=False)
     assert next(iter(partial.response)) == b"Hel"
     partial.close()
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+
+
+def test_plain_wsgi_keeps_what_was_added_when_the_stream_raises(store: Store) -> None:
+    client = Client(WSGIStateMiddleware(wsgi_chat, store=store, secret_key=SECRET))
+    first = client.get("/")
+    assert first.text == "Hello there"  # a server reads the body to its end
+    sid = first.headers["X-Sid"]
+    with pytest.raises(ModelFailed):
+        client.get("/broken").get_data()
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+
+
+def second_save_fails(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store goes down between the save at the response's start and the one at its end."""
+    real_save = store.save
+    saves = 0
+
+    def save(session: Session, **options: Any) -> None:
+        nonlocal saves
+        saves += 1
+        if saves > 1:
+            raise StoreUnavailable("the store went down mid-stream")
+        real_save(session, **options)
+
+    monkeypatch.setattr(store, "save", save)
+
+
+def test_plain_wsgi_logs_an_error_in_the_late_save_and_the_response_still_completes(
+    store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    second_save_fails(store, monkeypatch)
+    client = Client(WSGIStateMiddleware(wsgi_chat, store=store, secret_key=SECRET))
+    with caplog.at_level(logging.ERROR, logger="statemw"):
+        response = client.get("/")
+        assert (response.status_code, response.text) == (200, "Hello there")
+        response.close()
+    assert caplog.text.count("saving the session at the end of the response failed") == 1
+    assert history(store, response.headers["X-Sid"]) == ["hi"]
+
+
+def test_flask_logs_an_error_in_the_late_save_and_the_response_still_completes(
+    store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    second_save_fails(store, monkeypatch)
+    client = flask_app(store).test_client()
+    with caplog.at_level(logging.ERROR, logger="statemw"):
+        response = client.get("/chat")
+        assert (response.status_code, response.text) == (200, "Hello there")
+        response.close()
+    assert caplog.text.count("saving the session at the end of the response failed") == 1
+    assert history(store, response.headers["x-sid"]) == ["hi"]
+
+
+# -- @stateful ------------------------------------------------------------------------------------
+
+
+def stateful_starlette_app(store: Store, hang: anyio.Event | None = None) -> Starlette:
+    @stateful(store, key=Cookie(secret_key=SECRET))
+    async def chat(request: Request, session: Session) -> StreamingResponse:
+        session.add_message("user", "hi")
+        return StreamingResponse(aanswer_tokens(session, hang), headers={"x-sid": session.id})
+
+    @stateful(store, key=Cookie(secret_key=SECRET))
+    async def broken(request: Request, session: Session) -> StreamingResponse:
+        session.add_message("user", "hi")
+        return StreamingResponse(answer_tokens(session, "raise"), headers={"x-sid": session.id})
+
+    return Starlette(routes=[Route("/chat", chat), Route("/broken", broken)])
+
+
+def test_stateful_starlette_endpoints_keep_what_was_added_when_the_stream_raises(
+    store: Store,
+) -> None:
+    client = TestClient(stateful_starlette_app(store))
+    sid = client.get("/chat").headers["x-sid"]
+    with pytest.raises(ModelFailed):
+        client.get("/broken")
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+
+
+@pytest.mark.anyio
+async def test_stateful_starlette_endpoints_keep_the_partial_answer_on_a_disconnect(
+    store: Store,
+) -> None:
+    client = TestClient(stateful_starlette_app(store))
+    sid = client.get("/chat").headers["x-sid"]
+    cookie = f"session={client.cookies['session']}"
+    app = stateful_starlette_app(store, anyio.Event())
+    sent = await request_then_disconnect(app, "/chat", cookie)
+    assert [m.get("body") for m in sent if m["type"] == "http.response.body"] == [b"Hel"]
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+
+
+def stateful_flask_app(store: Store) -> Flask:
+    app = Flask(__name__)
+
+    @app.get("/chat")
+    @stateful(store, key=Cookie(secret_key=SECRET))
+    def chat(session: Session) -> Response:
+        session.add_message("user", "hi")
+        return Response(answer_tokens(session), headers={"x-sid": session.id})
+
+    @app.get("/broken")
+    @stateful(store, key=Cookie(secret_key=SECRET))
+    def broken(session: Session) -> Response:
+        session.add_message("user", "hi")
+        return Response(answer_tokens(session, "raise"), headers={"x-sid": session.id})
+
+    return app
+
+
+def test_stateful_flask_views_keep_what_was_added_when_the_stream_raises(store: Store) -> None:
+    client = stateful_flask_app(store).test_client()
+    first = client.get("/chat")
+    assert first.text == "Hello there"
+    sid = first.headers["x-sid"]
+    with pytest.raises(ModelFailed):
+        client.get("/broken").get_data()
+    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+
+
+def test_stateful_flask_views_keep_the_partial_answer_when_the_client_goes_away(
+    store: Store,
+) -> None:
+    client = stateful_flask_app(store).test_client()
+    first = client.get("/chat")
+    assert first.text == "Hello there"
+    sid = first.headers["x-sid"]
+    response = client.get("/chat", buffered=False)
+    assert next(iter(response.response)) == b"Hel"
+    response.close()
     assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
 
 
@@ -430,3 +692,111 @@ async def test_a_stateful_async_generator_function_is_saved_when_it_ends(store: 
 
     assert [t async for t in reply("hi", session_id="slack-C042")] == TOKENS
     assert history(store, "slack-C042") == ["hi", "Hello there"]
+
+
+# -- how many commits a turn costs ----------------------------------------------------------------
+
+
+@pytest.fixture
+def commits(monkeypatch: pytest.MonkeyPatch) -> list[Delta]:
+    """Every commit any store makes (the Commit step, run sync or async), in order."""
+    seen: list[Delta] = []
+    run, arun = Commit.run, Commit.arun
+
+    def counted_run(step: Commit, io: Backend) -> Committed:
+        seen.append(step.delta)
+        return run(step, io)
+
+    async def counted_arun(step: Commit, aio: AsyncBackend) -> Committed:
+        seen.append(step.delta)
+        return await arun(step, aio)
+
+    monkeypatch.setattr(Commit, "run", counted_run)
+    monkeypatch.setattr(Commit, "arun", counted_arun)
+    return seen
+
+
+ASGI_APPS: dict[str, Callable[[Store], Any]] = {
+    "starlette": starlette_app,
+    "fastapi": fastapi_app,
+    "raw-asgi": raw_app,
+    "stateful-starlette": stateful_starlette_app,
+}
+WSGI_APPS: dict[str, Callable[[Store], Any]] = {
+    "flask": flask_app,
+    "wsgi": lambda store: WSGIStateMiddleware(wsgi_chat, store=store, secret_key=SECRET),
+    "stateful-flask": stateful_flask_app,
+}
+
+# (stack, path, commits per turn): a streamed turn that adds before and during its body commits
+# twice (the user's message as the headers go, the answer at the end), a stream that adds only
+# in its body once, a read-only stream never, a non-streamed turn once; a body that raises
+# commits what was added, no more often.
+TURNS = [
+    ("starlette", "/chat", 2),
+    ("starlette", "/sse", 1),
+    ("starlette", "/replay", 0),
+    ("starlette", "/broken", 2),
+    ("starlette", "/plain", 1),
+    ("fastapi", "/chat", 2),
+    ("fastapi", "/broken", 2),
+    ("fastapi", "/plain", 1),
+    ("raw-asgi", "/", 2),
+    ("raw-asgi", "/broken", 2),
+    ("stateful-starlette", "/chat", 2),
+    ("stateful-starlette", "/broken", 2),
+    ("flask", "/chat", 2),
+    ("flask", "/broken", 2),
+    ("flask", "/plain", 1),
+    ("wsgi", "/", 2),
+    ("wsgi", "/broken", 2),
+    ("wsgi", "/plain", 1),
+    ("stateful-flask", "/chat", 2),
+    ("stateful-flask", "/broken", 2),
+]
+
+
+@pytest.mark.parametrize(("stack", "path", "expected"), TURNS, ids=[f"{t[0]}{t[1]}" for t in TURNS])
+def test_a_streamed_turn_commits_at_most_twice_and_a_plain_turn_once(
+    store: Store, commits: list[Delta], stack: str, path: str, expected: int
+) -> None:
+    """Each turn twice: on a fresh session, then on the stored one (the cookie sent back)."""
+    if stack in ASGI_APPS:
+        client = TestClient(ASGI_APPS[stack](store), raise_server_exceptions=False)
+        if path == "/replay":  # a read-only stream needs something stored to read
+            client.get("/chat")
+
+        def turn() -> None:
+            client.get(path)
+
+    else:
+        wsgi = Client(WSGI_APPS[stack](store))
+
+        def turn() -> None:
+            with contextlib.suppress(ModelFailed):
+                wsgi.get(path).close()  # a server reads the body to its end, then closes it
+
+    for _ in range(2):
+        before = len(commits)
+        turn()
+        assert len(commits) - before == expected
+
+
+@pytest.mark.anyio
+async def test_a_turn_the_client_leaves_mid_stream_commits_twice(
+    store: Store, commits: list[Delta]
+) -> None:
+    client = TestClient(starlette_app(store))
+    sid = client.get("/chat").headers["x-sid"]
+    cookie = f"session={client.cookies['session']}"
+    before = len(commits)
+    await request_then_disconnect(starlette_app(store, anyio.Event()), "/chat", cookie)
+    assert len(commits) - before == 2
+    flask = flask_app(store).test_client()
+    flask.get("/chat").close()
+    before = len(commits)
+    response = flask.get("/chat", buffered=False)
+    assert next(iter(response.response)) == b"Hel"
+    response.close()
+    assert len(commits) - before == 2
+    assert history(store, sid)[-2:] == ["hi", "Hel"]

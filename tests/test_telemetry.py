@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from statemw import (
     ConflictError,
     CorruptRecord,
     Session,
+    SessionNotFound,
     Store,
     StoreUnavailable,
     stateful,
@@ -293,6 +295,32 @@ def test_the_decorator_traces_under_the_callers_span(memory_store: Store, otel: 
 
 
 # -- outcomes --------------------------------------------------------------------------------------
+
+
+def test_spans_and_metrics_carry_the_package_version(memory_store: Store, otel: Otel) -> None:
+    import statemw
+
+    with pytest.raises(SessionNotFound):
+        memory_store.load("nope")
+    scope = otel.one("statemw.load").instrumentation_scope
+    assert scope is not None
+    assert (scope.name, scope.version) == ("statemw", statemw.__version__)
+    data = otel.metrics.get_metrics_data()
+    assert data is not None
+    scopes = {m.scope.version for r in data.resource_metrics for m in r.scope_metrics}
+    assert scopes == {statemw.__version__}
+
+
+def test_the_version_is_written_in_one_place() -> None:
+    root = Path(__file__).parent.parent
+    pyproject = (root / "pyproject.toml").read_text()
+    assert 'version = {attr = "statemw._version.__version__"}' in pyproject
+    written = [
+        p.relative_to(root).as_posix()
+        for p in sorted((root / "statemw").rglob("*.py"))
+        if re.search(r"^\s*(__version__|VERSION)\s*=", p.read_text(), re.M)
+    ]
+    assert written == ["statemw/_version.py"]
 
 
 def test_a_session_with_messages_and_no_state_loads_as_ok(memory_store: Store, otel: Otel) -> None:
@@ -621,3 +649,17 @@ print(json.dumps({
         "observer": True,
         "history": [{"role": "user", "content": "hi"}],
     }
+
+
+def test_the_operations_page_names_alerts_on_metrics_that_exist() -> None:
+    def section(page: str, title: str) -> str:
+        text = (Path(__file__).parent.parent / "docs" / page).read_text()
+        return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+    alerts = section("operations.md", "What to watch and alert on")
+    assert "(observability.md" in alerts
+    named = set(re.findall(r"`(statemw\.[a-z_.]+)`", alerts))
+    emitted = set(
+        re.findall(r"^\| `(statemw\.[a-z_.]+)` \|", section("observability.md", "Metrics"), re.M)
+    )
+    assert named == emitted  # each metric statemw emits, and only those
