@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -139,6 +140,7 @@ class Store:
         self.codec = Codec(encryption_key)
         self._options = backend_options
         self._backends: tuple[Backend, AsyncBackend] | None = None
+        self._opening = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Store({redact(self.url)!r})"
@@ -152,9 +154,13 @@ class Store:
         return self._open()[1]
 
     def _open(self) -> tuple[Backend, AsyncBackend]:
-        if self._backends is None:
-            self._backends = open_backend(self.url, self._options)
-        return self._backends
+        backends = self._backends
+        if backends is None:
+            with self._opening:  # threads first using a store at once share one backend
+                if self._backends is None:
+                    self._backends = open_backend(self.url, self._options)
+                backends = self._backends
+        return backends
 
     def close(self) -> None:
         if self._backends is not None:

@@ -7,6 +7,8 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+import statemw.backends
+import statemw.store
 from statemw import Store
 
 WRITERS = 8
@@ -75,3 +77,28 @@ def test_processes_sharing_a_diskcache_directory_keep_every_message(tmp_path: An
         process.join(timeout=90)
         assert process.exitcode == 0
     assert_nothing_lost(store, session.id, 4, 50)
+
+
+def test_threads_first_using_a_store_at_once_share_one_backend(monkeypatch: Any) -> None:
+    opened: list[str] = []
+    gate = threading.Barrier(8)
+    original = statemw.backends.open_backend
+
+    def counted_open(url: str, options: dict[str, Any]) -> Any:
+        opened.append(url)
+        return original(url, options)
+
+    monkeypatch.setattr(statemw.store, "open_backend", counted_open)
+    store = Store("memory://")
+
+    def first_use() -> None:
+        gate.wait()
+        store.create().save()
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert opened == ["memory://"]
+    assert len(list(store.session_ids())) == 8  # nothing written through a backend not kept
