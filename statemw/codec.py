@@ -29,6 +29,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgpack
 
@@ -106,7 +107,7 @@ def _ext(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return msgpack.ExtType(_TUPLE, pack(list(obj)))
     if kind is datetime:
-        return msgpack.ExtType(_DATETIME, obj.isoformat().encode())
+        return msgpack.ExtType(_DATETIME, _datetime_text(obj).encode())
     if kind is date:
         return msgpack.ExtType(_DATE, obj.isoformat().encode())
     if kind is UUID:
@@ -133,11 +134,32 @@ def _ext(obj: Any) -> Any:
     raise TypeError(f"can not serialize {kind.__name__!r} object")
 
 
+def _datetime_text(value: datetime) -> str:
+    """ISO 8601 with its UTC offset; a datetime in a named zone (zoneinfo) also carries the zone's
+    name, as RFC 9557 writes it: "2024-11-03T01:30:00-05:00[America/New_York]"."""
+    zone = getattr(value.tzinfo, "key", None) if isinstance(value.tzinfo, ZoneInfo) else None
+    return value.isoformat() + (f"[{zone}]" if zone else "")
+
+
+def _datetime_of(text: str) -> datetime:
+    """_datetime_text's datetime: the same instant, back in its named zone (so the wall time
+    and `fold` of an hour a clock change repeats come back too); where the zone is unknown
+    here, at its stored offset."""
+    instant, _, zone = text.partition("[")
+    value = datetime.fromisoformat(instant)
+    if zone:
+        try:
+            return value.astimezone(ZoneInfo(zone.rstrip("]")))
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return value
+
+
 def _unext(code: int, data: bytes) -> Any:
     if code == _TUPLE:
         return tuple(unpack(data))
     if code == _DATETIME:
-        return datetime.fromisoformat(data.decode())
+        return _datetime_of(data.decode())
     if code == _DATE:
         return date.fromisoformat(data.decode())
     if code == _UUID:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -200,6 +202,22 @@ def test_flasks_tagged_types_round_trip_with_their_type(value: Any) -> None:
     back = codec.decode(codec.encode(value, what="v"), session_id="s")
     assert back == value
     assert type(back) is type(value)
+
+
+def test_a_datetime_in_a_named_zone_comes_back_in_that_zone_even_in_a_repeated_hour() -> None:
+    codec = Codec()
+    halifax = ZoneInfo("America/Halifax")
+    for fold in (0, 1):  # 1:30 happens twice the night clocks go back
+        value = datetime(2024, 11, 3, 1, 30, tzinfo=halifax, fold=fold)
+        back = codec.decode(codec.encode(value, what="v"), session_id="s")
+        assert (back, back.tzinfo, back.fold) == (value, halifax, fold)
+
+
+def test_a_datetime_whose_zone_is_unknown_here_keeps_its_offset() -> None:
+    stored = msgpack.ExtType(2, b"2024-01-01T12:00:00+01:00[No/Such_Zone]")  # codec's datetime
+    back = Codec().decode(b"\x01" + msgpack.packb(stored), session_id="s")
+    assert back == datetime(2024, 1, 1, 11, tzinfo=UTC)
+    assert back.utcoffset() == timedelta(hours=1)
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
