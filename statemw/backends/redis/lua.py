@@ -257,59 +257,39 @@ return {'OK', created and '1' or '0', rev, mc, tt, ca, lead or '', ref or ''}
 )
 
 HEADER_FIELDS = ("_v", "_ca", "_ua", "_ea", "_rev", "_mc", "_tt", "_sum", "_uid", "_ch", "_lead")
-"""The header fields ops.script_header reads, in the order the scripts' `header` returns them."""
-
-# A header as ops.script_header reads it: the meta fields in HEADER_FIELDS order (false when
-# absent), then its state as a flat {key, value, ...} list (keys without "s:"); false for no hash.
-_HEADER = (
-    ("local HEADER_FIELDS = {" + ", ".join(f"'{f}'" for f in HEADER_FIELDS) + "}\n")
-    + r"""
-local function header(h)
-  local all = redis.call('HGETALL', h)
-  if #all == 0 then return false end
-  local meta, state = {}, {}
-  for i = 1, #all, 2 do
-    local f = all[i]
-    if string.sub(f, 1, 2) == 's:' then
-      state[#state + 1] = string.sub(f, 3)
-      state[#state + 1] = all[i + 1]
-    else
-      meta[f] = all[i + 1]
-    end
-  end
-  local out = {}
-  for i, f in ipairs(HEADER_FIELDS) do out[i] = meta[f] or false end
-  out[#HEADER_FIELDS + 1] = state
-  return out
-end
-"""
-)
+"""A header's meta fields, in the order ops.build_header takes them."""
 
 # KEYS: h, m, parents' h (nearest first). ARGV: now, window, user key base ('' in cluster mode)
-LOAD = (
-    _HEADER
-    + r"""
+# Headers go back as HGETALL's flat [field, value, ...] reply (ops.parse_header reads it): the
+# client, not the one Redis thread, turns fields into a header; the script only looks at the
+# meta fields ("_..."; state fields are "s:...") it needs to choose the window.
+LOAD = r"""
 local h, m = KEYS[1], KEYS[2]
-local meta = redis.call('HMGET', h, '_v', '_ea', '_mc', '_sumupto', '_lead', '_uid')
-if (not meta[1]) or (meta[2] and tonumber(meta[2]) <= tonumber(ARGV[1])) then return false end
-local head = header(h)
-local count = tonumber(meta[3])
-local start = math.max(count - tonumber(ARGV[2]), tonumber(meta[4] or '0'), 0)
+local head = redis.call('HGETALL', h)
+local meta = {}
+for i = 1, #head, 2 do
+  local f = head[i]
+  if string.byte(f, 1) == 95 then meta[f] = head[i + 1] end
+end
+if (not meta['_v']) or (meta['_ea'] and tonumber(meta['_ea']) <= tonumber(ARGV[1])) then
+  return false
+end
+local count = tonumber(meta['_mc'])
+local start = math.max(count - tonumber(ARGV[2]), tonumber(meta['_sumupto'] or '0'), 0)
 local window = {}
 if count > start then window = redis.call('LRANGE', m, start, count - 1) end
 local lead = {}
-local nlead = math.min(tonumber(meta[5] or '0'), start)
+local nlead = math.min(tonumber(meta['_lead'] or '0'), start)
 if nlead > 0 then lead = redis.call('LRANGE', m, 0, nlead - 1) end
 local parents = {}
-for k = 3, #KEYS do parents[#parents + 1] = header(KEYS[k]) end
+for k = 3, #KEYS do parents[#parents + 1] = redis.call('HGETALL', KEYS[k]) end
 local user = false
-if ARGV[3] ~= '' and meta[6] then
-  local uk = '~u:' .. meta[6]
-  user = header(ARGV[3] .. '{' .. uk .. '}:h:' .. uk)
+if ARGV[3] ~= '' and meta['_uid'] then
+  local uk = '~u:' .. meta['_uid']
+  user = redis.call('HGETALL', ARGV[3] .. '{' .. uk .. '}:h:' .. uk)
 end
 return {head, start, window, parents, user, lead}
 """
-)
 
 # KEYS: h, parent h (or h again), [user index]. ARGV: sid, key base, child name ('' for a root)
 DELETE = (
@@ -419,9 +399,7 @@ return 1
 # top-level session id of this user and its created_at. Reads the user's header (for a load) and
 # repairs the index: a pair missing from it is added back, unless the user was forgotten after
 # the session was created (forget_user missed it), in which case its id is returned for deletion.
-USER_CHECK = (
-    _HEADER
-    + r"""
+USER_CHECK = r"""
 local forgotten = {}
 local gone = false
 local a = 2
@@ -437,9 +415,8 @@ for _ = 1, tonumber(ARGV[1]) do
     end
   end
 end
-return {header(KEYS[1]), forgotten}
+return {redis.call('HGETALL', KEYS[1]), forgotten}
 """
-)
 
 # Cluster only. KEYS: the user's forgotten marker. Set to the server's time, as "<s>.<us>".
 FORGET_MARK = r"""

@@ -242,14 +242,6 @@ def parse_header(
     return build_header(session_id, [fields.get(f) for f in HEADER_FIELDS], state)
 
 
-def script_header(session_id: str, reply: Sequence[Any] | None) -> SessionHeader | None:
-    """A header as lua.py's `header` function returns it: the meta fields in HEADER_FIELDS
-    order, then the state as a flat [key, value, ...] list; None (false) when it is absent."""
-    if not reply:
-        return None
-    return build_header(session_id, reply[:-1], reply[-1])
-
-
 def build_header(
     session_id: str, meta: Sequence[bytes | None], state: Sequence[bytes | str]
 ) -> SessionHeader | None:
@@ -441,18 +433,18 @@ def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[S
     )
     if not reply:
         return None
-    header = script_header(session_id, reply[0])
+    header = parse_header(session_id, reply[0])
     if header is None:
         return None
     parent_headers = [
-        h for h in (script_header(p, h) for p, h in zip(parents, reply[3], strict=True)) if h
+        h for h in (parse_header(p, h) for p, h in zip(parents, reply[3], strict=True)) if h
     ]
     snapshot = Snapshot(header, int(reply[1]), list(reply[2]), parent_headers, None, list(reply[5]))
     if header.user_id is None:
         return snapshot
     uid = user_record_id(header.user_id)
     if not layout.cluster:
-        snapshot.user = script_header(uid, reply[4])
+        snapshot.user = parse_header(uid, reply[4])
         return snapshot
     # Cluster: the user's header is in another slot, maybe on another shard. The same call
     # checks that the user index lists this session (repairing it) and that forget_user did not
@@ -468,7 +460,7 @@ def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[S
     if forgotten:
         yield from delete_op(layout, session_id)
         return None
-    snapshot.user = script_header(uid, flat)
+    snapshot.user = parse_header(uid, flat)
     return snapshot
 
 
