@@ -22,12 +22,13 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -105,7 +106,7 @@ def _ext(obj: Any) -> Any:
     """msgpack's hook for types it has no encoding of."""
     kind = type(obj)
     if isinstance(obj, tuple):
-        return msgpack.ExtType(_TUPLE, pack(list(obj)))
+        return msgpack.ExtType(_TUPLE, _pack_nested(list(obj)))
     if kind is datetime:
         return msgpack.ExtType(_DATETIME, _datetime_text(obj).encode())
     if kind is date:
@@ -175,11 +176,27 @@ def _unext(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
+def _new_packer() -> msgpack.Packer:
+    return msgpack.Packer(use_bin_type=True, strict_types=True, default=_ext)
+
+
+_packers = threading.local()
+"""A Packer per thread, made once: msgpack.packb makes (and frees) one per call, which costs
+more than packing a small record."""
+
+
 def pack(obj: Any) -> bytes:
     """msgpack, raising TypeError/OverflowError/ValueError for what it cannot encode."""
-    return msgpack.packb(  # type: ignore[no-any-return]
-        obj, use_bin_type=True, strict_types=True, default=_ext
-    )
+    try:
+        packer: msgpack.Packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = _new_packer()
+    return cast(bytes, packer.pack(obj))
+
+
+def _pack_nested(obj: Any) -> bytes:
+    """pack() from inside a Packer's own `default` hook, where the thread's Packer is busy."""
+    return cast(bytes, _new_packer().pack(obj))
 
 
 def unpack(data: bytes) -> Any:

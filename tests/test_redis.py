@@ -273,6 +273,26 @@ def test_four_processes_appending_to_one_session_lose_nothing(tmp_path: Path) ->
     store.close()
 
 
+def _save_turns(store: Store, session_id: str, name: str, turns: int) -> None:
+    for turn in range(turns):
+        session = store.load(session_id)
+        session[f"{name}{turn}"] = turn
+        session.save()
+
+
+def test_a_forked_child_talks_to_redis_on_connections_of_its_own(rstore: Store) -> None:
+    """A store used before a fork (kept connections and all) serves parent and child at once."""
+    session = rstore.create()
+    session.save()
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=_save_turns, args=(rstore, session.id, "child", 30))
+    child.start()
+    _save_turns(rstore, session.id, "parent", 30)
+    child.join(30)
+    assert child.exitcode == 0
+    assert len(rstore.load(session.id)) == 60
+
+
 def test_the_async_backend_serves_one_event_loop_after_another(rstore: Store) -> None:
     """Starlette's TestClient, Flask's async views and asyncio.run each bring a new loop."""
     session = rstore.create()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import suppress
@@ -61,6 +62,12 @@ class RedisBackend:
         self.client = client
         self.layout = layout
         self.health = health
+        # Connections taken from redis-py's pool and kept between calls (as _LoopClient.send
+        # does, for the same reason); shared by threads (list pop/append are atomic), dropped
+        # in a forked child, whose parent owns them.
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
+        self._keep = 0 if layout.cluster else client.connection_pool.max_connections // 2
         # Standalone: a script goes out as ops.Script.evalsha's bytes on a pooled connection.
         # Cluster: redis-py's Script objects, which find the slot's node.
         self._scripts = (
@@ -85,14 +92,27 @@ class RedisBackend:
         return pipe.execute()
 
     def _send(self, packed: bytes) -> Any:
-        """One command already in RESP (its connection disconnects itself on a fault)."""
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
+        """One command already in RESP, on a kept connection when one is idle (after a fault
+        redis-py has disconnected it, and sending connects it again)."""
+        idle = self._idle
+        if self._pid != os.getpid():
+            idle.clear()
+            self._pid = os.getpid()
+        try:
+            conn = idle.pop()
+        except IndexError:
+            conn = self.client.connection_pool.get_connection()
+        else:
+            if conn.can_read(timeout=0):  # a stray reply, or closed (connects a disconnected one)
+                conn.disconnect()
         try:
             conn.send_packed_command([packed])
             return conn.read_response()
         finally:
-            pool.release(conn)
+            if len(idle) < self._keep:
+                idle.append(conn)
+            else:
+                self.client.connection_pool.release(conn)
 
     def _run(self, op: ops.Op[T]) -> T:
         try:
