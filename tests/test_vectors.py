@@ -17,8 +17,7 @@ from statemw import Session, Store, batched, generate_key
 from statemw._semantic import SessionVectors
 from statemw.codec import Codec
 from statemw.vectors import VectorIndex, pack_vector, text_check, unpack_vector
-from tests.support import conversations, stored_session
-from tests.test_window import check_budget, check_rules
+from tests.support import check_budget, check_rules, conversations, stored_session
 
 floats32 = st.floats(-(2.0**60), 2.0**60, width=32, allow_subnormal=False)
 vectors = st.lists(floats32, min_size=1, max_size=64)
@@ -336,7 +335,11 @@ def test_selection_brings_in_the_turn_a_selected_question_led_to(
 ) -> None:
     """The question scores best, the fact lives in the tool result that answered it."""
     messages = chat(40) + tool_turn("reference is QX-7781", 1) + chat(40)
-    session = stored_session(messages)
+    created = store.create()
+    for message in messages:
+        created.add_message(message)
+    created.save()
+    session = store.load(created.id)
     model = Embedder(64)
     query = "look up the booking reference"
     with_turn = session.get_history(relevant_to=query, embed=model, k=1, max_tokens=400)
