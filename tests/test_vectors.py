@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -15,9 +16,9 @@ from hypothesis import strategies as st
 
 from statemw import Session, Store, batched, generate_key
 from statemw._semantic import SessionVectors
-from statemw.codec import Codec
+from statemw.codec import Codec, pack
 from statemw.vectors import VectorIndex, pack_vector, text_check, unpack_vector
-from tests.support import check_budget, check_rules, conversations, stored_session
+from tests.support import check_budget, check_rules, conversations, store_url, stored_session
 
 floats32 = st.floats(-(2.0**60), 2.0**60, width=32, allow_subnormal=False)
 vectors = st.lists(floats32, min_size=1, max_size=64)
@@ -376,3 +377,82 @@ def test_a_session_without_embed_keeps_no_vectors(store: Store) -> None:
     session.add_message("user", "hi")
     session.get_history(last=5)
     assert session._vectors is None
+
+
+class CountingKV:
+    """Wraps a KV and counts the bytes set under each key prefix."""
+
+    def __init__(self, kv: Any) -> None:
+        self.kv = kv
+        self.written: dict[str, int] = {}
+
+    def set(self, key: str, value: bytes) -> None:
+        prefix = key.split(":", 1)[0]
+        self.written[prefix] = self.written.get(prefix, 0) + len(key) + len(value)
+        self.kv.set(key, value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+
+@pytest.mark.parametrize("kind", ["memory", "diskcache"])
+def test_a_save_that_adds_a_vector_writes_that_vector_not_a_chunk(
+    kind: str, tmp_path: Path
+) -> None:
+    """memory and diskcache keep a record per vector and an 8-byte bitmap per 64 positions:
+    adding one vector to a session of 100 writes about its own size."""
+    store = Store(store_url(kind, tmp_path))
+    model = Embedder(384)
+    session = store.create()
+    for message in chat(100):
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="word3", embed=model, k=3)
+    session.save()
+    counting = CountingKV(store.backend.kv)  # type: ignore[attr-defined]
+    store.backend.kv = counting  # type: ignore[attr-defined]
+    session.add_message("user", "one more message word101")
+    session.get_history(relevant_to="one more message word101", embed=model, k=3)
+    pending = dict(session._vectors.pending) if session._vectors else {}
+    vector_bytes = sum(len(v) for p, v in pending.items() if p >= 0)
+    index_bytes = sum(len(v) for p, v in pending.items() if p < 0)
+    assert 1500 < vector_bytes < 1600  # one 384-dim vector
+    session.save()
+    written = sum(n for prefix, n in counting.written.items() if prefix in ("w", "x", "v"))
+    assert written <= vector_bytes + index_bytes + 100  # its record, keys and a bitmap
+    assert "v" not in counting.written  # no 64-vector chunk rewritten
+    store.close()
+
+
+def test_vectors_kept_whole_per_chunk_by_earlier_versions_still_read_and_move_once(
+    store: Store,
+) -> None:
+    """A chunk record (position -> vector, 64 positions) reads as before; the first save that
+    adds a vector to it moves it to a record per vector."""
+    if store.backend.__class__.__name__ != "KVBackend":
+        pytest.skip("the chunk layout was memory's and diskcache's")
+    model = Embedder()
+    session = store.create()
+    for message in chat(10):
+        session.add_message(message)
+    session.save()
+    codec = store.codec
+    old = {
+        p: codec.encode_vector(model.vector(m["content"]), text_check(m["content"]))
+        for p, m in enumerate(chat(10))
+    }
+    kv = store.backend.kv  # type: ignore[attr-defined]
+    kv.set(f"v:{session.id}:0", pack(old))
+    assert store.backend.read_vectors(session.id, 0, 10) == old
+    again = store.load(session.id)
+    calls = model.calls
+    again.add_message("user", "word4 again")
+    again.get_history(relevant_to="word4 again", embed=model, k=1)
+    assert model.calls == calls + 1  # only the new message: the old vectors were read
+    again.save()
+    assert kv.get(f"v:{session.id}:0") is None
+    read = store.backend.read_vectors(session.id, 0, 11)
+    assert {p: read[p] for p in old} == old
+    assert 10 in read
+    store.delete(session.id)
+    assert store.backend.read_vectors(session.id, -11, 11) == {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -110,6 +110,9 @@ class RedisBackend:
 
     def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
         return self._run(ops.read_vectors_op(self.layout, session_id, start, stop))
+
+    def read_vectors_at(self, session_id: str, positions: Sequence[int]) -> dict[int, bytes]:
+        return self._run(ops.read_vectors_at_op(self.layout, session_id, positions))
 
     def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         return self._run(ops.read_header_op(self.layout, session_id, now))
@@ -285,6 +288,9 @@ class AsyncRedisBackend:
 
     async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
         return await self._run(ops.read_vectors_op(self.layout, session_id, start, stop))
+
+    async def read_vectors_at(self, session_id: str, positions: Sequence[int]) -> dict[int, bytes]:
+        return await self._run(ops.read_vectors_at_op(self.layout, session_id, positions))
 
     async def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         return await self._run(ops.read_header_op(self.layout, session_id, now))
