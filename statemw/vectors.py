@@ -272,6 +272,26 @@ class VectorIndex:
                 if self.numpy:
                     self._pos[at] = -1
 
+    def scores_at(self, query: Vector, start: int, stop: int) -> dict[int, float]:
+        """Cosine similarity to `query` of each message in [start, stop) that has a vector."""
+        if not self.rows:
+            return {}
+        q = self.unit(query)
+        if len(q) != self.dims:
+            return {}
+        if self.numpy:
+            assert _np is not None
+            n = len(self._positions)
+            pos = self._pos[:n]
+            inside = _np.nonzero((pos >= start) & (pos < stop))[0]
+            sims = self._matrix[inside] @ q
+            return dict(zip(pos[inside].tolist(), sims.tolist(), strict=True))
+        return {
+            position: _dot(self._list[at], q)
+            for at, position in enumerate(self._positions)
+            if start <= position < stop
+        }
+
     def scores(self, query: Vector, start: int, stop: int) -> list[float]:
         """Cosine similarity of each message in [start, stop) to `query`; -1.0 where a message
         has no vector."""
