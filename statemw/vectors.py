@@ -6,7 +6,8 @@ Stored form: the codec's body (after its format byte, sealed when encryption is 
 
 0xc1 is the one byte msgpack never uses, so this cannot be mistaken for the msgpack list of
 floats that statemw wrote before; those still read (with no check: trusted, as they were). A
-384-dimension vector costs 1,542 bytes (1,578 sealed) instead of about 3,460.
+384-dimension vector's body is 1,542 bytes; stored, with the codec's format byte, 1,543 (1,579
+sealed), instead of about 3,460.
 
 The check ties a vector to the text it was computed from: a vector that lands on another
 message's position (a concurrent save appended first, or the log was replaced elsewhere) is
