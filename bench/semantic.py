@@ -366,12 +366,12 @@ def recall(
                 all_scored = options.pop("all_scored", False)
                 sparse_from = getattr(window_module, "SPARSE_FROM", None)
                 if all_scored:
-                    window_module.SPARSE_FROM = 10**12
+                    setattr(window_module, "SPARSE_FROM", 10**12)  # noqa: B010
                 try:
                     window = session.get_history(format="raw", **options)
                 finally:
                     if all_scored:
-                        window_module.SPARSE_FROM = sparse_from
+                        setattr(window_module, "SPARSE_FROM", sparse_from)  # noqa: B010
                 found.setdefault(name, []).append(any(probe.answer in _text(m) for m in window))
             session.compact(_summarize, keep_last=20)
             window = session.get_history(format="raw", max_tokens=BUDGET)

@@ -206,10 +206,11 @@ class SessionVectors:
         dims = len(query_vector)
         if (index.dims is not None and index.dims != dims) or (
             sk.dims is not None and sk.dims != dims
-        ):
+        ):  # another model: score it all this time, and make new blocks from the next call on
+            sk.outdated = sk.dims if sk.dims != dims else None
             index.clear()
             sk.clear()
-            return None  # another model
+            return None
         # the best by sketch, scored exactly from their vectors
         unit = index.unit(query_vector)
         best = sk.best(unit, start, stop, max(want, CANDIDATES), _Skip(index, sk))

@@ -206,6 +206,7 @@ class Sketches:
     it computed; which positions are system messages."""
 
     def __init__(self) -> None:
+        self.outdated: int | None = None  # blocks of these dims are another model's: ignored
         self.clear()
 
     def clear(self) -> None:
@@ -248,7 +249,7 @@ class Sketches:
         return data[at : at + self.size]
 
     def add_block(self, block: int, dims: int, present: int, system: int, data: bytes) -> None:
-        if self.dims is not None and dims != self.dims:
+        if (self.dims is not None and dims != self.dims) or dims == self.outdated:
             return  # another model's: its positions count as unsketched
         self.dims = dims
         self.blocks[block] = (present, data)

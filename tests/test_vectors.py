@@ -674,3 +674,31 @@ def test_sketch_blocks_are_sealed_on_an_encrypted_store() -> None:
     assert len(blocks) == 3
     assert all(data[0] == 0x02 for data in blocks.values())  # sealed
     assert store.codec.decode_sketch(session.id, blocks[-1])[0] == 64
+
+
+def test_a_new_embedding_model_on_a_long_session_makes_new_sketches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("statemw.window.SPARSE_FROM", 0)
+    small, large = Embedder(16), Embedder(32)
+    messages = long_chat(200, {})
+    session = store.create()
+    for message in messages:
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="hello", embed=batched(small.many), k=2)
+    session.save()
+    again = store.load(session.id)
+    again.get_history(relevant_to="city7?", embed=batched(large.many), k=2)
+    again.save()  # every vector again, with the new model
+    again.get_history(relevant_to="city9?", embed=batched(large.many), k=2)
+    again.save()  # and the blocks of its sketches
+    blocks = store.backend.read_vectors(session.id, -4, 0)
+    assert {store.codec.decode_sketch(session.id, b)[0] for b in blocks.values()} == {32}
+    calls = large.calls
+    third = store.load(session.id)
+    sent = third.get_history(
+        relevant_to="question 11 about city11", embed=batched(large.many), k=2, format="raw"
+    )
+    assert large.calls == calls + 1  # the query only
+    assert {"role": "user", "content": "question 11 about city11"} in sent
