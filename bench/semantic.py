@@ -13,7 +13,7 @@ far back, some said by the user and some returned by a tool, and a probe questio
 - ms per get_history, model time excluded (vectors looked up): on a loaded session (warm) and per
   web turn (load + add + get_history + save), at 300, 2,000 and 100,000 messages;
 - bytes stored per vector, per message and per message's sketch; bytes a web turn's save
-  writes per vector it adds.
+  writes to the store for vectors (keys included), per vector it adds.
 
     .venv/bin/python bench/semantic.py                      # stand-in embedding (hashed words)
     .venv/bin/python bench/semantic.py --quick              # what the test runs
@@ -465,6 +465,17 @@ def cost(size: int, model: StandIn | MiniLM, runs: int) -> tuple[float, ...]:
     warm_best = min(times) * 1000
     times, saves = [], []
     written = added = 0
+    kv = getattr(store.backend, "kv", None)  # memory: count what a save writes for vectors
+    if kv is not None:
+        real_set = kv.set
+
+        def counting_set(key: str, value: bytes) -> None:
+            nonlocal written
+            if key[:2] in ("v:", "w:", "x:"):
+                written += len(key) + len(value)
+            real_set(key, value)
+
+        kv.set = counting_set
     for turn, q in enumerate(queries):
         answer = f"answer {turn}"
         lookup(answer)
@@ -475,7 +486,6 @@ def cost(size: int, model: StandIn | MiniLM, runs: int) -> tuple[float, ...]:
         session.add_message("assistant", answer)
         saved = time.perf_counter()
         pending = getattr(getattr(session, "_vectors", None), "pending", {})
-        written += sum(map(len, pending.values()))
         added += sum(1 for p in pending if p >= 0)
         session.save()
         end = time.perf_counter()

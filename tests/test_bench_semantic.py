@@ -41,7 +41,7 @@ def test_the_semantic_bench_runs_and_meets_its_targets() -> None:
     for size in (300, 1000):
         vector_bytes, written = report["cost"][size][2], report["cost"][size][6]
         assert vector_bytes <= 1600
-        assert written <= vector_bytes + 200  # a save writes its vectors, not a chunk
+        assert written < 2 * vector_bytes  # a save writes its vectors (a block now and then)
     assert report["cost"][1000][5] > 0  # the long session has its sketches (B per message)
     assert any("recall" in line for line in lines)
 
