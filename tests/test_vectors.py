@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from statemw import Session, Store, batched, generate_key, sketch
 from statemw._semantic import SessionVectors
 from statemw.codec import Codec, pack
+from statemw.errors import CorruptRecord
 from statemw.records import Delta
 from statemw.vectors import VectorIndex, pack_vector, text_check, unpack_vector
 from tests.support import check_budget, check_rules, conversations, store_url, stored_session
@@ -702,3 +703,34 @@ def test_a_new_embedding_model_on_a_long_session_makes_new_sketches(
     )
     assert large.calls == calls + 1  # the query only
     assert {"role": "user", "content": "question 11 about city11"} in sent
+
+
+@pytest.mark.anyio
+async def test_aget_history_takes_the_sparse_path_too(store: Store) -> None:
+    messages = long_chat(700, {60: "reference is QX-5150"})
+    model = Embedder(64)
+    session = store.create()
+    for message in messages:
+        session.add_message(message)
+    await session.asave()
+    await session.aget_history(relevant_to="hello", embed=batched(model.many), k=3)
+    await session.asave()
+    query = "can you look up the booking reference 60?"
+    loaded = await store.aload(session.id)
+    sent = await loaded.aget_history(relevant_to=query, embed=batched(model.many), k=3)
+    assert "reference is QX-5150" in [m.get("content") for m in sent]
+    again = store.load(session.id)
+    assert again.get_history(relevant_to=query, embed=batched(model.many), k=3) == sent
+
+
+def test_a_corrupt_sketch_block_is_a_corrupt_record(store: Store) -> None:
+    model = Embedder(16)
+    session = store.create()
+    for message in long_chat(600, {}):
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="hello", embed=batched(model.many), k=2)
+    session.save()
+    store.backend.commit(_vectors_delta(store, session.id, {-3: store.codec.seal(b"\xc1\x02")}))
+    with pytest.raises(CorruptRecord):
+        store.load(session.id).get_history(relevant_to="x?", embed=batched(model.many), k=2)
