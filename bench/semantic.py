@@ -6,12 +6,14 @@ far back, some said by the user and some returned by a tool, and a probe questio
 - recall@k: asked at the end of the conversation (the web pattern: the probe is the newest user
   message and the query), is the fact in the window? For last=40, max_tokens=2000, semantic
   selection with k=3/5/10 in a 2,000-token budget (with and without the selected messages'
-  turns), and compaction (keep_last=20, a stand-in extractive summary);
+  turns), the same k=5 with every vector scored (no sketches: what long sessions trade for
+  reading less), and compaction (keep_last=20, a stand-in extractive summary);
 - model calls per web turn (load, add the user's message, select with it, add an answer, save)
   and the calls of a first selection over an unembedded conversation;
 - ms per get_history, model time excluded (vectors looked up): on a loaded session (warm) and per
   web turn (load + add + get_history + save), at 300, 2,000 and 100,000 messages;
-- bytes stored per vector and per message.
+- bytes stored per vector, per message and per message's sketch; bytes a web turn's save
+  writes to the store for vectors (keys included), per vector it adds.
 
     .venv/bin/python bench/semantic.py                      # stand-in embedding (hashed words)
     .venv/bin/python bench/semantic.py --quick              # what the test runs
@@ -296,6 +298,8 @@ class Counted:
 
 
 HAS_NEIGHBOURS = "neighbours" in inspect.signature(statemw.Session.get_history).parameters
+window_module = importlib.import_module("statemw.window")
+HAS_SPARSE = hasattr(window_module, "SPARSE_FROM")
 
 
 def fill(store: Store, conv: Conversation) -> str:
@@ -340,6 +344,12 @@ def recall(
             if HAS_NEIGHBOURS:
                 options["neighbours"] = turns
             strategies[name] = options
+    if HAS_SPARSE:
+        strategies["semantic k=5 + turns, all scored"] = {
+            "max_tokens": BUDGET,
+            "k": 5,
+            "all_scored": True,
+        }
     for conv in convs:
         store = Store("memory://")
         sid = fill(store, conv)
@@ -353,7 +363,15 @@ def recall(
             for name, options in strategies.items():
                 if name.startswith("semantic"):
                     options = {**options, "relevant_to": probe.question, "embed": counted.embed()}
-                window = session.get_history(format="raw", **options)
+                all_scored = options.pop("all_scored", False)
+                sparse_from = getattr(window_module, "SPARSE_FROM", None)
+                if all_scored:
+                    setattr(window_module, "SPARSE_FROM", 10**12)  # noqa: B010
+                try:
+                    window = session.get_history(format="raw", **options)
+                finally:
+                    if all_scored:
+                        setattr(window_module, "SPARSE_FROM", sparse_from)  # noqa: B010
                 found.setdefault(name, []).append(any(probe.answer in _text(m) for m in window))
             session.compact(_summarize, keep_last=20)
             window = session.get_history(format="raw", max_tokens=BUDGET)
@@ -446,6 +464,18 @@ def cost(size: int, model: StandIn | MiniLM, runs: int) -> tuple[float, ...]:
     warm_ms = statistics.median(times) * 1000
     warm_best = min(times) * 1000
     times, saves = [], []
+    written = added = 0
+    kv = getattr(store.backend, "kv", None)  # memory: count what a save writes for vectors
+    if kv is not None:
+        real_set = kv.set
+
+        def counting_set(key: str, value: bytes) -> None:
+            nonlocal written
+            if key[:2] in ("v:", "w:", "x:"):
+                written += len(key) + len(value)
+            real_set(key, value)
+
+        kv.set = counting_set
     for turn, q in enumerate(queries):
         answer = f"answer {turn}"
         lookup(answer)
@@ -455,6 +485,8 @@ def cost(size: int, model: StandIn | MiniLM, runs: int) -> tuple[float, ...]:
         session.get_history(relevant_to=q, embed=lookup, k=5, max_tokens=BUDGET)
         session.add_message("assistant", answer)
         saved = time.perf_counter()
+        pending = getattr(getattr(session, "_vectors", None), "pending", {})
+        added += sum(1 for p in pending if p >= 0)
         session.save()
         end = time.perf_counter()
         times.append(end - start)
@@ -465,12 +497,25 @@ def cost(size: int, model: StandIn | MiniLM, runs: int) -> tuple[float, ...]:
     assert header is not None
     count = header.message_count
     vectors = store.backend.read_vectors(sid, 0, count)
+    index = store.backend.read_vectors(sid, -count, 0)  # the sketch blocks, where there are
     messages = store.backend.read_messages(sid, 0, count)
     store.close()
     vector_bytes = sum(map(len, vectors.values())) / max(len(vectors), 1)
     message_bytes = sum(map(len, messages)) / max(len(messages), 1)
+    sketch_bytes = sum(map(len, index.values())) / count
+    written_bytes = written / max(added, 1)
     save_ms = statistics.median(saves) * 1000
-    return warm_ms, warm_best, turn_ms, turn_best, vector_bytes, message_bytes, save_ms
+    return (
+        warm_ms,
+        warm_best,
+        turn_ms,
+        turn_best,
+        vector_bytes,
+        message_bytes,
+        save_ms,
+        sketch_bytes,
+        written_bytes,
+    )
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -490,8 +535,9 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     parser.add_argument("--cache", default="/tmp/statemw-minilm-cache.json")
     parser.add_argument("--quick", action="store_true", help="a small run (the test's)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.conversations, args.lengths, args.sizes, args.runs = 3, "300", "300", 3
+    if args.quick:  # smaller defaults; what the command line names still counts
+        parser.set_defaults(conversations=3, lengths="300", sizes="300", runs=3)
+        args = parser.parse_args(argv)
     model: StandIn | MiniLM = StandIn() if args.model == "standin" else MiniLM(Path(args.cache))
     lengths = [int(x) for x in args.lengths.split(",")]
     convs = [generate(seed, lengths[seed % len(lengths)]) for seed in range(args.conversations)]
@@ -501,13 +547,15 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     out(f"{len(convs)} conversations of {args.lengths} messages, {probes} probes")
 
     found, in_tool = recall(convs, model)
-    out(f"\nrecall (budget {BUDGET} tokens)   all    fact in a tool result   said by the user")
+    out(
+        f"\nrecall (budget {BUDGET} tokens)         all    fact in a tool result   said by the user"
+    )
     report["recall"] = {}
     for name, hits in found.items():
         tool = [h for h, t in zip(hits, in_tool, strict=True) if t]
         user = [h for h, t in zip(hits, in_tool, strict=True) if not t]
         report["recall"][name] = [sum(hits) / len(hits), tool and sum(tool) / len(tool)]
-        out(f"  {name:28}{_rate(hits):>6}{_rate(tool):>20}{_rate(user):>20}")
+        out(f"  {name:34}{_rate(hits):>6}{_rate(tool):>20}{_rate(user):>20}")
 
     calls, texts = web_turns(convs[0], model, turns=max(args.runs, 5))
     first_calls, first_texts = first_selection(convs[-1], model)
@@ -518,18 +566,21 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         f"{first_calls} model call(s) for {first_texts} texts"
     )
 
-    out("\nms per get_history, model time excluded: median (best)")
+    out("\nms per get_history, model time excluded: median (best); bytes stored and written")
     out(
         f"  {'messages':>9}{'warm':>16}{'web turn':>18}{'save':>8}{'B/vector':>10}{'B/message':>11}"
+        f"{'B/sketch':>10}{'B written/vector':>18}"
     )
     report["cost"] = {}
     for size in (int(x) for x in args.sizes.split(",")):
         runs = args.runs if size <= 10_000 else max(3, args.runs // 5)
-        warm, warm_best, turn, turn_best, vbytes, mbytes, save = cost(size, model, runs)
-        report["cost"][size] = [warm, turn, vbytes, mbytes, save]
+        warm, warm_best, turn, turn_best, vbytes, mbytes, save, sbytes, wbytes = cost(
+            size, model, runs
+        )
+        report["cost"][size] = [warm, turn, vbytes, mbytes, save, sbytes, wbytes, turn_best]
         out(
             f"  {size:>9,}{warm:>9.2f} ({warm_best:>4.1f}){turn:>10.2f} ({turn_best:>5.1f})"
-            f"{save:>8.2f}{vbytes:>10.0f}{mbytes:>11.0f}"
+            f"{save:>8.2f}{vbytes:>10.0f}{mbytes:>11.0f}{sbytes:>10.1f}{wbytes:>18.0f}"
         )
     if isinstance(model, MiniLM):
         model.save()

@@ -37,6 +37,7 @@ import msgpack
 from statemw.errors import ConfigurationError, CorruptRecord, DecryptionError, UnencodableValue
 from statemw.messages import Message, MessageRecord
 from statemw.records import Entry, Summary
+from statemw.sketch import unpack_block
 from statemw.vectors import Vector, pack_vector, unpack_vector
 
 PLAIN = 0x01
@@ -336,6 +337,18 @@ class Codec:
             return array("f", [float(x) for x in unpack(body)]), None
         except Exception as exc:
             raise CorruptRecord(session_id, f"bad vector record ({exc})") from exc
+
+    def decode_sketch(self, session_id: str, data: bytes) -> tuple[int, int, int, bytes]:
+        """(dims, present slots, system slots, sketches) of a stored block of sketches
+        (statemw.sketch)."""
+        body = self.open(data, session_id=session_id)
+        try:
+            block = unpack_block(body)
+        except ValueError as exc:
+            raise CorruptRecord(session_id, f"bad sketch block ({exc})") from exc
+        if block is None:
+            raise CorruptRecord(session_id, "a vector where a sketch block belongs")
+        return block
 
     def decode_entries(
         self, record_id: str, entries: Mapping[str, Entry], now: float

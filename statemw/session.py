@@ -910,8 +910,33 @@ class Session(_Saved):
             summary_tokens=0 if summary is None else summary.tokens,
             lead=None if self._log.replaced else self._lead,
             loaded_from=self._log.loaded_from,
+            rank=lambda start, stop, query: self._ranked(start, stop, query, options),
+            verified=lambda position, record: self._semantic().verified(position, record),
         )
         return self._shape(items, format)
+
+    def _semantic(self) -> SessionVectors:
+        if self._vectors is None:
+            self._vectors = SessionVectors()
+        return self._vectors
+
+    def _ranked(self, start: int, stop: int, query: str, options: Options) -> StoreFlow[Any]:
+        """A long span's best candidates, scored from sketches (statemw._semantic)."""
+        assert options.embed is not None
+        stored = 0 if self._log.replaced or not self._stored else self._log.stored
+        return (
+            yield from self._semantic().ranked(
+                self.id,
+                self.store.codec,
+                self._records,
+                stored,
+                start,
+                stop,
+                query,
+                options.embed,
+                8 * options.k,
+            )
+        )
 
     def _scores(
         self, start: int, stop: int, query: str, embed: Embed | Batched | None

@@ -164,7 +164,8 @@ class _Copier:
                 summary.tokens,
             )
         if start == 0:
-            vectors = self.source.backend.read_vectors(sid, 0, src.message_count)
+            count = src.message_count  # vectors, and the semantic index records below 0
+            vectors = self.source.backend.read_vectors(sid, -count, count)
             delta.vectors = {p: self.reseal(sid, v) for p, v in vectors.items()}
         self.advance(1 + start)
         position = start

@@ -6,7 +6,8 @@ Stored form: the codec's body (after its format byte, sealed when encryption is 
 
 0xc1 is the one byte msgpack never uses, so this cannot be mistaken for the msgpack list of
 floats that statemw wrote before; those still read (with no check: trusted, as they were). A
-384-dimension vector costs 1,542 bytes (1,578 sealed) instead of about 3,460.
+384-dimension vector's body is 1,542 bytes; stored, with the codec's format byte, 1,543 (1,579
+sealed), instead of about 3,460.
 
 The check ties a vector to the text it was computed from: a vector that lands on another
 message's position (a concurrent save appended first, or the log was replaced elsewhere) is
@@ -271,6 +272,26 @@ class VectorIndex:
                 self._positions[at] = -1
                 if self.numpy:
                     self._pos[at] = -1
+
+    def scores_at(self, query: Vector, start: int, stop: int) -> dict[int, float]:
+        """Cosine similarity to `query` of each message in [start, stop) that has a vector."""
+        if not self.rows:
+            return {}
+        q = self.unit(query)
+        if len(q) != self.dims:
+            return {}
+        if self.numpy:
+            assert _np is not None
+            n = len(self._positions)
+            pos = self._pos[:n]
+            inside = _np.nonzero((pos >= start) & (pos < stop))[0]
+            sims = self._matrix[inside] @ q
+            return dict(zip(pos[inside].tolist(), sims.tolist(), strict=True))
+        return {
+            position: _dot(self._list[at], q)
+            for at, position in enumerate(self._positions)
+            if start <= position < stop
+        }
 
     def scores(self, query: Vector, start: int, stop: int) -> list[float]:
         """Cosine similarity of each message in [start, stop) to `query`; -1.0 where a message

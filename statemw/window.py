@@ -20,6 +20,13 @@ Choosing what to read is a plan: a flow that reads ranges through the reader it 
 needs, newest first: `last=20` reads 21 messages, a 4,000-token budget reads back until the
 budget is spent; messages already loaded cost no I/O. What a message is (a tool call, a result,
 a system message) is worked out once per loaded message and kept with it.
+
+Semantic selection over a span of SPARSE_FROM messages or more reads part of it (`_sparse`):
+the newest messages a budget would read, the system messages, and WINDOW messages either side
+of the best-scored candidates (statemw._semantic ranks them from sketches), as separate
+segments. Each segment is grouped whole (it never starts or ends inside a tool group), a turn
+ends at a segment's edge, and the strategy is the same `Relevant`, over the groups read; only
+messages with an exact score compete for the k places.
 """
 
 from __future__ import annotations
@@ -27,13 +34,20 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from statemw.errors import InvalidValue
 from statemw.messages import MessageRecord
 from statemw.records import LEAD_SCAN
 from statemw.vectors import Batched, Embed
+
+SPARSE_FROM = 512
+"""Semantic selection over this many messages since the summary, or more, reads only part of
+them (see the module docstring); below, it reads and scores them all."""
+
+WINDOW = 8
+"""Messages read on each side of a candidate in a sparse selection (a turn stops at the edge)."""
 
 BUDGET_STEP = 16
 """Messages a token budget reads in its first step back through older history (then twice as
@@ -154,6 +168,8 @@ class Relevant:
         total = reserved + groups[last][2]
         picked = []
         for i in heapq.nlargest(self.k, range(last), key=lambda i: self.score(groups[i])):
+            if self.score(groups[i]) == -math.inf:
+                break  # not scored (a sparse selection's other messages)
             if total + groups[i][2] <= budget:
                 chosen.add(i)
                 picked.append(i)
@@ -222,6 +238,21 @@ class Options:
             raise InvalidValue(f"k must be >= 0, got {self.k}")
 
 
+@dataclass
+class Ranked:
+    """What a sparse selection knows of a span (statemw._semantic): exact similarity where a
+    vector was read or made, the system messages, and the text checks of vectors still to
+    verify against their messages."""
+
+    scores: dict[int, float] = field(default_factory=dict)
+    system: list[int] = field(default_factory=list)
+    checks: dict[int, int] = field(default_factory=dict)
+
+
+Rank = Callable[[int, int, str], Generator[S, Any, "Ranked | None"]]
+"""rank(start, stop, query): a sparse selection's scores (None: score the span whole)."""
+
+
 def plan(
     total: int,
     floor: int,
@@ -232,6 +263,8 @@ def plan(
     summary_tokens: int = 0,
     lead: int | None = None,
     loaded_from: int | None = None,
+    rank: Rank[S] | None = None,
+    verified: Callable[[int, MessageRecord], bool] | None = None,
 ) -> Generator[S, Any, list[MessageRecord]]:
     """Choose the messages to send from a log of `total` messages whose first `floor` are
     summarized, reading through `read(start, stop)`; semantic selection scores messages
@@ -249,6 +282,11 @@ def plan(
         return pinned
 
     semantic = options.relevant_to is not None
+    if semantic and rank is not None and options.last is None and total - floor >= SPARSE_FROM:
+        assert verified is not None
+        sent = yield from _sparse(total, floor, options, read, rank, verified, reserved)
+        if sent is not None:
+            return pinned + sent
     if options.last is not None and not semantic:
         start = max(floor, total - options.last - 1)
         span = yield from read(start, total)
@@ -296,3 +334,125 @@ def plan(
         run_stop = stop
     out += span[run_start:run_stop]
     return out
+
+
+def _answers(record: MessageRecord) -> bool:
+    return bool((record.kind or record.classify()).answers)
+
+
+def _segment(
+    read: Callable[[int, int], Reads[S]], lo: int, hi: int, floor: int, total: int
+) -> Generator[S, Any, tuple[int, int, list[MessageRecord]]]:
+    """Messages [lo, hi) widened to whole groups: back to a tool call its first result answers,
+    on through the results that follow its end."""
+    span = yield from read(lo, min(total, hi + 1))
+    while lo > floor and span and _answers(span[0]):
+        back = max(floor, lo - BUDGET_STEP)
+        more = yield from read(back, lo)
+        opens = next((i for i in range(len(more) - 1, -1, -1) if not _answers(more[i])), 0)
+        span, lo = more[opens:] + span, back + opens
+    if len(span) > hi - lo:  # the message after the segment: in it only if it is a result
+        if not _answers(span[-1]):
+            span.pop()
+        else:
+            hi += 1
+            while hi < total:
+                more = yield from read(hi, min(total, hi + BUDGET_STEP))
+                n = next((i for i, r in enumerate(more) if not _answers(r)), len(more))
+                span += more[:n]
+                hi += n
+                if n < len(more):
+                    break
+    return lo, hi, span
+
+
+def _sparse(
+    total: int,
+    floor: int,
+    options: Options,
+    read: Callable[[int, int], Reads[S]],
+    rank: Rank[S],
+    verified: Callable[[int, MessageRecord], bool],
+    reserved: int,
+) -> Generator[S, Any, list[MessageRecord] | None]:
+    """Semantic selection over segments of a long span (module docstring); None when the
+    ranker cannot rank it (another model's vectors): the caller then scores the span whole."""
+    assert options.relevant_to is not None
+    # the newest messages, as far back as a budget would read (the newest group without one)
+    lo, spent, step = total, reserved, BUDGET_STEP
+    recent: list[MessageRecord] = []
+    limit = options.max_tokens
+    while lo > floor and (
+        (limit is not None and spent <= limit) or not any(not g[3] for g in group(recent))
+    ):
+        back = max(floor, lo - (step if limit is not None else 1))
+        more = yield from read(back, lo)
+        spent += sum([r.tokens for r in more])
+        recent, lo, step = more + recent, back, step * 2
+    lo, _, recent = yield from _segment(read, lo, lo + len(recent), floor, total)
+    for _ in range(3):  # again when a candidate's vector turns out to be another text's
+        ranked = yield from rank(floor, total, options.relevant_to)
+        if ranked is None:
+            return None
+        scores = ranked.scores
+        order = sorted((p for p in scores if p < lo), key=lambda p: -scores[p])
+        take = options.k + 2
+        while True:
+            windows = sorted(
+                [(max(floor, p - WINDOW), min(lo, p + WINDOW + 1)) for p in order[:take]]
+                + [(p, p + 1) for p in ranked.system if p < lo]
+            )
+            segments: list[tuple[int, int, list[MessageRecord]]] = []
+            for w_lo, w_hi in windows:
+                if segments and w_lo <= segments[-1][1]:
+                    if w_hi <= segments[-1][1]:
+                        continue
+                    w_lo = segments[-1][1]
+                segment = yield from _segment(read, w_lo, w_hi, floor, total)
+                _join(segments, segment)
+            _join(segments, (lo, total, recent))
+            span: list[MessageRecord] = []
+            positions: list[int] = []
+            edges: set[int] = set()
+            groups: list[Group] = []
+            for s_lo, s_hi, records in segments:
+                edges.add(len(span))
+                groups += [(a + len(span), b + len(span), t, y) for a, b, t, y in group(records)]
+                span += records
+                positions += range(s_lo, s_hi)
+            span_scores = [scores.get(p, -math.inf) for p in positions]
+            rest = [g for g in groups if not g[3]]
+            relevant = Relevant(span_scores, options.k, options.max_tokens)
+            scored = sum(1 for g in rest[:-1] if relevant.score(g) > -math.inf)
+            if scored >= options.k or take >= len(order):
+                break
+            take *= 2
+        wrong = [
+            i for i, p in enumerate(positions) if p in ranked.checks and not verified(p, span[i])
+        ]
+        if not wrong:
+            break
+    system = [g for g in groups if g[3]]
+    starts_turn = None
+    if options.neighbours:
+
+        def starts_turn(i: int) -> bool:
+            return i in edges or span[i].message.get("role") in TURN_ROLES
+
+    relevant = Relevant(span_scores, options.k, options.max_tokens, starts_turn)
+    chosen = sorted([*system, *relevant.select(rest, reserved + size(system))])
+    return [r for start, stop, _, _ in chosen for r in span[start:stop]]
+
+
+def _join(
+    segments: list[tuple[int, int, list[MessageRecord]]],
+    segment: tuple[int, int, list[MessageRecord]],
+) -> None:
+    """Append a segment, merged into the last one where they touch."""
+    lo, hi, records = segment
+    if segments and lo <= segments[-1][1]:
+        p_lo, p_hi, p_records = segments[-1]
+        if hi > p_hi:
+            segments[-1] = (p_lo, hi, p_records + records[p_hi - lo :])
+        return
+    segments.append(segment)

@@ -1,5 +1,6 @@
 """What the tests share: a fake clock, the backends and their URLs, generated conversations, and
-a device speaking the demo's JSON API."""
+the rules every context window keeps (check_rules, check_budget), and a device speaking the
+demo's JSON API."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from starlette.testclient import TestClient
 
 from examples import flask_app, starlette_app
 from statemw import Session, Store
+from statemw.messages import MessageRecord, tool_call_ids, tool_result_ids
+from statemw.window import group
 from tests import postgres_server, redis_server
 
 
@@ -181,3 +184,39 @@ DEMO_BROWSERS: dict[str, Callable[[Store], Browser]] = {
     "starlette": starlette_browser,
     "flask": flask_browser,
 }
+
+
+def check_rules(original: list[dict[str, Any]], sent: list[dict[str, Any]]) -> None:
+    # a subsequence of the conversation, in order
+    it = iter(original)
+    assert all(any(m == o for o in it) for m in sent)
+    # the leading system prompt stays
+    if original and original[0]["role"] == "system":
+        assert sent[0] == original[0]
+    # no orphaned tool result, and a call's results travel with it
+    calls_sent: set[str] = set()
+    for message in sent:
+        assert tool_result_ids(message) <= calls_sent
+        calls_sent |= tool_call_ids(message)
+    for message in sent:
+        for call in tool_call_ids(message):
+            expected = [o for o in original if call in tool_result_ids(o)]
+            assert [m for m in sent if call in tool_result_ids(m)] == expected
+
+
+def check_budget(session: Session, sent: list[dict[str, Any]], budget: int) -> None:
+    """The newest group always goes; beyond it (and system messages) everything fits."""
+    newest = newest_group(session)
+    if newest:
+        assert sent[-len(newest) :] == newest
+    records = session.messages.records(0, len(session.messages))
+    tokens = [next(r.tokens for r in records if r.message == m) for m in sent]
+    if len(sent) > len(newest) + sum(1 for m in sent if m["role"] == "system"):
+        assert sum(tokens) <= budget
+
+
+def newest_group(session: Session) -> list[dict[str, Any]]:
+    """The last tool-call group or message that is not a system message."""
+    records = [MessageRecord(m, 0, 0.0) for m in session.messages]
+    groups = [(start, stop) for start, stop, _, system in group(records) if not system]
+    return [dict(r.message) for r in records[slice(*groups[-1])]] if groups else []

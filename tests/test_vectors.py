@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import zlib
+from array import array
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -13,12 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statemw import Session, Store, batched, generate_key
+from statemw import Session, Store, batched, generate_key, sketch
 from statemw._semantic import SessionVectors
-from statemw.codec import Codec
+from statemw.codec import Codec, pack
+from statemw.errors import CorruptRecord
+from statemw.records import Delta
 from statemw.vectors import VectorIndex, pack_vector, text_check, unpack_vector
-from tests.support import conversations, stored_session
-from tests.test_window import check_budget, check_rules
+from tests.support import check_budget, check_rules, conversations, store_url, stored_session
 
 floats32 = st.floats(-(2.0**60), 2.0**60, width=32, allow_subnormal=False)
 vectors = st.lists(floats32, min_size=1, max_size=64)
@@ -26,6 +29,7 @@ small = st.floats(-10, 10, width=32, allow_subnormal=False)
 
 
 def unit(vector: list[float]) -> list[float]:
+    """The vector scaled to length 1."""
     norm = math.sqrt(sum(x * x for x in vector))
     return [x / norm for x in vector] if norm else vector
 
@@ -336,7 +340,11 @@ def test_selection_brings_in_the_turn_a_selected_question_led_to(
 ) -> None:
     """The question scores best, the fact lives in the tool result that answered it."""
     messages = chat(40) + tool_turn("reference is QX-7781", 1) + chat(40)
-    session = stored_session(messages)
+    created = store.create()
+    for message in messages:
+        created.add_message(message)
+    created.save()
+    session = store.load(created.id)
     model = Embedder(64)
     query = "look up the booking reference"
     with_turn = session.get_history(relevant_to=query, embed=model, k=1, max_tokens=400)
@@ -373,3 +381,356 @@ def test_a_session_without_embed_keeps_no_vectors(store: Store) -> None:
     session.add_message("user", "hi")
     session.get_history(last=5)
     assert session._vectors is None
+
+
+class CountingKV:
+    """Wraps a KV and counts the bytes set under each key prefix."""
+
+    def __init__(self, kv: Any) -> None:
+        self.kv = kv
+        self.written: dict[str, int] = {}
+
+    def set(self, key: str, value: bytes) -> None:
+        prefix = key.split(":", 1)[0]
+        self.written[prefix] = self.written.get(prefix, 0) + len(key) + len(value)
+        self.kv.set(key, value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+
+@pytest.mark.parametrize("kind", ["memory", "diskcache"])
+def test_a_save_that_adds_a_vector_writes_that_vector_not_a_chunk(
+    kind: str, tmp_path: Path
+) -> None:
+    """memory and diskcache keep a record per vector and an 8-byte bitmap per 64 positions:
+    adding one vector to a session of 100 writes about its own size."""
+    store = Store(store_url(kind, tmp_path))
+    model = Embedder(384)
+    session = store.create()
+    for message in chat(100):
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="word3", embed=model, k=3)
+    session.save()
+    counting = CountingKV(store.backend.kv)  # type: ignore[attr-defined]
+    store.backend.kv = counting  # type: ignore[attr-defined]
+    session.add_message("user", "one more message word101")
+    session.get_history(relevant_to="one more message word101", embed=model, k=3)
+    pending = dict(session._vectors.pending) if session._vectors else {}
+    vector_bytes = sum(len(v) for p, v in pending.items() if p >= 0)
+    index_bytes = sum(len(v) for p, v in pending.items() if p < 0)
+    assert 1500 < vector_bytes < 1600  # one 384-dim vector
+    session.save()
+    written = sum(n for prefix, n in counting.written.items() if prefix in ("w", "x", "v"))
+    assert written <= vector_bytes + index_bytes + 100  # its record, keys and a bitmap
+    assert "v" not in counting.written  # no 64-vector chunk rewritten
+    store.close()
+
+
+def test_vectors_kept_whole_per_chunk_by_earlier_versions_still_read_and_move_once(
+    store: Store,
+) -> None:
+    """A chunk record (position -> vector, 64 positions) reads as before; the first save that
+    adds a vector to it moves it to a record per vector."""
+    if store.backend.__class__.__name__ != "KVBackend":
+        pytest.skip("the chunk layout was memory's and diskcache's")
+    model = Embedder()
+    session = store.create()
+    for message in chat(10):
+        session.add_message(message)
+    session.save()
+    codec = store.codec
+    old = {
+        p: codec.encode_vector(model.vector(m["content"]), text_check(m["content"]))
+        for p, m in enumerate(chat(10))
+    }
+    kv = store.backend.kv  # type: ignore[attr-defined]
+    kv.set(f"v:{session.id}:0", pack(old))
+    assert store.backend.read_vectors(session.id, 0, 10) == old
+    again = store.load(session.id)
+    calls = model.calls
+    again.add_message("user", "word4 again")
+    again.get_history(relevant_to="word4 again", embed=model, k=1)
+    assert model.calls == calls + 1  # only the new message: the old vectors were read
+    again.save()
+    assert kv.get(f"v:{session.id}:0") is None
+    read = store.backend.read_vectors(session.id, 0, 11)
+    assert {p: read[p] for p in old} == old
+    assert 10 in read
+    store.delete(session.id)
+    assert store.backend.read_vectors(session.id, -11, 11) == {}
+
+
+# -- long sessions: sketches, candidates, segments (statemw.sketch, window._sparse) -----------
+
+
+@settings(max_examples=60, deadline=None)
+@given(conversations(), st.integers(20, 600), st.integers(0, 4), st.booleans(), st.booleans())
+def test_sparse_selection_keeps_the_rules(
+    original: list[dict[str, Any]], budget: int, k: int, use_numpy: bool, neighbours: bool
+) -> None:
+    """The segment-reading path, forced onto short conversations, keeps every window rule."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("statemw.window.SPARSE_FROM", 0)
+        patch.setattr("statemw.window.WINDOW", 2)  # segments with gaps even when short
+        if not use_numpy:
+            patch.setattr("statemw.vectors._np", None)
+            patch.setattr("statemw.sketch._np", None)
+        session = stored_session(original)
+        sent = session.get_history(
+            max_tokens=budget,
+            relevant_to="x",
+            embed=lambda t: [len(t) % 7, 1.0, len(t) % 3],
+            k=k,
+            neighbours=neighbours,
+            format="raw",
+        )
+    check_rules(original, sent)
+    check_budget(session, sent, budget)
+
+
+def long_chat(n: int, facts: dict[int, str]) -> list[dict[str, Any]]:
+    """n messages of chat, tool turns every so often, facts (in tool results) at some turns."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are a travel agent."}]
+    turn = 0
+    while len(messages) < n:
+        turn += 1
+        if turn in facts:
+            messages += tool_turn(facts[turn], turn)
+        else:
+            messages += [
+                {"role": "user", "content": f"question {turn} about city{turn % 37}"},
+                {"role": "assistant", "content": f"answer {turn} with tip{turn % 11}"},
+            ]
+    return messages
+
+
+class Reads:
+    """Counts the vectors and messages a backend hands out."""
+
+    def __init__(self, backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.vectors = self.messages = self.index = 0
+        real_range, real_at, real_messages = (
+            backend.read_vectors,
+            backend.read_vectors_at,
+            backend.read_messages,
+        )
+
+        def read_vectors(session_id: str, start: int, stop: int) -> dict[int, bytes]:
+            out: dict[int, bytes] = real_range(session_id, start, stop)
+            self.index += sum(1 for p in out if p < 0)
+            self.vectors += sum(1 for p in out if p >= 0)
+            return out
+
+        def read_vectors_at(session_id: str, positions: Any) -> dict[int, bytes]:
+            out: dict[int, bytes] = real_at(session_id, positions)
+            self.vectors += len(out)
+            return out
+
+        def read_messages(session_id: str, start: int, stop: int) -> list[bytes]:
+            out: list[bytes] = real_messages(session_id, start, stop)
+            self.messages += len(out)
+            return out
+
+        monkeypatch.setattr(backend, "read_vectors", read_vectors)
+        monkeypatch.setattr(backend, "read_vectors_at", read_vectors_at)
+        monkeypatch.setattr(backend, "read_messages", read_messages)
+
+
+def test_a_long_session_reads_sketches_and_a_few_vectors_per_web_turn(
+    store: Store, scoring: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past window.SPARSE_FROM messages, a web turn (a fresh load) reads the sketch blocks,
+    the vectors of the best candidates and of the newest unfinished block, and the messages
+    around the candidates: not every vector or message; and it still finds an old fact that
+    lives in a tool result."""
+    messages = long_chat(1500, {40: "reference is QX-7781", 500: "locker code 4512"})
+    model = Embedder(64)
+    session = store.create()
+    for message in messages:
+        session.add_message(message)
+    session.save()
+    first = store.load(session.id)
+    first.get_history(relevant_to="hello", embed=batched(model.many), k=3, max_tokens=400)
+    first.save()  # the vectors, and the blocks of sketches that were complete
+    assert len(store.backend.read_vectors(session.id, -100, 0)) == len(messages) // 64
+    reads = Reads(store.backend, monkeypatch)
+    calls = model.calls
+    again = store.load(session.id)
+    again.add_message("user", "can you look up the booking reference 40?")
+    sent = again.get_history(
+        relevant_to="can you look up the booking reference 40?",
+        embed=batched(model.many),
+        k=3,
+        max_tokens=400,
+    )
+    assert model.calls == calls + 1  # the new message only
+    assert "reference is QX-7781" in [m.get("content") for m in sent]
+    assert reads.index == len(messages) // 64  # every block, once
+    assert reads.vectors <= 64 + 64 + 8 * 3  # candidates and the unfinished block at most
+    assert reads.messages < 300
+    again.add_message("assistant", "it is QX-7781")
+    again.save()
+    calls = model.calls
+    third = store.load(session.id)
+    third.add_message("user", "and my locker code?")
+    third.get_history(relevant_to="and my locker code?", embed=batched(model.many), k=3)
+    assert model.calls == calls + 1  # the answer and the new message, in one call
+
+
+def test_sparse_and_full_selection_agree_on_a_long_session(store: Store, scoring: str) -> None:
+    messages = long_chat(900, {30: "reference is QX-1", 200: "reference is QX-2"})
+    model = Embedder(64)
+    session = store.create()
+    for message in messages:
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="hello", embed=batched(model.many), k=3)
+    session.save()
+    windows = []
+    for sparse_from in (10**9, 512):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("statemw.window.SPARSE_FROM", sparse_from)
+            loaded = store.load(session.id)
+            windows.append(
+                loaded.get_history(
+                    relevant_to="look up the booking reference 200",
+                    embed=batched(model.many),
+                    k=4,
+                    max_tokens=500,
+                    format="raw",
+                )
+            )
+    assert windows[0] == windows[1]
+    assert "reference is QX-2" in [m.get("content") for m in windows[1]]
+    check_rules(messages, windows[1])
+
+
+@pytest.mark.parametrize("where", ["in a block", "after the last block"])
+def test_a_vector_that_belongs_to_another_text_is_found_and_embedded_again(
+    store: Store, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a racing save can leave: a vector (and, in a block, its sketch) made from another
+    text. A candidate's check is verified when its message is read; a position no block covers
+    is checked when it is read."""
+    monkeypatch.setattr("statemw.window.SPARSE_FROM", 0)
+    model = Embedder(64)
+    messages = long_chat(300, {})
+    session = store.create()
+    for message in messages:
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="hello", embed=batched(model.many), k=2)
+    session.save()
+    codec = store.codec
+    position = 101 if where == "in a block" else 290
+    other = "question 50 about city13"
+    wrong = {position: codec.encode_vector(model.vector(other), text_check(other))}
+    if where == "in a block":  # its sketch in the block made from the same wrong vector
+        data = store.backend.read_vectors(session.id, -2, -1)[-2]
+        dims, _, system, rows = codec.decode_sketch(session.id, data)
+        size = len(rows) // 64
+        slots = {i: rows[i * size : (i + 1) * size] for i in range(64)}
+        slots[position - 64] = sketch.sketches([unit(model.vector(other))])[0]
+        body = sketch.pack_block(dims, slots, [i for i in range(64) if system >> i & 1])
+        wrong[-2] = codec.seal(body)
+    store.backend.commit(_vectors_delta(store, session.id, wrong))
+    again = store.load(session.id)
+    model.texts.clear()
+    sent = again.get_history(relevant_to=other, embed=batched(model.many), k=2, format="raw")
+    assert messages[position]["content"] in model.texts  # embedded from its own text
+    assert messages[position] not in sent
+    assert {"role": "user", "content": other} in sent  # the real one
+
+
+def _vectors_delta(store: Store, session_id: str, vectors: dict[int, bytes]) -> Delta:
+    return Delta(session_id, store.clock(), vectors=vectors)
+
+
+def test_sketches_are_the_same_with_numpy_and_without() -> None:
+    rng = np.random.default_rng(3)
+    units = rng.standard_normal((20, 384)).astype(np.float32)
+    units /= np.linalg.norm(units, axis=1, keepdims=True)
+    with_numpy = sketch.sketches(list(units))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("statemw.sketch._np", None)
+        without = sketch.sketches([array("f", row.tobytes()) for row in units])
+    assert with_numpy == without
+    assert len(with_numpy[0]) == 64  # 512 bits for 384 dimensions
+
+
+def test_sketch_blocks_are_sealed_on_an_encrypted_store() -> None:
+    store = Store("memory://", encryption_key=generate_key())
+    model = Embedder(64)
+    session = store.create()
+    for message in long_chat(200, {}):
+        session.add_message(message)
+    session.save()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("statemw.window.SPARSE_FROM", 0)
+        session.get_history(relevant_to="hello", embed=batched(model.many), k=2)
+    session.save()
+    blocks = store.backend.read_vectors(session.id, -10, 0)
+    assert len(blocks) == 3
+    assert all(data[0] == 0x02 for data in blocks.values())  # sealed
+    assert store.codec.decode_sketch(session.id, blocks[-1])[0] == 64
+
+
+def test_a_new_embedding_model_on_a_long_session_makes_new_sketches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("statemw.window.SPARSE_FROM", 0)
+    small, large = Embedder(16), Embedder(32)
+    messages = long_chat(200, {})
+    session = store.create()
+    for message in messages:
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="hello", embed=batched(small.many), k=2)
+    session.save()
+    again = store.load(session.id)
+    again.get_history(relevant_to="city7?", embed=batched(large.many), k=2)
+    again.save()  # every vector again, with the new model
+    again.get_history(relevant_to="city9?", embed=batched(large.many), k=2)
+    again.save()  # and the blocks of its sketches
+    blocks = store.backend.read_vectors(session.id, -4, 0)
+    assert {store.codec.decode_sketch(session.id, b)[0] for b in blocks.values()} == {32}
+    calls = large.calls
+    third = store.load(session.id)
+    sent = third.get_history(
+        relevant_to="question 11 about city11", embed=batched(large.many), k=2, format="raw"
+    )
+    assert large.calls == calls + 1  # the query only
+    assert {"role": "user", "content": "question 11 about city11"} in sent
+
+
+@pytest.mark.anyio
+async def test_aget_history_takes_the_sparse_path_too(store: Store) -> None:
+    messages = long_chat(700, {60: "reference is QX-5150"})
+    model = Embedder(64)
+    session = store.create()
+    for message in messages:
+        session.add_message(message)
+    await session.asave()
+    await session.aget_history(relevant_to="hello", embed=batched(model.many), k=3)
+    await session.asave()
+    query = "can you look up the booking reference 60?"
+    loaded = await store.aload(session.id)
+    sent = await loaded.aget_history(relevant_to=query, embed=batched(model.many), k=3)
+    assert "reference is QX-5150" in [m.get("content") for m in sent]
+    again = store.load(session.id)
+    assert again.get_history(relevant_to=query, embed=batched(model.many), k=3) == sent
+
+
+def test_a_corrupt_sketch_block_is_a_corrupt_record(store: Store) -> None:
+    model = Embedder(16)
+    session = store.create()
+    for message in long_chat(600, {}):
+        session.add_message(message)
+    session.save()
+    session.get_history(relevant_to="hello", embed=batched(model.many), k=2)
+    session.save()
+    store.backend.commit(_vectors_delta(store, session.id, {-3: store.codec.seal(b"\xc1\x02")}))
+    with pytest.raises(CorruptRecord):
+        store.load(session.id).get_history(relevant_to="x?", embed=batched(model.many), k=2)

@@ -8,46 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statemw import InvalidValue, Session, Store
-from statemw.messages import MessageRecord, tool_call_ids, tool_result_ids
-from statemw.window import group
-from tests.support import conversations, stored_session
-
-
-def check_rules(original: list[dict[str, Any]], sent: list[dict[str, Any]]) -> None:
-    # a subsequence of the conversation, in order
-    it = iter(original)
-    assert all(any(m == o for o in it) for m in sent)
-    # the leading system prompt stays
-    if original and original[0]["role"] == "system":
-        assert sent[0] == original[0]
-    # no orphaned tool result, and a call's results travel with it
-    calls_sent: set[str] = set()
-    for message in sent:
-        assert tool_result_ids(message) <= calls_sent
-        calls_sent |= tool_call_ids(message)
-    for message in sent:
-        for call in tool_call_ids(message):
-            expected = [o for o in original if call in tool_result_ids(o)]
-            assert [m for m in sent if call in tool_result_ids(m)] == expected
-
-
-def check_budget(session: Session, sent: list[dict[str, Any]], budget: int) -> None:
-    """The newest group always goes; beyond it (and system messages) everything fits."""
-    newest = newest_group(session)
-    if newest:
-        assert sent[-len(newest) :] == newest
-    records = session.messages.records(0, len(session.messages))
-    tokens = [next(r.tokens for r in records if r.message == m) for m in sent]
-    if len(sent) > len(newest) + sum(1 for m in sent if m["role"] == "system"):
-        assert sum(tokens) <= budget
-
-
-def newest_group(session: Session) -> list[dict[str, Any]]:
-    """The last tool-call group or message that is not a system message."""
-    records = [MessageRecord(m, 0, 0.0) for m in session.messages]
-    groups = [(start, stop) for start, stop, _, system in group(records) if not system]
-    return [dict(r.message) for r in records[slice(*groups[-1])]] if groups else []
+from statemw import InvalidValue, Store
+from statemw.messages import tool_call_ids, tool_result_ids
+from tests.support import check_budget, check_rules, conversations, newest_group, stored_session
 
 
 @settings(max_examples=150, deadline=None)

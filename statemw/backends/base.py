@@ -8,7 +8,7 @@ Snapshot in as few round trips as it can. It never decodes values or messages.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, TypeVar
 
@@ -39,7 +39,12 @@ class Backend(Protocol):
         """Encoded messages [start, stop) of the log (clamped to what exists)."""
 
     def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
-        """Cached vectors of messages in [start, stop), by position."""
+        """Cached vectors of messages in [start, stop), by position. Positions below 0 hold
+        the client's own index records (statemw._semantic), at most as many as messages; a
+        save writes them like vectors, a new log drops them with the vectors."""
+
+    def read_vectors_at(self, session_id: str, positions: Sequence[int]) -> dict[int, bytes]:
+        """Cached vectors at these positions (in one call), by position."""
 
     def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         """The header alone (state, counters), None when absent or expired."""
@@ -81,6 +86,10 @@ class AsyncBackend(Protocol):
     async def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]: ...
 
     async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]: ...
+
+    async def read_vectors_at(
+        self, session_id: str, positions: Sequence[int]
+    ) -> dict[int, bytes]: ...
 
     async def read_header(self, session_id: str, now: float) -> SessionHeader | None: ...
 
@@ -148,6 +157,18 @@ class ReadVectors(StoreStep[dict[int, bytes]]):
 
     async def arun(self, aio: AsyncBackend) -> dict[int, bytes]:
         return await aio.read_vectors(self.session_id, self.start, self.stop)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadVectorsAt(StoreStep[dict[int, bytes]]):
+    session_id: str
+    positions: tuple[int, ...]
+
+    def run(self, io: Backend) -> dict[int, bytes]:
+        return io.read_vectors_at(self.session_id, self.positions)
+
+    async def arun(self, aio: AsyncBackend) -> dict[int, bytes]:
+        return await aio.read_vectors_at(self.session_id, self.positions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,13 @@ Keys (sids are statemw ids, so ':' cannot be confused):
     s:<sid>:<bucket>   a large state, spread over 2^k buckets by a hash of each key: a save
                        rewrites only the buckets its keys fall in (O(what changed))
     m:<sid>:<chunk>    messages [chunk*CHUNK, (chunk+1)*CHUNK): an append rewrites one small chunk
-    v:<sid>:<chunk>    cached vectors of those messages, by position
+    w:<sid>:<pos>      the cached vector of the message at <pos>, one record each (a save that
+                       adds a vector writes that vector); positions below 0 are the client's
+                       own index records (statemw._semantic), at most as many as messages
+    x:<sid>:<chunk>    which positions of [chunk*CHUNK, (chunk+1)*CHUNK) have a w: record (a
+                       bitmap), so reads, deletes and renames find them without a scan
+    v:<sid>:<chunk>    vectors as earlier versions kept them, a chunk's in one record: still
+                       read; the first write to a chunk moves them to w: records
     i:<user_id>        the user's session ids, oldest first
 User state lives in a header under records.user_record_id(user_id); without an expiry of its own
 (Store.user_ttl) it lives as long as one of the user's sessions does. Live changes for
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
 from typing import Any, Protocol
 
@@ -199,13 +205,35 @@ class KVBackend:
         return self._messages(session_id, max(start, 0), stop)
 
     def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
+        return self.read_vectors_at(session_id, range(start, stop))
+
+    def read_vectors_at(self, session_id: str, positions: Sequence[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
-        if stop <= start:
-            return out
-        for n in range(start // CHUNK, (stop - 1) // CHUNK + 1):
-            chunk: dict[int, bytes] = self._chunk(session_id, "v", n)
-            out.update((i, v) for i, v in chunk.items() if start <= i < stop)
+        wanted: dict[int, list[int]] = {}
+        for position in positions:
+            wanted.setdefault(position // CHUNK, []).append(position)
+        for n, in_chunk in wanted.items():
+            present = self._present(session_id, n)
+            if present is None:  # kept as an earlier version did, if at all
+                chunk: dict[int, bytes] = self._chunk(session_id, "v", n)
+                out.update((p, chunk[p]) for p in in_chunk if p in chunk)
+                continue
+            for position in in_chunk:
+                if present >> (position - n * CHUNK) & 1:
+                    data = self.kv.get(f"w:{session_id}:{position}")
+                    if data is not None:
+                        out[position] = data
         return out
+
+    def _present(self, session_id: str, n: int) -> int | None:
+        """The bitmap of chunk n's positions that have a w: record; None: the chunk has none
+        written by this version."""
+        data = self.kv.get(f"x:{session_id}:{n}")
+        if data is None:
+            return None
+        if len(data) != 8:
+            raise CorruptRecord(session_id, f"bad vector bitmap {n}")
+        return int.from_bytes(data, "little")
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
         if now >= self._next_sweep:
@@ -236,7 +264,7 @@ class KVBackend:
     def _drop_log(self, session_id: str, count: int) -> None:
         for n in range((count + CHUNK - 1) // CHUNK):
             self.kv.delete(f"m:{session_id}:{n}")
-            self.kv.delete(f"v:{session_id}:{n}")
+        self._drop_vectors(session_id, count)
 
     def _drop_buckets(self, header: SessionHeader) -> None:
         for n in range(header.state_buckets):
@@ -318,13 +346,51 @@ class KVBackend:
             messages = messages[len(take) :]
 
     def _put_vectors(self, sid: str, vectors: dict[int, bytes]) -> None:
+        """One w: record per vector, and the bitmap of its chunk (8 bytes): O(what is added).
+        A chunk an earlier version wrote whole is moved to w: records first, once."""
         by_chunk: dict[int, dict[int, bytes]] = {}
         for position, vector in vectors.items():
             by_chunk.setdefault(position // CHUNK, {})[position] = vector
         for n, part in by_chunk.items():
-            chunk: dict[int, bytes] = self._chunk(sid, "v", n)
-            chunk.update(part)
-            self.kv.set(f"v:{sid}:{n}", pack(chunk))
+            present = self._present(sid, n)
+            if present is None:
+                present = 0
+                legacy: dict[int, bytes] = self._chunk(sid, "v", n)
+                if legacy:
+                    part = {**legacy, **part}
+                    self.kv.delete(f"v:{sid}:{n}")
+            for position, vector in part.items():
+                self.kv.set(f"w:{sid}:{position}", vector)
+                present |= 1 << (position - n * CHUNK)
+            self.kv.set(f"x:{sid}:{n}", present.to_bytes(8, "little"))
+
+    @staticmethod
+    def _vector_chunks(count: int) -> range:
+        """The chunks that may hold a log of `count` messages' vectors (and as many index
+        records below position 0)."""
+        return range(-count // CHUNK, (count + CHUNK - 1) // CHUNK)
+
+    def _drop_vectors(self, sid: str, count: int) -> None:
+        for n in self._vector_chunks(count):
+            present = self._present(sid, n)
+            if present is not None:
+                for i in range(CHUNK):
+                    if present >> i & 1:
+                        self.kv.delete(f"w:{sid}:{n * CHUNK + i}")
+                self.kv.delete(f"x:{sid}:{n}")
+            self.kv.delete(f"v:{sid}:{n}")
+
+    def _move_vectors(self, old: str, new: str, count: int) -> None:
+        for n in self._vector_chunks(count):
+            keys = [f"v:{{}}:{n}", f"x:{{}}:{n}"]
+            present = self._present(old, n)
+            if present is not None:
+                keys += [f"w:{{}}:{n * CHUNK + i}" for i in range(CHUNK) if present >> i & 1]
+            for key in keys:
+                data = self.kv.get(key.format(old))
+                if data is not None:
+                    self.kv.set(key.format(new), data)
+                    self.kv.delete(key.format(old))
 
     def _link(self, header: SessionHeader, now: float) -> None:
         """Record a new session in its parent's children or its user's index. A user whose
@@ -404,7 +470,8 @@ class KVBackend:
         header = self._header(old)
         if header is None:
             raise SessionNotFound(old)
-        records = [(k, n) for n in range((header.message_count + CHUNK - 1) // CHUNK) for k in "mv"]
+        records = [("m", n) for n in range((header.message_count + CHUNK - 1) // CHUNK)]
+        self._move_vectors(old, new, header.message_count)
         records += [("s", n) for n in range(header.state_buckets)]
         for kind, n in records:
             data = self.kv.get(f"{kind}:{old}:{n}")

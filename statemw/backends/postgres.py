@@ -17,7 +17,7 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, TypeVar
 
@@ -211,6 +211,9 @@ class PostgresBackend:
     def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
         return self._run(ops.read_vectors_op(self.sql, session_id, start, stop))
 
+    def read_vectors_at(self, session_id: str, positions: Sequence[int]) -> dict[int, bytes]:
+        return self._run(ops.read_vectors_at_op(self.sql, session_id, positions))
+
     def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         return self._run(ops.read_header_op(self.sql, session_id, now))
 
@@ -378,6 +381,9 @@ class AsyncPostgresBackend:
     async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
         op = ops.read_vectors_op(self.sql, session_id, start, stop)
         return await self._run(op)
+
+    async def read_vectors_at(self, session_id: str, positions: Sequence[int]) -> dict[int, bytes]:
+        return await self._run(ops.read_vectors_at_op(self.sql, session_id, positions))
 
     async def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         return await self._run(ops.read_header_op(self.sql, session_id, now))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode
@@ -109,6 +109,7 @@ class Sql:
         self.commit = render(sql.COMMIT)
         self.read_messages = render(sql.READ_MESSAGES)
         self.read_vectors = render(sql.READ_VECTORS)
+        self.read_vectors_at = render(sql.READ_VECTORS_AT)
         self.delete = render(sql.DELETE)
         self.rename = render(sql.RENAME)
         self.user_sessions = render(sql.USER_SESSIONS)
@@ -411,10 +412,16 @@ def read_messages_op(q: Sql, session_id: str, start: int, stop: int) -> Op[list[
 
 
 def read_vectors_op(q: Sql, session_id: str, start: int, stop: int) -> Op[dict[int, bytes]]:
-    start = max(start, 0)
     if stop <= start:
         return {}
     rows = yield Query(q.read_vectors, {"sid": session_id, "start": start, "stop": stop})
+    return {int(pos): bytes(vector) for pos, vector in rows}
+
+
+def read_vectors_at_op(q: Sql, session_id: str, positions: Sequence[int]) -> Op[dict[int, bytes]]:
+    if not positions:
+        return {}
+    rows = yield Query(q.read_vectors_at, {"sid": session_id, "positions": list(positions)})
     return {int(pos): bytes(vector) for pos, vector in rows}
 
 

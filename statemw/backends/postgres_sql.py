@@ -488,6 +488,11 @@ SELECT v.pos, v.vector FROM {s}.vectors v
 WHERE v.sid = %(sid)s::text AND v.pos >= %(start)s::bigint AND v.pos < %(stop)s::bigint
 """
 
+READ_VECTORS_AT = """
+SELECT v.pos, v.vector FROM {s}.vectors v
+WHERE v.sid = %(sid)s::text AND v.pos = ANY(%(positions)s::bigint[])
+"""
+
 DELETE = "SELECT {s}.delete_session(%(sid)s::text, %(notify)s::boolean)"
 
 RENAME = "SELECT {s}.rename_session(%(old)s::text, %(new)s::text, %(now)s::float8)"

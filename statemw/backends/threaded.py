@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
@@ -74,6 +74,9 @@ class ThreadedAsync:
 
     async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
         return await self._run(self.sync.read_vectors, session_id, start, stop)
+
+    async def read_vectors_at(self, session_id: str, positions: Sequence[int]) -> dict[int, bytes]:
+        return await self._run(self.sync.read_vectors_at, session_id, positions)
 
     async def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         return await self._run(self.sync.read_header, session_id, now)

@@ -10,7 +10,7 @@ import asyncio
 import functools
 import os
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -130,6 +130,9 @@ class RedisBackend:
 
     def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
         return self._run(ops.read_vectors_op(self.layout, session_id, start, stop))
+
+    def read_vectors_at(self, session_id: str, positions: Sequence[int]) -> dict[int, bytes]:
+        return self._run(ops.read_vectors_at_op(self.layout, session_id, positions))
 
     def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         return self._run(ops.read_header_op(self.layout, session_id, now))
@@ -305,6 +308,9 @@ class AsyncRedisBackend:
 
     async def read_vectors(self, session_id: str, start: int, stop: int) -> dict[int, bytes]:
         return await self._run(ops.read_vectors_op(self.layout, session_id, start, stop))
+
+    async def read_vectors_at(self, session_id: str, positions: Sequence[int]) -> dict[int, bytes]:
+        return await self._run(ops.read_vectors_at_op(self.layout, session_id, positions))
 
     async def read_header(self, session_id: str, now: float) -> SessionHeader | None:
         return await self._run(ops.read_header_op(self.layout, session_id, now))

@@ -49,7 +49,8 @@ PURGE_BATCH = 500
 """Cluster purge reads the owners of live sessions this many at a time (one pipeline)."""
 
 VECTOR_RANGE_READ = 1024
-"""read_vectors names up to this many positions (HMGET); a wider range reads the whole hash."""
+"""read_vectors names up to this many positions (HMGET); a wider range reads the whole hash
+(a range below 0, the client's index records, is always named)."""
 
 
 T = TypeVar("T")
@@ -502,14 +503,20 @@ def read_vectors_op(
 ) -> Op[dict[int, bytes]]:
     if stop <= start:
         return {}
-    start = max(start, 0)
-    if stop - start <= VECTOR_RANGE_READ:  # the usual case: name the positions wanted
-        positions = range(start, stop)
-        values = yield Command(("HMGET", layout.vectors(session_id), *positions))
-        return {p: v for p, v in zip(positions, values, strict=True) if v is not None}
+    if stop - start <= VECTOR_RANGE_READ or stop <= 0:  # the usual case: name the positions
+        return (yield from read_vectors_at_op(layout, session_id, range(start, stop)))
     reply = yield Command(("HGETALL", layout.vectors(session_id)))
     pairs = ((int(k), v) for k, v in _pairs(reply).items())
     return {position: v for position, v in pairs if start <= position < stop}
+
+
+def read_vectors_at_op(
+    layout: KeyLayout, session_id: str, positions: Sequence[int]
+) -> Op[dict[int, bytes]]:
+    if not positions:
+        return {}
+    values = yield Command(("HMGET", layout.vectors(session_id), *positions))
+    return {p: v for p, v in zip(positions, values, strict=True) if v is not None}
 
 
 def delete_op(layout: KeyLayout, session_id: str) -> Op[bool]:
