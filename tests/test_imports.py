@@ -56,10 +56,6 @@ def test_no_module_of_statemw_imports_itself_back_through_others() -> None:
     assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles[:5])
 
 
-# tests/test_vectors.py (check_budget, check_rules from test_window) is being reworked elsewhere
-KNOWN_TEST_TO_TEST_IMPORTS = {("test_vectors", "tests.test_window")}
-
-
 def test_test_modules_share_helpers_through_support_not_through_each_other() -> None:
     """Shared helpers live in tests/support.py (fixtures in conftest.py): a test module that
     imports another runs or breaks with it."""
@@ -78,4 +74,4 @@ def test_test_modules_share_helpers_through_support_not_through_each_other() -> 
                 for name in names
                 if name.startswith(("tests.test_", "tests.conftest"))
             }
-    assert found <= KNOWN_TEST_TO_TEST_IMPORTS
+    assert not found, found
