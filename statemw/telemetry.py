@@ -243,7 +243,8 @@ class Observer:
         self.reclaimed = meter.create_counter(
             "statemw.expired.reclaimed",
             unit="{session}",
-            description="Expired sessions removed by purge",
+            description="Expired records removed: by purge, and by the sweeps memory and "
+            "diskcache stores run as they are used",
         )
 
     # -- one operation --------------------------------------------------------------------------
@@ -373,6 +374,14 @@ class Observer:
             self.unavailable.add(1, where)
         if op == "purge" and tally.removed is not None:
             self.reclaimed.add(tally.removed, {"statemw.backend": backend})
+
+
+def swept(removed: int, backend: str) -> None:
+    """Count what an automatic expiry sweep (memory, diskcache) removed: the metric only, no log
+    line (it is the happy path)."""
+    obs = observer()
+    if obs is not None and obs.meter is not None:
+        obs.reclaimed.add(removed, {"statemw.backend": backend})
 
 
 # -- which observer, if any: the one check every operation makes ---------------------------------

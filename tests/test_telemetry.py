@@ -50,7 +50,7 @@ from statemw.backends.kv import KVBackend
 from statemw.fastapi import SessionDep
 from statemw.flask import FlaskState
 from statemw.telemetry import session_hash
-from tests.support import FakeClock
+from tests.support import FakeClock, store_url
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -469,6 +469,23 @@ def test_purge_reports_what_expiry_reclaimed(
     assert a(span, "statemw.sessions_removed") == 3
     assert otel.total("statemw.expired.reclaimed") == 3
     assert any("purge removed 3" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("kind", ["memory", "diskcache"])
+def test_the_sweeps_memory_and_diskcache_run_by_themselves_count_as_reclaimed(
+    kind: str, tmp_path: Path, clock: FakeClock, otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(store_url(kind, tmp_path), clock=clock)
+    for _ in range(3):
+        s = store.create()
+        s["n"] = 1
+        s.save()
+    clock.advance(31 * 86400)
+    with caplog.at_level(logging.INFO, "statemw"):
+        store.create().save()  # a save sweeps what has expired, no purge() needed
+    assert otel.total("statemw.expired.reclaimed") == 3
+    assert not caplog.records  # the happy path logs nothing
+    store.close()
 
 
 def test_forget_user_is_traced_and_summarised_without_the_user(

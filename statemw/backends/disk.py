@@ -183,4 +183,4 @@ def open_disk(directory: str, **options: Any) -> tuple[KVBackend, DiskKV]:
     """`options`: timeout (seconds a save waits for another process's transaction), create
     (False: only open a store that exists)."""
     kv = DiskKV(directory, **options)
-    return KVBackend(kv, poll_interval=POLL_INTERVAL), kv
+    return KVBackend(kv, name="diskcache", poll_interval=POLL_INTERVAL), kv

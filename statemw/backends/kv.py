@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
 from typing import Any, Protocol
 
+from statemw import telemetry
 from statemw.backends.base import Progress, WouldBlock
 from statemw.backends.local_pubsub import LocalSubscription
 from statemw.changes import Change
@@ -96,8 +97,9 @@ class KV(Protocol):
 class KVBackend:
     """A Backend (see base.py) over any KV; the memory and disk backends are this plus a KV."""
 
-    def __init__(self, kv: KV, *, poll_interval: float | None = None) -> None:
+    def __init__(self, kv: KV, *, name: str = "memory", poll_interval: float | None = None) -> None:
         self.kv = kv
+        self.name = name  # the backend as telemetry names it
         self.poll_interval = poll_interval
         self._subscribers: dict[str, set[LocalSubscription]] = {}
         self._subscribers_lock = threading.Lock()
@@ -598,6 +600,8 @@ class KVBackend:
         except (StoreUnavailable, WouldBlock):
             return 0
         self._next_sweep = now if len(due) == SWEEP_BATCH else now + SWEEP_PAUSE
+        if removed:
+            telemetry.swept(removed, self.name)
         if removed and now >= self._next_scrub:
             self._next_scrub = now + SCRUB_PAUSE
             with suppress(StoreUnavailable, WouldBlock):
