@@ -242,7 +242,8 @@ class TrackedState(dict[str, Any]):
     # -- expiry ------------------------------------------------------------------------------
 
     def _drop_expired(self) -> None:
-        if self._next_expiry > self._clock():
+        due = self._next_expiry
+        if due == math.inf or due > self._clock():  # (no TTL key: not even a clock read)
             return
         now = self._clock()
         for key in [k for k, exp in self._expiry.items() if exp <= now]:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from statemw import ConfigurationError, Session, Store, StoreUnavailable, configure, default_store
+from tests.support import FakeClock
 
 
 def test_a_store_does_no_io_until_first_used(tmp_path: Path) -> None:
@@ -79,6 +80,31 @@ def test_a_large_state_survives_growing_past_the_header_and_shrinking(store: Sto
     third["only"] = True
     third.save()
     assert dict(store.load(session.id)) == {"only": True}
+
+
+def test_two_devices_changing_a_large_state_keep_both_keys_and_expired_ones_go(
+    store: Store, clock: FakeClock
+) -> None:
+    session = store.create()
+    session.update({f"k{i}": i for i in range(500)})
+    for i in range(0, 500, 50):
+        session.set(f"brief{i}", i, ttl=10)
+    session.save()
+    phone, laptop = store.load(session.id), store.load(session.id)
+    clock.advance(11)
+    phone["k1"] = "from the phone"
+    laptop["k2"] = "from the laptop"
+    del laptop["k3"]
+    phone.save()
+    laptop.save()
+    merged = dict(store.load(session.id))
+    assert (merged["k1"], merged["k2"], "k3" in merged) == (
+        "from the phone",
+        "from the laptop",
+        False,
+    )
+    assert not [k for k in merged if k.startswith("brief")]
+    assert len(merged) == 499
 
 
 def test_a_large_state_takes_its_keys_along_on_rotate_and_leaves_nothing_on_delete(

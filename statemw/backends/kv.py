@@ -164,6 +164,17 @@ class KVBackend:
         except Exception as exc:
             raise CorruptRecord(session_id, f"bad state bucket {n} ({exc})") from exc
 
+    def _live_wires(self, session_id: str, n: int, now: float) -> dict[str, list[Any]]:
+        """A bucket's unexpired entries as stored (Entry.to_wire lists), not decoded."""
+        data = self.kv.get(f"s:{session_id}:{n}")
+        if data is None:
+            return {}
+        try:
+            wires: dict[str, list[Any]] = unpack(data)
+            return {k: w for k, w in wires.items() if w[2] is None or w[2] > now}
+        except Exception as exc:
+            raise CorruptRecord(session_id, f"bad state bucket {n} ({exc})") from exc
+
     def _put_bucket(self, session_id: str, n: int, entries: dict[str, Entry]) -> None:
         if entries:
             wire = {k: e.to_wire() for k, e in entries.items()}
@@ -287,13 +298,17 @@ class KVBackend:
             touched.setdefault(bucket_of(key, buckets), []).append(key)
         overfull = False
         for n, keys in touched.items():
-            entries = {k: e for k, e in self._bucket(sid, n).items() if e.live(now)}
+            # the bucket's other keys stay as stored (a load checks them): none is decoded
+            kept = self._live_wires(sid, n, now)
             for key in keys:
-                entries.pop(key, None)
+                kept.pop(key, None)
                 if key in delta.set:
-                    entries[key] = delta.set[key]
-            self._put_bucket(sid, n, entries)
-            overfull = overfull or len(entries) > 2 * BUCKET_KEYS
+                    kept[key] = delta.set[key].to_wire()
+            if kept:
+                self.kv.set(f"s:{sid}:{n}", pack(kept))
+            else:
+                self.kv.delete(f"s:{sid}:{n}")
+            overfull = overfull or len(kept) > 2 * BUCKET_KEYS
         if overfull:
             self._spread(header, self._with_state(header).live_state(now))
 
