@@ -323,6 +323,15 @@ class Session(_Saved):
             if record[:1] not in (b"", b"\x01"):
                 codec.open(record, session_id=self.id)
 
+    def user_ref_unknown(self) -> bool:
+        """A new session whose user's stored ref is not known yet (with encryption the store
+        looks it up before the first save: the user may be under an older key's hash)."""
+        return self.is_new and self.user_id is not None and self._user_ref is None
+
+    def attach_user_ref(self, ref: str) -> None:
+        """What this session's user is stored under, as the store found it."""
+        self._user_ref = ref
+
     def user_ref(self) -> str | None:
         """What this session's user is stored under (None: no user)."""
         if self.user_id is None:

@@ -294,9 +294,9 @@ class Store:
 
     def _save(self, session: Session, strict: bool) -> StoreFlow[None]:
         root = session.root
-        uid = root.user_id
-        if root.is_new and uid is not None and root._user_ref is None and self.codec.encrypted:
-            root._user_ref = (yield from self._find_user(uid))[0]  # which ref the user has
+        if self.codec.encrypted and root.user_id is not None and root.user_ref_unknown():
+            ref, _ = yield from self._find_user(root.user_id)  # which key's hash the user has
+            root.attach_user_ref(ref)
         for target, delta in session.save_plan(self.clock(), strict=strict):
             result = yield from ask(Commit(delta))
             target.committed(result, delta)

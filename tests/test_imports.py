@@ -75,3 +75,17 @@ def test_test_modules_share_helpers_through_support_not_through_each_other() -> 
                 if name.startswith(("tests.test_", "tests.conftest"))
             }
     assert not found, found
+
+
+def test_the_store_touches_no_private_attribute_of_another_object() -> None:
+    """The Store plans I/O; a Session keeps its own bookkeeping (save_plan, committed, ...)."""
+    source = (Path(__file__).parent.parent / "statemw" / "store.py").read_text()
+    reached = [
+        f"line {node.lineno}: .{node.attr}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+    ]
+    assert not reached, reached
