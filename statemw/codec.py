@@ -14,6 +14,10 @@ under the reserved key "#" (which also lets a load check the key before anything
 written). The hash keys are derived from the encryption keys; the first key's is the one
 written, every configured key's is looked up (rotation). Without encryption, names and user
 ids are stored as they are.
+
+One module, past 400 lines, because it is the one place bytes are made and read: every record
+kind goes through the same format byte, sealing and name hashing, and a change to any of them
+has to keep old records readable.
 """
 
 from __future__ import annotations

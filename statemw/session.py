@@ -4,6 +4,11 @@ A Session is data plus the rules for changing it: what a save must write (`save_
 commit means for it (`committed`), how it starts over after a delete or moves after a rotate. It
 does no I/O of its own: `save()`, `load()`, `child()`, `user` (first use) and reads of old
 messages ask the Store it came from, which carries out the I/O.
+
+One module, past 400 lines, because it is one object: the state, the log, the sub-sessions
+and the user's state change together on every save and commit, and the context methods users
+call on it (get_history, compact) read all of them; the pieces that stand alone live beside it
+(state.py, messages.py, window.py, _semantic.py).
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ of the best-scored candidates (statemw._semantic ranks them from sketches), as s
 segments. Each segment is grouped whole (it never starts or ends inside a tool group), a turn
 ends at a segment's edge, and the strategy is the same `Relevant`, over the groups read; only
 messages with an exact score compete for the k places.
+
+One module, past 400 lines, because the rules above are one contract: every strategy and the
+plan that reads for it must keep all of them, and the property tests check them together.
 """
 
 from __future__ import annotations

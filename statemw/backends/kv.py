@@ -23,6 +23,9 @@ once a second per process, unless the last sweep found more due) reclaims up to 
 records that are due: removed if dead, scheduled again at their current expiry if a later save
 extended it. So the work per operation is bounded, and a store that keeps being used keeps no
 more expired records than the sweeps have not reached yet.
+
+One module, past 400 lines, because it is one layout: reads, commits, expiry sweeps, vectors and
+renames all follow the key scheme above, and a change to it has to be made everywhere at once.
 """
 
 from __future__ import annotations

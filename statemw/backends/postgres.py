@@ -6,8 +6,8 @@ that loop shuts down). Connections run in autocommit, so each statement is its o
 a save is one call of the schema's commit function, a load one SELECT. Faults: any connection
 failure is StoreUnavailable naming host, port and database (never the password).
 
-One idea, so one module (~460 lines): the two shells and the pools they share; the SQL is in
-postgres_sql.py, the operations in postgres_ops.py.
+One module, past 400 lines, because it is one idea: the two shells and the pools they share;
+the SQL is in postgres_sql.py, the operations in postgres_ops.py.
 """
 
 from __future__ import annotations

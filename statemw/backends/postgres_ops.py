@@ -4,6 +4,7 @@ Each operation is a generator that yields the statements it needs (`Query`) and 
 rows; `postgres.py` drives it on a pooled psycopg connection, sync or async. So the two backends
 differ only by `await`, and every decision (and all SQL, via postgres_sql.py) lives here once.
 A turn is one Query to load and one to commit, whatever the length of the history.
+One module, past 400 lines, for the same reason as redis/ops.py: each decision once.
 """
 
 from __future__ import annotations

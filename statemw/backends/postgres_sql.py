@@ -13,6 +13,9 @@ Layout (docs/postgres.md draws it):
     vectors    a row per cached embedding: (sid, pos) -> encoded vector
 Sub-sessions are rows whose id is "<parent>/<name>"; ids are compared bytewise (COLLATE "C"),
 so a session's whole tree is the id itself plus the range ("<id>/", "<id>0").
+
+One module, past 400 lines, because it is text: every statement next to the schema it reads,
+so a migration and the queries it changes are read together.
 """
 
 from __future__ import annotations

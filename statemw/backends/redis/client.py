@@ -2,6 +2,9 @@
 
 Two shells, one per redis-py client (redis.Redis, redis.asyncio.Redis), drive the same I/O-free
 operations; the scripts in lua.py do each write atomically on the server.
+
+One module, past 400 lines, because the two shells are twins (each method a line over the
+same op) and must stay side by side; what they share of connections and faults is here too.
 """
 
 from __future__ import annotations

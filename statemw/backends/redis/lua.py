@@ -11,6 +11,9 @@ Every key carries a TTL: a session's keys its own expiry (plus a slack); a user'
 record (unless it has an expiry of its own, Store.user_ttl) the longest of the user's sessions'.
 Timestamps travel as the strings Python wrote (repr of a float) and are stored unchanged, so no
 precision is lost in Lua; Lua only compares them with tonumber().
+
+One module, past 400 lines, because the scripts share helpers (prepended as text) and one key
+layout; ops.py, which builds their arguments, is the other half.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Each operation is a flow (statemw._drive) that yields the calls it needs (a script, a command, a
 pipeline) and receives their replies; client.py drives it with the sync client or the async one.
 So the sync and async backends differ only by `await`, and every decision lives here once.
+One module, past 400 lines, for that reason: a decision split across files would drift from its
+twin in lua.py, which runs the same layout on the server.
 """
 
 from __future__ import annotations
