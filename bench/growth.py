@@ -36,7 +36,7 @@ def statemw_turn(store: Store, session_id: str) -> Callable[[], None]:
     def turn() -> None:
         session = store.load(session_id)
         session.add_message("user", "and one more thing " + "y" * 40)
-        recent = session.messages[-20:]
+        recent = session.get_history(last=20)  # what the README tells users to call
         assert len(recent) == 20
         session.save()
 

@@ -111,7 +111,7 @@ def statemw_bench(url: str) -> Callable[[int, str], Bench]:
         def turn() -> int:
             s = store.load(sid)
             s.add_message("user", NEW_TEXT)
-            recent = s.messages[-RECENT:]
+            recent = s.get_history(last=RECENT)  # what the README tells users to call
             s.save()
             return len(recent)
 

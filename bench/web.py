@@ -739,8 +739,8 @@ async def time_cell(cell: Cell, seconds: float) -> dict[str, Any]:
 # --- Redis counters -------------------------------------------------------------------------------
 
 
-def redis_counters(conn: Any) -> dict[str, int]:
-    info = conn.info("stats", "commandstats", "persistence")
+def redis_counters(conn: Any) -> dict[str, float]:
+    info = conn.info("stats", "commandstats", "persistence", "cpu")
     cmds = sum(
         v["calls"] for k, v in info.items() if k.startswith("cmdstat_") and k != "cmdstat_info"
     )
@@ -748,6 +748,9 @@ def redis_counters(conn: Any) -> dict[str, int]:
         "cmds": cmds,
         "reads": int(info["total_reads_processed"]),
         "dirty": int(info["rdb_changes_since_last_save"]),
+        # the server's own CPU (user + system, getrusage), in µs: what a request costs Redis,
+        # scripts, parsing and socket work included
+        "cpu_us": (float(info["used_cpu_user"]) + float(info["used_cpu_sys"])) * 1e6,
     }
 
 
@@ -1209,8 +1212,8 @@ def print_tables(res: Results, sizes: list[int], kinds: list[str], names: list[s
     redis_names = [n for n in names if BY_NAME[n].redis]
     if redis_names:
         print(
-            "\nRedis per request: commands / client reads (~ round trips) / keys changed"
-            " (? = no two of 5 runs agreed: another client was busy)"
+            "\nRedis per request: commands / client reads (~ round trips) / keys changed /"
+            " server CPU µs (? = no two of 5 runs agreed: another client was busy)"
         )
         print("| product | request | " + " | ".join(f"L={n:,}" for n in sizes) + " |")
         print("|---|---|" + "---:|" * len(sizes))
@@ -1223,6 +1226,7 @@ def print_tables(res: Results, sizes: list[int], kinds: list[str], names: list[s
                         "-"
                         if not counts
                         else f"{counts['cmds']:.1f} / {counts['reads']:.1f} / {counts['dirty']:.1f}"
+                        + (f" / {counts['cpu_us']:.0f}" if "cpu_us" in counts else "")
                         + ("" if counts.get("stable", 1.0) else " ?")
                     )
                 print(f"| {name} | {kind} | " + " | ".join(texts) + " |")
