@@ -43,14 +43,14 @@ def fill(store: Store, n: int) -> str:
 def turn(store: Store, session_id: str) -> None:
     session = store.load(session_id)
     session.add_message("user", "and one more thing " + "y" * 40)
-    assert len(session.messages[-HISTORY:]) == HISTORY
+    assert len(session.get_history(last=HISTORY)) == HISTORY  # what the README tells users to call
     session.save()
 
 
 async def aturn(store: Store, session_id: str) -> None:
     session = await store.aload(session_id)
     session.add_message("user", "and one more thing " + "y" * 40)
-    assert len(session.messages[-HISTORY:]) == HISTORY
+    assert len(await session.aget_history(last=HISTORY)) == HISTORY
     await session.asave()
 
 
