@@ -390,6 +390,24 @@ def test_forget_user_reaches_a_session_the_index_missed(cstore: Store, clock: Fa
     cstore.forget_user("kept")
 
 
+def test_forget_user_reaches_a_missed_session_from_a_server_whose_clock_runs_ahead(
+    cluster_url: str,
+) -> None:
+    """The forget marker is Redis's time, a session's created_at the app server's."""
+    ahead = FakeClock(time.time() + 30)
+    store = Store(cluster_url, key_prefix=f"c{uuid.uuid4().hex[:8]}:", clock=ahead)
+    try:
+        missed = store.create(user_id="gone")
+        missed.save()
+        _drop_from_index(store, "gone", missed.id)  # as a save racing the forget leaves it
+        store.forget_user("gone")
+        with pytest.raises(SessionNotFound):
+            store.load(missed.id)
+        assert not _stored(store, missed.id)
+    finally:
+        store.close()
+
+
 def test_purge_deletes_a_forgotten_users_session_the_index_missed(cstore: Store) -> None:
     missed = cstore.create(user_id="gone")
     missed.add_message("user", "hi")

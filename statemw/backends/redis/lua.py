@@ -398,11 +398,16 @@ return 1
 """
 )
 
+FORGET_SKEW_SECONDS = 60
+"""How far an app server's clock (a session's created_at) may run ahead of Redis's (the forget
+marker) and a forget still reach a session its index missed: a session created up to this long
+after the marker and missing from the index counts as forgotten too."""
+
 # Cluster only. KEYS: user header, user index, forgotten marker. ARGV: n, then n pairs of a
 # top-level session id of this user and its created_at. Reads the user's header (for a load) and
 # repairs the index: a pair missing from it is added back, unless the user was forgotten after
 # the session was created (forget_user missed it), in which case its id is returned for deletion.
-USER_CHECK = r"""
+USER_CHECK = f"local SKEW = {FORGET_SKEW_SECONDS}\n" + r"""
 local forgotten = {}
 local gone = false
 local a = 2
@@ -411,7 +416,7 @@ for _ = 1, tonumber(ARGV[1]) do
   a = a + 2
   if not redis.call('ZSCORE', KEYS[2], sid) then
     if gone == false then gone = redis.call('GET', KEYS[3]) or '' end
-    if gone ~= '' and tonumber(gone) >= tonumber(created_at) then
+    if gone ~= '' and tonumber(gone) + SKEW >= tonumber(created_at) then
       forgotten[#forgotten + 1] = sid
     else
       redis.call('ZADD', KEYS[2], created_at, sid)
