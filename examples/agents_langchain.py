@@ -68,26 +68,31 @@ class ScriptedChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
 
+def tool_loop(model: BaseChatModel, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """One turn: the model's replies and the weather tool's results, until the model answers."""
+    new: list[BaseMessage] = []
+    while True:
+        reply = model.invoke([*messages, *new])
+        new.append(reply)
+        if not isinstance(reply, AIMessage) or not reply.tool_calls:
+            return new
+        for call in reply.tool_calls:
+            result = weather.invoke(call["args"])
+            new.append(ToolMessage(str(result), tool_call_id=str(call["id"])))
+
+
 def make_chain(
     model: BaseChatModel, history: Callable[[str], BaseChatMessageHistory]
 ) -> RunnableWithMessageHistory:
     """A tool loop whose new messages (AI tool call, tool result, AI answer) go to the history
     `history(session_id)` gives (e.g. `lambda sid: StatemwChatMessageHistory(sid, store=...)`)."""
 
-    def loop(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-        new: list[BaseMessage] = []
-        while True:
-            reply = model.invoke([*messages, *new])
-            new.append(reply)
-            if not isinstance(reply, AIMessage) or not reply.tool_calls:
-                return new
-            for call in reply.tool_calls:
-                result = weather.invoke(call["args"])
-                new.append(ToolMessage(str(result), tool_call_id=str(call["id"])))
+    def turn(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+        return tool_loop(model, messages)
 
     with warnings.catch_warnings():  # langchain-core 1.x points to LangGraph; it still works
         warnings.filterwarnings("ignore", "RunnableWithMessageHistory is deprecated")
-        return RunnableWithMessageHistory(RunnableLambda(loop), history)
+        return RunnableWithMessageHistory(RunnableLambda(turn), history)
 
 
 async def main(directory: str) -> None:

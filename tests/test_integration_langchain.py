@@ -28,7 +28,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from examples.agents_langchain import FORECASTS, ScriptedChatModel, make_chain, weather
+from examples.agents_langchain import FORECASTS, ScriptedChatModel, make_chain, tool_loop
 from statemw import Store
 from statemw.integrations.langchain import StatemwChatMessageHistory, from_message, to_message
 from statemw.messages import tool_call_ids, tool_result_ids
@@ -256,16 +256,7 @@ def keyed_chain(
     `_aexit_history`). With the key it appends exactly the turn's input and output."""
 
     def loop(inputs: dict[str, Any]) -> list[BaseMessage]:
-        messages = [*inputs["history"], *inputs["input"]]
-        new: list[BaseMessage] = []
-        while True:
-            reply = model.invoke([*messages, *new])
-            new.append(reply)
-            if not isinstance(reply, AIMessage) or not reply.tool_calls:
-                return new
-            for call in reply.tool_calls:
-                result = weather.invoke(call["args"])
-                new.append(ToolMessage(str(result), tool_call_id=str(call["id"])))
+        return tool_loop(model, [*inputs["history"], *inputs["input"]])
 
     with warnings.catch_warnings():  # langchain-core 1.x points to LangGraph; it still works
         warnings.filterwarnings("ignore", "RunnableWithMessageHistory is deprecated")

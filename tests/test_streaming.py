@@ -641,27 +641,14 @@ def test_stateful_flask_views_keep_the_partial_answer_when_the_client_goes_away(
 
 
 def test_stateful_starlette_endpoints_keep_the_streamed_answer(store: Store) -> None:
-    @stateful(store, key=Cookie(secret_key=SECRET))
-    async def chat(request: Request, session: Session) -> StreamingResponse:
-        session.add_message("user", "hi")
-        return StreamingResponse(aanswer_tokens(session), headers={"x-sid": session.id})
-
-    client = TestClient(Starlette(routes=[Route("/chat", chat)]))
+    client = TestClient(stateful_starlette_app(store))
     sid = client.get("/chat").headers["x-sid"]
     client.get("/chat")
     assert history(store, sid) == ["hi", "Hello there", "hi", "Hello there"]
 
 
 def test_stateful_flask_views_keep_the_streamed_answer(store: Store) -> None:
-    app = Flask(__name__)
-
-    @app.get("/chat")
-    @stateful(store, key=Cookie(secret_key=SECRET))
-    def chat(session: Session) -> Response:
-        session.add_message("user", "hi")
-        return Response(answer_tokens(session), headers={"x-sid": session.id})
-
-    client = app.test_client()
+    client = stateful_flask_app(store).test_client()
     first = client.get("/chat")
     assert first.text == "Hello there"
     sid = first.headers["x-sid"]

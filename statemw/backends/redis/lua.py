@@ -407,7 +407,9 @@ after the marker and missing from the index counts as forgotten too."""
 # top-level session id of this user and its created_at. Reads the user's header (for a load) and
 # repairs the index: a pair missing from it is added back, unless the user was forgotten after
 # the session was created (forget_user missed it), in which case its id is returned for deletion.
-USER_CHECK = f"local SKEW = {FORGET_SKEW_SECONDS}\n" + r"""
+USER_CHECK = (
+    f"local SKEW = {FORGET_SKEW_SECONDS}\n"
+    + r"""
 local forgotten = {}
 local gone = false
 local a = 2
@@ -425,6 +427,7 @@ for _ = 1, tonumber(ARGV[1]) do
 end
 return {redis.call('HGETALL', KEYS[1]), forgotten}
 """
+)
 
 # Cluster only. KEYS: the user's forgotten marker. Set to the server's time, as "<s>.<us>".
 FORGET_MARK = r"""
