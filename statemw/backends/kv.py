@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from statemw import telemetry
 from statemw.backends.base import Progress, WouldBlock
@@ -53,6 +53,8 @@ from statemw.records import (
     parent_ids,
     user_record_id,
 )
+
+T = TypeVar("T")
 
 CHUNK = 64
 INLINE_KEYS = 64
@@ -158,30 +160,35 @@ class KVBackend:
             header.state.update(self._bucket(header.session_id, n))
         return header
 
-    def _bucket(self, session_id: str, n: int) -> dict[str, Entry]:
+    def _read_bucket(
+        self, session_id: str, n: int, parse: Callable[[dict[str, list[Any]]], T]
+    ) -> T:
+        """A bucket's entries as stored (Entry.to_wire lists, by key), through `parse`."""
         data = self.kv.get(f"s:{session_id}:{n}")
-        if data is None:
-            return {}
         try:
-            return {k: Entry.from_wire(v) for k, v in unpack(data).items()}
+            return parse({} if data is None else unpack(data))
         except Exception as exc:
             raise CorruptRecord(session_id, f"bad state bucket {n} ({exc})") from exc
+
+    def _bucket(self, session_id: str, n: int) -> dict[str, Entry]:
+        return self._read_bucket(
+            session_id, n, lambda wires: {k: Entry.from_wire(w) for k, w in wires.items()}
+        )
 
     def _live_wires(self, session_id: str, n: int, now: float) -> dict[str, list[Any]]:
-        """A bucket's unexpired entries as stored (Entry.to_wire lists), not decoded."""
-        data = self.kv.get(f"s:{session_id}:{n}")
-        if data is None:
-            return {}
-        try:
-            wires: dict[str, list[Any]] = unpack(data)
-            return {k: w for k, w in wires.items() if w[2] is None or w[2] > now}
-        except Exception as exc:
-            raise CorruptRecord(session_id, f"bad state bucket {n} ({exc})") from exc
+        """A bucket's unexpired entries as stored, not decoded."""
+        return self._read_bucket(
+            session_id,
+            n,
+            lambda wires: {k: w for k, w in wires.items() if w[2] is None or w[2] > now},
+        )
 
     def _put_bucket(self, session_id: str, n: int, entries: dict[str, Entry]) -> None:
-        if entries:
-            wire = {k: e.to_wire() for k, e in entries.items()}
-            self.kv.set(f"s:{session_id}:{n}", pack(wire))
+        self._put_wires(session_id, n, {k: e.to_wire() for k, e in entries.items()})
+
+    def _put_wires(self, session_id: str, n: int, wires: dict[str, list[Any]]) -> None:
+        if wires:
+            self.kv.set(f"s:{session_id}:{n}", pack(wires))
         else:
             self.kv.delete(f"s:{session_id}:{n}")
 
@@ -307,10 +314,7 @@ class KVBackend:
                 kept.pop(key, None)
                 if key in delta.set:
                     kept[key] = delta.set[key].to_wire()
-            if kept:
-                self.kv.set(f"s:{sid}:{n}", pack(kept))
-            else:
-                self.kv.delete(f"s:{sid}:{n}")
+            self._put_wires(sid, n, kept)
             overfull = overfull or len(kept) > 2 * BUCKET_KEYS
         if overfull:
             self._spread(header, self._with_state(header).live_state(now))
