@@ -143,7 +143,7 @@ def _ext(obj: Any) -> Any:
 def _datetime_text(value: datetime) -> str:
     """ISO 8601 with its UTC offset; a datetime in a named zone (zoneinfo) also carries the zone's
     name, as RFC 9557 writes it: "2024-11-03T01:30:00-05:00[America/New_York]"."""
-    zone = getattr(value.tzinfo, "key", None) if isinstance(value.tzinfo, ZoneInfo) else None
+    zone = value.tzinfo.key if isinstance(value.tzinfo, ZoneInfo) else None
     return value.isoformat() + (f"[{zone}]" if zone else "")
 
 

@@ -328,10 +328,11 @@ class Session(_Saved):
             if record[:1] not in (b"", b"\x01"):
                 codec.open(record, session_id=self.id)
 
-    def user_ref_unknown(self) -> bool:
-        """A new session whose user's stored ref is not known yet (with encryption the store
-        looks it up before the first save: the user may be under an older key's hash)."""
-        return self.is_new and self.user_id is not None and self._user_ref is None
+    def user_to_look_up(self) -> str | None:
+        """The user of a new session whose stored ref is not known yet, else None (with
+        encryption the store looks it up before the first save: the user may be under an older
+        key's hash)."""
+        return self.user_id if self.is_new and self._user_ref is None else None
 
     def attach_user_ref(self, ref: str) -> None:
         """What this session's user is stored under, as the store found it."""

@@ -297,8 +297,9 @@ class Store:
 
     def _save(self, session: Session, strict: bool) -> StoreFlow[None]:
         root = session.root
-        if self.codec.encrypted and root.user_id is not None and root.user_ref_unknown():
-            ref, _ = yield from self._find_user(root.user_id)  # which key's hash the user has
+        user_id = root.user_to_look_up() if self.codec.encrypted else None
+        if user_id is not None:
+            ref, _ = yield from self._find_user(user_id)  # which key's hash the user has
             root.attach_user_ref(ref)
         for target, delta in session.save_plan(self.clock(), strict=strict):
             result = yield from ask(Commit(delta))
