@@ -74,6 +74,31 @@ def bucket_of(key: str, buckets: int) -> int:
     return zlib.crc32(key.encode()) & (buckets - 1)
 
 
+def appended(chunk: bytes, count: int, records: list[bytes]) -> bytes | None:
+    """A stored message chunk (a msgpack array of `count` records) with `records` added, by
+    rewriting the array's length and adding their bytes: the stored records are neither decoded
+    nor encoded again. None when the chunk does not hold exactly `count` records."""
+    first = chunk[0] if chunk else 0
+    if 0x90 <= first <= 0x9F:
+        held, body = first & 0x0F, 1
+    elif first == 0xDC and len(chunk) >= 3:
+        held, body = int.from_bytes(chunk[1:3], "big"), 3
+    elif first == 0xDD and len(chunk) >= 5:
+        held, body = int.from_bytes(chunk[1:5], "big"), 5
+    else:
+        return None
+    if held != count:
+        return None
+    total = count + len(records)
+    if total <= 15:
+        head = bytes((0x90 | total,))
+    elif total <= 0xFFFF:
+        head = b"\xdc" + total.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + total.to_bytes(4, "big")
+    return b"".join((head, chunk[body:], *map(pack, records)))
+
+
 class KV(Protocol):
     """The few primitives the layout needs; `transaction()` makes a block atomic and exclusive."""
 
@@ -353,8 +378,9 @@ class KVBackend:
                 self._link(header, delta.now)
             if created and header.expires_at is not None and "/" not in sid:
                 self.kv.schedule(sid, header.expires_at)
-        changed = tuple(sorted(set(delta.set) | set(delta.delete)))
-        self._publish(Change(sid, header.revision, header.message_count, changed), header)
+        if sid in self._subscribers:  # a change is built only for someone listening
+            changed = tuple(sorted({*delta.set, *delta.delete}))
+            self._publish(Change(sid, header.revision, header.message_count, changed), header)
         if delta.now >= self._next_sweep:
             self.reclaim(delta.now)
         return Committed.of(header)
@@ -363,9 +389,13 @@ class KVBackend:
         while messages:
             n, offset = divmod(position, CHUNK)
             take = messages[: CHUNK - offset]
-            chunk: list[bytes] = self._chunk(sid, "m", n)[:offset] if offset else []
-            chunk.extend(take)
-            self.kv.set(f"m:{sid}:{n}", pack(chunk))
+            key = f"m:{sid}:{n}"
+            data = self.kv.get(key) if offset else None
+            grown = None if data is None else appended(data, offset, take)
+            if grown is None:  # a new chunk, or one holding more than the header counts
+                chunk: list[bytes] = self._chunk(sid, "m", n)[:offset] if offset else []
+                grown = pack(chunk + take)
+            self.kv.set(key, grown)
             position += len(take)
             messages = messages[len(take) :]
 
