@@ -22,6 +22,7 @@ _MAYBE_NUMBER = (int, float, type(None))
 _MAYBE_INT = (int, type(None))
 _MAYBE_TEXT = (str, type(None))
 _STR_KEYS = frozenset((str,))
+_HEADER_SHAPES = ((1, 12), (2, 14))
 
 LEAD_SCAN = 8
 """How many of the first messages may count as the leading system prompt (kept in every window)."""
@@ -165,37 +166,41 @@ class SessionHeader:
     @classmethod
     def from_wire(cls, wire: list[Any]) -> SessionHeader:
         """Version 2, or version 1 (written before `lead` was kept)."""
-        if not isinstance(wire, list) or not wire or (wire[0], len(wire)) not in ((1, 12), (2, 14)):
+        # every load and every commit reads a header: unpacked once, built positionally
+        if type(wire) is not list or not wire or (wire[0], len(wire)) not in _HEADER_SHAPES:
             raise ValueError("not a version-1 or version-2 session header")
+        (version, sid, user_id, created, updated, expires) = wire[:6]
+        (rev, count, tokens, summary, kids, state) = wire[6:12]
+        lead, buckets = wire[12:] if version == 2 else (None, 0)
         if (
-            type(wire[1]) is not str
-            or type(wire[2]) not in _MAYBE_TEXT
-            or type(wire[3]) not in _NUMBER
-            or type(wire[4]) not in _NUMBER
-            or type(wire[5]) not in _MAYBE_NUMBER
-            or not type(wire[6]) is type(wire[7]) is type(wire[8]) is int
-            or type(wire[10]) is not list
-            or (wire[10] and not all(type(c) is str for c in wire[10]))
-            or type(wire[11]) is not dict
-            or not _STR_KEYS.issuperset(map(type, wire[11]))
-            or (wire[0] == 2 and (type(wire[12]) not in _MAYBE_INT or type(wire[13]) is not int))
+            type(sid) is not str
+            or type(user_id) not in _MAYBE_TEXT
+            or type(created) not in _NUMBER
+            or type(updated) not in _NUMBER
+            or type(expires) not in _MAYBE_NUMBER
+            or not type(rev) is type(count) is type(tokens) is int
+            or type(kids) is not list
+            or (kids and not all(type(c) is str for c in kids))
+            or type(state) is not dict
+            or (state and not _STR_KEYS.issuperset(map(type, state)))
+            or type(lead) not in _MAYBE_INT
+            or type(buckets) is not int
         ):
             raise ValueError("a session header field of the wrong type")
-        s = wire[9]
         return cls(
-            session_id=wire[1],
-            user_id=wire[2],
-            created_at=wire[3],
-            updated_at=wire[4],
-            expires_at=wire[5],
-            revision=wire[6],
-            message_count=wire[7],
-            token_total=wire[8],
-            summary=None if s is None else Summary.from_wire(s),
-            children=list(wire[10]),
-            state={k: Entry.from_wire(v) for k, v in wire[11].items()},
-            lead=wire[12] if wire[0] == 2 else None,
-            state_buckets=wire[13] if wire[0] == 2 else 0,
+            sid,
+            user_id,
+            created,
+            updated,
+            expires,
+            rev,
+            count,
+            tokens,
+            None if summary is None else Summary.from_wire(summary),
+            list(kids),
+            {k: Entry.from_wire(v) for k, v in state.items()} if state else {},
+            lead,
+            buckets,
         )
 
 
