@@ -24,6 +24,8 @@ def check_session_id(session_id: object) -> str:
     """Check an id a caller names (`Session.load("abc123")`); InvalidValue if malformed."""
     if not isinstance(session_id, str):
         raise InvalidValue(f"a session id is a string, got {type(session_id).__name__}")
+    if "/" not in session_id and _ID.fullmatch(session_id):  # the usual case: a top-level id
+        return session_id
     root, *children = session_id.split("/")
     if not _ID.fullmatch(root) or not all(_CHILD.fullmatch(c) for c in children):
         raise InvalidValue(
