@@ -26,6 +26,7 @@ it are one idea (with and without numpy), measured as one by bench/semantic.py.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import math
@@ -33,10 +34,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-try:
-    import numpy as _np
-except ImportError:  # pragma: no cover - depends on the install
-    _np = None  # type: ignore[assignment]
+from statemw import _numpy
 
 BLOCK = 64
 """Positions per block record."""
@@ -79,8 +77,8 @@ def _signs_for(bits: int, numpy: bool) -> Any:
         flat = [1.0 if raw[i >> 3] >> (i & 7) & 1 else -1.0 for i in range(ROUNDS * bits)]
         rows = [flat[r * bits : (r + 1) * bits] for r in range(ROUNDS)]
         if numpy:
-            assert _np is not None
-            found = _np.asarray(rows, dtype=_np.float32)
+            np = _numpy.load()
+            found = np.asarray(rows, dtype=np.float32)
         else:
             found = rows
         _signs[key] = found
@@ -88,12 +86,13 @@ def _signs_for(bits: int, numpy: bool) -> Any:
 
 
 def _hadamard_numpy(x: Any) -> Any:
+    np = _numpy.load()
     n = x.shape[-1]
     h = 1
     while h < n:
         x = x.reshape(-1, n // (2 * h), 2, h)
         a, b = x[:, :, 0, :], x[:, :, 1, :]
-        x = _np.stack([a + b, a - b], 2).reshape(-1, n)
+        x = np.stack([a + b, a - b], 2).reshape(-1, n)
         h *= 2
     return x
 
@@ -106,11 +105,11 @@ def rotation(dims: int) -> Any:
     once per dims."""
     found = _rotations.get(dims)
     if found is None:
-        assert _np is not None
+        np = _numpy.load()
         bits = width(dims)
-        x = _np.zeros((dims, bits), dtype=_np.float32)
-        x[:, :dims] = _np.eye(dims, dtype=_np.float32)
-        scale = _np.float32(1.0 / math.sqrt(bits))
+        x = np.zeros((dims, bits), dtype=np.float32)
+        x[:, :dims] = np.eye(dims, dtype=np.float32)
+        scale = np.float32(1.0 / math.sqrt(bits))
         for signs in _signs_for(bits, True):
             x = _hadamard_numpy(x * signs) * scale
         found = _rotations[dims] = x
@@ -119,24 +118,24 @@ def rotation(dims: int) -> Any:
 
 def rotate_numpy(units: Any) -> Any:
     """Rows (n, dims) of unit vectors, rotated: (n, width) float32."""
-    assert _np is not None
-    units = _np.asarray(units, dtype=_np.float32).reshape(len(units), -1)
+    np = _numpy.load()
+    units = np.asarray(units, dtype=np.float32).reshape(len(units), -1)
     return units @ rotation(units.shape[1])
 
 
 def rotate_one(unit: Sequence[float]) -> Any:
     """One unit vector, rotated (numpy: a matrix-vector product, which BLAS does not spread
     over threads that a loaded machine may not schedule)."""
-    assert _np is not None
-    vector = _np.asarray(unit, dtype=_np.float32).reshape(-1)
+    np = _numpy.load()
+    vector = np.asarray(unit, dtype=np.float32).reshape(-1)
     return _transposed(len(vector)) @ vector
 
 
 def _transposed(dims: int) -> Any:
     found = _rotations.get(-dims)
     if found is None:
-        assert _np is not None
-        found = _rotations[-dims] = _np.ascontiguousarray(rotation(dims).T)
+        np = _numpy.load()
+        found = _rotations[-dims] = np.ascontiguousarray(rotation(dims).T)
     return found
 
 
@@ -162,12 +161,13 @@ def sketches(units: Sequence[Any]) -> list[bytes]:
     """The sketch of each unit row (array('f') or numpy rows of one length)."""
     if not units:
         return []
-    if _np is not None:
+    if _numpy.AVAILABLE:
+        np = _numpy.load()
         if len(units) > 256:
-            rotated = rotate_numpy(_np.asarray([_np.asarray(u, dtype=_np.float32) for u in units]))
+            rotated = rotate_numpy(np.asarray([np.asarray(u, dtype=np.float32) for u in units]))
         else:  # few: one matrix-vector product each
-            rotated = _np.asarray([rotate_one(u) for u in units])
-        packed = _np.packbits(rotated > 0, axis=1, bitorder="little")
+            rotated = np.asarray([rotate_one(u) for u in units])
+        packed = np.packbits(rotated > 0, axis=1, bitorder="little")
         return [row.tobytes() for row in packed]
     out = []
     for unit in units:
@@ -321,7 +321,7 @@ class Sketches:
     def best(self, query: Sequence[float], start: int, stop: int, n: int, skip: Any) -> list[int]:
         """The `n` positions in [start, stop) whose sketches look most like the unit `query`,
         best first; positions in `skip` are left out."""
-        if _np is not None:
+        if _numpy.AVAILABLE:
             return self._best_numpy(query, start, stop, n, skip)
         positions = [p for p in self.positions() if start <= p < stop and p not in skip]
         if len(positions) <= n:
@@ -330,28 +330,28 @@ class Sketches:
 
     def _all(self) -> tuple[Any, Any]:
         """Every sketch as one matrix (positions, uint8 rows), kept until a sketch changes."""
-        assert _np is not None
         if self._matrix is None:
+            np = _numpy.load()
             full = [b for b, (mask, _) in self.blocks.items() if mask == _FULL]
             part = [b for b, (mask, _) in self.blocks.items() if mask != _FULL]
             pos = [
-                (_np.asarray(full, dtype=_np.int64)[:, None] * BLOCK + _ARANGE).reshape(-1),
-                _np.asarray(
+                (np.asarray(full, dtype=np.int64)[:, None] * BLOCK + _slot_range()).reshape(-1),
+                np.asarray(
                     [b * BLOCK + s for b in part for s in _slots(self.blocks[b][0])],
-                    dtype=_np.int64,
+                    dtype=np.int64,
                 ),
-                _np.asarray(list(self.extra), dtype=_np.int64),
+                np.asarray(list(self.extra), dtype=np.int64),
             ]
             data = b"".join(
                 [self.blocks[b][1] for b in full]
                 + [self.blocks[b][1] for b in part]
                 + list(self.extra.values())
             )
-            positions = _np.concatenate(pos)
-            matrix = _np.frombuffer(data, dtype=_np.uint8).reshape(len(positions), self.size)
+            positions = np.concatenate(pos)
+            matrix = np.frombuffer(data, dtype=np.uint8).reshape(len(positions), self.size)
             hidden = self.dropped | set(self.extra)
             if hidden:
-                keep = ~_np.isin(positions, _np.fromiter(hidden, dtype=_np.int64))
+                keep = ~np.isin(positions, np.fromiter(hidden, dtype=np.int64))
                 keep[len(positions) - len(self.extra) :] = True
                 positions, matrix = positions[keep], matrix[keep]
             self._matrix = positions, matrix
@@ -360,33 +360,33 @@ class Sketches:
     def _best_numpy(
         self, query: Sequence[float], start: int, stop: int, n: int, skip: Any
     ) -> list[int]:
-        assert _np is not None
+        np = _numpy.load()
         pos, matrix = self._all()
         inside = (pos >= start) & (pos < stop)
         if skip:
-            inside &= ~_np.isin(pos, _np.fromiter(skip, dtype=_np.int64))
+            inside &= ~np.isin(pos, np.fromiter(skip, dtype=np.int64))
         if not inside.all():
             pos, matrix = pos[inside], matrix[inside]
         if len(pos) <= n:
             return [int(p) for p in pos]
         rotated = rotate_one(query)
         if len(pos) > PREFILTER:  # Hamming distance to the query's signs first
-            signs = _np.packbits(rotated > 0, bitorder="little")
+            signs = np.packbits(rotated > 0, bitorder="little")
             words = matrix.shape[1] // 8
             if words:
-                wide = _np.ascontiguousarray(matrix[:, : words * 8]).view(_np.uint64)
-                distance = _np.bitwise_count(wide ^ signs[: words * 8].view(_np.uint64)).sum(1)
+                wide = np.ascontiguousarray(matrix[:, : words * 8]).view(np.uint64)
+                distance = np.bitwise_count(wide ^ signs[: words * 8].view(np.uint64)).sum(1)
             else:
-                distance = _np.bitwise_count(matrix ^ signs).sum(1)
-            keep = _np.argpartition(distance, PREFILTER)[:PREFILTER]
+                distance = np.bitwise_count(matrix ^ signs).sum(1)
+            keep = np.argpartition(distance, PREFILTER)[:PREFILTER]
             matrix, pos = matrix[keep], pos[keep]
         # sum over set bits of the rotated query: one table of 256 sums per byte
-        table = _BYTE_BITS @ rotated.reshape(-1, 8).T  # (256, bytes)
-        estimate = _np.zeros(len(pos), dtype=_np.float32)
+        table = _byte_bits() @ rotated.reshape(-1, 8).T  # (256, bytes)
+        estimate = np.zeros(len(pos), dtype=np.float32)
         for j in range(matrix.shape[1]):
             estimate += table[matrix[:, j], j]
-        top = _np.argpartition(-estimate, n)[:n]
-        top = top[_np.argsort(-estimate[top], kind="stable")]
+        top = np.argpartition(-estimate, n)[:n]
+        top = top[np.argsort(-estimate[top], kind="stable")]
         return [int(p) for p in pos[top]]
 
     def _best_python(self, query: Sequence[float], positions: list[int], n: int) -> list[int]:
@@ -409,11 +409,16 @@ class Sketches:
         return heapq.nlargest(n, positions, key=estimate)
 
 
-_ARANGE: Any = None if _np is None else _np.arange(BLOCK, dtype=_np.int64)
-_BYTE_BITS: Any = (
-    None
-    if _np is None
-    else _np.unpackbits(
-        _np.arange(256, dtype=_np.uint8)[:, None], axis=1, bitorder="little"
-    ).astype(_np.float32)
-)
+@functools.cache
+def _slot_range() -> Any:
+    """Slots 0..BLOCK-1 as an int64 array (built on first use, as numpy is)."""
+    np = _numpy.load()
+    return np.arange(BLOCK, dtype=np.int64)
+
+
+@functools.cache
+def _byte_bits() -> Any:
+    """Each byte value's 8 bits, low first, as a (256, 8) float32 matrix (built on first use)."""
+    np = _numpy.load()
+    bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
+    return bits.astype(np.float32)

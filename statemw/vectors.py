@@ -13,9 +13,9 @@ The check ties a vector to the text it was computed from: a vector that lands on
 message's position (a concurrent save appended first, or the log was replaced elsewhere) is
 seen as missing when read, and computed again.
 
-Scoring uses numpy when it is installed (`pip install 'statemw[semantic]'`): one matrix product
-over unit vectors kept in one float32 matrix per session. Without it, rows are `array('f')`
-and the products plain Python (math.sumprod on 3.12+).
+Scoring uses numpy when it is installed (`pip install 'statemw[semantic]'`; imported on first
+use, statemw/_numpy.py): one matrix product over unit vectors kept in one float32 matrix per
+session. Without it, rows are `array('f')` and the products plain Python (math.sumprod on 3.12+).
 """
 
 from __future__ import annotations
@@ -30,10 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-try:
-    import numpy as _np
-except ImportError:  # pragma: no cover - depends on the install
-    _np = None  # type: ignore[assignment]
+from statemw import _numpy
 
 MARK = 0xC1
 """First byte of a packed vector body: never the first byte of msgpack."""
@@ -54,7 +51,7 @@ def text_check(text: str) -> int:
 
 def pack_vector(vector: Vector, check: int) -> bytes:
     """The stored body of a vector: its unit vector (all cosine needs), as float32."""
-    if _np is not None:
+    if _numpy.AVAILABLE:
         data: bytes = unit_numpy(vector).astype("<f4").tobytes()
     else:
         floats = unit_python(vector)
@@ -66,10 +63,10 @@ def pack_vector(vector: Vector, check: int) -> bytes:
 
 def unit_numpy(vector: Vector) -> Any:
     """`vector` scaled to length 1 (zero stays zero) as a flat float32 numpy array."""
-    assert _np is not None
-    wide = _np.asarray(vector, dtype=_np.float64).reshape(-1)  # no float32 underflow
-    norm = math.sqrt(float(_np.dot(wide, wide)))
-    return (wide / norm if norm else wide).astype(_np.float32)
+    np = _numpy.load()
+    wide = np.asarray(vector, dtype=np.float64).reshape(-1)  # no float32 underflow
+    norm = math.sqrt(float(np.dot(wide, wide)))
+    return (wide / norm if norm else wide).astype(np.float32)
 
 
 def unit_python(vector: Vector) -> array[float]:
@@ -144,7 +141,7 @@ class VectorIndex:
     Without: a list of `array('f')` rows. Each row also keeps its text check."""
 
     def __init__(self, *, use_numpy: bool | None = None) -> None:
-        self.numpy = (_np is not None) if use_numpy is None else use_numpy
+        self.numpy = _numpy.AVAILABLE if use_numpy is None else use_numpy
         self.clear()
 
     def clear(self) -> None:
@@ -176,8 +173,8 @@ class VectorIndex:
         if not unit:
             row = self.unit(vector)
         elif self.numpy:
-            assert _np is not None
-            row = _np.frombuffer(vector, dtype=_np.float32) if isinstance(vector, array) else vector
+            np = _numpy.load()
+            row = np.frombuffer(vector, dtype=np.float32) if isinstance(vector, array) else vector
         else:
             row = vector
         dims = len(row)
@@ -215,10 +212,10 @@ class VectorIndex:
             for position, row, check in entries:
                 self.add(position, row, check, unit=True)
             return
-        assert _np is not None
+        np = _numpy.load()
         dims = self.dims if self.dims is not None else len(entries[0][1])
         entries = [e for e in entries if len(e[1]) == dims]
-        block = _np.frombuffer(b"".join(row for _, row, _ in entries), dtype=_np.float32)
+        block = np.frombuffer(b"".join(row for _, row, _ in entries), dtype=np.float32)
         self.dims = dims
         block = block.reshape(len(entries), dims)
         fresh = [i for i, (position, _, _) in enumerate(entries) if position not in self.rows]
@@ -248,16 +245,16 @@ class VectorIndex:
         return self._matrix[at] if self.numpy else self._list[at]
 
     def _grow(self, need: int) -> None:
-        assert _np is not None
+        np = _numpy.load()
         assert self.dims is not None
         if self._matrix is None:
-            self._matrix = _np.zeros((max(need, 64), self.dims), dtype=_np.float32)
-            self._pos = _np.full(len(self._matrix), -1, dtype=_np.int64)
+            self._matrix = np.zeros((max(need, 64), self.dims), dtype=np.float32)
+            self._pos = np.full(len(self._matrix), -1, dtype=np.int64)
         elif need > len(self._matrix):
             size = max(need, 2 * len(self._matrix))
-            matrix = _np.zeros((size, self.dims), dtype=_np.float32)
+            matrix = np.zeros((size, self.dims), dtype=np.float32)
             matrix[: len(self._matrix)] = self._matrix
-            pos = _np.full(size, -1, dtype=_np.int64)
+            pos = np.full(size, -1, dtype=np.int64)
             pos[: len(self._pos)] = self._pos
             self._matrix, self._pos = matrix, pos
 
@@ -281,10 +278,10 @@ class VectorIndex:
         if len(q) != self.dims:
             return {}
         if self.numpy:
-            assert _np is not None
+            np = _numpy.load()
             n = len(self._positions)
             pos = self._pos[:n]
-            inside = _np.nonzero((pos >= start) & (pos < stop))[0]
+            inside = np.nonzero((pos >= start) & (pos < stop))[0]
             sims = self._matrix[inside] @ q
             return dict(zip(pos[inside].tolist(), sims.tolist(), strict=True))
         return {
@@ -303,14 +300,15 @@ class VectorIndex:
         if len(q) != self.dims:
             return out
         if self.numpy:
-            assert _np is not None
+            np = _numpy.load()
             n = len(self._positions)
             sims = self._matrix[:n] @ q
             pos = self._pos[:n]
             inside = (pos >= start) & (pos < stop)
-            scores = _np.full(stop - start, -1.0, dtype=_np.float64)
+            scores = np.full(stop - start, -1.0, dtype=np.float64)
             scores[pos[inside] - start] = sims[inside]
-            return scores.tolist()
+            listed: list[float] = scores.tolist()
+            return listed
         for at, position in enumerate(self._positions):
             if start <= position < stop:
                 out[position - start] = _dot(self._list[at], q)

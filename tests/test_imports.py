@@ -1,9 +1,15 @@
-"""The package's shape: no import circles between statemw's modules."""
+"""The package's shape: no import circles between statemw's modules, and no numpy until
+semantic memory is used (a web worker that never uses it does not pay for it)."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import statemw
 
@@ -89,3 +95,60 @@ def test_the_store_touches_no_private_attribute_of_another_object() -> None:
         and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
     ]
     assert not reached, reached
+
+
+def fresh(code: str) -> str:
+    """What `code` prints, run in a new interpreter that imports this checkout's statemw."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_importing_statemw_and_its_web_adapters_does_not_import_numpy() -> None:
+    code = "import sys, statemw, statemw.asgi, statemw.wsgi, statemw.flask\n"
+    assert fresh(code + "print('numpy' in sys.modules)") == "False"
+
+
+SESSION = """
+import sys, statemw
+store = statemw.Store("memory://")
+session = store.create()
+for i in range(6):
+    session.add_message("user", f"message {i} about topic{i % 3}")
+session.save()
+session = store.load(session.id)
+session.get_history(max_tokens=100)
+print("numpy" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numpy") is None, reason="numpy is not installed")
+@pytest.mark.parametrize(
+    "use",
+    [
+        """
+from statemw.vectors import pack_vector, unpack_vector
+unpacked = unpack_vector(pack_vector([3.0, 4.0], 7))
+assert unpacked is not None and list(unpacked[0]) == [0.6000000238418579, 0.800000011920929]
+""",
+        """
+sent = session.get_history(
+    relevant_to="topic1", embed=lambda t: [t.count("topic1"), 1.0], k=2, format="raw"
+)
+assert [m["content"] for m in sent][-3:] == ["message 1 about topic1", "message 4 about topic1",
+    "message 5 about topic2"], sent
+""",
+    ],
+    ids=["pack_vector", "get_history"],
+)
+def test_numpy_is_imported_by_the_first_semantic_use(use: str) -> None:
+    """Saving, loading and a plain window import no numpy; packing a vector or selecting by
+    meaning does, and works."""
+    done = fresh(SESSION + use + "print('numpy' in sys.modules)")
+    assert done.splitlines() == ["False", "True"]

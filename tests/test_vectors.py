@@ -53,7 +53,7 @@ def test_a_stored_vector_reads_back_sealed_or_plain_with_numpy_or_without(
     codec = Codec(generate_key() if encrypted else None)
     with pytest.MonkeyPatch.context() as patch:
         if not use_numpy:
-            patch.setattr("statemw.vectors._np", None)
+            patch.setattr("statemw._numpy.AVAILABLE", False)
         data = codec.encode_vector(vector, check)
     assert (data[0] == 0x02) is encrypted
     row, read_check = codec.decode_vector("s", data)
@@ -116,9 +116,9 @@ def test_positions_without_a_vector_score_minus_one() -> None:
 
 @pytest.fixture(params=["numpy", "pure-python"])
 def scoring(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test below runs with numpy scoring and with the pure-Python fallback."""
+    """Every test below runs with numpy (scoring, sketches) and with the pure-Python fallback."""
     if request.param == "pure-python":
-        monkeypatch.setattr("statemw.vectors._np", None)
+        monkeypatch.setattr("statemw._numpy.AVAILABLE", False)
     return str(request.param)
 
 
@@ -475,8 +475,7 @@ def test_sparse_selection_keeps_the_rules(
         patch.setattr("statemw.window.SPARSE_FROM", 0)
         patch.setattr("statemw.window.WINDOW", 2)  # segments with gaps even when short
         if not use_numpy:
-            patch.setattr("statemw.vectors._np", None)
-            patch.setattr("statemw.sketch._np", None)
+            patch.setattr("statemw._numpy.AVAILABLE", False)
         session = stored_session(original)
         sent = session.get_history(
             max_tokens=budget,
@@ -654,7 +653,7 @@ def test_sketches_are_the_same_with_numpy_and_without() -> None:
     units /= np.linalg.norm(units, axis=1, keepdims=True)
     with_numpy = sketch.sketches(list(units))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("statemw.sketch._np", None)
+        patch.setattr("statemw._numpy.AVAILABLE", False)
         without = sketch.sketches([array("f", row.tobytes()) for row in units])
     assert with_numpy == without
     assert len(with_numpy[0]) == 64  # 512 bits for 384 dimensions
