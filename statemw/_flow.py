@@ -37,7 +37,7 @@ class StoreCall(Step[Store, Store, R]):
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GetSession(StoreCall[Session | None]):
     session_id: str
 
@@ -48,7 +48,7 @@ class GetSession(StoreCall[Session | None]):
         return await aio.aget(self.session_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CurrentSessionId(StoreCall[str | None]):
     """The user's most recent live session id, or None."""
 
@@ -61,7 +61,7 @@ class CurrentSessionId(StoreCall[str | None]):
         return await aio.acurrent_session_id(self.user_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CreateSession(StoreCall[Session]):
     user_id: str | None
     session_id: str | None = None
@@ -73,7 +73,7 @@ class CreateSession(StoreCall[Session]):
         return await aio.acreate(self.user_id, session_id=self.session_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SaveSession(StoreCall[None]):
     session: Session
 
@@ -84,7 +84,7 @@ class SaveSession(StoreCall[None]):
         await aio.asave(self.session)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeleteSession(StoreCall[bool]):
     session: Session
 
@@ -95,7 +95,7 @@ class DeleteSession(StoreCall[bool]):
         return await aio.adelete(self.session)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ValidateStale(StoreCall[bool]):
     """Run the store's `validate` on a session just loaded, if it has stale keys."""
 

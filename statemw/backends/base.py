@@ -120,7 +120,7 @@ StoreFlow: TypeAlias = Flow[Backend, AsyncBackend, T]
 StoreStep: TypeAlias = Step[Backend, AsyncBackend, R]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Load(StoreStep[Snapshot | None]):
     session_id: str
     window: int
@@ -133,7 +133,7 @@ class Load(StoreStep[Snapshot | None]):
         return await aio.load(self.session_id, self.window, self.now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadMessages(StoreStep[list[bytes]]):
     session_id: str
     start: int
@@ -146,7 +146,7 @@ class ReadMessages(StoreStep[list[bytes]]):
         return await aio.read_messages(self.session_id, self.start, self.stop)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadVectors(StoreStep[dict[int, bytes]]):
     session_id: str
     start: int
@@ -159,7 +159,7 @@ class ReadVectors(StoreStep[dict[int, bytes]]):
         return await aio.read_vectors(self.session_id, self.start, self.stop)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadVectorsAt(StoreStep[dict[int, bytes]]):
     session_id: str
     positions: tuple[int, ...]
@@ -171,7 +171,7 @@ class ReadVectorsAt(StoreStep[dict[int, bytes]]):
         return await aio.read_vectors_at(self.session_id, self.positions)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadHeader(StoreStep[SessionHeader | None]):
     session_id: str
     now: float
@@ -183,7 +183,7 @@ class ReadHeader(StoreStep[SessionHeader | None]):
         return await aio.read_header(self.session_id, self.now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Commit(StoreStep[Committed]):
     delta: Delta
 
@@ -194,7 +194,7 @@ class Commit(StoreStep[Committed]):
         return await aio.commit(self.delta)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delete(StoreStep[bool]):
     session_id: str
 
@@ -205,7 +205,7 @@ class Delete(StoreStep[bool]):
         return await aio.delete(self.session_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rename(StoreStep[None]):
     old_id: str
     new_id: str
@@ -218,7 +218,7 @@ class Rename(StoreStep[None]):
         await aio.rename(self.old_id, self.new_id, self.now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UserSessions(StoreStep[list[str]]):
     user_id: str
     now: float
