@@ -18,18 +18,24 @@ layout; ops.py, which builds their arguments, is the other half.
 
 from __future__ import annotations
 
-# Shared helpers, prepended to the scripts that need them.
-_COMMON = r"""
+# Shared helpers, prepended (as text) to the scripts that need them. The commit script defines
+# the ones off its common path only in the branches that call them: each definition is a closure
+# the server builds on every run.
+_LIVE = r"""
 local function live(h, now)
   local meta = redis.call('HMGET', h, '_v', '_ea')
   if not meta[1] then return false end
   return (not meta[2]) or tonumber(meta[2]) > now
 end
+"""
 
+_HAS_CHILD = r"""
 local function has_child(list, name)
   return string.find('/' .. list .. '/', '/' .. name .. '/', 1, true) ~= nil
 end
+"""
 
+_INDEX_ADD = r"""
 local function index_add(idx, sid, score)
   if redis.call('ZSCORE', idx, sid) then return end
   local last = redis.call('ZREVRANGE', idx, 0, 0, 'WITHSCORES')
@@ -38,7 +44,9 @@ local function index_add(idx, sid, score)
   end
   redis.call('ZADD', idx, score, sid)
 end
+"""
 
+_REMOVE_TREE = r"""
 -- Remove a session and its sub-sessions (all under the same tag, so the same slot).
 local function remove_tree(base, sid)
   local h = base .. 'h:' .. sid
@@ -50,7 +58,9 @@ local function remove_tree(base, sid)
   redis.call('DEL', h, base .. 'm:' .. sid, base .. 'v:' .. sid, base .. 'x:' .. sid)
   return true
 end
+"""
 
+_TOUCH = r"""
 -- A user's record and index follow the user's sessions: each commit of a session extends their
 -- TTL to at least the session's ('' for none). idx, uh, ux: the user's index, record, expiries.
 local function touch_keys(idx, uh, ux, pexpire)
@@ -73,7 +83,9 @@ local function touch_user(p, ref, pexpire)
   local ub = p .. '{~u:' .. ref .. '}:'
   touch_keys(ub .. 'i', ub .. 'h:~u:' .. ref, ub .. 'x:~u:' .. ref, pexpire)
 end
+"""
 
+_DROP_ORPHAN = r"""
 -- Before a user's new session joins the index: a user without a live session starts afresh,
 -- so what is left of their state (unless it has an expiry of its own) goes first.
 local function drop_orphan_user(p, ref, now)
@@ -86,7 +98,9 @@ local function drop_orphan_user(p, ref, now)
   local ea = redis.call('HGET', ub .. 'h:~u:' .. ref, '_ea')
   if (not ea) or tonumber(ea) <= now then remove_tree(ub, '~u:' .. ref) end
 end
+"""
 
+_UNLINK = r"""
 local function unlink_child(ph, name)
   local ch = redis.call('HGET', ph, '_ch')
   if not ch or not has_child(ch, name) then return end
@@ -99,14 +113,18 @@ local function unlink_child(ph, name)
 end
 """
 
+_COMMON = _LIVE + _HAS_CHILD + _INDEX_ADD + _REMOVE_TREE + _TOUCH + _DROP_ORPHAN + _UNLINK
+
 # KEYS: h, m, v, x, parent h (or h again), [user index (standalone only; a user record's own)]
 # ARGV: one msgpack array (see ops.commit_op for its order), unpacked into ARGV here: one value
 # for redis-py to send and Redis to parse, instead of dozens. A turn costs HMGET, HSET, RPUSH,
 # PEXPIRE x2, PUBLISH: the header's counters are read once and written back in the same HSET as
 # the state keys, and the reply is the new counters, never the whole header (O(what changed)).
+# The HSET writes only the meta fields that changed (the server pays per field and per number
+# turned into a string), and a key that cannot exist (no messages, no vectors, no expiring
+# keys) gets no PEXPIRE.
 COMMIT = (
-    _COMMON
-    + r"""
+    r"""
 local h, m, v, x, ph = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ARGV = cmsgpack.unpack(ARGV[1])
 local now = tonumber(ARGV[1])
@@ -120,10 +138,10 @@ local user_prefix, follow = ARGV[20], ARGV[21]
 
 local meta = redis.call('HMGET', h, '_v', '_ea', '_rev', '_mc', '_tt', '_lead', '_ca', '_x',
   '_vec', '_sumupto', '_uid')
-local live = meta[1] and ((not meta[2]) or tonumber(meta[2]) > now)
+local alive = meta[1] and ((not meta[2]) or tonumber(meta[2]) > now)
 local created = false
 local rev, mc, tt, lead, ca, hasx, hasv, sumupto
-if not live then
+if not alive then
   if created_at == '' then return {'NOTFOUND'} end
   if expected ~= '' and tonumber(expected) ~= 0 then return {'CONFLICT', '0'} end
   if meta[1] then redis.call('DEL', h, m, v, x) end
@@ -135,6 +153,7 @@ else
   sumupto = meta[10] and tonumber(meta[10])
   if expected ~= '' and rev ~= tonumber(expected) then return {'CONFLICT', tostring(rev)} end
 end
+local hadx, hadv, lead0 = hasx, hasv, lead  -- what the header says now (created: nothing)
 
 -- state: drop expired keys, then deletes, then sets (last write wins per key)
 if hasx then
@@ -163,10 +182,12 @@ for _ = 1, nset do
 end
 
 -- messages
+local counted = created or napp > 0  -- _mc and _tt change
 if replace_log == '1' then
   redis.call('DEL', m, v)
-  mc, tt, lead, hasv, sumupto = 0, 0, 0, false, nil
+  mc, tt, lead, hasv, hadv, sumupto = 0, 0, 0, false, false, nil
   redis.call('HDEL', h, '_sum', '_sumupto', '_vec')
+  counted = true
 end
 if lead and lead >= mc and mc < 8 then lead = math.min(mc + math.min(lead_appended, napp), 8) end
 local a = d
@@ -190,29 +211,45 @@ for _ = 1, nvec do
   hasv = '1'
 end
 
+-- the header's meta fields: the revision and updated_at always, the rest when they change
 rev = rev + 1
-for _, f in ipairs({'_v', '1', '_ca', ca, '_rev', rev, '_mc', mc, '_tt', tt, '_ua', ARGV[1]}) do
-  fields[#fields + 1] = f
+fields[#fields + 1] = '_rev'
+fields[#fields + 1] = rev
+fields[#fields + 1] = '_ua'
+fields[#fields + 1] = ARGV[1]
+if created then
+  fields[#fields + 1] = '_v'
+  fields[#fields + 1] = '1'
+  fields[#fields + 1] = '_ca'
+  fields[#fields + 1] = ca
+  if uid ~= '' then
+    fields[#fields + 1] = '_uid'
+    fields[#fields + 1] = uid
+  end
 end
-if lead then
+if counted or tokens ~= 0 then
+  fields[#fields + 1] = '_mc'
+  fields[#fields + 1] = mc
+  fields[#fields + 1] = '_tt'
+  fields[#fields + 1] = tt
+end
+if lead and (lead ~= lead0 or created or replace_log == '1') then
   fields[#fields + 1] = '_lead'
   fields[#fields + 1] = lead
 end
-if hasx then
+if hasx and not hadx then
   fields[#fields + 1] = '_x'
   fields[#fields + 1] = '1'
 end
-if hasv then
+if hasv and not hadv then
   fields[#fields + 1] = '_vec'
   fields[#fields + 1] = '1'
 end
-if created and uid ~= '' then
-  fields[#fields + 1] = '_uid'
-  fields[#fields + 1] = uid
-end
 if expires_at ~= '' then
-  fields[#fields + 1] = '_ea'
-  fields[#fields + 1] = expires_at
+  if created or expires_at ~= meta[2] then
+    fields[#fields + 1] = '_ea'
+    fields[#fields + 1] = expires_at
+  end
 elseif meta[2] then
   redis.call('HDEL', h, '_ea')
 end
@@ -224,6 +261,13 @@ while f <= #fields do  -- unpack() takes a few thousand values at most: HSET in 
 end
 
 if created and not meta[1] then
+"""
+    + _HAS_CHILD
+    + _LIVE
+    + _REMOVE_TREE
+    + _INDEX_ADD
+    + _DROP_ORPHAN
+    + r"""
   if child_name ~= '' then
     if redis.call('EXISTS', ph) == 1 then
       local ch = redis.call('HGET', ph, '_ch')
@@ -240,6 +284,9 @@ end
 
 local ref = (created and uid ~= '' and uid) or meta[11]
 if ref and child_name == '' and user_prefix ~= '' and string.sub(sid, 1, 3) ~= '~u:' then
+"""
+    + _TOUCH
+    + r"""
   touch_user(user_prefix, ref, pexpire)
 end
 if follow == '1' then  -- a user's record without an expiry of its own: as long as its index
@@ -247,7 +294,8 @@ if follow == '1' then  -- a user's record without an expiry of its own: as long 
   if t > 0 then pexpire = tostring(t) elseif t == -1 then pexpire = '' end
 end
 
-local keys = {h, m}
+local keys = {h}
+if mc > 0 then keys[#keys + 1] = m end  -- no message was ever appended: no list
 if hasv then keys[#keys + 1] = v end
 if hasx then keys[#keys + 1] = x end
 for _, key in ipairs(keys) do
