@@ -63,17 +63,20 @@ end
 _TOUCH = r"""
 -- A user's record and index follow the user's sessions: each commit of a session extends their
 -- TTL to at least the session's ('' for none). idx, uh, ux: the user's index, record, expiries.
+-- The record (unless it has an expiry of its own) and its expiries only when they exist (its
+-- "_v" and "_x" say so). PEXPIRE ... GT extends a TTL in one call; only when it did not (the
+-- TTL is longer already, or there is none) does PTTL tell a key without a TTL, which gets one.
 local function touch_keys(idx, uh, ux, pexpire)
   local keys = {idx}
-  if redis.call('HEXISTS', uh, '_ea') == 0 then
-    keys[2] = uh
-    keys[3] = ux
+  local rec = redis.call('HMGET', uh, '_v', '_ea', '_x')
+  if not rec[2] then
+    if rec[1] then keys[2] = uh end
+    if rec[3] then keys[#keys + 1] = ux end
   end
   for _, k in ipairs(keys) do
     if pexpire == '' then redis.call('PERSIST', k)
-    else
-      local t = redis.call('PTTL', k)
-      if t == -1 or (t >= 0 and t < tonumber(pexpire)) then redis.call('PEXPIRE', k, pexpire) end
+    elseif redis.call('PEXPIRE', k, pexpire, 'GT') == 0 and redis.call('PTTL', k) == -1 then
+      redis.call('PEXPIRE', k, pexpire)
     end
   end
 end
