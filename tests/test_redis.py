@@ -249,6 +249,35 @@ def test_only_commits_a_subscriber_may_hear_are_published() -> None:
         server.remove()
 
 
+def test_saves_either_side_of_the_spread_limit_commit_whole(
+    rstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to SPREAD_ARGS commit arguments go as msgpack values one after another, more as one
+    array (Lua's stack could not take them all at once): the script reads both."""
+    sizes: list[int] = []
+    pack_args = redis_ops.pack_args
+
+    def counting(args: list[str | bytes | int]) -> bytes:
+        sizes.append(len(args))
+        return pack_args(args)
+
+    monkeypatch.setattr(redis_ops, "pack_args", counting)
+    session = rstore.create()
+    session.save()
+    fixed = sizes[0]  # a save with nothing to set, delete or append
+    for extra in (0, 1):
+        again = rstore.load(session.id)
+        for i in range(redis_ops.SPREAD_ARGS - fixed + extra):
+            again.add_message("user", f"{extra}-{i}")
+        again.save()
+    assert sizes[1:] == [redis_ops.SPREAD_ARGS, redis_ops.SPREAD_ARGS + 1]
+    assert pack_args(["a"] * 16)[0] != 0xDC  # spread: no array header
+    assert pack_args(["a"] * (redis_ops.SPREAD_ARGS + 1))[0] == 0xDC
+    contents = [m["content"] for m in rstore.load(session.id).messages]
+    count = redis_ops.SPREAD_ARGS - fixed
+    assert contents == [f"0-{i}" for i in range(count)] + [f"1-{i}" for i in range(count + 1)]
+
+
 def test_purge_drops_expired_state_fields(rstore: Store, clock: FakeClock) -> None:
     session = rstore.create()
     session.set("offer", "cheap", ttl=10)

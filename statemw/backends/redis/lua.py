@@ -119,18 +119,18 @@ end
 _COMMON = _LIVE + _HAS_CHILD + _INDEX_ADD + _REMOVE_TREE + _TOUCH + _DROP_ORPHAN + _UNLINK
 
 # KEYS: h, m, v, x, parent h (or h again), [user index (standalone only; a user record's own)]
-# ARGV: one msgpack array (see ops.commit_op for its order), unpacked into ARGV here: one value
-# for redis-py to send and Redis to parse, instead of dozens. A turn costs HMGET, HSET, RPUSH,
-# PEXPIRE x2 (and PUBLISH when a subscriber listens): the header's counters are read once and
-# written back in the same HSET as the state keys, and the reply is the new counters, never the
-# whole header (O(what changed)).
-# The HSET writes only the meta fields that changed (the server pays per field and per number
-# turned into a string), and a key that cannot exist (no messages, no vectors, no expiring
-# keys) gets no PEXPIRE.
+# ARGV: one string of msgpack values (see ops.commit_op for their order, ops.pack_args for the
+# form), unpacked into ARGV here: one value for redis-py to send and Redis to parse, instead of
+# dozens. A turn costs HMGET, HSET, RPUSH, PEXPIRE x2 (and PUBLISH when a subscriber listens):
+# the header's counters are read once and written back in the same HSET as the state keys, and
+# the reply is the new counters, never the whole header (O(what changed)). The HSET writes only
+# the meta fields that changed (the server pays per field and per number turned into a string),
+# and a key that cannot exist (no messages, no vectors, no expiring keys) gets no PEXPIRE.
 COMMIT = (
     r"""
 local h, m, v, x, ph = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local ARGV = cmsgpack.unpack(ARGV[1])
+local ARGV = {cmsgpack.unpack(ARGV[1])}  -- values one after another (ops.pack_args) ...
+if type(ARGV[1]) == 'table' then ARGV = ARGV[1] end  -- ... or, for a big delta, one array
 local now = tonumber(ARGV[1])
 local created_at, uid, expected, expires_at = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local replace_log, tokens, summary, summary_upto = ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9]
