@@ -12,7 +12,7 @@ import multiprocessing
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -276,6 +276,36 @@ def test_saves_either_side_of_the_spread_limit_commit_whole(
     contents = [m["content"] for m in rstore.load(session.id).messages]
     count = redis_ops.SPREAD_ARGS - fixed
     assert contents == [f"0-{i}" for i in range(count)] + [f"1-{i}" for i in range(count + 1)]
+
+
+def test_a_save_of_many_keys_keeps_the_expiry_set_in_step(rstore: Store, clock: FakeClock) -> None:
+    """Sets, deletes, expired keys and vectors each go to Redis as one command per 1000 values:
+    the expiry set ("x") lists exactly the live keys that have a TTL."""
+    session = rstore.create()
+    for i in range(1100):
+        session.set(f"t{i}", i, ttl=100 + i)
+    session["plain"] = 0
+    session.save()
+    backend, client = backend_of(rstore), cast(Any, raw(rstore))  # its stubs: bytes | str
+    expiries = backend.layout.expiries(session.id)
+    assert client.zcard(expiries) == 1100
+
+    clock.advance(101.5)  # t0 and t1 are past their TTL
+    again = rstore.load(session.id)
+    for i in range(2, 1050):
+        del again[f"t{i}"]
+    again["t1050"] = "no TTL any more"
+    again.set("new", 1, ttl=10)
+    again.save()
+    backend.commit(Delta(session.id, clock(), vectors={p: b"v%d" % p for p in range(600)}))
+
+    timed = {f"t{i}" for i in range(1051, 1100)} | {"new"}
+    assert {k.decode() for k in client.zrange(expiries, 0, -1)} == timed
+    fields = {f.decode() for f in client.hkeys(backend.layout.header(session.id))}
+    assert {f[2:] for f in fields if f.startswith("s:")} == timed | {"t1050", "plain"}
+    assert client.hlen(backend.layout.vectors(session.id)) == 600
+    loaded = rstore.load(session.id)
+    assert (loaded["t1050"], loaded["new"], loaded.get("t2")) == ("no TTL any more", 1, None)
 
 
 def test_purge_drops_expired_state_fields(rstore: Store, clock: FakeClock) -> None:

@@ -159,31 +159,57 @@ else
 end
 local hadx, hadv, lead0 = hasx, hasv, lead  -- what the header says now (created: nothing)
 
+-- One command for a whole list of values, in slices: unpack() takes a few thousand at most.
+local function each(cmd, key, list)
+  local i = 1
+  while i <= #list do
+    local last = math.min(i + 999, #list)
+    redis.call(cmd, key, unpack(list, i, last))
+    i = last + 1
+  end
+end
+
 -- state: drop expired keys, then deletes, then sets (last write wins per key)
 if hasx then
   local dead = redis.call('ZRANGEBYSCORE', x, '-inf', ARGV[1])
-  for _, key in ipairs(dead) do redis.call('HDEL', h, 's:' .. key) end
-  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[1]) end
+  if #dead > 0 then
+    for i, key in ipairs(dead) do dead[i] = 's:' .. key end
+    each('HDEL', h, dead)
+    redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[1])
+  end
 end
 local d = 22 + 3 * nset
-for _ = 1, ndel do
-  redis.call('HDEL', h, 's:' .. ARGV[d])
-  if hasx then redis.call('ZREM', x, ARGV[d]) end
-  d = d + 1
+if ndel > 0 then
+  local names, keys = {}, {}
+  for i = 1, ndel do
+    keys[i] = ARGV[d]
+    names[i] = 's:' .. ARGV[d]
+    d = d + 1
+  end
+  each('HDEL', h, names)
+  if hasx then each('ZREM', x, keys) end
 end
 local fields = {}
+local timed, untimed  -- set keys with a TTL: [expires_at, key, ...]; without: [key, ...]
 local s = 22
 for _ = 1, nset do
   fields[#fields + 1] = 's:' .. ARGV[s]
   fields[#fields + 1] = ARGV[s + 1]
   if ARGV[s + 2] ~= '' then
-    redis.call('ZADD', x, ARGV[s + 2], ARGV[s])
-    hasx = '1'
-  elseif hasx then
-    redis.call('ZREM', x, ARGV[s])
+    timed = timed or {}
+    timed[#timed + 1] = ARGV[s + 2]
+    timed[#timed + 1] = ARGV[s]
+  else
+    untimed = untimed or {}
+    untimed[#untimed + 1] = ARGV[s]
   end
   s = s + 3
 end
+if timed then
+  each('ZADD', x, timed)
+  hasx = '1'
+end
+if untimed and hasx then each('ZREM', x, untimed) end  -- a key that had a TTL has none now
 
 -- messages
 local counted = created or napp > 0  -- _mc and _tt change
@@ -209,9 +235,14 @@ if summary ~= '' and ((not sumupto) or tonumber(summary_upto) >= sumupto) then
   fields[#fields + 1] = '_sumupto'
   fields[#fields + 1] = summary_upto
 end
-for _ = 1, nvec do
-  redis.call('HSET', v, ARGV[a], ARGV[a + 1])
-  a = a + 2
+if nvec > 0 then
+  local vectors = {}
+  for _ = 1, nvec do
+    vectors[#vectors + 1] = ARGV[a]
+    vectors[#vectors + 1] = ARGV[a + 1]
+    a = a + 2
+  end
+  each('HSET', v, vectors)
   hasv = '1'
 end
 
@@ -257,12 +288,7 @@ if expires_at ~= '' then
 elseif meta[2] then
   redis.call('HDEL', h, '_ea')
 end
-local f = 1
-while f <= #fields do  -- unpack() takes a few thousand values at most: HSET in slices
-  local last = math.min(f + 999, #fields)
-  redis.call('HSET', h, unpack(fields, f, last))
-  f = last + 1
-end
+each('HSET', h, fields)
 
 if created and not meta[1] then
 """
