@@ -212,43 +212,6 @@ def test_a_header_from_before_lead_and_expiry_fields_still_loads_and_saves(
     assert [m["content"] for m in rstore.load(session.id).messages] == ["hi", "again"]
 
 
-def test_only_commits_a_subscriber_may_hear_are_published() -> None:
-    """A commit PUBLISHes when its session is created (nobody can have marked it yet) and once a
-    subscriber marked it ("_sub", after its SUBSCRIBE was confirmed); otherwise it saves the
-    call. tests/test_subscribe.py checks that no subscriber misses a change."""
-    server = RedisServer().start()  # a server of its own: its command counts are this test's
-    store = Store(server.url)
-    try:
-        client = raw(store)
-
-        def published() -> int:
-            stats: dict[str, Any] = client.info("commandstats")
-            return int(stats.get("cmdstat_publish", {}).get("calls", 0))
-
-        session = store.create()
-        session["k"] = 0
-        session.save()
-        for n in range(1, 4):
-            session["k"] = n
-            session.save()
-        header = backend_of(store).layout.header(session.id)
-        assert (published(), client.hexists(header, "_sub")) == (1, False)
-        with store.subscribe(session.id) as changes:
-            assert client.hexists(header, "_sub")
-            session["k"] = 4
-            session.save()
-            assert changes.get(10.0) is not None
-        assert published() == 2
-        loaded = store.load(session.id)
-        assert (len(loaded), loaded["k"]) == (1, 4)  # the mark is no state key
-        assert not client.exists(backend_of(store).layout.header("never-saved"))
-        with store.subscribe("never-saved"):  # nothing to mark: no header appears
-            assert not client.exists(backend_of(store).layout.header("never-saved"))
-    finally:
-        store.close()
-        server.remove()
-
-
 def test_saves_either_side_of_the_spread_limit_commit_whole(
     rstore: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -175,13 +175,7 @@ class RedisBackend:
         self.client.close()
 
     def subscribe(self, session_id: str) -> RedisSubscription:
-        subscription = RedisSubscription(self.client, self.layout, session_id)
-        try:
-            self._run(ops.listen_op(self.layout, session_id))  # subscribed: now commits publish
-        except BaseException:
-            subscription.close()
-            raise
-        return subscription
+        return RedisSubscription(self.client, self.layout, session_id)
 
 
 class _LoopClient:
@@ -374,13 +368,7 @@ class AsyncRedisBackend:
         if self.layout.cluster:  # its pub/sub needs the slot map, which the client reads lazily
             async with afaults():
                 await client.initialize()
-        subscription = await AsyncRedisSubscription.open(client, self.layout, session_id)
-        try:
-            await self._run(ops.listen_op(self.layout, session_id))  # see RedisBackend.subscribe
-        except BaseException:
-            await subscription.close()
-            raise
-        return subscription
+        return await AsyncRedisSubscription.open(client, self.layout, session_id)
 
 
 def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:

@@ -121,11 +121,11 @@ _COMMON = _LIVE + _HAS_CHILD + _INDEX_ADD + _REMOVE_TREE + _TOUCH + _DROP_ORPHAN
 # KEYS: h, m, v, x, parent h (or h again), [user index (standalone only; a user record's own)]
 # ARGV: one string of msgpack values (see ops.commit_op for their order, ops.pack_args for the
 # form), unpacked into ARGV here: one value for redis-py to send and Redis to parse, instead of
-# dozens. A turn costs HMGET, HSET, RPUSH, PEXPIRE x2 (and PUBLISH when a subscriber listens):
-# the header's counters are read once and written back in the same HSET as the state keys, and
-# the reply is the new counters, never the whole header (O(what changed)). The HSET writes only
-# the meta fields that changed (the server pays per field and per number turned into a string),
-# and a key that cannot exist (no messages, no vectors, no expiring keys) gets no PEXPIRE.
+# dozens. A turn costs HMGET, HSET, RPUSH, PEXPIRE x2, PUBLISH: the header's counters are read
+# once and written back in the same HSET as the state keys, and the reply is the new counters,
+# never the whole header (O(what changed)). The HSET writes only the meta fields that changed
+# (the server pays per field and per number turned into a string), and a key that cannot exist
+# (no messages, no vectors, no expiring keys) gets no PEXPIRE.
 COMMIT = (
     r"""
 local h, m, v, x, ph = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -141,7 +141,7 @@ local sid, lead_appended = ARGV[18], tonumber(ARGV[19])
 local user_prefix, follow = ARGV[20], ARGV[21]
 
 local meta = redis.call('HMGET', h, '_v', '_ea', '_rev', '_mc', '_tt', '_lead', '_ca', '_x',
-  '_vec', '_sumupto', '_uid', '_sub')
+  '_vec', '_sumupto', '_uid')
 local alive = meta[1] and ((not meta[2]) or tonumber(meta[2]) > now)
 local created = false
 local rev, mc, tt, lead, ca, hasx, hasv, sumupto
@@ -332,28 +332,10 @@ for _, key in ipairs(keys) do
   if pexpire ~= '' then redis.call('PEXPIRE', key, pexpire)
   else redis.call('PERSIST', key) end
 end
--- The change goes out only when someone may listen: a subscriber marks the session ("_sub",
--- the LISTEN script) once its SUBSCRIBE is confirmed. A session cannot be marked before it
--- exists (nor keep its mark through a re-creation), so the commit that creates it publishes
--- anyway, and marks it when someone got the change.
-if created then
-  local got = redis.call('PUBLISH', channel, rev .. '\n' .. mc .. '\n' .. changed)
-  if got > 0 then redis.call('HSET', h, '_sub', '1') end
-elseif meta[12] then
-  redis.call('PUBLISH', channel, rev .. '\n' .. mc .. '\n' .. changed)
-end
+redis.call('PUBLISH', channel, rev .. '\n' .. mc .. '\n' .. changed)
 return {'OK', created and '1' or '0', rev, mc, tt, ca, lead or '', ref or ''}
 """
 )
-
-# KEYS: h. A subscriber, once Redis confirmed its SUBSCRIBE to the session's channel, marks the
-# session so that its commits publish (they skip PUBLISH otherwise). The mark stays until the
-# session goes (a subscriber does not know whether it is the last one). A session not stored (or
-# not any more) is not marked: the commit that creates it publishes and marks it itself.
-LISTEN = r"""
-if redis.call('HEXISTS', KEYS[1], '_v') == 1 then redis.call('HSET', KEYS[1], '_sub', '1') end
-return 1
-"""
 
 HEADER_FIELDS = ("_v", "_ca", "_ua", "_ea", "_rev", "_mc", "_tt", "_sum", "_uid", "_ch", "_lead")
 """A header's meta fields, in the order ops.build_header takes them."""
@@ -543,7 +525,6 @@ SCRIPTS = {
     "touch_user": TOUCH_USER,
     "user_check": USER_CHECK,
     "forget_mark": FORGET_MARK,
-    "listen": LISTEN,
 }
 
 

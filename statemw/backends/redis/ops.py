@@ -699,12 +699,6 @@ def reconcile_op(layout: KeyLayout, session_ids: Sequence[str]) -> Op[int]:
     return removed
 
 
-def listen_op(layout: KeyLayout, session_id: str) -> Op[None]:
-    """Mark a session listened to (its commits publish, lua.LISTEN): run once the subscription's
-    SUBSCRIBE is confirmed, so every commit that sees the mark reaches the subscriber."""
-    yield from script("listen", [layout.header(session_id)], [])
-
-
 def parse_change(session_id: str, data: bytes) -> Change:
     """A message the commit script PUBLISHed: b"<revision>\\n<message count>\\n<msgpack keys>"."""
     if data == b"deleted":
