@@ -12,7 +12,7 @@ import multiprocessing
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -22,6 +22,7 @@ from statemw import Store
 from statemw.backends.redis import ops as redis_ops
 from statemw.backends.redis.client import AsyncRedisBackend, RedisBackend
 from statemw.errors import ConfigurationError, CorruptRecord, StoreUnavailable
+from statemw.records import Delta, user_record_id
 from tests.redis_server import RedisServer, append_worker, free_port, isolated_url
 from tests.support import FakeClock
 
@@ -109,6 +110,165 @@ def test_the_session_keys_expire_in_redis_too(rstore: Store) -> None:
     for key in (layout.header(session.id), layout.messages(session.id)):
         assert 60_000 < client.pttl(key) <= 60_000 + redis_ops.EXPIRY_SLACK_MS
     store.close()
+
+
+def test_each_save_slides_the_ttl_of_every_key_of_the_session_and_its_user(
+    rstore: Store, clock: FakeClock
+) -> None:
+    """Even keys the save does not write (expiries, vectors, the user's keys) follow it."""
+    store = Store(rstore.url, idle=60, clock=clock)
+    session = store.create(user_id="harsh")
+    session.set("offer", 1, ttl=3600)
+    session.user["tz"] = "IST"
+    session.user.set("otp", "123", ttl=3600)
+    session.add_message("user", "hi")
+    session.save()
+    backend = backend_of(store)
+    vector = Delta(session.id, clock(), vectors={0: b"v"}, expires_at=clock() + 60)
+    backend.commit(vector)
+    quiet = store.create()  # state only: no message list, and its header slides all the same
+    quiet["k"] = 1
+    quiet.save()
+    layout, client = backend.layout, raw(store)
+    keys = [
+        *layout.keys(session.id, "hmvx"),
+        layout.header(quiet.id),
+        layout.user_index("harsh"),
+        *layout.keys(user_record_id("harsh"), "hx"),
+    ]
+    assert all(client.exists(key) for key in keys)
+    assert not client.exists(layout.messages(quiet.id))
+    for key in keys:
+        client.pexpire(key, 5_000)  # as if most of the idle time had gone by
+
+    clock.advance(30)
+    again = store.load(session.id)
+    again["k"] = 2  # writes none of the keys above but the header
+    again.save()
+    still = store.load(quiet.id)
+    still["k"] = 2
+    still.save()
+    ttls = {key: client.pttl(key) for key in keys}
+    assert all(55_000 < ttl <= 60_000 + redis_ops.EXPIRY_SLACK_MS for ttl in ttls.values()), ttls
+    assert not client.exists(layout.messages(quiet.id))
+    store.close()
+
+
+def test_a_user_index_without_a_ttl_gets_one_and_a_longer_ttl_is_kept(rstore: Store) -> None:
+    """A user's keys take at least the TTL of the session that saves; one that has none (its
+    sessions had no expiry) gets the session's, and a longer one is never shortened."""
+    forever = Store(rstore.url, idle=None, clock=rstore.clock)
+    forever.create(user_id="harsh").save()
+    client = raw(rstore)
+    index = backend_of(rstore).layout.user_index("harsh")
+    assert client.pttl(index) == -1
+    long = Store(rstore.url, idle=600, clock=rstore.clock)
+    long.create(user_id="harsh").save()
+    assert 590_000 < client.pttl(index) <= 600_000 + redis_ops.EXPIRY_SLACK_MS
+    short = Store(rstore.url, idle=60, clock=rstore.clock)
+    short.create(user_id="harsh").save()
+    assert client.pttl(index) > 590_000
+    for store in (forever, long, short):
+        store.close()
+
+
+def test_a_state_only_save_changes_no_other_header_field(rstore: Store, clock: FakeClock) -> None:
+    """The commit script writes only the meta fields a save changes; the rest stay as stored."""
+    session = rstore.create()
+    session.add_message("system", "be brief")
+    session.add_message("user", "hi")
+    session["k"] = 0
+    session.save()
+    client, key = raw(rstore), backend_of(rstore).layout.header(session.id)
+    before = client.hgetall(key)
+    client.hset(key, "_ca", b"1.7e9")  # the same time, spelled otherwise
+    clock.advance(5)
+    again = rstore.load(session.id)
+    again["k"] = 1
+    again.save()
+    after = client.hgetall(key)
+    assert after[b"_ca"] == b"1.7e9"
+    assert int(after[b"_rev"]) == int(before[b"_rev"]) + 1
+    assert float(after[b"_ua"]) == clock()
+    changed = {f for f in after if after[f] != before.get(f)}
+    assert changed == {b"_ca", b"_rev", b"_ua", b"_ea", b"s:k"}
+    loaded = rstore.load(session.id)
+    assert (loaded.created_at, len(loaded.messages), loaded["k"]) == (session.created_at, 2, 1)
+
+
+def test_a_header_from_before_lead_and_expiry_fields_still_loads_and_saves(
+    rstore: Store,
+) -> None:
+    """Older headers may lack optional meta fields ("_lead", "_ea"); a save keeps them so."""
+    session = rstore.create()
+    session.add_message("user", "hi")
+    session.save()
+    client, key = raw(rstore), backend_of(rstore).layout.header(session.id)
+    client.hdel(key, "_lead", "_ea")
+    again = rstore.load(session.id)
+    again.add_message("user", "again")
+    again.save()
+    assert not client.hexists(key, "_lead")
+    assert [m["content"] for m in rstore.load(session.id).messages] == ["hi", "again"]
+
+
+def test_saves_either_side_of_the_spread_limit_commit_whole(
+    rstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to SPREAD_ARGS commit arguments go as msgpack values one after another, more as one
+    array (Lua's stack could not take them all at once): the script reads both."""
+    sizes: list[int] = []
+    pack_args = redis_ops.pack_args
+
+    def counting(args: list[str | bytes | int]) -> bytes:
+        sizes.append(len(args))
+        return pack_args(args)
+
+    monkeypatch.setattr(redis_ops, "pack_args", counting)
+    session = rstore.create()
+    session.save()
+    fixed = sizes[0]  # a save with nothing to set, delete or append
+    for extra in (0, 1):
+        again = rstore.load(session.id)
+        for i in range(redis_ops.SPREAD_ARGS - fixed + extra):
+            again.add_message("user", f"{extra}-{i}")
+        again.save()
+    assert sizes[1:] == [redis_ops.SPREAD_ARGS, redis_ops.SPREAD_ARGS + 1]
+    assert pack_args(["a"] * 16)[0] != 0xDC  # spread: no array header
+    assert pack_args(["a"] * (redis_ops.SPREAD_ARGS + 1))[0] == 0xDC
+    contents = [m["content"] for m in rstore.load(session.id).messages]
+    count = redis_ops.SPREAD_ARGS - fixed
+    assert contents == [f"0-{i}" for i in range(count)] + [f"1-{i}" for i in range(count + 1)]
+
+
+def test_a_save_of_many_keys_keeps_the_expiry_set_in_step(rstore: Store, clock: FakeClock) -> None:
+    """Sets, deletes, expired keys and vectors each go to Redis as one command per 1000 values:
+    the expiry set ("x") lists exactly the live keys that have a TTL."""
+    session = rstore.create()
+    for i in range(1100):
+        session.set(f"t{i}", i, ttl=100 + i)
+    session["plain"] = 0
+    session.save()
+    backend, client = backend_of(rstore), cast(Any, raw(rstore))  # its stubs: bytes | str
+    expiries = backend.layout.expiries(session.id)
+    assert client.zcard(expiries) == 1100
+
+    clock.advance(101.5)  # t0 and t1 are past their TTL
+    again = rstore.load(session.id)
+    for i in range(2, 1050):
+        del again[f"t{i}"]
+    again["t1050"] = "no TTL any more"
+    again.set("new", 1, ttl=10)
+    again.save()
+    backend.commit(Delta(session.id, clock(), vectors={p: b"v%d" % p for p in range(600)}))
+
+    timed = {f"t{i}" for i in range(1051, 1100)} | {"new"}
+    assert {k.decode() for k in client.zrange(expiries, 0, -1)} == timed
+    fields = {f.decode() for f in client.hkeys(backend.layout.header(session.id))}
+    assert {f[2:] for f in fields if f.startswith("s:")} == timed | {"t1050", "plain"}
+    assert client.hlen(backend.layout.vectors(session.id)) == 600
+    loaded = rstore.load(session.id)
+    assert (loaded["t1050"], loaded["new"], loaded.get("t2")) == ("no TTL any more", 1, None)
 
 
 def test_purge_drops_expired_state_fields(rstore: Store, clock: FakeClock) -> None:

@@ -198,6 +198,27 @@ async def test_asubscribe_uses_sharded_pub_sub_in_every_shard(cstore: Store) -> 
     await cstore.aclose()
 
 
+def test_a_subscriber_hears_each_save_in_every_shard(cstore: Store) -> None:
+    """Changes stay in the session's shard (SPUBLISH): a subscriber hears each save of a
+    session saved before it listened, and of one not stored yet, in every shard."""
+    for session in _one_session_per_shard(cstore):  # saved before anyone listened
+        with cstore.subscribe(session.id) as changes:
+            for n in (1, 2):
+                session["k"] = n
+                session.save()
+            assert [changes.get(WAIT), changes.get(WAIT)] == [
+                Change(session.id, 2, 0, ("k",)),
+                Change(session.id, 3, 0, ("k",)),
+            ]
+        fresh = cstore.create()
+        with cstore.subscribe(fresh.id) as changes:
+            for n in (1, 2):
+                fresh["k"] = n
+                fresh.save()
+            received = [changes.get(WAIT), changes.get(WAIT)]
+            assert [c.revision if c else None for c in received] == [1, 2]
+
+
 @pytest.mark.anyio
 async def test_the_async_client_works_on_a_cluster(cstore: Store) -> None:
     session = cstore.create(user_id="harsh")

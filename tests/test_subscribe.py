@@ -167,3 +167,63 @@ async def test_a_waiting_async_listener_can_be_cancelled(store: Store) -> None:
         change = await changes.get(WAIT)  # still usable after the cancelled wait
     assert change is not None
     assert change.revision == 2
+
+
+def test_a_subscriber_to_a_session_saved_before_anyone_listened_sees_the_next_save(
+    store: Store,
+) -> None:
+    session = saved(store)
+    for n in range(1, 4):
+        session["k"] = n
+        session.save()  # nobody listens yet
+    with store.subscribe(session.id) as changes:
+        session["k"] = 4
+        session.save()
+        assert changes.get(WAIT) == Change(session.id, 5, 0, ("k",))
+
+
+def test_a_subscriber_to_a_session_not_stored_yet_sees_it_created_then_saved(store: Store) -> None:
+    session = store.create()
+    with store.subscribe(session.id) as changes:
+        session["k"] = 1
+        session.save()
+        session["k"] = 2
+        session.save()
+        received = [changes.get(WAIT) for _ in range(2)]
+    assert [c.revision if c else None for c in received] == [1, 2]
+
+
+def test_a_session_created_again_under_its_id_after_expiring_reaches_its_subscriber(
+    backend_kind: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    store = Store(store_url(backend_kind, tmp_path), clock=clock, idle=60)
+    try:
+        first = store.create(session_id="chat-again")
+        first["k"] = 0
+        first.save()
+        with store.subscribe("chat-again") as changes:
+            first["k"] = 1
+            first.save()
+            assert changes.get(WAIT) == Change("chat-again", 2, 0, ("k",))
+            clock.advance(61)
+            again = store.create(session_id="chat-again")
+            again["k"] = 10
+            again.save()
+            again["k"] = 11
+            again.save()
+            received = [changes.get(WAIT) for _ in range(2)]
+        assert [c.revision if c else None for c in received] == [1, 2]
+    finally:
+        store.close()
+
+
+def test_a_later_subscriber_sees_changes_after_an_earlier_one_left(store: Store) -> None:
+    session = saved(store)
+    with store.subscribe(session.id) as first:
+        session["k"] = 1
+        session.save()
+        assert first.get(WAIT) is not None
+    with store.subscribe(session.id) as second, store.subscribe(session.id) as third:
+        session["k"] = 2
+        session.save()
+        assert second.get(WAIT) == third.get(WAIT) == Change(session.id, 3, 0, ("k",))

@@ -18,18 +18,24 @@ layout; ops.py, which builds their arguments, is the other half.
 
 from __future__ import annotations
 
-# Shared helpers, prepended to the scripts that need them.
-_COMMON = r"""
+# Shared helpers, prepended (as text) to the scripts that need them. The commit script defines
+# the ones off its common path only in the branches that call them: each definition is a closure
+# the server builds on every run.
+_LIVE = r"""
 local function live(h, now)
   local meta = redis.call('HMGET', h, '_v', '_ea')
   if not meta[1] then return false end
   return (not meta[2]) or tonumber(meta[2]) > now
 end
+"""
 
+_HAS_CHILD = r"""
 local function has_child(list, name)
   return string.find('/' .. list .. '/', '/' .. name .. '/', 1, true) ~= nil
 end
+"""
 
+_INDEX_ADD = r"""
 local function index_add(idx, sid, score)
   if redis.call('ZSCORE', idx, sid) then return end
   local last = redis.call('ZREVRANGE', idx, 0, 0, 'WITHSCORES')
@@ -38,7 +44,9 @@ local function index_add(idx, sid, score)
   end
   redis.call('ZADD', idx, score, sid)
 end
+"""
 
+_REMOVE_TREE = r"""
 -- Remove a session and its sub-sessions (all under the same tag, so the same slot).
 local function remove_tree(base, sid)
   local h = base .. 'h:' .. sid
@@ -50,20 +58,25 @@ local function remove_tree(base, sid)
   redis.call('DEL', h, base .. 'm:' .. sid, base .. 'v:' .. sid, base .. 'x:' .. sid)
   return true
 end
+"""
 
+_TOUCH = r"""
 -- A user's record and index follow the user's sessions: each commit of a session extends their
 -- TTL to at least the session's ('' for none). idx, uh, ux: the user's index, record, expiries.
+-- The record (unless it has an expiry of its own) and its expiries only when they exist (its
+-- "_v" and "_x" say so). PEXPIRE ... GT extends a TTL in one call; only when it did not (the
+-- TTL is longer already, or there is none) does PTTL tell a key without a TTL, which gets one.
 local function touch_keys(idx, uh, ux, pexpire)
   local keys = {idx}
-  if redis.call('HEXISTS', uh, '_ea') == 0 then
-    keys[2] = uh
-    keys[3] = ux
+  local rec = redis.call('HMGET', uh, '_v', '_ea', '_x')
+  if not rec[2] then
+    if rec[1] then keys[2] = uh end
+    if rec[3] then keys[#keys + 1] = ux end
   end
   for _, k in ipairs(keys) do
     if pexpire == '' then redis.call('PERSIST', k)
-    else
-      local t = redis.call('PTTL', k)
-      if t == -1 or (t >= 0 and t < tonumber(pexpire)) then redis.call('PEXPIRE', k, pexpire) end
+    elseif redis.call('PEXPIRE', k, pexpire, 'GT') == 0 and redis.call('PTTL', k) == -1 then
+      redis.call('PEXPIRE', k, pexpire)
     end
   end
 end
@@ -73,7 +86,9 @@ local function touch_user(p, ref, pexpire)
   local ub = p .. '{~u:' .. ref .. '}:'
   touch_keys(ub .. 'i', ub .. 'h:~u:' .. ref, ub .. 'x:~u:' .. ref, pexpire)
 end
+"""
 
+_DROP_ORPHAN = r"""
 -- Before a user's new session joins the index: a user without a live session starts afresh,
 -- so what is left of their state (unless it has an expiry of its own) goes first.
 local function drop_orphan_user(p, ref, now)
@@ -86,7 +101,9 @@ local function drop_orphan_user(p, ref, now)
   local ea = redis.call('HGET', ub .. 'h:~u:' .. ref, '_ea')
   if (not ea) or tonumber(ea) <= now then remove_tree(ub, '~u:' .. ref) end
 end
+"""
 
+_UNLINK = r"""
 local function unlink_child(ph, name)
   local ch = redis.call('HGET', ph, '_ch')
   if not ch or not has_child(ch, name) then return end
@@ -99,16 +116,21 @@ local function unlink_child(ph, name)
 end
 """
 
+_COMMON = _LIVE + _HAS_CHILD + _INDEX_ADD + _REMOVE_TREE + _TOUCH + _DROP_ORPHAN + _UNLINK
+
 # KEYS: h, m, v, x, parent h (or h again), [user index (standalone only; a user record's own)]
-# ARGV: one msgpack array (see ops.commit_op for its order), unpacked into ARGV here: one value
-# for redis-py to send and Redis to parse, instead of dozens. A turn costs HMGET, HSET, RPUSH,
-# PEXPIRE x2, PUBLISH: the header's counters are read once and written back in the same HSET as
-# the state keys, and the reply is the new counters, never the whole header (O(what changed)).
+# ARGV: one string of msgpack values (see ops.commit_op for their order, ops.pack_args for the
+# form), unpacked into ARGV here: one value for redis-py to send and Redis to parse, instead of
+# dozens. A turn costs HMGET, HSET, RPUSH, PEXPIRE x2, PUBLISH: the header's counters are read
+# once and written back in the same HSET as the state keys, and the reply is the new counters,
+# never the whole header (O(what changed)). The HSET writes only the meta fields that changed
+# (the server pays per field and per number turned into a string), and a key that cannot exist
+# (no messages, no vectors, no expiring keys) gets no PEXPIRE.
 COMMIT = (
-    _COMMON
-    + r"""
+    r"""
 local h, m, v, x, ph = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local ARGV = cmsgpack.unpack(ARGV[1])
+local ARGV = {cmsgpack.unpack(ARGV[1])}  -- values one after another (ops.pack_args) ...
+if type(ARGV[1]) == 'table' then ARGV = ARGV[1] end  -- ... or, for a big delta, one array
 local now = tonumber(ARGV[1])
 local created_at, uid, expected, expires_at = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local replace_log, tokens, summary, summary_upto = ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9]
@@ -120,10 +142,10 @@ local user_prefix, follow = ARGV[20], ARGV[21]
 
 local meta = redis.call('HMGET', h, '_v', '_ea', '_rev', '_mc', '_tt', '_lead', '_ca', '_x',
   '_vec', '_sumupto', '_uid')
-local live = meta[1] and ((not meta[2]) or tonumber(meta[2]) > now)
+local alive = meta[1] and ((not meta[2]) or tonumber(meta[2]) > now)
 local created = false
 local rev, mc, tt, lead, ca, hasx, hasv, sumupto
-if not live then
+if not alive then
   if created_at == '' then return {'NOTFOUND'} end
   if expected ~= '' and tonumber(expected) ~= 0 then return {'CONFLICT', '0'} end
   if meta[1] then redis.call('DEL', h, m, v, x) end
@@ -135,38 +157,67 @@ else
   sumupto = meta[10] and tonumber(meta[10])
   if expected ~= '' and rev ~= tonumber(expected) then return {'CONFLICT', tostring(rev)} end
 end
+local hadx, hadv, lead0 = hasx, hasv, lead  -- what the header says now (created: nothing)
+
+-- One command for a whole list of values, in slices: unpack() takes a few thousand at most.
+local function each(cmd, key, list)
+  local i = 1
+  while i <= #list do
+    local last = math.min(i + 999, #list)
+    redis.call(cmd, key, unpack(list, i, last))
+    i = last + 1
+  end
+end
 
 -- state: drop expired keys, then deletes, then sets (last write wins per key)
 if hasx then
   local dead = redis.call('ZRANGEBYSCORE', x, '-inf', ARGV[1])
-  for _, key in ipairs(dead) do redis.call('HDEL', h, 's:' .. key) end
-  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[1]) end
+  if #dead > 0 then
+    for i, key in ipairs(dead) do dead[i] = 's:' .. key end
+    each('HDEL', h, dead)
+    redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[1])
+  end
 end
 local d = 22 + 3 * nset
-for _ = 1, ndel do
-  redis.call('HDEL', h, 's:' .. ARGV[d])
-  if hasx then redis.call('ZREM', x, ARGV[d]) end
-  d = d + 1
+if ndel > 0 then
+  local names, keys = {}, {}
+  for i = 1, ndel do
+    keys[i] = ARGV[d]
+    names[i] = 's:' .. ARGV[d]
+    d = d + 1
+  end
+  each('HDEL', h, names)
+  if hasx then each('ZREM', x, keys) end
 end
 local fields = {}
+local timed, untimed  -- set keys with a TTL: [expires_at, key, ...]; without: [key, ...]
 local s = 22
 for _ = 1, nset do
   fields[#fields + 1] = 's:' .. ARGV[s]
   fields[#fields + 1] = ARGV[s + 1]
   if ARGV[s + 2] ~= '' then
-    redis.call('ZADD', x, ARGV[s + 2], ARGV[s])
-    hasx = '1'
-  elseif hasx then
-    redis.call('ZREM', x, ARGV[s])
+    timed = timed or {}
+    timed[#timed + 1] = ARGV[s + 2]
+    timed[#timed + 1] = ARGV[s]
+  else
+    untimed = untimed or {}
+    untimed[#untimed + 1] = ARGV[s]
   end
   s = s + 3
 end
+if timed then
+  each('ZADD', x, timed)
+  hasx = '1'
+end
+if untimed and hasx then each('ZREM', x, untimed) end  -- a key that had a TTL has none now
 
 -- messages
+local counted = created or napp > 0  -- _mc and _tt change
 if replace_log == '1' then
   redis.call('DEL', m, v)
-  mc, tt, lead, hasv, sumupto = 0, 0, 0, false, nil
+  mc, tt, lead, hasv, hadv, sumupto = 0, 0, 0, false, false, nil
   redis.call('HDEL', h, '_sum', '_sumupto', '_vec')
+  counted = true
 end
 if lead and lead >= mc and mc < 8 then lead = math.min(mc + math.min(lead_appended, napp), 8) end
 local a = d
@@ -184,46 +235,69 @@ if summary ~= '' and ((not sumupto) or tonumber(summary_upto) >= sumupto) then
   fields[#fields + 1] = '_sumupto'
   fields[#fields + 1] = summary_upto
 end
-for _ = 1, nvec do
-  redis.call('HSET', v, ARGV[a], ARGV[a + 1])
-  a = a + 2
+if nvec > 0 then
+  local vectors = {}
+  for _ = 1, nvec do
+    vectors[#vectors + 1] = ARGV[a]
+    vectors[#vectors + 1] = ARGV[a + 1]
+    a = a + 2
+  end
+  each('HSET', v, vectors)
   hasv = '1'
 end
 
+-- the header's meta fields: the revision and updated_at always, the rest when they change
 rev = rev + 1
-for _, f in ipairs({'_v', '1', '_ca', ca, '_rev', rev, '_mc', mc, '_tt', tt, '_ua', ARGV[1]}) do
-  fields[#fields + 1] = f
+fields[#fields + 1] = '_rev'
+fields[#fields + 1] = rev
+fields[#fields + 1] = '_ua'
+fields[#fields + 1] = ARGV[1]
+if created then
+  fields[#fields + 1] = '_v'
+  fields[#fields + 1] = '1'
+  fields[#fields + 1] = '_ca'
+  fields[#fields + 1] = ca
+  if uid ~= '' then
+    fields[#fields + 1] = '_uid'
+    fields[#fields + 1] = uid
+  end
 end
-if lead then
+if counted or tokens ~= 0 then
+  fields[#fields + 1] = '_mc'
+  fields[#fields + 1] = mc
+  fields[#fields + 1] = '_tt'
+  fields[#fields + 1] = tt
+end
+if lead and (lead ~= lead0 or created or replace_log == '1') then
   fields[#fields + 1] = '_lead'
   fields[#fields + 1] = lead
 end
-if hasx then
+if hasx and not hadx then
   fields[#fields + 1] = '_x'
   fields[#fields + 1] = '1'
 end
-if hasv then
+if hasv and not hadv then
   fields[#fields + 1] = '_vec'
   fields[#fields + 1] = '1'
 end
-if created and uid ~= '' then
-  fields[#fields + 1] = '_uid'
-  fields[#fields + 1] = uid
-end
 if expires_at ~= '' then
-  fields[#fields + 1] = '_ea'
-  fields[#fields + 1] = expires_at
+  if created or expires_at ~= meta[2] then
+    fields[#fields + 1] = '_ea'
+    fields[#fields + 1] = expires_at
+  end
 elseif meta[2] then
   redis.call('HDEL', h, '_ea')
 end
-local f = 1
-while f <= #fields do  -- unpack() takes a few thousand values at most: HSET in slices
-  local last = math.min(f + 999, #fields)
-  redis.call('HSET', h, unpack(fields, f, last))
-  f = last + 1
-end
+each('HSET', h, fields)
 
 if created and not meta[1] then
+"""
+    + _HAS_CHILD
+    + _LIVE
+    + _REMOVE_TREE
+    + _INDEX_ADD
+    + _DROP_ORPHAN
+    + r"""
   if child_name ~= '' then
     if redis.call('EXISTS', ph) == 1 then
       local ch = redis.call('HGET', ph, '_ch')
@@ -240,6 +314,9 @@ end
 
 local ref = (created and uid ~= '' and uid) or meta[11]
 if ref and child_name == '' and user_prefix ~= '' and string.sub(sid, 1, 3) ~= '~u:' then
+"""
+    + _TOUCH
+    + r"""
   touch_user(user_prefix, ref, pexpire)
 end
 if follow == '1' then  -- a user's record without an expiry of its own: as long as its index
@@ -247,7 +324,8 @@ if follow == '1' then  -- a user's record without an expiry of its own: as long 
   if t > 0 then pexpire = tostring(t) elseif t == -1 then pexpire = '' end
 end
 
-local keys = {h, m}
+local keys = {h}
+if mc > 0 then keys[#keys + 1] = m end  -- no message was ever appended: no list
 if hasv then keys[#keys + 1] = v end
 if hasx then keys[#keys + 1] = x end
 for _, key in ipairs(keys) do

@@ -293,6 +293,21 @@ def live_header(session_id: str, flat: Sequence[bytes] | None, now: float) -> Se
 # -- operations ----------------------------------------------------------------------------------
 
 
+SPREAD_ARGS = 1000
+"""Up to this many commit arguments travel as msgpack values one after another, which the
+script unpacks straight into a table of the right size; more (Lua's stack takes about 8000
+values) as one msgpack array, which is built up entry by entry."""
+
+
+def pack_args(args: Sequence[str | bytes | int]) -> bytes:
+    """The commit script's arguments as its one ARGV (lua.COMMIT unpacks both forms)."""
+    packed: bytes = msgpack.packb(args, use_bin_type=False)
+    n = len(args)
+    if 16 <= n <= SPREAD_ARGS:  # an array of 16 to 65535 entries: a 3-byte header, then the values
+        return packed[3:]
+    return packed
+
+
 def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
     """A save in one script: the same merge as records.apply_delta, done where the data is."""
     sid = delta.session_id
@@ -369,7 +384,7 @@ def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
             [sid, _num(create.created_at), pexpire],
         )
     # One argument, the rest packed in it: redis-py and Redis each handle one value, not dozens
-    reply = yield from script("commit", key_list, [msgpack.packb(args, use_bin_type=False)])
+    reply = yield from script("commit", key_list, [pack_args(args)])
     status = text_of(reply[0])
     if status == "NOTFOUND":
         raise SessionNotFound(sid)

@@ -1,0 +1,162 @@
+"""Redis server instructions per statemw operation, counted by valgrind (callgrind) on a
+redis-server of its own, with the Redis commands each one runs (INFO commandstats).
+
+Time on a shared 2-core VM moves by 25 % between runs; the server's instruction count does not,
+so this says whether a change to the Lua scripts or the commit's arguments helps. Compare two
+checkouts by running it with each on PYTHONPATH:
+
+    PYTHONPATH=. .venv/bin/python bench/redis_server_cpu.py
+    PYTHONPATH=/path/to/other/checkout .venv/bin/python bench/redis_server_cpu.py --user
+
+Needs valgrind (Debian's `valgrind`, with callgrind_control) and redis-server; listens on
+127.0.0.1 only. About a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+import statemw
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--user", action="store_true", help="sessions of a user (user_id)")
+    parser.add_argument("--ops", type=int, default=300, help="operations of each kind")
+    args = parser.parse_args()
+    for tool in ("valgrind", "callgrind_control", "redis-server"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"needs {tool}")
+    print(f"statemw from {Path(statemw.__file__).parent}, user sessions: {args.user}")
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={tmp}/callgrind.out.%p",
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            client = redis.Redis(port=port)
+            for _ in range(300):  # valgrind starts the server slowly
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.1)
+            run(client, server.pid, port, tmp, args.user, args.ops)
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+def run(client: redis.Redis, pid: int, port: int, tmp: str, user: bool, ops: int) -> None:
+    store = statemw.Store(f"redis://127.0.0.1:{port}/0?key_prefix=cpu:")
+
+    def new() -> statemw.Session:
+        session = store.create(user_id="u1" if user else None)
+        session.add_message("user", "hello")
+        session.save()
+        return session
+
+    def turns(n: int) -> None:
+        sid = new().id
+        for i in range(n):
+            if i and i % 10 == 0:
+                sid = new().id
+            session = store.load(sid)
+            session.get_history(last=20)
+            session.add_message("user", "x" * 70)
+            session.save()
+
+    def appends(n: int) -> None:
+        session = new()
+        for _ in range(n):
+            session.add_message("user", "x" * 70)
+            session.save()
+
+    def state_saves(n: int) -> None:
+        session = new()
+        for i in range(n):
+            session["k"] = i
+            session.save()
+
+    def loads(n: int) -> None:
+        session = new()
+        for _ in range(5):
+            session.add_message("user", "x" * 70)
+        session.save()
+        for _ in range(n):
+            store.load(session.id).get_history(last=20)
+
+    def creates(n: int) -> None:
+        for _ in range(n):
+            new()
+
+    cases: list[tuple[str, Callable[[int], None], int]] = [
+        ("turn (a new session every 10)", turns, ops),
+        ("commit, one message appended", appends, ops),
+        ("commit, one state key set", state_saves, ops),
+        ("create with one message", creates, ops // 3),
+        ("load, window of 20", loads, ops),
+    ]
+    print(f"{'operation':34s} {'instructions':>14s} {'commands':>9s}  (per operation)")
+    for label, fn, n in cases:
+        fn(3)  # warm
+        client.config_resetstat()
+        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+        fn(n)
+        before = set(glob.glob(f"{tmp}/callgrind.out.*"))
+        subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+        for _ in range(100):
+            dumped = set(glob.glob(f"{tmp}/callgrind.out.*")) - before
+            if dumped:
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)  # let the dump finish writing
+        latest = max(dumped, key=os.path.getmtime)
+        lines = Path(latest).read_text().splitlines()
+        instructions = next(
+            int(line.split()[1]) for line in lines if line.startswith(("summary:", "totals:"))
+        )
+        for path in dumped:
+            os.remove(path)
+        stats = client.info("commandstats")
+        commands = sum(v["calls"] for k, v in stats.items() if k != "cmdstat_config|resetstat")
+        print(f"{label:34s} {instructions / n / 1000:12.1f}k {commands / n:9.2f}")
+    client.flushdb()
+    store.close()
+
+
+if __name__ == "__main__":
+    main()
