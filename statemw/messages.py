@@ -103,6 +103,29 @@ class MessageRecord:
         return cls(wire[0], int(wire[1]), float(wire[2]))
 
 
+def all_plain(records: Sequence[MessageRecord]) -> bool:
+    """Whether every record is plain text to a window (no tool call or result, not a system
+    message): a window's common case (statemw.window). Classifies the records it passes, as
+    classify() would, without a call per plain message."""
+    for record in records:
+        kind = record.kind
+        if kind is None:
+            message = record.message
+            role = message.get("role")
+            if (
+                role == "tool"
+                or role == "system"
+                or type(message.get("content")) is list
+                or message.get("tool_calls")
+            ):
+                kind = record.classify()
+            else:  # what kind_of says of it
+                kind = record.kind = _PLAIN
+        if kind is not _PLAIN:
+            return False
+    return True
+
+
 def make_message(role: str | Mapping[str, Any], content: Any, fields: Mapping[str, Any]) -> Message:
     """Build the message dict add_message stores; a whole message dict is accepted as `role`."""
     if isinstance(role, Mapping):

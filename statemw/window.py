@@ -19,7 +19,10 @@ Choosing what to read is a plan: a flow that reads ranges through the reader it 
 `get_history` and `aget_history` share it (statemw._drive). It reads only what the strategy
 needs, newest first: `last=20` reads 21 messages, a 4,000-token budget reads back until the
 budget is spent; messages already loaded cost no I/O. What a message is (a tool call, a result,
-a system message) is worked out once per loaded message and kept with it.
+a system message) is worked out once per loaded message and kept with it. When every message
+read is plain text (the usual case), each is its own group and none is a system message, so
+the plan picks the newest that fit without building groups (`_newest`; a property test pins
+it to the general path).
 
 Semantic selection over a span of SPARSE_FROM messages or more reads part of it (`_sparse`):
 the newest messages a budget would read, the system messages, and WINDOW messages either side
@@ -41,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from statemw.errors import InvalidValue
-from statemw.messages import MessageRecord
+from statemw.messages import MessageRecord, all_plain
 from statemw.records import LEAD_SCAN
 from statemw.vectors import Batched, Embed
 
@@ -307,6 +310,8 @@ def plan(
         lo = max(floor, start - BUDGET_STEP)  # mid-group: read back to the tool call
         span = (yield from read(lo, start)) + span
         start = lo
+    if not semantic and all_plain(span):
+        return pinned + _newest(span, options.last, options.max_tokens, reserved)
 
     groups = group(span)
     system = [g for g in groups if g[3]]
@@ -337,6 +342,26 @@ def plan(
         run_stop = stop
     out += span[run_start:run_stop]
     return out
+
+
+def _newest(
+    span: list[MessageRecord], last: int | None, max_tokens: int | None, reserved: int
+) -> list[MessageRecord]:
+    """What LastN(last), then TokenBudget(max_tokens, reserved), choose from a span of plain
+    text messages, without building a group per message: each is its own group, none is a
+    system message, so the choice is the newest `last` that fit (at least the newest one)."""
+    stop = len(span)
+    start = 0 if last is None else max(0, stop - last)
+    if max_tokens is not None and start < stop:
+        total = reserved + span[-1].tokens
+        i = stop - 1
+        while i > start:
+            total += span[i - 1].tokens
+            if total > max_tokens:
+                break
+            i -= 1
+        start = i
+    return span[start:]
 
 
 def _answers(record: MessageRecord) -> bool:
