@@ -186,11 +186,19 @@ class MessageLog(Sequence[Message]):
 
     def records(self, start: int, stop: int) -> list[MessageRecord]:
         """Records [start, stop), fetching what is not loaded in one read."""
-        start, stop = max(start, 0), min(stop, len(self))
+        stored = self.stored
+        start, stop = max(start, 0), min(stop, stored + len(self.appended))
         if start >= stop:
             return []
-        if start >= self.start and stop <= self.stored:  # all in the loaded window
-            return self._window(start - self.start, stop - self.start)
+        if start >= self.start:  # all at hand: in the loaded window, or added since
+            if stop <= stored:
+                return self._window(start - self.start, stop - self.start)
+            if start >= stored:
+                return self.appended[start - stored : stop - stored]
+            return (
+                self._window(start - self.start, stored - self.start)
+                + self.appended[: stop - stored]
+            )
         need = self.missing(start, stop)
         if need is not None:
             self.cache(need[0], self._fetch(*need))
@@ -198,10 +206,10 @@ class MessageLog(Sequence[Message]):
 
     def _window(self, lo: int, hi: int) -> list[MessageRecord]:
         """Window items [lo, hi), each decoded on its first read."""
-        window = self.window
+        window, decode, record = self.window, self._decode, MessageRecord
         for j in range(lo, hi):
-            if type(window[j]) is not MessageRecord:  # stored bytes (or what a bad record holds)
-                window[j] = self._decode(window[j])  # type: ignore[arg-type]
+            if type(window[j]) is not record:  # stored bytes (or what a bad record holds)
+                window[j] = decode(window[j])  # type: ignore[arg-type]
         return window[lo:hi]  # type: ignore[return-value]
 
     def cache(self, start: int, records: list[MessageRecord]) -> None:
@@ -211,6 +219,8 @@ class MessageLog(Sequence[Message]):
 
     def missing(self, start: int, stop: int) -> tuple[int, int] | None:
         """The range of [start, stop) that would need a read, or None (for async prefetch)."""
+        if start >= self.start:
+            return None
         need = [i for i in range(max(start, 0), min(stop, self.start)) if i not in self._older]
         return (need[0], need[-1] + 1) if need else None
 
