@@ -288,6 +288,7 @@ def plan(
         return pinned
 
     semantic = options.relevant_to is not None
+    budget = None if semantic else options.max_tokens  # TokenBudget's, after grouping
     if semantic and rank is not None and options.last is None and total - floor >= SPARSE_FROM:
         assert verified is not None
         sent = yield from _sparse(total, floor, options, read, rank, verified, reserved)
@@ -296,13 +297,15 @@ def plan(
     if options.last is not None and not semantic:
         start = max(floor, total - options.last - 1)
         span = yield from read(start, total)
-    elif options.max_tokens is not None and not semantic:
+    elif budget is not None:
         start, span, spent, step = total, [], reserved, BUDGET_STEP
-        while start > floor and (not span or spent <= options.max_tokens):
+        while start > floor and (not span or spent <= budget):
             lo = max(floor, min(start - step, total if loaded_from is None else loaded_from))
             more = yield from read(lo, start)
             spent += sum([r.tokens for r in more])
             span, start, step = more + span, lo, step * 2
+        if spent <= budget:  # all since the summary fits (start is floor): none is left out
+            budget = None
     else:  # everything since the summary: semantic selection scores it all
         start = floor
         span = yield from read(start, total)
@@ -311,7 +314,7 @@ def plan(
         span = (yield from read(lo, start)) + span
         start = lo
     if not semantic and all_plain(span):
-        return pinned + _newest(span, options.last, options.max_tokens, reserved)
+        return pinned + _newest(span, options.last, budget, reserved)
 
     groups = group(span)
     system = [g for g in groups if g[3]]
@@ -330,8 +333,8 @@ def plan(
         rest = relevant.select(rest, reserved)
     if options.last is not None:
         rest = LastN(options.last).select(rest)
-    if options.max_tokens is not None and not semantic:
-        rest = TokenBudget(options.max_tokens).select(rest, reserved)
+    if budget is not None:
+        rest = TokenBudget(budget).select(rest, reserved)
     chosen = sorted([*system, *rest]) if system else rest
     out = list(pinned)
     run_start = run_stop = 0  # adjacent groups are sent as one slice of the span

@@ -254,3 +254,19 @@ def test_the_plain_text_fast_path_chooses_what_the_general_planner_does(
     with patch("statemw.window.all_plain", return_value=False):
         expected = again.get_history(**options)
     assert again.get_history(**options) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(conversations(), st.integers(-3, 3))
+def test_a_budget_that_covers_everything_leaves_nothing_out(
+    original: list[dict[str, Any]], spare: int
+) -> None:
+    """The planner skips the budget when all it read fits (the boundary included): the window
+    is then what no budget gives; a token short, the budget holds."""
+    session = stored_session(original)
+    budget = max(1, spare + sum(r.tokens for r in session.messages.records(0, len(original))))
+    sent = session.store.load(session.id).get_history(max_tokens=budget, format="raw")
+    if spare >= 0:
+        assert sent == session.get_history(format="raw")
+    check_rules(original, sent)
+    check_budget(session, sent, budget)
