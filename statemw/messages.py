@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 from statemw.errors import InvalidValue
 
@@ -24,12 +24,12 @@ def tool_call_ids(message: Mapping[str, Any]) -> frozenset[str]:
     content = message.get("content")
     if not calls and type(content) is not list:
         return _NONE
-    ids = {str(c.get("id")) for c in calls or () if isinstance(c, Mapping)}
+    ids = {str(c.get("id")) for c in calls or () if type(c) is dict or isinstance(c, Mapping)}
     if isinstance(content, list):
         ids |= {
             str(b.get("id"))
             for b in content
-            if isinstance(b, Mapping) and b.get("type") == "tool_use"
+            if (type(b) is dict or isinstance(b, Mapping)) and b.get("type") == "tool_use"
         }
     return frozenset(ids)
 
@@ -45,14 +45,15 @@ def tool_result_ids(message: Mapping[str, Any]) -> frozenset[str]:
         ids |= {
             str(b.get("tool_use_id"))
             for b in content
-            if isinstance(b, Mapping) and b.get("type") == "tool_result"
+            if (type(b) is dict or isinstance(b, Mapping)) and b.get("type") == "tool_result"
         }
     return frozenset(ids)
 
 
-@dataclass(frozen=True, slots=True)
-class Kind:
-    """What a message is to the window: the calls it makes, the calls it answers, system or not."""
+class Kind(NamedTuple):
+    """What a message is to the window: the calls it makes, the calls it answers, system or not.
+    A named tuple: a frozen dataclass costs three object.__setattr__ calls to make, and every
+    tool call and result of a loaded log makes one."""
 
     calls: frozenset[str]
     answers: frozenset[str]
@@ -61,6 +62,8 @@ class Kind:
 
 _PLAIN = Kind(_NONE, _NONE, False)
 _SYSTEM = Kind(_NONE, _NONE, True)
+PLAIN_TEXT = _PLAIN
+"""The kind of a plain text message: no tool call or result, not a system message."""
 
 
 def kind_of(message: Mapping[str, Any]) -> Kind:
@@ -103,10 +106,11 @@ class MessageRecord:
         return cls(wire[0], int(wire[1]), float(wire[2]))
 
 
-def all_plain(records: Sequence[MessageRecord]) -> bool:
-    """Whether every record is plain text to a window (no tool call or result, not a system
-    message): a window's common case (statemw.window). Classifies the records it passes, as
-    classify() would, without a call per plain message."""
+def classify_all(records: Sequence[MessageRecord]) -> bool:
+    """Give each record its kind (worked out once and kept, as classify() does; a plain text
+    message without a call), and say whether all are plain text to a window: no tool call or
+    result, no system message (a window's common case, statemw.window)."""
+    plain = True
     for record in records:
         kind = record.kind
         if kind is None:
@@ -122,8 +126,8 @@ def all_plain(records: Sequence[MessageRecord]) -> bool:
             else:  # what kind_of says of it
                 kind = record.kind = _PLAIN
         if kind is not _PLAIN:
-            return False
-    return True
+            plain = False
+    return plain
 
 
 def make_message(role: str | Mapping[str, Any], content: Any, fields: Mapping[str, Any]) -> Message:

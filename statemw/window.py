@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from statemw.errors import InvalidValue
-from statemw.messages import MessageRecord, all_plain
+from statemw.messages import PLAIN_TEXT, MessageRecord, classify_all
 from statemw.records import LEAD_SCAN
 from statemw.vectors import Batched, Embed
 
@@ -74,6 +74,12 @@ def group(entries: Sequence[MessageRecord]) -> list[Group]:
     open_ids: frozenset[str] = frozenset()
     for i, entry in enumerate(entries):
         kind = entry.kind or entry.classify()
+        if kind is PLAIN_TEXT:  # the usual message: a group of its own
+            if start >= 0:
+                append((start, i, tokens, False))
+                start = -1
+            append((i, i + 1, entry.tokens, False))
+            continue
         if kind.answers:
             if start >= 0 and kind.answers & open_ids:
                 tokens += entry.tokens
@@ -313,7 +319,7 @@ def plan(
         lo = max(floor, start - BUDGET_STEP)  # mid-group: read back to the tool call
         span = (yield from read(lo, start)) + span
         start = lo
-    if not semantic and all_plain(span):
+    if classify_all(span) and not semantic:
         return pinned + _newest(span, options.last, budget, reserved)
 
     groups = group(span)

@@ -246,12 +246,12 @@ def test_the_plain_text_fast_path_chooses_what_the_general_planner_does(
     store = session.store
     options: dict[str, Any] = {"last": last, "max_tokens": max_tokens, "format": format}
     fast = store.load(session.id).get_history(**options)
-    with patch("statemw.window.all_plain", return_value=False) as general:
+    with patch("statemw.window.classify_all", return_value=False) as general:
         assert store.load(session.id).get_history(**options) == fast
     assert general.called or last == 0
     again = store.load(session.id)
     again.add_message("user", "and one more")  # an unsaved message: the fast path too
-    with patch("statemw.window.all_plain", return_value=False):
+    with patch("statemw.window.classify_all", return_value=False):
         expected = again.get_history(**options)
     assert again.get_history(**options) == expected
 
