@@ -228,9 +228,11 @@ Reads = Generator[S, Any, list[MessageRecord]]
 """A reader's answer: records [start, stop), after whatever I/O steps (of type S) it needs."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Options:
-    """get_history's keyword arguments, checked."""
+    """get_history's keyword arguments, checked. Not frozen: one is made per call, and a frozen
+    dataclass's __init__ (object.__setattr__ per field) would triple its cost; nothing
+    changes one after the check."""
 
     last: int | None = None
     max_tokens: int | None = None
@@ -289,7 +291,7 @@ def plan(
         lead = next((i for i, r in enumerate(head) if r.message.get("role") != "system"), len(head))
     pinned = (yield from read(0, lead)) if lead else []
     floor = max(floor, lead)
-    reserved = summary_tokens + sum(r.tokens for r in pinned)
+    reserved = summary_tokens + (sum([r.tokens for r in pinned]) if pinned else 0)
     if options.last == 0:
         return pinned
 
