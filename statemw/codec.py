@@ -300,17 +300,17 @@ class Codec:
     def decode_message(self, session_id: str, data: bytes) -> MessageRecord:
         """A logged message; the hot path of every load, so plain records skip the layers."""
         try:
-            if data[0] == PLAIN:
+            if data[0] == PLAIN:  # msgpack >= 1.0 decodes str as str (raw=False)
                 message, tokens, created_at = msgpack.unpackb(
-                    data[1:], raw=False, strict_map_key=False, ext_hook=_unext
+                    data[1:], strict_map_key=False, ext_hook=_unext
                 )
             else:
                 message, tokens, created_at = self.decode(data, session_id=session_id)
-            if type(message) is not dict or type(tokens) is not int:
-                raise TypeError("not a message and its token count")
-            if type(message.get("role")) is not str:
+            if type(message) is dict and type(tokens) is int and type(message.get("role")) is str:
+                return MessageRecord(message, tokens, created_at)
+            if type(message) is dict and type(tokens) is int:
                 raise TypeError("a message without a role")
-            return MessageRecord(message, tokens, created_at)
+            raise TypeError("not a message and its token count")
         except CorruptRecord:
             raise
         except Exception as exc:

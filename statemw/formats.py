@@ -33,16 +33,19 @@ def to_raw(messages: Sequence[Message]) -> list[Message]:
 
 def to_openai(messages: Sequence[Message]) -> list[Message]:
     """OpenAI chat messages (copies); the summary is a system message named "summary"."""
-    out = []
-    for message in messages:
-        copy = dict(message)
+    return _openai([dict(message) for message in messages])
+
+
+def _openai(copies: list[Message]) -> list[Message]:
+    """to_openai, in place on copies made for it."""
+    aliases = ROLE_ALIASES
+    for copy in copies:
         role = copy["role"]
-        if role in ROLE_ALIASES:
-            copy["role"] = ROLE_ALIASES[role]
+        if role in aliases:
+            copy["role"] = aliases[role]
         if "summary" in copy and copy.pop("summary") is True:
             copy["name"] = "summary"
-        out.append(copy)
-    return out
+    return copies
 
 
 def _blocks(content: Any) -> list[Any]:
@@ -115,6 +118,16 @@ def to_anthropic(messages: Sequence[Message]) -> dict[str, Any]:
 
 
 FORMATS = {"openai": to_openai, "anthropic": to_anthropic, "raw": to_raw}
+
+
+def shape_copies(copies: list[Message], format: str) -> Any:
+    """shape() of messages that are copies of their own (get_history makes them): the OpenAI
+    and raw shapes use them as they are, instead of copying each message again."""
+    if format == "openai":
+        return _openai(copies)
+    if format == "raw":
+        return copies
+    return shape(copies, format)
 
 
 def shape(messages: Sequence[Message], format: str) -> Any:

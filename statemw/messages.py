@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 from statemw.errors import InvalidValue
 
@@ -24,12 +24,12 @@ def tool_call_ids(message: Mapping[str, Any]) -> frozenset[str]:
     content = message.get("content")
     if not calls and type(content) is not list:
         return _NONE
-    ids = {str(c.get("id")) for c in calls or () if isinstance(c, Mapping)}
+    ids = {str(c.get("id")) for c in calls or () if type(c) is dict or isinstance(c, Mapping)}
     if isinstance(content, list):
         ids |= {
             str(b.get("id"))
             for b in content
-            if isinstance(b, Mapping) and b.get("type") == "tool_use"
+            if (type(b) is dict or isinstance(b, Mapping)) and b.get("type") == "tool_use"
         }
     return frozenset(ids)
 
@@ -45,14 +45,15 @@ def tool_result_ids(message: Mapping[str, Any]) -> frozenset[str]:
         ids |= {
             str(b.get("tool_use_id"))
             for b in content
-            if isinstance(b, Mapping) and b.get("type") == "tool_result"
+            if (type(b) is dict or isinstance(b, Mapping)) and b.get("type") == "tool_result"
         }
     return frozenset(ids)
 
 
-@dataclass(frozen=True, slots=True)
-class Kind:
-    """What a message is to the window: the calls it makes, the calls it answers, system or not."""
+class Kind(NamedTuple):
+    """What a message is to the window: the calls it makes, the calls it answers, system or not.
+    A named tuple: a frozen dataclass costs three object.__setattr__ calls to make, and every
+    tool call and result of a loaded log makes one."""
 
     calls: frozenset[str]
     answers: frozenset[str]
@@ -61,6 +62,8 @@ class Kind:
 
 _PLAIN = Kind(_NONE, _NONE, False)
 _SYSTEM = Kind(_NONE, _NONE, True)
+PLAIN_TEXT = _PLAIN
+"""The kind of a plain text message: no tool call or result, not a system message."""
 
 
 def kind_of(message: Mapping[str, Any]) -> Kind:
@@ -101,6 +104,30 @@ class MessageRecord:
         if not isinstance(wire, list) or len(wire) != 3 or not isinstance(wire[0], dict):
             raise ValueError("not a message record")
         return cls(wire[0], int(wire[1]), float(wire[2]))
+
+
+def classify_all(records: Sequence[MessageRecord]) -> bool:
+    """Give each record its kind (worked out once and kept, as classify() does; a plain text
+    message without a call), and say whether all are plain text to a window: no tool call or
+    result, no system message (a window's common case, statemw.window)."""
+    plain = True
+    for record in records:
+        kind = record.kind
+        if kind is None:
+            message = record.message
+            role = message.get("role")
+            if (
+                role == "tool"
+                or role == "system"
+                or type(message.get("content")) is list
+                or message.get("tool_calls")
+            ):
+                kind = record.classify()
+            else:  # what kind_of says of it
+                kind = record.kind = _PLAIN
+        if kind is not _PLAIN:
+            plain = False
+    return plain
 
 
 def make_message(role: str | Mapping[str, Any], content: Any, fields: Mapping[str, Any]) -> Message:
@@ -163,11 +190,19 @@ class MessageLog(Sequence[Message]):
 
     def records(self, start: int, stop: int) -> list[MessageRecord]:
         """Records [start, stop), fetching what is not loaded in one read."""
-        start, stop = max(start, 0), min(stop, len(self))
+        stored = self.stored
+        start, stop = max(start, 0), min(stop, stored + len(self.appended))
         if start >= stop:
             return []
-        if start >= self.start and stop <= self.stored:  # all in the loaded window
-            return self._window(start - self.start, stop - self.start)
+        if start >= self.start:  # all at hand: in the loaded window, or added since
+            if stop <= stored:
+                return self._window(start - self.start, stop - self.start)
+            if start >= stored:
+                return self.appended[start - stored : stop - stored]
+            return (
+                self._window(start - self.start, stored - self.start)
+                + self.appended[: stop - stored]
+            )
         need = self.missing(start, stop)
         if need is not None:
             self.cache(need[0], self._fetch(*need))
@@ -175,10 +210,10 @@ class MessageLog(Sequence[Message]):
 
     def _window(self, lo: int, hi: int) -> list[MessageRecord]:
         """Window items [lo, hi), each decoded on its first read."""
-        window = self.window
+        window, decode, record = self.window, self._decode, MessageRecord
         for j in range(lo, hi):
-            if type(window[j]) is not MessageRecord:  # stored bytes (or what a bad record holds)
-                window[j] = self._decode(window[j])  # type: ignore[arg-type]
+            if type(window[j]) is not record:  # stored bytes (or what a bad record holds)
+                window[j] = decode(window[j])  # type: ignore[arg-type]
         return window[lo:hi]  # type: ignore[return-value]
 
     def cache(self, start: int, records: list[MessageRecord]) -> None:
@@ -188,6 +223,8 @@ class MessageLog(Sequence[Message]):
 
     def missing(self, start: int, stop: int) -> tuple[int, int] | None:
         """The range of [start, stop) that would need a read, or None (for async prefetch)."""
+        if start >= self.start:
+            return None
         need = [i for i in range(max(start, 0), min(stop, self.start)) if i not in self._older]
         return (need[0], need[-1] + 1) if need else None
 

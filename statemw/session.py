@@ -32,7 +32,7 @@ from statemw.errors import (
     StateError,
     StoreUnavailable,
 )
-from statemw.formats import shape
+from statemw.formats import shape_copies
 from statemw.ids import check_child_name
 from statemw.messages import Message, MessageLog, MessageRecord, make_message, tool_result_ids
 from statemw.records import (
@@ -970,14 +970,14 @@ class Session(_Saved):
     def _shape(self, items: list[MessageRecord], format: str) -> Any:
         """The system prompt, then the summary (marked as one), then the chosen messages, as
         copies in the asked format (the stored dicts are never handed out)."""
-        messages = [i.message for i in items]
-        summary = self.summary_message()
+        messages = [i.message.copy() for i in items]
+        summary = self.summary_message()  # a copy too
         if summary is not None:
             at = next(
                 (n for n, m in enumerate(messages) if m.get("role") != "system"), len(messages)
             )
             messages.insert(at, summary)
-        return shape(messages, format)
+        return shape_copies(messages, format)
 
     def compact(self, summarize: Callable[[list[Message]], str], *, keep_last: int = 10) -> bool:
         """Summarize all but the last `keep_last` messages: summarize(messages) -> str is

@@ -19,7 +19,10 @@ Choosing what to read is a plan: a flow that reads ranges through the reader it 
 `get_history` and `aget_history` share it (statemw._drive). It reads only what the strategy
 needs, newest first: `last=20` reads 21 messages, a 4,000-token budget reads back until the
 budget is spent; messages already loaded cost no I/O. What a message is (a tool call, a result,
-a system message) is worked out once per loaded message and kept with it.
+a system message) is worked out once per loaded message and kept with it. When every message
+read is plain text (the usual case), each is its own group and none is a system message, so
+the plan picks the newest that fit without building groups (`_newest`; a property test pins
+it to the general path).
 
 Semantic selection over a span of SPARSE_FROM messages or more reads part of it (`_sparse`):
 the newest messages a budget would read, the system messages, and WINDOW messages either side
@@ -41,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from statemw.errors import InvalidValue
-from statemw.messages import MessageRecord
+from statemw.messages import PLAIN_TEXT, MessageRecord, classify_all
 from statemw.records import LEAD_SCAN
 from statemw.vectors import Batched, Embed
 
@@ -71,6 +74,12 @@ def group(entries: Sequence[MessageRecord]) -> list[Group]:
     open_ids: frozenset[str] = frozenset()
     for i, entry in enumerate(entries):
         kind = entry.kind or entry.classify()
+        if kind is PLAIN_TEXT:  # the usual message: a group of its own
+            if start >= 0:
+                append((start, i, tokens, False))
+                start = -1
+            append((i, i + 1, entry.tokens, False))
+            continue
         if kind.answers:
             if start >= 0 and kind.answers & open_ids:
                 tokens += entry.tokens
@@ -219,9 +228,11 @@ Reads = Generator[S, Any, list[MessageRecord]]
 """A reader's answer: records [start, stop), after whatever I/O steps (of type S) it needs."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Options:
-    """get_history's keyword arguments, checked."""
+    """get_history's keyword arguments, checked. Not frozen: one is made per call, and a frozen
+    dataclass's __init__ (object.__setattr__ per field) would triple its cost; nothing
+    changes one after the check."""
 
     last: int | None = None
     max_tokens: int | None = None
@@ -280,11 +291,12 @@ def plan(
         lead = next((i for i, r in enumerate(head) if r.message.get("role") != "system"), len(head))
     pinned = (yield from read(0, lead)) if lead else []
     floor = max(floor, lead)
-    reserved = summary_tokens + sum(r.tokens for r in pinned)
+    reserved = summary_tokens + (sum([r.tokens for r in pinned]) if pinned else 0)
     if options.last == 0:
         return pinned
 
     semantic = options.relevant_to is not None
+    budget = None if semantic else options.max_tokens  # TokenBudget's, after grouping
     if semantic and rank is not None and options.last is None and total - floor >= SPARSE_FROM:
         assert verified is not None
         sent = yield from _sparse(total, floor, options, read, rank, verified, reserved)
@@ -293,13 +305,15 @@ def plan(
     if options.last is not None and not semantic:
         start = max(floor, total - options.last - 1)
         span = yield from read(start, total)
-    elif options.max_tokens is not None and not semantic:
+    elif budget is not None:
         start, span, spent, step = total, [], reserved, BUDGET_STEP
-        while start > floor and (not span or spent <= options.max_tokens):
+        while start > floor and (not span or spent <= budget):
             lo = max(floor, min(start - step, total if loaded_from is None else loaded_from))
             more = yield from read(lo, start)
             spent += sum([r.tokens for r in more])
             span, start, step = more + span, lo, step * 2
+        if spent <= budget:  # all since the summary fits (start is floor): none is left out
+            budget = None
     else:  # everything since the summary: semantic selection scores it all
         start = floor
         span = yield from read(start, total)
@@ -307,6 +321,8 @@ def plan(
         lo = max(floor, start - BUDGET_STEP)  # mid-group: read back to the tool call
         span = (yield from read(lo, start)) + span
         start = lo
+    if classify_all(span) and not semantic:
+        return pinned + _newest(span, options.last, budget, reserved)
 
     groups = group(span)
     system = [g for g in groups if g[3]]
@@ -325,8 +341,8 @@ def plan(
         rest = relevant.select(rest, reserved)
     if options.last is not None:
         rest = LastN(options.last).select(rest)
-    if options.max_tokens is not None and not semantic:
-        rest = TokenBudget(options.max_tokens).select(rest, reserved)
+    if budget is not None:
+        rest = TokenBudget(budget).select(rest, reserved)
     chosen = sorted([*system, *rest]) if system else rest
     out = list(pinned)
     run_start = run_stop = 0  # adjacent groups are sent as one slice of the span
@@ -337,6 +353,26 @@ def plan(
         run_stop = stop
     out += span[run_start:run_stop]
     return out
+
+
+def _newest(
+    span: list[MessageRecord], last: int | None, max_tokens: int | None, reserved: int
+) -> list[MessageRecord]:
+    """What LastN(last), then TokenBudget(max_tokens, reserved), choose from a span of plain
+    text messages, without building a group per message: each is its own group, none is a
+    system message, so the choice is the newest `last` that fit (at least the newest one)."""
+    stop = len(span)
+    start = 0 if last is None else max(0, stop - last)
+    if max_tokens is not None and start < stop:
+        total = reserved + span[-1].tokens
+        i = stop - 1
+        while i > start:
+            total += span[i - 1].tokens
+            if total > max_tokens:
+                break
+            i -= 1
+        start = i
+    return span[start:]
 
 
 def _answers(record: MessageRecord) -> bool:

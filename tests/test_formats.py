@@ -148,3 +148,32 @@ def test_anthropic_history_always_starts_with_a_user_turn() -> None:
     assert to_anthropic([{"role": "user", "content": "hi"}])["messages"] == [
         {"role": "user", "content": "hi"}
     ]
+
+
+def test_get_history_hands_out_copies_in_every_format() -> None:
+    """A caller may change what get_history returns (add a field, map a role): the session's
+    messages, its summary and the next window stay as stored."""
+    store = Store("memory://")
+    session = store.create()
+    session.add_message("system", "You are a travel agent.")
+    for i in range(6):
+        session.add_message("agent" if i % 2 else "user", f"message {i}", summary=i == 3)
+    session.save()
+    session.compact(lambda messages: "They want Berlin.", keep_last=3)
+    session.save()
+    loaded = store.load(session.id)
+    stored = [dict(m) for m in loaded.messages]
+    expected = {f: loaded.get_history(format=f) for f in ("openai", "raw", "anthropic")}
+    for _ in range(2):
+        for shaped in (loaded.get_history(format="openai"), loaded.get_history(format="raw")):
+            for message in shaped:
+                message["role"] = "changed"
+                message["summary"] = "changed"
+        loaded.get_history(format="anthropic")["messages"][0]["role"] = "changed"
+    assert [dict(m) for m in loaded.messages] == stored
+    assert {f: loaded.get_history(format=f) for f in expected} == expected
+    assert expected["openai"][1] == {
+        "role": "system",
+        "content": "They want Berlin.",
+        "name": "summary",
+    }

@@ -10,6 +10,7 @@ import pytest
 
 from statemw import (
     ConflictError,
+    CorruptRecord,
     InvalidValue,
     LimitExceeded,
     Session,
@@ -18,6 +19,7 @@ from statemw import (
     Store,
     UnencodableValue,
 )
+from statemw.codec import pack
 from tests.support import FakeClock
 
 
@@ -561,3 +563,36 @@ def test_purge_reports_its_progress(store: Store, clock: FakeClock) -> None:
     assert seen
     assert seen[-1][0] == seen[-1][1] >= 3  # sessions, plus the user's shared record
     assert [done for done, _ in seen] == list(range(1, len(seen) + 1))
+
+
+@pytest.mark.parametrize(
+    ("wire", "error"),
+    [
+        ([["not", "a", "dict"], 3, 1.0], "not a message and its token count"),
+        ([{"role": "user", "content": "x"}, "3", 1.0], "not a message and its token count"),
+        ([{"role": "user", "content": "x"}, True, 1.0], "not a message and its token count"),
+        ([{"content": "x"}, 3, 1.0], "a message without a role"),
+        ([{"role": 1, "content": "x"}, 3, 1.0], "a message without a role"),
+        ([{"role": "user", "content": "x"}, 3], "bad message record"),
+        (None, "bad message record"),
+    ],
+)
+@pytest.mark.parametrize("options", [{"last": 3}, {"max_tokens": 4000}, {}])
+def test_get_history_over_a_corrupt_message_raises_corrupt_record(
+    memory_store: Store, wire: Any, error: str, options: dict[str, Any]
+) -> None:
+    """A bad record among those a window reads raises CorruptRecord naming the session, on the
+    plain-text fast path as on the general one; the records around it stay readable."""
+    session = memory_store.create()
+    for i in range(6):
+        session.add_message("user" if i % 2 == 0 else "assistant", f"message {i}")
+    session.save()
+    loaded = memory_store.load(session.id)
+    log = loaded.messages
+    log.window[4] = b"\x01\xc1" if wire is None else memory_store.codec.seal(pack(wire))
+    with pytest.raises(CorruptRecord, match=error) as info:
+        loaded.get_history(**options)
+    assert info.value.session_id == session.id
+    assert log[5] == {"role": "assistant", "content": "message 5"}
+    with pytest.raises(CorruptRecord):
+        log[4]

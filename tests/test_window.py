@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
@@ -182,3 +183,90 @@ def test_after_compaction_the_summary_stands_first_and_the_rules_hold(
             tool_result_ids(original[covered]) & tool_call_ids(m) for m in original[:covered]
         )
     assert all(original.index(m) >= covered or m["role"] == "system" for m in rest)
+
+
+@st.composite
+def mostly_plain(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Chats that are mostly plain text (where get_history's fast path applies), with now and
+    then a tool-call group, an orphaned result, a system message, a role alias, a summary flag
+    or an Anthropic block."""
+    messages: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        messages.append({"role": "system", "content": "You are a travel agent."})
+    kinds = ["user", "assistant"] * 6 + ["tools", "orphan", "system", "agent", "blocks", "flag"]
+    for turn in range(draw(st.integers(0, 45))):
+        kind = draw(st.sampled_from(kinds))
+        text = f"{turn} " + "x" * draw(st.integers(0, 90))
+        if kind == "tools":
+            call = {"id": f"c{turn}", "type": "function", "function": {"name": "f"}}
+            messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            messages.append({"role": "tool", "tool_call_id": f"c{turn}", "content": text})
+        elif kind == "orphan":
+            messages.append({"role": "tool", "tool_call_id": f"gone{turn}", "content": text})
+        elif kind == "blocks":
+            messages.append({"role": "user", "content": [{"type": "text", "text": text}]})
+        elif kind == "flag":
+            messages.append({"role": "user", "content": text, "summary": True})
+        else:
+            messages.append({"role": kind, "content": text, "tool_calls": []})
+    return messages
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    mostly_plain(),
+    st.one_of(st.none(), st.integers(0, 30)),
+    st.one_of(st.none(), st.integers(1, 900)),
+    st.one_of(st.none(), st.integers(0, 20)),
+    st.integers(0, 50),
+    st.sampled_from(["raw", "openai", "anthropic"]),
+    st.one_of(st.none(), st.integers(1, 12)),
+)
+def test_the_plain_text_fast_path_chooses_what_the_general_planner_does(
+    original: list[dict[str, Any]],
+    last: int | None,
+    max_tokens: int | None,
+    keep_last: int | None,
+    window: int,
+    format: str,
+    exactly: int | None,
+) -> None:
+    """get_history takes a shortcut when every message it reads is plain text (window._newest):
+    on fresh loads, it returns exactly what the groups and strategies return. `exactly`: the
+    budget is just what the newest `exactly` messages, the system prompt and summary take."""
+    session = stored_session(original, window=window)
+    if keep_last is not None:
+        session.compact(lambda messages: f"summary of {len(messages)}", keep_last=keep_last)
+        session.save()
+    if exactly is not None and original:
+        records = session.messages.records(0, len(original))
+        lead = records[0].tokens if original[0]["role"] == "system" else 0
+        summary = session.summary.tokens if session.summary is not None else 0
+        max_tokens = lead + summary + sum(r.tokens for r in records[-exactly:])
+    store = session.store
+    options: dict[str, Any] = {"last": last, "max_tokens": max_tokens, "format": format}
+    fast = store.load(session.id).get_history(**options)
+    with patch("statemw.window.classify_all", return_value=False) as general:
+        assert store.load(session.id).get_history(**options) == fast
+    assert general.called or last == 0
+    again = store.load(session.id)
+    again.add_message("user", "and one more")  # an unsaved message: the fast path too
+    with patch("statemw.window.classify_all", return_value=False):
+        expected = again.get_history(**options)
+    assert again.get_history(**options) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(conversations(), st.integers(-3, 3))
+def test_a_budget_that_covers_everything_leaves_nothing_out(
+    original: list[dict[str, Any]], spare: int
+) -> None:
+    """The planner skips the budget when all it read fits (the boundary included): the window
+    is then what no budget gives; a token short, the budget holds."""
+    session = stored_session(original)
+    budget = max(1, spare + sum(r.tokens for r in session.messages.records(0, len(original))))
+    sent = session.store.load(session.id).get_history(max_tokens=budget, format="raw")
+    if spare >= 0:
+        assert sent == session.get_history(format="raw")
+    check_rules(original, sent)
+    check_budget(session, sent, budget)
