@@ -62,8 +62,12 @@ EncryptionKey = bytes | str
 
 
 def generate_key() -> str:
-    """A fresh random 256-bit encryption key, base64url text for an environment variable."""
-    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+    """A fresh random 256-bit encryption key, base64url text for an environment variable; never
+    starting with "-", so `--encryption-key KEY` on a command line is not read as an option."""
+    while True:
+        key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+        if not key.startswith("-"):
+            return key
 
 
 def _key_bytes(key: EncryptionKey) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import enum
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -56,6 +57,13 @@ def test_sealed_data_round_trips_exactly(value: Any) -> None:
 def test_every_record_starts_with_its_format_byte() -> None:
     assert Codec().encode("x", what="v")[0] == 0x01
     assert Codec(generate_key()).encode("x", what="v")[0] == 0x02
+
+
+def test_a_generated_key_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key "-..." on a command line would read as an option: such a draw is drawn again."""
+    draws = iter([b"\xf8" + bytes(31), b"\x00" * 32])  # base64url of the first: "-AAA..."
+    monkeypatch.setattr("statemw.codec.os.urandom", lambda n: next(draws))
+    assert generate_key() == base64.urlsafe_b64encode(b"\x00" * 32).decode()
 
 
 def test_a_list_of_keys_encrypts_with_the_first_and_decrypts_with_any() -> None:
