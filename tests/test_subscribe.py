@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from statemw import Session, Store
-from statemw.changes import Change
+from statemw.changes import Change, Changes
 from tests.support import FakeClock, store_url
 
 WAIT = 10.0  # upper bound for a change to arrive; passing runs take milliseconds
@@ -169,6 +169,14 @@ async def test_a_waiting_async_listener_can_be_cancelled(store: Store) -> None:
     assert change.revision == 2
 
 
+def saves_heard(session: Session, changes: Changes, *values: int) -> list[int | None]:
+    """Save each value under "k"; the revisions the subscription then yields, one per save."""
+    for value in values:
+        session["k"] = value
+        session.save()
+    return [c.revision if c else None for c in (changes.get(WAIT) for _ in values)]
+
+
 def test_a_subscriber_to_a_session_saved_before_anyone_listened_sees_the_next_save(
     store: Store,
 ) -> None:
@@ -185,12 +193,7 @@ def test_a_subscriber_to_a_session_saved_before_anyone_listened_sees_the_next_sa
 def test_a_subscriber_to_a_session_not_stored_yet_sees_it_created_then_saved(store: Store) -> None:
     session = store.create()
     with store.subscribe(session.id) as changes:
-        session["k"] = 1
-        session.save()
-        session["k"] = 2
-        session.save()
-        received = [changes.get(WAIT) for _ in range(2)]
-    assert [c.revision if c else None for c in received] == [1, 2]
+        assert saves_heard(session, changes, 1, 2) == [1, 2]
 
 
 def test_a_session_created_again_under_its_id_after_expiring_reaches_its_subscriber(
@@ -207,12 +210,7 @@ def test_a_session_created_again_under_its_id_after_expiring_reaches_its_subscri
             assert changes.get(WAIT) == Change("chat-again", 2, 0, ("k",))
             clock.advance(61)
             again = store.create(session_id="chat-again")
-            again["k"] = 10
-            again.save()
-            again["k"] = 11
-            again.save()
-            received = [changes.get(WAIT) for _ in range(2)]
-        assert [c.revision if c else None for c in received] == [1, 2]
+            assert saves_heard(again, changes, 10, 11) == [1, 2]
     finally:
         store.close()
 
