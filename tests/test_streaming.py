@@ -84,6 +84,26 @@ def history(store: Store, session_id: str) -> list[Any]:
     return [m["content"] for m in store.load(session_id).messages]
 
 
+def answered_then_broken(client: Client, store: Store, path: str) -> list[Any]:
+    """A WSGI client's full answer at `path`, then a stream that raises at /broken: the history."""
+    first = client.get(path)
+    assert first.text == "Hello there"  # a server reads the body to its end
+    with pytest.raises(ModelFailed):
+        client.get("/broken").get_data()
+    return history(store, first.headers["x-sid"])
+
+
+def answered_then_cut(client: Client, store: Store, path: str) -> list[Any]:
+    """A WSGI client's full answer at `path`, then one it closes after the first token (the
+    server's close() after a disconnect): the history."""
+    first = client.get(path)
+    assert first.text == "Hello there"
+    partial = client.get(path, buffered=False)
+    assert next(iter(partial.response)) == b"Hel"
+    partial.close()
+    return history(store, first.headers["x-sid"])
+
+
 # -- Starlette, FastAPI, raw ASGI -----------------------------------------------------------------
 
 
@@ -470,12 +490,7 @@ def test_flask_keeps_the_partial_answer_when_the_client_goes_away(store: Store) 
 
 def test_flask_keeps_what_was_added_when_the_stream_raises(store: Store) -> None:
     client = flask_app(store).test_client()
-    first = client.get("/chat")
-    assert first.text == "Hello there"
-    sid = first.headers["x-sid"]
-    with pytest.raises(ModelFailed):
-        client.get("/broken").get_data()
-    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+    assert answered_then_broken(client, store, "/chat") == ["hi", "Hello there", "hi", "Hel"]
 
 
 def wsgi_chat(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -496,23 +511,12 @@ def wsgi_chat(environ: WSGIEnvironment, start_response: StartResponse) -> Iterab
 
 def test_plain_wsgi_keeps_the_streamed_answer_and_the_partial_one(store: Store) -> None:
     client = Client(WSGIStateMiddleware(wsgi_chat, store=store, secret_key=SECRET))
-    first = client.get("/")
-    assert first.text == "Hello there"
-    sid = first.headers["X-Sid"]
-    partial = client.get("/", buffered=False)
-    assert next(iter(partial.response)) == b"Hel"
-    partial.close()
-    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+    assert answered_then_cut(client, store, "/") == ["hi", "Hello there", "hi", "Hel"]
 
 
 def test_plain_wsgi_keeps_what_was_added_when_the_stream_raises(store: Store) -> None:
     client = Client(WSGIStateMiddleware(wsgi_chat, store=store, secret_key=SECRET))
-    first = client.get("/")
-    assert first.text == "Hello there"  # a server reads the body to its end
-    sid = first.headers["X-Sid"]
-    with pytest.raises(ModelFailed):
-        client.get("/broken").get_data()
-    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+    assert answered_then_broken(client, store, "/") == ["hi", "Hello there", "hi", "Hel"]
 
 
 def second_save_fails(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -616,25 +620,14 @@ def stateful_flask_app(store: Store) -> Flask:
 
 def test_stateful_flask_views_keep_what_was_added_when_the_stream_raises(store: Store) -> None:
     client = stateful_flask_app(store).test_client()
-    first = client.get("/chat")
-    assert first.text == "Hello there"
-    sid = first.headers["x-sid"]
-    with pytest.raises(ModelFailed):
-        client.get("/broken").get_data()
-    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+    assert answered_then_broken(client, store, "/chat") == ["hi", "Hello there", "hi", "Hel"]
 
 
 def test_stateful_flask_views_keep_the_partial_answer_when_the_client_goes_away(
     store: Store,
 ) -> None:
     client = stateful_flask_app(store).test_client()
-    first = client.get("/chat")
-    assert first.text == "Hello there"
-    sid = first.headers["x-sid"]
-    response = client.get("/chat", buffered=False)
-    assert next(iter(response.response)) == b"Hel"
-    response.close()
-    assert history(store, sid) == ["hi", "Hello there", "hi", "Hel"]
+    assert answered_then_cut(client, store, "/chat") == ["hi", "Hello there", "hi", "Hel"]
 
 
 # -- @stateful ------------------------------------------------------------------------------------
