@@ -147,6 +147,15 @@ class Embedder:
         return [self.vector(t) for t in texts]
 
 
+def saved_with(store: Store, messages: list[dict[str, Any]]) -> Session:
+    """A new session holding `messages`, saved."""
+    session = store.create()
+    for message in messages:
+        session.add_message(message)
+    session.save()
+    return session
+
+
 def chat(n: int) -> list[dict[str, Any]]:
     return [
         {"role": "user" if i % 2 == 0 else "assistant", "content": f"message number {i} word{i}"}
@@ -340,11 +349,7 @@ def test_selection_brings_in_the_turn_a_selected_question_led_to(
 ) -> None:
     """The question scores best, the fact lives in the tool result that answered it."""
     messages = chat(40) + tool_turn("reference is QX-7781", 1) + chat(40)
-    created = store.create()
-    for message in messages:
-        created.add_message(message)
-    created.save()
-    session = store.load(created.id)
+    session = store.load(saved_with(store, messages).id)
     model = Embedder(64)
     query = "look up the booking reference"
     with_turn = session.get_history(relevant_to=query, embed=model, k=1, max_tokens=400)
@@ -546,10 +551,7 @@ def test_a_long_session_reads_sketches_and_a_few_vectors_per_web_turn(
     lives in a tool result."""
     messages = long_chat(1500, {40: "reference is QX-7781", 500: "locker code 4512"})
     model = Embedder(64)
-    session = store.create()
-    for message in messages:
-        session.add_message(message)
-    session.save()
+    session = saved_with(store, messages)
     first = store.load(session.id)
     first.get_history(relevant_to="hello", embed=batched(model.many), k=3, max_tokens=400)
     first.save()  # the vectors, and the blocks of sketches that were complete
@@ -581,10 +583,7 @@ def test_a_long_session_reads_sketches_and_a_few_vectors_per_web_turn(
 def test_sparse_and_full_selection_agree_on_a_long_session(store: Store, scoring: str) -> None:
     messages = long_chat(900, {30: "reference is QX-1", 200: "reference is QX-2"})
     model = Embedder(64)
-    session = store.create()
-    for message in messages:
-        session.add_message(message)
-    session.save()
+    session = saved_with(store, messages)
     session.get_history(relevant_to="hello", embed=batched(model.many), k=3)
     session.save()
     windows = []
@@ -616,10 +615,7 @@ def test_a_vector_that_belongs_to_another_text_is_found_and_embedded_again(
     monkeypatch.setattr("statemw.window.SPARSE_FROM", 0)
     model = Embedder(64)
     messages = long_chat(300, {})
-    session = store.create()
-    for message in messages:
-        session.add_message(message)
-    session.save()
+    session = saved_with(store, messages)
     session.get_history(relevant_to="hello", embed=batched(model.many), k=2)
     session.save()
     codec = store.codec
@@ -682,10 +678,7 @@ def test_a_new_embedding_model_on_a_long_session_makes_new_sketches(
     monkeypatch.setattr("statemw.window.SPARSE_FROM", 0)
     small, large = Embedder(16), Embedder(32)
     messages = long_chat(200, {})
-    session = store.create()
-    for message in messages:
-        session.add_message(message)
-    session.save()
+    session = saved_with(store, messages)
     session.get_history(relevant_to="hello", embed=batched(small.many), k=2)
     session.save()
     again = store.load(session.id)
