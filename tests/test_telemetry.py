@@ -455,14 +455,19 @@ def test_history_beyond_the_window_counts_the_messages_it_reads(store: Store, ot
     assert a(span, "statemw.round_trips") >= 1
 
 
-def test_purge_reports_what_expiry_reclaimed(
-    store: Store, clock: FakeClock, otel: Otel, caplog: pytest.LogCaptureFixture
-) -> None:
+def three_expired_sessions(store: Store, clock: FakeClock) -> None:
+    """Three saved sessions, then the clock past their 30-day life."""
     for _ in range(3):
         s = store.create()
         s["n"] = 1
         s.save()
     clock.advance(31 * 86400)
+
+
+def test_purge_reports_what_expiry_reclaimed(
+    store: Store, clock: FakeClock, otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
+    three_expired_sessions(store, clock)
     with caplog.at_level(logging.INFO, "statemw"):
         assert store.purge() == 3
     span = otel.one("statemw.purge")
@@ -476,11 +481,7 @@ def test_the_sweeps_memory_and_diskcache_run_by_themselves_count_as_reclaimed(
     kind: str, tmp_path: Path, clock: FakeClock, otel: Otel, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = Store(store_url(kind, tmp_path), clock=clock)
-    for _ in range(3):
-        s = store.create()
-        s["n"] = 1
-        s.save()
-    clock.advance(31 * 86400)
+    three_expired_sessions(store, clock)
     with caplog.at_level(logging.INFO, "statemw"):
         store.create().save()  # a save sweeps what has expired, no purge() needed
     assert otel.total("statemw.expired.reclaimed") == 3
