@@ -98,12 +98,11 @@ class SessionVectors:
                 span = yield from records(lo, hi)
                 rows: list[tuple[int, array[float], int | None]] = []
                 for position, data in raw.items():
-                    row, check = codec.decode_vector(session_id, data)
-                    if check is not None and (
-                        position - lo >= len(span)
-                        or check != text_check(message_text(span[position - lo].message))
-                    ):
-                        continue  # written for another text
+                    record = span[position - lo] if position - lo < len(span) else None
+                    found = _stored_row(codec, session_id, data, record)
+                    if found is None:
+                        continue
+                    row, check = found
                     if check is None:  # the earlier form: as the model returned it
                         index.add(position, row, None)
                     else:
@@ -179,10 +178,9 @@ class SessionVectors:
                 record = texts.get(position)
                 if stored_vector is None or record is None:
                     continue
-                row, check = codec.decode_vector(session_id, stored_vector)
-                if check is not None and check != text_check(message_text(record.message)):
-                    continue  # written for another text
-                rows.append((position, row, check))
+                found = _stored_row(codec, session_id, stored_vector, record)
+                if found is not None:
+                    rows.append((position, *found))
             index.add_stored(rows)
         if stop > stored:
             texts.update(zip(range(stored, stop), (yield from records(stored, stop)), strict=False))
@@ -319,6 +317,17 @@ class SessionVectors:
             if self.index.add(position, vector, check):
                 self.pending[position] = codec.encode_vector(vector, check)
         return None if query is None else vectors[-1]
+
+
+def _stored_row(
+    codec: Codec, session_id: str, data: bytes, record: MessageRecord | None
+) -> tuple[array[float], int | None] | None:
+    """A stored vector and its text check; None when it was written for another text than the
+    message now at its position (or for a message not read: `record` None)."""
+    row, check = codec.decode_vector(session_id, data)
+    if check is not None and (record is None or check != text_check(message_text(record.message))):
+        return None
+    return row, check
 
 
 def _runs(positions: list[int]) -> list[tuple[int, int]]:
