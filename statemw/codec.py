@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgpack
 
 from statemw.errors import ConfigurationError, CorruptRecord, DecryptionError, UnencodableValue
+from statemw.ids import not_an_option
 from statemw.messages import Message, MessageRecord
 from statemw.records import Entry, Summary
 from statemw.sketch import unpack_block
@@ -64,10 +65,7 @@ EncryptionKey = bytes | str
 def generate_key() -> str:
     """A fresh random 256-bit encryption key, base64url text for an environment variable; never
     starting with "-", so `--encryption-key KEY` on a command line is not read as an option."""
-    while True:
-        key = base64.urlsafe_b64encode(os.urandom(32)).decode()
-        if not key.startswith("-"):
-            return key
+    return not_an_option(lambda: base64.urlsafe_b64encode(os.urandom(32)).decode())
 
 
 def _key_bytes(key: EncryptionKey) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 
 from statemw.errors import InvalidValue
 
@@ -11,13 +12,18 @@ _ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.:@+=-]{0,127}")
 _CHILD = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 
-def new_session_id() -> str:
-    """24 url-safe characters from the OS's CSPRNG (about 144 bits); never starting with "-",
-    so an id is never mistaken for a command-line option."""
+def not_an_option(draw: Callable[[], str]) -> str:
+    """What `draw()` returns, drawn again while it starts with "-": random text a user may pass
+    on a command line (an id, a key) is never mistaken for an option."""
     while True:
-        session_id = secrets.token_urlsafe(18)
-        if not session_id.startswith("-"):
-            return session_id
+        text = draw()
+        if not text.startswith("-"):
+            return text
+
+
+def new_session_id() -> str:
+    """24 url-safe characters from the OS's CSPRNG (about 144 bits); never starting with "-"."""
+    return not_an_option(lambda: secrets.token_urlsafe(18))
 
 
 def check_session_id(session_id: object) -> str:
