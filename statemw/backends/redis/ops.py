@@ -303,9 +303,9 @@ def pack_args(args: Sequence[str | bytes | int]) -> bytes:
     """The commit script's arguments as its one ARGV (lua.COMMIT unpacks both forms)."""
     packed: bytes = msgpack.packb(args, use_bin_type=False)
     n = len(args)
-    if 16 <= n <= SPREAD_ARGS:  # an array of 16 to 65535 entries: a 3-byte header, then the values
-        return packed[3:]
-    return packed
+    if n > SPREAD_ARGS:
+        return packed
+    return packed[1:] if n <= 15 else packed[3:]  # the array's header (1 or 3 bytes) cut off
 
 
 def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
