@@ -207,8 +207,11 @@ class StateMiddleware:
 
 def add_reply(headers: MutableHeaders, reply: Reply) -> None:
     """Put a session's reply on a response's headers: Vary merged, the id's headers added."""
-    for name in reply.vary:
-        headers.add_vary_header(name)
+    if reply.vary and "vary" not in headers:  # appended as is: a merge rewrites the list
+        headers.append("Vary", ", ".join(dict.fromkeys(reply.vary)))
+    else:
+        for name in reply.vary:
+            headers.add_vary_header(name)
     for name, value in reply.headers:
         headers.append(name, value)
 
