@@ -161,11 +161,14 @@ class MessageLog(Sequence[Message]):
         decode: Callable[[bytes], MessageRecord],
         *,
         lead: Sequence[MessageRecord | bytes] = (),
+        reached: Callable[[int], None] | None = None,
     ) -> None:
         self.stored = stored  # messages committed as of the last load or save
         self.start = start  # window covers [start, stored); encoded until first read
         self.window = window
         self._decode = decode
+        self._reached = reached  # told how many of the newest stored messages a read reaches
+        self._lead = min(len(lead), max(start, 0))  # the leading system prompt, loaded with it
         self.appended: list[MessageRecord] = []  # added since, not yet saved
         self.replaced = False  # the log was replaced wholesale: save rewrites it
         self._older: dict[int, MessageRecord] = {}
@@ -195,6 +198,8 @@ class MessageLog(Sequence[Message]):
         start, stop = max(start, 0), min(stop, stored + len(self.appended))
         if start >= stop:
             return []
+        if start < stored and stop > self._lead and self._reached is not None:
+            self._reached(stored - start)
         if start >= self.start:  # all at hand: in the loaded window, or added since
             if stop <= stored:
                 return self._window(start - self.start, stop - self.start)

@@ -300,6 +300,7 @@ class Session(_Saved):
             self._fetch,
             self._decode,
             lead=list(lead),
+            reached=store.readahead.saw,
         )
         self._inherited = inherited or {}
         self._ancestors: list[tuple[str, DecodedState]] = list(ancestors) if ancestors else []

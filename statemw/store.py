@@ -22,6 +22,7 @@ from typing import Any
 from statemw import telemetry
 from statemw._default import register
 from statemw._drive import adrive, ask, drive
+from statemw._readahead import Readahead
 from statemw.backends import open_backend, redact
 from statemw.backends.base import (
     AsyncBackend,
@@ -83,7 +84,9 @@ class Store:
     encryption_key: seal values, messages and summaries with AES-GCM; a list rotates keys (the
         first seals, all open).
     count_tokens: fn(text) -> int, counted once per message (default: about 4 characters each).
-    window: messages a load reads up front; older ones are read on demand.
+    window: the most messages a load reads up front; older ones are read on demand. A load
+        reads as far back as this process's recent requests read (statemw._readahead), so a
+        handler that sends the last 20 loads about 20.
     max_message_bytes, max_value_bytes, max_state_bytes, max_messages: limits that raise
         LimitExceeded before anything is written (None: no limit).
     compact_at + summarize (+ keep_last): on save, a session whose token_count() is over
@@ -130,6 +133,7 @@ class Store:
         self.idle = idle
         self.user_ttl = user_ttl
         self.window = window
+        self.readahead = Readahead(window)
         self.count_tokens = count_tokens or approx_tokens
         self.max_message_bytes = max_message_bytes
         self.max_value_bytes = max_value_bytes
@@ -241,7 +245,8 @@ class Store:
     # -- operations, each one flow of backend steps ----------------------------------------------
 
     def _get(self, session_id: str) -> StoreFlow[Session | None]:
-        snap = yield from ask(Load(check_session_id(session_id), self.window, self.clock()))
+        sid = check_session_id(session_id)
+        snap = yield from ask(Load(sid, self.readahead.size(), self.clock()))
         return None if snap is None else Session.loaded(self, snap)
 
     def _load(self, session_id: str) -> StoreFlow[Session]:
@@ -290,7 +295,7 @@ class Store:
         sid = f"{parent.id}/{check_child_name(name)}"
         snap = None
         if not parent.is_new:
-            snap = yield from ask(Load(sid, self.window, self.clock()))
+            snap = yield from ask(Load(sid, self.readahead.size(), self.clock()))
         if snap is None:
             return Session(self, sid, parent.user_id, parent=parent)
         return Session.loaded(self, snap, parent)

@@ -1,0 +1,145 @@
+"""A load reads up front as many messages as recent requests read, up to the store's window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from statemw import Store
+from statemw._readahead import EPOCH, FLOOR, Readahead
+
+
+def one_epoch(readahead: Readahead, reach: int | None) -> None:
+    """EPOCH loads, each request reading the newest `reach` messages (None: none)."""
+    for _ in range(EPOCH):
+        readahead.size()
+        if reach is not None:
+            readahead.saw(reach)
+
+
+def test_a_new_store_reads_its_whole_window_up_front() -> None:
+    assert Readahead(100).size() == 100
+
+
+def test_the_window_shrinks_to_what_an_epoch_of_requests_read() -> None:
+    readahead = Readahead(100)
+    one_epoch(readahead, 21)
+    assert readahead.size() == 21
+
+
+def test_a_deeper_read_widens_the_next_load_at_once() -> None:
+    readahead = Readahead(100)
+    one_epoch(readahead, 21)
+    readahead.saw(50)
+    assert readahead.size() == 50
+
+
+def test_no_read_widens_it_past_the_store_window() -> None:
+    readahead = Readahead(100)
+    one_epoch(readahead, 21)
+    readahead.saw(5_000)
+    assert readahead.size() == 100
+
+
+def test_one_deep_read_per_epoch_keeps_the_window() -> None:
+    readahead = Readahead(100)
+    for _ in range(3):
+        one_epoch(readahead, 21)
+        readahead.saw(80)
+    assert readahead.size() == 80
+
+
+def test_requests_that_read_nothing_leave_the_floor() -> None:
+    readahead = Readahead(100)
+    one_epoch(readahead, None)
+    assert readahead.size() == FLOOR
+
+
+def test_a_window_below_the_floor_is_kept() -> None:
+    readahead = Readahead(3)
+    one_epoch(readahead, None)
+    assert readahead.size() == 3
+
+
+@given(
+    st.integers(min_value=0, max_value=300),
+    st.lists(st.one_of(st.none(), st.integers(min_value=0, max_value=1_000)), max_size=2_000),
+)
+def test_a_load_reads_within_the_window_and_as_far_as_the_last_read(
+    cap: int, events: list[int | None]
+) -> None:
+    readahead = Readahead(cap)
+    for reach in events:
+        if reach is None:
+            assert min(FLOOR, cap) <= readahead.size() <= cap
+        else:
+            readahead.saw(reach)
+            assert readahead.size() >= min(reach, cap)
+
+
+# -- through a store ------------------------------------------------------------------------------
+
+
+def spy(store: Store, name: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The arguments of each call the store makes to its blocking backend's `name`."""
+    calls: list[tuple[Any, ...]] = []
+    method: Callable[..., Any] = getattr(store.backend, name)
+
+    def recorded(*args: Any) -> Any:
+        calls.append(args)
+        return method(*args)
+
+    monkeypatch.setattr(store.backend, name, recorded)
+    return calls
+
+
+def conversation(store: Store, messages: int, *, system: bool = False) -> str:
+    session = store.create()
+    if system:
+        session.add_message("system", "You are terse.")
+    for i in range(messages):
+        session.add_message("user" if i % 2 == 0 else "assistant", f"message {i}")
+    session.save()
+    return session.id
+
+
+def test_after_an_epoch_of_last_20_a_load_reads_21(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = conversation(store, 150)
+    for _ in range(EPOCH):
+        store.load(sid).get_history(last=20)
+    loads, reads = spy(store, "load", monkeypatch), spy(store, "read_messages", monkeypatch)
+    assert len(store.load(sid).get_history(last=20)) == 20
+    assert [window for _, window, _ in loads] == [21]
+    assert reads == []
+
+
+def test_reading_further_costs_one_read_then_the_loads_read_that_far(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = conversation(store, 150)
+    for _ in range(EPOCH):
+        store.load(sid).get_history(last=20)
+    loads, reads = spy(store, "load", monkeypatch), spy(store, "read_messages", monkeypatch)
+    assert len(store.load(sid).get_history(last=50)) == 50
+    assert len(reads) == 1
+    assert len(store.load(sid).get_history(last=50)) == 50
+    assert [window for _, window, _ in loads] == [21, 51]
+    assert len(reads) == 1
+
+
+def test_the_system_prompt_sent_with_every_window_does_not_widen_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = conversation(store, 150, system=True)
+    for _ in range(EPOCH):
+        history = store.load(sid).get_history(last=20)
+    assert history[0]["role"] == "system"
+    loads = spy(store, "load", monkeypatch)
+    store.load(sid).get_history(last=20)
+    assert [window for _, window, _ in loads] == [21]
