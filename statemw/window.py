@@ -65,6 +65,17 @@ message, or a tool call with the results that answer it), their tokens, and whet
 system message. A plain tuple: a window makes one per message, so it must be cheap."""
 
 
+def _overflow_at(span: Sequence[MessageRecord], budget: int) -> int:
+    """Where the newest messages of `span` first cost more than `budget` tokens: the span a
+    budget covers, the same whether the load read 20 messages or 100 (0: nowhere)."""
+    spent = 0
+    for i in range(len(span) - 1, -1, -1):
+        spent += span[i].tokens
+        if spent > budget:
+            return i
+    return 0
+
+
 def group(entries: Sequence[MessageRecord]) -> list[Group]:
     """Split messages into indivisible groups; orphaned tool results are left out."""
     groups: list[Group] = []
@@ -285,7 +296,8 @@ def plan(
     [start, stop) against a query through `score(start, stop, query)`. `lead`: how many
     leading messages are the system prompt (None: unknown, so the first LEAD_SCAN are read to
     find out). `loaded_from`: messages from there on are at hand (no I/O), so a budget's first
-    step takes them all."""
+    step takes them all; what the budget covers is then cut to where it ran out, so it never
+    depends on how much the load read."""
     if lead is None:
         head = yield from read(0, min(LEAD_SCAN, total))
         lead = next((i for i, r in enumerate(head) if r.message.get("role") != "system"), len(head))
@@ -314,6 +326,9 @@ def plan(
             span, start, step = more + span, lo, step * 2
         if spent <= budget:  # all since the summary fits (start is floor): none is left out
             budget = None
+        else:  # it covers the newest messages up to where it ran out, however far reads went
+            cut = _overflow_at(span, budget - reserved)
+            span, start = span[cut:], start + cut
     else:  # everything since the summary: semantic selection scores it all
         start = floor
         span = yield from read(start, total)

@@ -25,6 +25,30 @@ def test_a_token_budget_keeps_the_rules_and_the_budget(
     check_budget(session, sent, budget)
 
 
+@st.composite
+def with_system_messages(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A random chat with system messages inserted mid-conversation."""
+    messages = draw(conversations())
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(messages)))
+        messages.insert(at, {"role": "system", "content": f"note {at} " + "y" * 60})
+    return messages
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    with_system_messages(),
+    st.integers(1, 600),
+    st.integers(0, 50),
+    st.integers(0, 50),
+)
+def test_a_token_budget_sends_the_same_whatever_the_load_read(
+    original: list[dict[str, Any]], budget: int, window: int, other: int
+) -> None:
+    sent = stored_session(original, window=window).get_history(max_tokens=budget)
+    assert sent == stored_session(original, window=other).get_history(max_tokens=budget)
+
+
 @settings(max_examples=150, deadline=None)
 @given(conversations(), st.integers(0, 30))
 def test_last_n_keeps_the_rules(original: list[dict[str, Any]], n: int) -> None:
