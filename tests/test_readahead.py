@@ -97,22 +97,24 @@ def spy(store: Store, name: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[
     return calls
 
 
-def conversation(store: Store, messages: int, *, system: bool = False) -> str:
+def adapted_to_last_20(store: Store, *, system: bool = False) -> str:
+    """A 150-message conversation (after a system prompt, if asked), then an EPOCH of requests
+    that each load it and send the last 20."""
     session = store.create()
     if system:
         session.add_message("system", "You are terse.")
-    for i in range(messages):
+    for i in range(150):
         session.add_message("user" if i % 2 == 0 else "assistant", f"message {i}")
     session.save()
+    for _ in range(EPOCH):
+        store.load(session.id).get_history(last=20)
     return session.id
 
 
 def test_after_an_epoch_of_last_20_a_load_reads_21(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sid = conversation(store, 150)
-    for _ in range(EPOCH):
-        store.load(sid).get_history(last=20)
+    sid = adapted_to_last_20(store)
     loads, reads = spy(store, "load", monkeypatch), spy(store, "read_messages", monkeypatch)
     assert len(store.load(sid).get_history(last=20)) == 20
     assert [window for _, window, _ in loads] == [21]
@@ -122,9 +124,7 @@ def test_after_an_epoch_of_last_20_a_load_reads_21(
 def test_reading_further_costs_one_read_then_the_loads_read_that_far(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sid = conversation(store, 150)
-    for _ in range(EPOCH):
-        store.load(sid).get_history(last=20)
+    sid = adapted_to_last_20(store)
     loads, reads = spy(store, "load", monkeypatch), spy(store, "read_messages", monkeypatch)
     assert len(store.load(sid).get_history(last=50)) == 50
     assert len(reads) == 1
@@ -136,10 +136,7 @@ def test_reading_further_costs_one_read_then_the_loads_read_that_far(
 def test_the_system_prompt_sent_with_every_window_does_not_widen_it(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sid = conversation(store, 150, system=True)
-    for _ in range(EPOCH):
-        history = store.load(sid).get_history(last=20)
-    assert history[0]["role"] == "system"
+    sid = adapted_to_last_20(store, system=True)
     loads = spy(store, "load", monkeypatch)
-    store.load(sid).get_history(last=20)
+    assert store.load(sid).get_history(last=20)[0]["role"] == "system"
     assert [window for _, window, _ in loads] == [21]
