@@ -140,3 +140,22 @@ def test_the_system_prompt_sent_with_every_window_does_not_widen_it(
     loads = spy(store, "load", monkeypatch)
     assert store.load(sid).get_history(last=20)[0]["role"] == "system"
     assert [window for _, window, _ in loads] == [21]
+
+
+@pytest.mark.anyio
+async def test_an_async_request_that_reads_further_widens_the_next_async_load(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = adapted_to_last_20(store)
+    windows: list[int] = []
+    load = store.abackend.load
+
+    async def recorded(session_id: str, window: int, now: float) -> Any:
+        windows.append(window)
+        return await load(session_id, window, now)
+
+    monkeypatch.setattr(store.abackend, "load", recorded)
+    session = await store.aload(sid)
+    assert len(await session.aget_history(last=50)) == 50
+    await store.aload(sid)
+    assert windows == [21, 51]
