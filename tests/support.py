@@ -5,11 +5,13 @@ demo's JSON API."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
@@ -132,6 +134,30 @@ def conversations(draw: st.DrawFn) -> list[dict[str, Any]]:
         else:
             messages.append({"role": kind, "content": f"{turn} {text}"})
     return messages
+
+
+def recorded_calls(
+    backend: Any, name: str, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[Any, ...]]:
+    """The arguments of each call to `backend.<name>` from now on, blocking or async; the call
+    still goes through."""
+    calls: list[tuple[Any, ...]] = []
+    method: Callable[..., Any] = getattr(backend, name)
+    if inspect.iscoroutinefunction(method):
+
+        async def arecorded(*args: Any) -> Any:
+            calls.append(args)
+            return await method(*args)
+
+        monkeypatch.setattr(backend, name, arecorded)
+    else:
+
+        def recorded(*args: Any) -> Any:
+            calls.append(args)
+            return method(*args)
+
+        monkeypatch.setattr(backend, name, recorded)
+    return calls
 
 
 def stored_session(messages: list[dict[str, Any]], window: int = 7) -> Session:

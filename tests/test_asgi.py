@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket
 from statemw import ConfigurationError, Store
 from statemw.asgi import StateMiddleware, get_session
 from statemw.keys import Cookie, Header, IdSource, SigningSecret, UserID
+from tests.support import recorded_calls
 
 SECRET = "test-secret"
 
@@ -301,14 +302,7 @@ def test_lazy_routes_do_no_store_io_unless_the_session_is_used(
 ) -> None:
     client = TestClient(make_app(store, lazy_paths=["/lazy"]))
     client.post("/remember", json={"name": "Harsh"})
-    loads: list[str] = []
-    real_load = store.abackend.load
-
-    async def counting_load(session_id: str, window: int, now: float) -> Any:
-        loads.append(session_id)
-        return await real_load(session_id, window, now)
-
-    monkeypatch.setattr(store.abackend, "load", counting_load)
+    loads = recorded_calls(store.abackend, "load", monkeypatch)
     assert client.get("/lazy/page").json() == {"touched": False}
     assert loads == []
     assert client.get("/lazy/page?touch=1").json() == {"name": "Harsh"}

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from statemw import Store
 from statemw._readahead import EPOCH, FLOOR, Readahead
+from tests.support import recorded_calls
 
 
 def one_epoch(readahead: Readahead, reach: int | None) -> None:
@@ -84,19 +82,6 @@ def test_a_load_reads_within_the_window_and_as_far_as_the_last_read(
 # -- through a store ------------------------------------------------------------------------------
 
 
-def spy(store: Store, name: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
-    """The arguments of each call the store makes to its blocking backend's `name`."""
-    calls: list[tuple[Any, ...]] = []
-    method: Callable[..., Any] = getattr(store.backend, name)
-
-    def recorded(*args: Any) -> Any:
-        calls.append(args)
-        return method(*args)
-
-    monkeypatch.setattr(store.backend, name, recorded)
-    return calls
-
-
 def adapted_to_last_20(store: Store, *, system: bool = False) -> str:
     """A 150-message conversation (after a system prompt, if asked), then an EPOCH of requests
     that each load it and send the last 20."""
@@ -115,7 +100,8 @@ def test_after_an_epoch_of_last_20_a_load_reads_21(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sid = adapted_to_last_20(store)
-    loads, reads = spy(store, "load", monkeypatch), spy(store, "read_messages", monkeypatch)
+    loads = recorded_calls(store.backend, "load", monkeypatch)
+    reads = recorded_calls(store.backend, "read_messages", monkeypatch)
     assert len(store.load(sid).get_history(last=20)) == 20
     assert [window for _, window, _ in loads] == [21]
     assert reads == []
@@ -125,7 +111,8 @@ def test_reading_further_costs_one_read_then_the_loads_read_that_far(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sid = adapted_to_last_20(store)
-    loads, reads = spy(store, "load", monkeypatch), spy(store, "read_messages", monkeypatch)
+    loads = recorded_calls(store.backend, "load", monkeypatch)
+    reads = recorded_calls(store.backend, "read_messages", monkeypatch)
     assert len(store.load(sid).get_history(last=50)) == 50
     assert len(reads) == 1
     assert len(store.load(sid).get_history(last=50)) == 50
@@ -137,7 +124,7 @@ def test_the_system_prompt_sent_with_every_window_does_not_widen_it(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sid = adapted_to_last_20(store, system=True)
-    loads = spy(store, "load", monkeypatch)
+    loads = recorded_calls(store.backend, "load", monkeypatch)
     assert store.load(sid).get_history(last=20)[0]["role"] == "system"
     assert [window for _, window, _ in loads] == [21]
 
@@ -147,15 +134,8 @@ async def test_an_async_request_that_reads_further_widens_the_next_async_load(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sid = adapted_to_last_20(store)
-    windows: list[int] = []
-    load = store.abackend.load
-
-    async def recorded(session_id: str, window: int, now: float) -> Any:
-        windows.append(window)
-        return await load(session_id, window, now)
-
-    monkeypatch.setattr(store.abackend, "load", recorded)
+    loads = recorded_calls(store.abackend, "load", monkeypatch)
     session = await store.aload(sid)
     assert len(await session.aget_history(last=50)) == 50
     await store.aload(sid)
-    assert windows == [21, 51]
+    assert [window for _, window, _ in loads] == [21, 51]
