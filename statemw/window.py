@@ -65,15 +65,16 @@ message, or a tool call with the results that answer it), their tokens, and whet
 system message. A plain tuple: a window makes one per message, so it must be cheap."""
 
 
-def _overflow_at(span: Sequence[MessageRecord], budget: int) -> int:
-    """Where the newest messages of `span` first cost more than `budget` tokens: the span a
-    budget covers, the same whether the load read 20 messages or 100 (0: nowhere)."""
+def _overflow_at(span: Sequence[MessageRecord], budget: int, lo: int = 0) -> int:
+    """The message of span[lo:] at which its newest messages first cost more than `budget`
+    tokens (lo - 1 when all of them fit): where a budget runs out, the same whether the load
+    read 20 messages or 100."""
     spent = 0
-    for i in range(len(span) - 1, -1, -1):
+    for i in range(len(span) - 1, lo - 1, -1):
         spent += span[i].tokens
         if spent > budget:
             return i
-    return 0
+    return lo - 1
 
 
 def group(entries: Sequence[MessageRecord]) -> list[Group]:
@@ -327,7 +328,7 @@ def plan(
         if spent <= budget:  # all since the summary fits (start is floor): none is left out
             budget = None
         else:  # it covers the newest messages up to where it ran out, however far reads went
-            cut = _overflow_at(span, budget - reserved)
+            cut = _overflow_at(span, budget - reserved)  # found: all of them did not fit
             span, start = span[cut:], start + cut
     else:  # everything since the summary: semantic selection scores it all
         start = floor
@@ -378,15 +379,8 @@ def _newest(
     system message, so the choice is the newest `last` that fit (at least the newest one)."""
     stop = len(span)
     start = 0 if last is None else max(0, stop - last)
-    if max_tokens is not None and start < stop:
-        total = reserved + span[-1].tokens
-        i = stop - 1
-        while i > start:
-            total += span[i - 1].tokens
-            if total > max_tokens:
-                break
-            i -= 1
-        start = i
+    if max_tokens is not None and start < stop:  # after the overflowing one; the newest always
+        start = min(_overflow_at(span, max_tokens - reserved, start) + 1, stop - 1)
     return span[start:]
 
 
