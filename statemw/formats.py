@@ -26,9 +26,37 @@ def _role(message: Message) -> str:
     return ROLE_ALIASES.get(role, role)
 
 
+def detach(copies: list[Message]) -> list[Message]:
+    """Shallow copies of messages, made to share nothing a caller could change in place."""
+    for copy in copies:
+        _detach(copy)
+    return copies
+
+
+def _detach(copy: Message) -> None:
+    """Copy a shallow copy's nested lists and dicts (content blocks, tool calls) too."""
+    for key, value in copy.items():
+        if type(value) in _NESTED:
+            copy[key] = _copied(value)
+
+
+def _copied(value: Any) -> Any:
+    kind = type(value)
+    if kind is list:
+        return [_copied(item) for item in value]
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is tuple:
+        return tuple([_copied(item) for item in value])
+    return value
+
+
+_NESTED = frozenset((list, dict, tuple))
+
+
 def to_raw(messages: Sequence[Message]) -> list[Message]:
     """The stored dicts (copies); a summary carries `"summary": True`."""
-    return [dict(m) for m in messages]
+    return detach([dict(m) for m in messages])
 
 
 def to_openai(messages: Sequence[Message]) -> list[Message]:
@@ -37,9 +65,11 @@ def to_openai(messages: Sequence[Message]) -> list[Message]:
 
 
 def _openai(copies: list[Message]) -> list[Message]:
-    """to_openai, in place on copies made for it."""
+    """to_openai, in place on shallow copies made for it (detached on the way)."""
     aliases = ROLE_ALIASES
     for copy in copies:
+        if len(copy) != 2 or type(copy.get("content")) is not str:  # not just a role and a text
+            _detach(copy)
         role = copy["role"]
         if role in aliases:
             copy["role"] = aliases[role]
@@ -121,13 +151,14 @@ FORMATS = {"openai": to_openai, "anthropic": to_anthropic, "raw": to_raw}
 
 
 def shape_copies(copies: list[Message], format: str) -> Any:
-    """shape() of messages that are copies of their own (get_history makes them): the OpenAI
-    and raw shapes use them as they are, instead of copying each message again."""
+    """shape() of shallow copies of messages (get_history makes them): the OpenAI and raw
+    shapes use them as they are, instead of copying each message again. Either way the result
+    shares nothing mutable with the messages copied."""
     if format == "openai":
         return _openai(copies)
     if format == "raw":
-        return copies
-    return shape(copies, format)
+        return detach(copies)
+    return shape(detach(copies), format)
 
 
 def shape(messages: Sequence[Message], format: str) -> Any:

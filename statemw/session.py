@@ -32,7 +32,7 @@ from statemw.errors import (
     StateError,
     StoreUnavailable,
 )
-from statemw.formats import shape_copies
+from statemw.formats import detach, shape_copies
 from statemw.ids import check_child_name
 from statemw.messages import Message, MessageLog, MessageRecord, make_message, tool_result_ids
 from statemw.records import (
@@ -855,7 +855,7 @@ class Session(_Saved):
             return None
         if self._summary_message is None:
             self._summary_message = self.store.codec.decode_summary(self.id, summary)
-        return dict(self._summary_message)
+        return detach([self._summary_message.copy()])[0]
 
     @property
     def total_tokens(self) -> int:
@@ -971,7 +971,7 @@ class Session(_Saved):
     def _shape(self, items: list[MessageRecord], format: str) -> Any:
         """The system prompt, then the summary (marked as one), then the chosen messages, as
         copies in the asked format (the stored dicts are never handed out)."""
-        messages = [i.message.copy() for i in items]
+        messages = [i.message.copy() for i in items]  # detached by shape_copies
         summary = self.summary_message()  # a copy too
         if summary is not None:
             at = next(

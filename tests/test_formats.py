@@ -177,3 +177,33 @@ def test_get_history_hands_out_copies_in_every_format() -> None:
         "content": "They want Berlin.",
         "name": "summary",
     }
+
+
+def test_changing_nested_content_of_get_history_leaves_the_session_as_stored() -> None:
+    """Content blocks and tool calls are copied too: marking the last block for a provider's
+    cache (as Anthropic's prompt caching asks) changes neither the session's messages, nor the
+    next window, nor what the next save stores of an unsaved message."""
+    store = Store("memory://")
+    session = store.create()
+    blocks = {"role": "user", "content": [{"type": "text", "text": "Flights to Berlin?"}]}
+    session.add_message(blocks)
+    session.add_message(CALL)
+    session.save()
+    loaded = store.load(session.id)
+    loaded.add_message(RESULT)
+    loaded.add_message({"role": "user", "content": [{"type": "text", "text": "The first."}]})
+    stored = [dict(m) for m in loaded.messages]
+    first = loaded.get_history(format="raw")
+    for message in loaded.get_history(format="openai") + first:
+        if isinstance(message["content"], list):
+            message["content"][-1]["cache_control"] = {"type": "ephemeral"}
+            message["content"].append({"type": "text", "text": "added"})
+        for call in message.get("tool_calls", []):
+            call["function"]["name"] = "changed"
+    for turn in loaded.get_history(format="anthropic")["messages"]:
+        if isinstance(turn["content"], list):
+            turn["content"][0]["changed"] = True
+    assert [dict(m) for m in loaded.messages] == stored
+    assert loaded.get_history(format="raw") == stored
+    loaded.save()
+    assert list(store.load(session.id).messages) == stored

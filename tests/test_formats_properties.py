@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from itertools import pairwise
 from typing import Any
 
@@ -28,3 +29,54 @@ def test_every_window_is_a_valid_anthropic_request(
         if results:  # and results come before any other block of the turn
             assert all(b.get("type") == "tool_result" for b in blocks[: len(results)])
         open_calls = {b["id"] for b in blocks if b.get("type") == "tool_use"}
+
+
+def _nested() -> st.SearchStrategy[Any]:
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=5)
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3),
+            st.dictionaries(st.text(max_size=3), inner, max_size=3),
+            st.tuples(inner, inner),
+        ),
+        max_leaves=12,
+    )
+
+
+def _scribble(value: Any) -> None:
+    """Change every list and dict inside a value in place."""
+    if isinstance(value, list):
+        for item in value:
+            _scribble(item)
+        value.append("scribbled")
+    elif isinstance(value, dict):
+        for item in list(value.values()):
+            _scribble(item)
+        value["scribbled"] = True
+    elif isinstance(value, tuple):
+        for item in value:
+            _scribble(item)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["user", "assistant", "agent"])},
+            optional={"content": _nested(), "extra": _nested()},
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from(["openai", "raw", "anthropic"]),
+)
+def test_what_get_history_hands_out_shares_nothing_with_the_session(
+    messages: list[dict[str, Any]], format: str
+) -> None:
+    session = stored_session(messages)
+    before = [copy.deepcopy(m) for m in session.messages]
+    _scribble(session.get_history(format=format))
+    assert list(session.messages) == before
