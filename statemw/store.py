@@ -124,8 +124,6 @@ class Store:
         for name, value in (("ttl", ttl), ("idle", idle), ("user_ttl", user_ttl)):
             if value is not None and value <= 0:
                 raise ConfigurationError(f"{name} must be positive seconds or None, got {value!r}")
-        if window < 0:
-            raise ConfigurationError(f"window must be >= 0, got {window!r}")
         if (compact_at is None) != (summarize is None):
             raise ConfigurationError("compact_at and summarize go together")
         self.url = url or default_url()
@@ -133,7 +131,6 @@ class Store:
         self.idle = idle
         self.user_ttl = user_ttl
         self.window = window
-        self.readahead = Readahead(window)
         self.count_tokens = count_tokens or approx_tokens
         self.max_message_bytes = max_message_bytes
         self.max_value_bytes = max_value_bytes
@@ -151,6 +148,17 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({redact(self.url)!r})"
+
+    @property
+    def window(self) -> int:
+        """The most messages a load reads up front (see the class docstring)."""
+        return self.readahead.cap
+
+    @window.setter
+    def window(self, window: int) -> None:
+        if type(window) is not int or window < 0:
+            raise ConfigurationError(f"window must be an int >= 0, got {window!r}")
+        self.readahead = Readahead(window)  # loads read up to the new window, then adapt again
 
     @property
     def backend(self) -> Backend:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statemw import Store
+from statemw import ConfigurationError, Store
 from statemw._readahead import EPOCH, FLOOR, Readahead
 from tests.support import recorded_calls
 
@@ -139,3 +139,20 @@ async def test_an_async_request_that_reads_further_widens_the_next_async_load(
     assert len(await session.aget_history(last=50)) == 50
     await store.aload(sid)
     assert [window for _, window, _ in loads] == [21, 51]
+
+
+def test_a_window_set_on_a_running_store_bounds_the_next_load(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = adapted_to_last_20(store)
+    store.window = 5
+    loads = recorded_calls(store.backend, "load", monkeypatch)
+    assert len(store.load(sid).get_history(last=20)) == 20
+    assert [window for _, window, _ in loads] == [5]
+    assert store.window == 5
+
+
+@pytest.mark.parametrize("window", [-1, 2.5, "20", None])
+def test_a_window_that_is_not_a_count_of_messages_is_refused(window: object) -> None:
+    with pytest.raises(ConfigurationError, match="window"):
+        Store("memory://", window=window)  # type: ignore[arg-type]
