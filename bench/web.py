@@ -47,6 +47,7 @@ the checkout to measure:
     /tmp/webbench/bin/python bench/web.py --only statemw-starlette-memory --sizes 0 --kinds turn \\
         --rounds 1
     /tmp/webbench/bin/python bench/web.py --compare before.json after.json   # cell by cell
+    /tmp/webbench/bin/python bench/web.py --replot after.json   # the plot, from a --json file
 
 Redis: 127.0.0.1:6379 db 15, every key under "statemw-bench-web:", deleted afterwards. INFO
 counters are server-wide: the smallest of five repetitions is reported, so other clients of the
@@ -1421,17 +1422,18 @@ def plot(res: Results, sizes: list[int], names: list[str], path: str) -> None:
     print(f"\nwrote {path}")
 
 
+def load_results(path: str) -> Results:
+    """The results a --json file holds."""
+    res = Results()
+    with open(path) as f:
+        for row in json.load(f)["rows"]:
+            res.add(row)
+    return res
+
+
 def compare(old_path: str, new_path: str) -> None:
     """Cell by cell: the median µs in two --json files and their ratio (new / old)."""
-
-    def load(path: str) -> Results:
-        res = Results()
-        with open(path) as f:
-            for row in json.load(f)["rows"]:
-                res.add(row)
-        return res
-
-    old, new = load(old_path), load(new_path)
+    old, new = load_results(old_path), load_results(new_path)
     print(f"| product | request | L | {old_path} | {new_path} | new / old |")
     print("|---|---|---:|---:|---:|---:|")
     for key in sorted(old.cells.keys() & new.cells.keys(), key=lambda k: (k[0], k[1], k[2])):
@@ -1481,6 +1483,9 @@ def main() -> None:
     parser.add_argument(
         "--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two --json files, run nothing"
     )
+    parser.add_argument(
+        "--replot", metavar="JSON", help="draw docs/performance.png from a --json file, run nothing"
+    )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -1488,6 +1493,9 @@ def main() -> None:
         return
     if args.compare:
         compare(*args.compare)
+        return
+    if args.replot:
+        plot(load_results(args.replot), list(SIZES), [p.name for p in PRODUCTS], plot_path(args))
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -1550,8 +1558,12 @@ def main() -> None:
             json.dump({"meta": meta, "rows": raw, "verdicts": lines}, out, indent=1)
         print(f"\nwrote {args.json}")
     if args.plot:
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        plot(res, sizes, names, args.plot_path or os.path.join(here, "docs", "performance.png"))
+        plot(res, sizes, names, plot_path(args))
+
+
+def plot_path(args: argparse.Namespace) -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return str(args.plot_path or os.path.join(here, "docs", "performance.png"))
 
 
 def _statemw_file() -> str:
