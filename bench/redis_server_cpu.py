@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
 import redis
 
 import statemw
@@ -147,6 +148,7 @@ def run(client: redis.Redis, pid: int, port: int, tmp: str, user: bool, ops: int
         ("load, window of 20", loads, ops, 3),
         ("load 150 messages, last=20", long_loads, ops, 300),
     ]
+    cases += [(label, repeated(op), ops, 3) for label, op in raw_operations(client)]
     print(f"{'operation':34s} {'instructions':>14s} {'commands':>9s}  (per operation)")
     for label, fn, n, warm in cases:
         fn(warm)
@@ -173,6 +175,56 @@ def run(client: redis.Redis, pid: int, port: int, tmp: str, user: bool, ops: int
         print(f"{label:34s} {instructions / n / 1000:12.1f}k {commands / n:9.2f}")
     client.flushdb()
     store.close()
+
+
+def repeated(op: Callable[[], object]) -> Callable[[int], None]:
+    def run(n: int) -> None:
+        for _ in range(n):
+            op()
+
+    return run
+
+
+def raw_operations(client: redis.Redis) -> list[tuple[str, Callable[[], object]]]:
+    """What statemw's scripts are measured against: the peers' GET and SET, bench/web.py's raw
+    floors, and the fixed costs of a script (the call, its msgpack arguments, one redis.call)."""
+    client.rpush("raw:m", *[b"x" * 170] * 20)
+    client.hset("raw:h", mapping={"_v": 1, "_mc": 20, "s:user": "bench"})
+    nothing = client.register_script("return 1")
+    unpack = client.register_script("local t = {cmsgpack.unpack(ARGV[1])} return 1")
+    args = msgpack.packb(list(range(25)))
+    hmget = client.register_script(
+        "return redis.call('HMGET', KEYS[1], '_v', '_ea', '_rev', '_mc', '_tt', '_lead', '_ca',"
+        " '_x', '_vec', '_sumupto', '_uid')"
+    )
+
+    def get_set() -> None:
+        client.get("raw:k")
+        client.set("raw:k", b"y" * 200, ex=100)
+
+    def floor_read() -> None:
+        pipe = client.pipeline()
+        pipe.hgetall("raw:h")
+        pipe.lrange("raw:m", 0, 19)
+        pipe.execute()
+
+    def floor_write() -> None:
+        pipe = client.pipeline()
+        pipe.rpush("raw:w", b"x" * 170)
+        pipe.hset("raw:wh", "f", "v")
+        pipe.expire("raw:w", 100)
+        pipe.expire("raw:wh", 100)
+        pipe.execute()
+
+    return [
+        ("raw: PING", client.ping),
+        ("raw: GET + SET of 200 bytes", get_set),
+        ("raw: MULTI HGETALL + LRANGE 20", floor_read),
+        ("raw: MULTI RPUSH, HSET, 2 EXPIRE", floor_write),
+        ("raw: EVALSHA of 'return 1'", nothing),
+        ("raw: EVALSHA unpacking 25 args", lambda: unpack(args=[args])),
+        ("raw: EVALSHA HMGET of 11 fields", lambda: hmget(keys=["raw:h"])),
+    ]
 
 
 if __name__ == "__main__":
