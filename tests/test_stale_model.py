@@ -7,6 +7,7 @@ and its `updated_at` and `confirm` go to the session for a key it does not hold 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ keys = st.sampled_from(KEYS)
 scopes = st.sampled_from(SCOPES)
 spans = st.sampled_from([1, 5, 20])  # few, so jumps land on, before and after each boundary
 seconds = st.none() | spans
+_machines = itertools.count()
 
 
 @dataclass
@@ -47,7 +49,9 @@ class StaleModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.session: Session = self.store.create(user_id=f"u-{id(self)}-{self.clock.now}")
+        # a user of its own: id(self) can repeat once an earlier machine is freed, and the
+        # earlier machine's user state would then leak into this one
+        self.session: Session = self.store.create(user_id=f"u-{next(_machines)}")
         self.child: Session = self.session.child("c")
         self.facts: dict[tuple[str, str], Fact] = {}
 
