@@ -300,6 +300,7 @@ class Session(_Saved):
             self._fetch,
             self._decode,
             lead=list(lead),
+            leading=None if header is None else header.lead,
             reached=store.readahead.saw,
         )
         self._inherited = inherited or {}

@@ -22,7 +22,7 @@ from statemw import Store
 from statemw.backends.redis import ops as redis_ops
 from statemw.backends.redis.client import AsyncRedisBackend, RedisBackend
 from statemw.errors import ConfigurationError, CorruptRecord, StoreUnavailable
-from statemw.records import Delta, user_record_id
+from statemw.records import Delta, SessionHeader, user_record_id
 from tests.redis_server import RedisServer, append_worker, free_port, isolated_url
 from tests.support import FakeClock
 
@@ -98,6 +98,124 @@ def test_a_save_and_a_load_are_one_round_trip_each(
     again.save()
     assert calls == ["Script", "Script"]
     assert again.user["tz"] == "IST"
+
+
+def test_a_session_without_a_user_loads_as_plain_reads_in_one_round_trip(
+    rstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Header, newest messages and a parent's header in one MULTI, nothing through Lua."""
+    session = rstore.create()
+    session["k"] = 1
+    session.add_message("user", "hi")
+    child = session.child("flights")
+    child.add_message("user", "to Berlin")
+    session.save()
+    backend = backend_of(rstore)
+    calls = count_round_trips(backend, monkeypatch)
+    loaded = rstore.load(child.id)
+    assert calls == ["Transaction"]
+    assert loaded.messages[:] == [{"role": "user", "content": "to Berlin"}]
+    snapshot = backend.load(child.id, 100, rstore.clock())
+    assert snapshot is not None
+    assert [p.session_id for p in snapshot.parents] == [session.id]
+    assert list(snapshot.parents[0].state) == ["k"]
+
+
+def test_a_plain_load_reads_only_the_window_since_the_summary(rstore: Store) -> None:
+    store = Store(rstore.url, window=4, clock=rstore.clock)
+    session = store.create()
+    for i in range(10):
+        session.add_message("user", f"m{i}")
+    session.save()
+    backend = backend_of(store)
+    snapshot = backend.load(session.id, 4, rstore.clock())
+    assert snapshot is not None
+    assert (snapshot.window_start, len(snapshot.window)) == (6, 4)
+    session.compact(lambda messages: "earlier", keep_last=2)
+    session.save()
+    compacted = backend.load(session.id, 4, rstore.clock())
+    assert compacted is not None
+    assert (compacted.window_start, len(compacted.window)) == (8, 2)
+    nothing_up_front = backend.load(session.id, 0, rstore.clock())
+    assert nothing_up_front is not None
+    assert nothing_up_front.window == []
+    assert store.load(session.id).get_history(last=2) == [
+        {"role": "system", "content": "earlier", "name": "summary"},
+        {"role": "user", "content": "m8"},
+        {"role": "user", "content": "m9"},
+    ]
+    store.close()
+
+
+def test_an_expired_session_does_not_load_plainly_either(rstore: Store, clock: FakeClock) -> None:
+    store = Store(rstore.url, idle=60, clock=clock)
+    session = store.create()
+    session.add_message("user", "hi")
+    session.save()
+    clock.advance(61)
+    assert backend_of(store).load_path.plain()
+    assert store.get(session.id) is None
+    store.close()
+
+
+def test_a_plain_load_that_meets_a_user_reads_their_state_then_loads_go_scripted(
+    rstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = rstore.create(user_id="harsh")
+    session.user["tz"] = "IST"
+    session.save()
+    other = Store(rstore.url, clock=rstore.clock)  # another process: it created no such session
+    calls = count_round_trips(backend_of(other), monkeypatch)
+    assert other.load(session.id).user["tz"] == "IST"
+    assert calls == ["Transaction", "Command"]  # the user's record, once the header names it
+    assert other.load(session.id).user["tz"] == "IST"
+    assert calls == ["Transaction", "Command", "Script"]
+    other.close()
+
+
+def test_a_system_prompt_before_the_window_sends_loads_through_the_script(
+    rstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(rstore.url, window=5, clock=rstore.clock)
+    session = store.create()
+    session.add_message("system", "You are terse.")
+    for i in range(10):
+        session.add_message("user", f"m{i}")
+    session.save()
+    calls = count_round_trips(backend_of(store), monkeypatch)
+    first = store.load(session.id)
+    assert first.get_history(last=2)[0] == {"role": "system", "content": "You are terse."}
+    assert calls == ["Transaction", "Command"]  # the prompt, read when the window asked
+    assert store.load(session.id).get_history(last=2)[0]["role"] == "system"
+    assert calls == ["Transaction", "Command", "Script"]  # now loaded with the window
+    store.close()
+
+
+def test_loads_go_plain_again_after_an_epoch_without_such_sessions() -> None:
+    path = redis_ops.LoadPath()
+    assert path.plain()
+    path.committing(Delta("s", 0.0, create=SessionHeader("s", "harsh", 0.0, 0.0)))
+    assert [path.plain() for _ in range(path.EPOCH)] == [False] * path.EPOCH
+    assert path.plain()
+
+
+@pytest.mark.anyio
+async def test_an_async_plain_load_reads_in_one_round_trip(rstore: Store) -> None:
+    session = rstore.create()
+    session.add_message("user", "hi")
+    session.save()
+    loaded = await rstore.aload(session.id)
+    assert loaded.messages[:] == [{"role": "user", "content": "hi"}]
+    assert backend_of(rstore).load_path.plain()
+
+
+def test_a_transaction_that_fails_inside_raises_its_error(rstore: Store) -> None:
+    client = raw(rstore)
+    client.set(b"not-a-hash", b"x")
+    backend = backend_of(rstore)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        backend.call(redis_ops.Transaction([redis_ops.Command(("HGETALL", "not-a-hash"))]))
+    assert backend.call(redis_ops.Command(("GET", "not-a-hash"))) == b"x"  # the connection works
 
 
 def test_the_session_keys_expire_in_redis_too(rstore: Store) -> None:

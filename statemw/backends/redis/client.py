@@ -71,6 +71,7 @@ class RedisBackend:
         self._idle: list[Any] = []
         self._pid = os.getpid()
         self._keep = 0 if layout.cluster else client.connection_pool.max_connections // 2
+        self.load_path = ops.LoadPath()  # shared with the async backend over this one
         # Standalone: a script goes out as ops.Script.evalsha's bytes on a pooled connection.
         # Cluster: redis-py's Script objects, which find the slot's node.
         self._scripts = (
@@ -88,15 +89,18 @@ class RedisBackend:
             return self._scripts[call.name](keys=list(call.keys), args=list(call.args))
         if isinstance(call, ops.Command):
             return self.client.execute_command(*call.args)
+        if isinstance(call, ops.Transaction):  # standalone only (ops.load_op)
+            return _executed(self._send(call.packed(), replies=len(call.commands) + 2))
         assert isinstance(call, ops.Pipeline)
         pipe = self.client.pipeline(transaction=False)
         for command in call.commands:
             pipe.execute_command(*command.args)
         return pipe.execute()
 
-    def _send(self, packed: bytes) -> Any:
-        """One command already in RESP, on a kept connection when one is idle (after a fault
-        redis-py has disconnected it, and sending connects it again)."""
+    def _send(self, packed: bytes, replies: int = 1) -> Any:
+        """Commands already in RESP, on a kept connection when one is idle (after a fault
+        redis-py has disconnected it, and sending connects it again); the last of `replies`
+        replies (a transaction's first are OK and QUEUED)."""
         idle = self._idle
         if self._pid != os.getpid():
             idle.clear()
@@ -110,6 +114,8 @@ class RedisBackend:
                 conn.disconnect()
         try:
             conn.send_packed_command([packed])
+            for _ in range(replies - 1):
+                conn.read_response()
             return conn.read_response()
         finally:
             if len(idle) < self._keep:
@@ -126,7 +132,7 @@ class RedisBackend:
         return answer
 
     def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
-        return self._run(ops.load_op(self.layout, session_id, window, now))
+        return self._run(ops.load_op(self.layout, session_id, window, now, self.load_path))
 
     def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
         return self._run(ops.read_messages_op(self.layout, session_id, start, stop))
@@ -141,7 +147,7 @@ class RedisBackend:
         return self._run(ops.read_header_op(self.layout, session_id, now))
 
     def commit(self, delta: Delta) -> Committed:
-        return self._run(ops.commit_op(self.layout, delta))
+        return self._run(ops.commit_op(self.layout, delta, self.load_path))
 
     def delete(self, session_id: str) -> bool:
         return self._run(ops.delete_op(self.layout, session_id))
@@ -178,6 +184,14 @@ class RedisBackend:
         return RedisSubscription(self.client, self.layout, session_id)
 
 
+def _executed(replies: list[Any]) -> list[Any]:
+    """EXEC's replies; a command that failed inside the transaction raises its error."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 class _LoopClient:
     """The async client of one event loop, closed when that loop shuts down.
 
@@ -210,8 +224,9 @@ class _LoopClient:
     async def start(self) -> None:
         await anext(self._finalizer)
 
-    async def send(self, packed: bytes) -> Any:
-        """One command already in RESP, on a connection of our own when one is idle.
+    async def send(self, packed: bytes, replies: int = 1) -> Any:
+        """Commands already in RESP, on a connection of our own when one is idle; the last of
+        `replies` replies (see RedisBackend._send).
 
         Borrowing from redis-py's pool and giving back costs more than the round trip itself
         (a lock, connection checks, telemetry events), so up to half the pool's connections
@@ -223,6 +238,8 @@ class _LoopClient:
             if conn.is_connected and await conn.can_read():  # a stray reply, or closed
                 await conn.disconnect()  # send_packed_command connects again
             await conn.send_packed_command(packed)
+            for _ in range(replies - 1):
+                await conn.read_response()
             return await conn.read_response()
         finally:  # after a fault redis-py has disconnected it, unless the reply was an error
             if len(idle) < self._keep:
@@ -239,6 +256,8 @@ class _LoopClient:
             return await self.scripts[call.name](keys=list(call.keys), args=list(call.args))
         if isinstance(call, ops.Command):
             return await self.client.execute_command(*call.args)
+        if isinstance(call, ops.Transaction):  # standalone only (ops.load_op)
+            return _executed(await self.send(call.packed(), replies=len(call.commands) + 2))
         assert isinstance(call, ops.Pipeline)
         pipe = self.client.pipeline(transaction=False)
         for command in call.commands:
@@ -304,7 +323,8 @@ class AsyncRedisBackend:
         return answer
 
     async def load(self, session_id: str, window: int, now: float) -> Snapshot | None:
-        return await self._run(ops.load_op(self.layout, session_id, window, now))
+        path = self._sync.load_path
+        return await self._run(ops.load_op(self.layout, session_id, window, now, path))
 
     async def read_messages(self, session_id: str, start: int, stop: int) -> list[bytes]:
         return await self._run(ops.read_messages_op(self.layout, session_id, start, stop))
@@ -319,7 +339,7 @@ class AsyncRedisBackend:
         return await self._run(ops.read_header_op(self.layout, session_id, now))
 
     async def commit(self, delta: Delta) -> Committed:
-        return await self._run(ops.commit_op(self.layout, delta))
+        return await self._run(ops.commit_op(self.layout, delta, self._sync.load_path))
 
     async def delete(self, session_id: str) -> bool:
         return await self._run(ops.delete_op(self.layout, session_id))

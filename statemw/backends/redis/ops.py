@@ -109,7 +109,18 @@ class Pipeline(RedisStep):
     commands: list[Command]
 
 
-Call: TypeAlias = Script | Command | Pipeline
+@dataclass(frozen=True, slots=True)
+class Transaction(RedisStep):
+    """Several reads run as one (MULTI ... EXEC): they see one moment, in one round trip."""
+
+    commands: list[Command]
+
+    def packed(self) -> bytes:
+        """MULTI, the commands and EXEC in Redis's wire format, ready to send as they are."""
+        return b"".join([_MULTI, *(resp(c.args) for c in self.commands), _EXEC])
+
+
+Call: TypeAlias = Script | Command | Pipeline | Transaction
 Op: TypeAlias = Flow[Caller, AsyncCaller, T]
 """An operation: yields calls, returns a T."""
 
@@ -118,18 +129,32 @@ SHAS = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRI
 
 
 _EVALSHA = {name: b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % sha.encode() for name, sha in SHAS.items()}
+_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 
 
 def evalsha(name: str, keys: Sequence[str], args: Sequence[str | bytes | int]) -> bytes:
     """EVALSHA of a script in RESP, the bytes redis-py would send for it: the shells send it as
     it is, skipping redis-py's per-argument packing and command machinery."""
     n = len(keys)
-    parts = [b"*%d\r\n%b$%d\r\n%d" % (n + len(args) + 3, _EVALSHA[name], len(str(n)), n)]
-    for arg in (*keys, *args):
+    head = b"*%d\r\n%b$%d\r\n%d\r\n" % (n + len(args) + 3, _EVALSHA[name], len(str(n)), n)
+    return head + _resp_args((*keys, *args))
+
+
+def resp(args: Sequence[str | bytes | int | float]) -> bytes:
+    """One command in RESP (see evalsha)."""
+    return b"*%d\r\n%b" % (len(args), _resp_args(args))
+
+
+def _resp_args(args: Sequence[str | bytes | int | float]) -> bytes:
+    parts: list[bytes] = []
+    for arg in args:
         if isinstance(arg, str):
             arg = arg.encode()
-        elif not isinstance(arg, bytes):
+        elif isinstance(arg, int):
             arg = b"%d" % arg
+        elif not isinstance(arg, bytes):
+            arg = repr(arg).encode()
         parts += (b"$%d" % len(arg), arg)
     parts.append(b"")
     return b"\r\n".join(parts)
@@ -308,8 +333,11 @@ def pack_args(args: Sequence[str | bytes | int]) -> bytes:
     return packed[1:] if n <= 15 else packed[3:]  # the array's header (1 or 3 bytes) cut off
 
 
-def commit_op(layout: KeyLayout, delta: Delta) -> Op[Committed]:
-    """A save in one script: the same merge as records.apply_delta, done where the data is."""
+def commit_op(layout: KeyLayout, delta: Delta, path: LoadPath | None = None) -> Op[Committed]:
+    """A save in one script: the same merge as records.apply_delta, done where the data is.
+    `path`: this process's LoadPath, told of a session created with a user."""
+    if path is not None:
+        path.committing(delta)
     sid = delta.session_id
     now = delta.now
     create = delta.create
@@ -442,8 +470,68 @@ def _drop_orphan_user(layout: KeyLayout, ref: str, now: float, *, purge: bool = 
     return bool(int(reply))
 
 
-def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[Snapshot | None]:
+class LoadPath:
+    """How this process's loads read (standalone Redis): as plain reads, or through the load
+    script.
+
+    Plain reads (MULTI: the header, the newest messages, the parents' headers) cost Redis a
+    quarter of what the script does, since nothing passes through Lua. But they cannot read what
+    depends on the header in the same round trip: a user's state, and the leading system
+    prompt when the window does not reach it. So loads go plain until one finds a session that
+    needs either, then through the script for an EPOCH of loads; a session that needs them
+    keeps them scripted. A plain load that meets such a session reads the user's state in a
+    second round trip (the system prompt is read when a window asks for it). Per process and
+    lock-free, like statemw._readahead: a lost update costs one load a round trip.
+    """
+
+    EPOCH = 256
+
+    __slots__ = ("_scripted",)
+
+    def __init__(self) -> None:
+        self._scripted = 0  # loads left that go through the script
+
+    def plain(self) -> bool:
+        """Should the next load read plainly?"""
+        if self._scripted:
+            self._scripted -= 1
+            return False
+        return True
+
+    def saw(self, snapshot: Snapshot | None) -> None:
+        """A load read this: a session with a user, or with a system prompt before its window,
+        keeps loads scripted."""
+        if snapshot is not None and (
+            snapshot.header.user_id is not None
+            or min(snapshot.header.lead or 0, snapshot.window_start) > 0
+        ):
+            self._scripted = self.EPOCH
+
+    def committing(self, delta: Delta) -> None:
+        """A save creates a session with a user: this process will likely load it."""
+        if delta.create is not None and delta.create.user_id is not None:
+            self._scripted = self.EPOCH
+
+
+def load_op(
+    layout: KeyLayout, session_id: str, window: int, now: float, path: LoadPath | None = None
+) -> Op[Snapshot | None]:
+    """The session's snapshot: through the load script, or, when `path` says so (standalone
+    only), as plain reads in one transaction (see LoadPath)."""
     parents = parent_ids(session_id) if not session_id.startswith(USER_PREFIX) else []
+    if path is None or layout.cluster:
+        return (yield from _scripted_load(layout, session_id, parents, window, now))
+    if path.plain():
+        snapshot = yield from _plain_load(layout, session_id, parents, window, now)
+    else:
+        snapshot = yield from _scripted_load(layout, session_id, parents, window, now)
+    path.saw(snapshot)
+    return snapshot
+
+
+def _scripted_load(
+    layout: KeyLayout, session_id: str, parents: list[str], window: int, now: float
+) -> Op[Snapshot | None]:
     reply = yield from script(
         "load",
         [*layout.keys(session_id, "hm"), *(layout.header(p) for p in parents)],
@@ -479,6 +567,32 @@ def load_op(layout: KeyLayout, session_id: str, window: int, now: float) -> Op[S
         yield from delete_op(layout, session_id)
         return None
     snapshot.user = parse_header(uid, flat)
+    return snapshot
+
+
+def _plain_load(
+    layout: KeyLayout, session_id: str, parents: list[str], window: int, now: float
+) -> Op[Snapshot | None]:
+    h, m = layout.keys(session_id, "hm")
+    reads = [Command(("HGETALL", h))]
+    if window > 0:  # the newest `window` messages (LRANGE -0 -1 would be all of them)
+        reads.append(Command(("LRANGE", m, -window, -1)))
+    reads += [Command(("HGETALL", layout.header(p))) for p in parents]
+    replies = yield Transaction(reads)
+    header = live_header(session_id, replies[0], now)
+    if header is None:
+        return None
+    count = header.message_count
+    start = max(count - window, header.summary.upto if header.summary else 0, 0)
+    newest: list[bytes] = list(replies[1]) if window > 0 else []
+    messages = newest[max(len(newest) - (count - start), 0) :] if count > start else []
+    flats = replies[len(reads) - len(parents) :]  # the parents' headers come last
+    found = (parse_header(p, flat) for p, flat in zip(parents, flats, strict=True))
+    parent_headers = [parent for parent in found if parent]
+    snapshot = Snapshot(header, start, messages, parent_headers)
+    if header.user_id is not None:
+        uid = user_record_id(header.user_id)
+        snapshot.user = parse_header(uid, (yield Command(("HGETALL", layout.header(uid)))))
     return snapshot
 
 
