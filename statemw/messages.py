@@ -161,7 +161,7 @@ class MessageLog(Sequence[Message]):
         decode: Callable[[bytes], MessageRecord],
         *,
         lead: Sequence[MessageRecord | bytes] = (),
-        leading: int | None = None,
+        leading: int = 0,
         reached: Callable[[int], None] | None = None,
     ) -> None:
         self.stored = stored  # messages committed as of the last load or save
@@ -171,7 +171,7 @@ class MessageLog(Sequence[Message]):
         self._reached = reached  # told how many of the newest stored messages a read reaches
         # the leading system prompt (`leading` messages: loaded with the window, or read when
         # asked for), sent with every window: reading it is no reach back into the log
-        self._lead = min(len(lead) if leading is None else leading, max(start, 0))
+        self._lead = min(leading, max(start, 0))
         self.appended: list[MessageRecord] = []  # added since, not yet saved
         self.replaced = False  # the log was replaced wholesale: save rewrites it
         self._older: dict[int, MessageRecord] = {}

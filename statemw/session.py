@@ -300,7 +300,7 @@ class Session(_Saved):
             self._fetch,
             self._decode,
             lead=list(lead),
-            leading=None if header is None else header.lead,
+            leading=0 if header is None else header.lead or 0,
             reached=store.readahead.saw,
         )
         self._inherited = inherited or {}
