@@ -584,7 +584,7 @@ def _plain_load(
         return None
     count = header.message_count
     start = max(count - window, header.summary.upto if header.summary else 0, 0)
-    newest: list[bytes] = list(replies[1]) if window > 0 else []
+    newest: list[bytes] = replies[1] if window > 0 else []
     messages = newest[max(len(newest) - (count - start), 0) :] if count > start else []
     flats = replies[len(reads) - len(parents) :]  # the parents' headers come last
     found = (parse_header(p, flat) for p, flat in zip(parents, flats, strict=True))
