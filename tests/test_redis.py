@@ -92,11 +92,11 @@ def test_a_save_and_a_load_are_one_round_trip_each(
     calls = count_round_trips(backend_of(rstore), monkeypatch)
 
     again = rstore.load(session.id)
-    assert calls == ["Script"]  # header, window, parents' headers and the user's, together
+    assert calls == ["Transaction"]  # header, window, parents' headers and the user's, together
     again["k"] = "v"
     again.add_message("user", "hi")
     again.save()
-    assert calls == ["Script", "Script"]
+    assert calls == ["Transaction", "Script"]
     assert again.user["tz"] == "IST"
 
 
@@ -153,12 +153,12 @@ def test_an_expired_session_does_not_load_plainly_either(rstore: Store, clock: F
     session.add_message("user", "hi")
     session.save()
     clock.advance(61)
-    assert backend_of(store).load_path.plain()
+    assert backend_of(store).load_path.needs(session.id) == (None, 0)
     assert store.get(session.id) is None
     store.close()
 
 
-def test_a_plain_load_that_meets_a_user_reads_their_state_then_loads_go_scripted(
+def test_a_user_session_met_once_then_loads_with_its_user_in_one_transaction(
     rstore: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     session = rstore.create(user_id="harsh")
@@ -169,11 +169,60 @@ def test_a_plain_load_that_meets_a_user_reads_their_state_then_loads_go_scripted
     assert other.load(session.id).user["tz"] == "IST"
     assert calls == ["Transaction", "Command"]  # the user's record, once the header names it
     assert other.load(session.id).user["tz"] == "IST"
-    assert calls == ["Transaction", "Command", "Script"]
+    assert calls == ["Transaction", "Command", "Transaction"]
     other.close()
 
 
-def test_a_system_prompt_before_the_window_sends_loads_through_the_script(
+def test_after_meeting_a_user_session_an_unknown_session_loads_through_the_script(
+    rstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = rstore.create(user_id="harsh"), rstore.create(user_id="mira")
+    second.user["tz"] = "CET"
+    first.save()
+    second.save()
+    other = Store(rstore.url, clock=rstore.clock)
+    calls = count_round_trips(backend_of(other), monkeypatch)
+    other.load(first.id)
+    assert other.load(second.id).user["tz"] == "CET"
+    assert calls == ["Transaction", "Command", "Script"]  # one round trip, whatever it needs
+    assert other.load(second.id).user["tz"] == "CET"
+    assert calls == ["Transaction", "Command", "Script", "Transaction"]
+    other.close()
+
+
+def test_a_session_without_a_user_met_before_loads_plainly_among_users_sessions(
+    rstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    anonymous, signed_in = rstore.create(), rstore.create(user_id="harsh")
+    anonymous.add_message("user", "hi")
+    anonymous.save()
+    signed_in.save()
+    calls = count_round_trips(backend_of(rstore), monkeypatch)
+    rstore.load(signed_in.id)
+    assert rstore.load(anonymous.id).messages[:] == [{"role": "user", "content": "hi"}]
+    assert calls == ["Transaction", "Transaction"]
+
+
+def test_a_remembered_user_the_header_no_longer_names_is_not_the_one_read(
+    rstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = rstore.create(user_id="harsh")
+    session.user["tz"] = "IST"
+    session.save()
+    mallory = rstore.create(user_id="mallory")
+    mallory.user["secret"] = "s3cret"
+    mallory.save()
+    other = Store(rstore.url, clock=rstore.clock)
+    wrong = SessionHeader(session.id, "mallory", 0.0, 0.0)
+    backend_of(other).load_path.committing(Delta(session.id, 0.0, create=wrong))
+    calls = count_round_trips(backend_of(other), monkeypatch)
+    loaded = other.load(session.id)
+    assert dict(loaded.user) == {"tz": "IST"}
+    assert calls == ["Transaction", "Command"]  # the user the header names, read after
+    other.close()
+
+
+def test_a_system_prompt_before_the_window_is_read_with_the_window_once_known(
     rstore: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = Store(rstore.url, window=5, clock=rstore.clock)
@@ -187,16 +236,50 @@ def test_a_system_prompt_before_the_window_sends_loads_through_the_script(
     assert first.get_history(last=2)[0] == {"role": "system", "content": "You are terse."}
     assert calls == ["Transaction", "Command"]  # the prompt, read when the window asked
     assert store.load(session.id).get_history(last=2)[0]["role"] == "system"
-    assert calls == ["Transaction", "Command", "Script"]  # now loaded with the window
+    assert calls == ["Transaction", "Command", "Transaction"]  # now read with the window
     store.close()
 
 
-def test_loads_go_plain_again_after_an_epoch_without_such_sessions() -> None:
+def test_a_user_and_a_system_prompt_both_come_in_the_one_transaction(
+    rstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(rstore.url, window=5, clock=rstore.clock)
+    session = store.create(user_id="harsh")
+    session.add_message("system", "You are terse.")
+    session.add_message("system", "Answer in English.")
+    for i in range(10):
+        session.add_message("user", f"m{i}")
+    session.user["tz"] = "IST"
+    session.save()
+    store.load(session.id).get_history(last=2)
+    calls = count_round_trips(backend_of(store), monkeypatch)
+    loaded = store.load(session.id)
+    assert [m["content"] for m in loaded.get_history(last=2)] == [
+        "You are terse.",
+        "Answer in English.",
+        "m8",
+        "m9",
+    ]
+    assert loaded.user["tz"] == "IST"
+    assert calls == ["Transaction"]
+    store.close()
+
+
+def test_unknown_sessions_go_plain_again_after_an_epoch_without_such_sessions() -> None:
     path = redis_ops.LoadPath()
-    assert path.plain()
+    assert path.needs("t") == (None, 0)
     path.committing(Delta("s", 0.0, create=SessionHeader("s", "harsh", 0.0, 0.0)))
-    assert [path.plain() for _ in range(path.EPOCH)] == [False] * path.EPOCH
-    assert path.plain()
+    assert [path.needs("t") for _ in range(path.EPOCH)] == [None] * path.EPOCH
+    assert path.needs("t") == (None, 0)
+    assert path.needs("s") == ("harsh", 0)
+
+
+def test_the_sessions_a_process_remembers_are_bounded() -> None:
+    path = redis_ops.LoadPath()
+    for i in range(path.REMEMBERED + 1):
+        path.committing(Delta(f"s{i}", 0.0, create=SessionHeader(f"s{i}", "harsh", 0.0, 0.0)))
+    assert path.needs(f"s{path.REMEMBERED}") == ("harsh", 0)
+    assert path.needs("s0") is None  # forgotten: loaded through the script, which reads it all
 
 
 @pytest.mark.anyio
@@ -206,7 +289,7 @@ async def test_an_async_plain_load_reads_in_one_round_trip(rstore: Store) -> Non
     session.save()
     loaded = await rstore.aload(session.id)
     assert loaded.messages[:] == [{"role": "user", "content": "hi"}]
-    assert backend_of(rstore).load_path.plain()
+    assert backend_of(rstore).load_path.needs(session.id) == (None, 0)
 
 
 def test_a_transaction_that_fails_inside_raises_its_error(rstore: Store) -> None:
@@ -620,13 +703,13 @@ def test_scripts_come_back_after_a_script_flush(monkeypatch: pytest.MonkeyPatch)
         session = store.create(user_id="harsh")
         session.add_message("user", "hi")
         session.save()
+        again = store.load(session.id)
+        again.add_message("assistant", "hello")
         calls = count_round_trips(backend_of(store), monkeypatch)
         raw(store).script_flush()
-        again = store.load(session.id)  # EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA
+        again.save()  # EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA
         assert calls == ["Script", "Command", "Script"]
         monkeypatch.undo()
-        again.add_message("assistant", "hello")
-        again.save()
 
         async def turn() -> int:
             raw(store).script_flush()

@@ -27,6 +27,7 @@ from statemw.changes import Change
 from statemw.codec import pack, unpack
 from statemw.errors import ConflictError, CorruptRecord, SessionNotFound
 from statemw.records import (
+    LEAD_SCAN,
     USER_PREFIX,
     Committed,
     Delta,
@@ -475,42 +476,67 @@ class LoadPath:
     script.
 
     Plain reads (MULTI: the header, the newest messages, the parents' headers) cost Redis a
-    quarter of what the script does, since nothing passes through Lua. But they cannot read what
-    depends on the header in the same round trip: a user's state, and the leading system
-    prompt when the window does not reach it. So loads go plain until one finds a session that
-    needs either, then through the script for an EPOCH of loads; a session that needs them
-    keeps them scripted. A plain load that meets such a session reads the user's state in a
-    second round trip (the system prompt is read when a window asks for it). Per process and
-    lock-free, like statemw._readahead: a lost update costs one load a round trip.
+    quarter of what the script does, since nothing passes through Lua. But what depends on the
+    header (a user's state, and the leading system prompt when the window does not reach it)
+    can join them only when the client knows it beforehand. So this process remembers, for the
+    sessions it met, the user and how many leading system messages lie before the window
+    (neither changes once a conversation has begun, and the header read beside them says
+    whether they still hold). The next load of such a session reads them in the same
+    transaction.
+
+    A session met for the first time loads plainly, unless this process met one that needs
+    either in its last EPOCH loads: then through the script, which reads whatever the header
+    names. A plain load that meets one reads the user's state in a second round trip (the
+    prompt is read when a window asks for it). Per process and lock-free, like
+    statemw._readahead: a lost update costs one load a round trip.
     """
 
     EPOCH = 256
+    REMEMBERED = 10_000
+    """Sessions remembered; past that the memory starts afresh."""
 
-    __slots__ = ("_scripted",)
+    __slots__ = ("_needs", "_scripted")
 
     def __init__(self) -> None:
-        self._scripted = 0  # loads left that go through the script
+        self._scripted = 0  # loads of unknown sessions left that go through the script
+        self._needs: dict[str, tuple[str | None, int]] = {}  # session -> (user, lead)
 
-    def plain(self) -> bool:
-        """Should the next load read plainly?"""
+    def needs(self, session_id: str) -> tuple[str | None, int] | None:
+        """What a plain load of the session also reads: (its user, its leading system
+        messages); None to load it through the script."""
+        known = self._needs.get(session_id)
+        if known is not None:
+            return known
         if self._scripted:
             self._scripted -= 1
-            return False
-        return True
+            return None
+        return (None, 0)
 
-    def saw(self, snapshot: Snapshot | None) -> None:
-        """A load read this: a session with a user, or with a system prompt before its window,
-        keeps loads scripted."""
-        if snapshot is not None and (
-            snapshot.header.user_id is not None
-            or min(snapshot.header.lead or 0, snapshot.window_start) > 0
-        ):
+    def saw(self, session_id: str, snapshot: Snapshot | None) -> None:
+        """A load read this session: remember what its next load needs."""
+        if snapshot is None:
+            self._needs.pop(session_id, None)
+            return
+        header = snapshot.header
+        lead = header.lead or 0
+        if min(lead, snapshot.window_start) == 0:
+            lead = 0  # no prompt, or the window reaches it
+        self._remember(session_id, header.user_id, lead)
+        if header.user_id is not None or lead:
             self._scripted = self.EPOCH
 
     def committing(self, delta: Delta) -> None:
-        """A save creates a session with a user: this process will likely load it."""
-        if delta.create is not None and delta.create.user_id is not None:
-            self._scripted = self.EPOCH
+        """A save creates a session: this process will likely load it."""
+        create = delta.create
+        if create is not None:
+            self._remember(delta.session_id, create.user_id, 0)
+            if create.user_id is not None:
+                self._scripted = self.EPOCH
+
+    def _remember(self, session_id: str, user_id: str | None, lead: int) -> None:
+        if len(self._needs) >= self.REMEMBERED and session_id not in self._needs:
+            self._needs.clear()
+        self._needs[session_id] = (user_id, min(lead, LEAD_SCAN))
 
 
 def load_op(
@@ -521,11 +547,12 @@ def load_op(
     parents = parent_ids(session_id) if not session_id.startswith(USER_PREFIX) else []
     if path is None or layout.cluster:
         return (yield from _scripted_load(layout, session_id, parents, window, now))
-    if path.plain():
-        snapshot = yield from _plain_load(layout, session_id, parents, window, now)
-    else:
+    needs = path.needs(session_id)
+    if needs is None:
         snapshot = yield from _scripted_load(layout, session_id, parents, window, now)
-    path.saw(snapshot)
+    else:
+        snapshot = yield from _plain_load(layout, session_id, parents, window, now, *needs)
+    path.saw(session_id, snapshot)
     return snapshot
 
 
@@ -571,13 +598,25 @@ def _scripted_load(
 
 
 def _plain_load(
-    layout: KeyLayout, session_id: str, parents: list[str], window: int, now: float
+    layout: KeyLayout,
+    session_id: str,
+    parents: list[str],
+    window: int,
+    now: float,
+    user_id: str | None = None,
+    lead: int = 0,
 ) -> Op[Snapshot | None]:
+    """The load as plain reads in one transaction; `user_id` and `lead` (LoadPath.needs) are
+    read beside them, and used when the header says they still hold."""
     h, m = layout.keys(session_id, "hm")
     reads = [Command(("HGETALL", h))]
     if window > 0:  # the newest `window` messages (LRANGE -0 -1 would be all of them)
         reads.append(Command(("LRANGE", m, -window, -1)))
     reads += [Command(("HGETALL", layout.header(p))) for p in parents]
+    if user_id is not None:
+        reads.append(Command(("HGETALL", layout.header(user_record_id(user_id)))))
+    if lead:
+        reads.append(Command(("LRANGE", m, 0, lead - 1)))
     replies = yield Transaction(reads)
     header = live_header(session_id, replies[0], now)
     if header is None:
@@ -586,13 +625,20 @@ def _plain_load(
     start = max(count - window, header.summary.upto if header.summary else 0, 0)
     newest: list[bytes] = replies[1] if window > 0 else []
     messages = newest[max(len(newest) - (count - start), 0) :] if count > start else []
-    flats = replies[len(reads) - len(parents) :]  # the parents' headers come last
+    first = 2 if window > 0 else 1
+    flats = replies[first : first + len(parents)]
     found = (parse_header(p, flat) for p, flat in zip(parents, flats, strict=True))
-    parent_headers = [parent for parent in found if parent]
-    snapshot = Snapshot(header, start, messages, parent_headers)
+    snapshot = Snapshot(header, start, messages, [parent for parent in found if parent])
+    wanted = min(header.lead or 0, start)
+    if wanted and wanted <= lead:
+        snapshot.lead = replies[-1][:wanted]
     if header.user_id is not None:
         uid = user_record_id(header.user_id)
-        snapshot.user = parse_header(uid, (yield Command(("HGETALL", layout.header(uid)))))
+        if header.user_id == user_id:
+            flat = replies[first + len(parents)]
+        else:
+            flat = yield Command(("HGETALL", layout.header(uid)))
+        snapshot.user = parse_header(uid, flat)
     return snapshot
 
 
