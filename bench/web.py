@@ -985,6 +985,7 @@ async def floors_worker(seconds: float) -> None:
 async def api_worker(seconds: float) -> None:
     """statemw's public API: get_history on a loaded session, and a one-key save."""
     from statemw import Store
+    from statemw._decoded import DecodedMessages
 
     store = Store("memory://")
     session = store.create()
@@ -993,9 +994,14 @@ async def api_worker(seconds: float) -> None:
     session.save()
     sid = session.id
 
-    def first_call(**options: Any) -> Callable[[], Awaitable[int]]:
+    def first_call(cold: bool = False, **options: Any) -> Callable[[], Awaitable[int]]:
+        """get_history on a session just loaded; `cold`: its records never decoded before in
+        this process (the store's decoded records, statemw._decoded, forgotten first)."""
+
         async def run() -> int:
             loaded = store.load(sid)
+            if cold:
+                store.codec._decoded = DecodedMessages()
             start = time.perf_counter_ns()
             window = loaded.get_history(**options)
             ns = time.perf_counter_ns() - start
@@ -1012,6 +1018,7 @@ async def api_worker(seconds: float) -> None:
     cases: list[tuple[str, Callable[[], Awaitable[int]]]] = [
         ("load", timed(load)),
         ("get_history(last=20)", first_call(last=RECENT)),
+        ("get_history(last=20), records new to the process", first_call(True, last=RECENT)),
         ("get_history(max_tokens=4000)", first_call(max_tokens=4000)),
         ("get_history()", first_call()),
         ("get_history(last=20), again", timed(lambda: loaded.get_history(last=RECENT))),

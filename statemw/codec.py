@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgpack
 
+from statemw._decoded import DecodedMessages
 from statemw.errors import ConfigurationError, CorruptRecord, DecryptionError, UnencodableValue
 from statemw.ids import not_an_option
 from statemw.messages import Message, MessageRecord
@@ -237,6 +238,7 @@ class Codec:
         self._by_id = dict(self._aead)
         self._hash_keys = [_hash_key(k) for k in keys]
         self._names: dict[str, str] = {}
+        self._decoded = DecodedMessages()  # plain records only (see statemw._decoded)
 
     @property
     def encrypted(self) -> bool:
@@ -301,15 +303,23 @@ class Codec:
 
     def decode_message(self, session_id: str, data: bytes) -> MessageRecord:
         """A logged message; the hot path of every load, so plain records skip the layers."""
+        record = self._decoded.get(data)
+        if record is not None:
+            return record
         try:
             if data[0] == PLAIN:  # msgpack >= 1.0 decodes str as str (raw=False)
                 message, tokens, created_at = msgpack.unpackb(
                     data[1:], strict_map_key=False, ext_hook=_unext
                 )
+                plain = True
             else:
                 message, tokens, created_at = self.decode(data, session_id=session_id)
+                plain = False
             if type(message) is dict and type(tokens) is int and type(message.get("role")) is str:
-                return MessageRecord(message, tokens, created_at)
+                record = MessageRecord(message, tokens, created_at)
+                if plain:
+                    self._decoded.keep(data, record)
+                return record
             if type(message) is dict and type(tokens) is int:
                 raise TypeError("a message without a role")
             raise TypeError("not a message and its token count")
