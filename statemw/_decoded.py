@@ -8,7 +8,7 @@ store with encryption at rest holds no decrypted message longer than a session d
 
 from __future__ import annotations
 
-from statemw.messages import Kind, Message, MessageRecord
+from statemw.messages import Kind, Message, kind_of
 
 CAPACITY = 4096
 """Records kept per store; past that the memory starts afresh."""
@@ -19,35 +19,26 @@ LARGEST = 4096
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-class DecodedMessages:
-    """Records decoded before, handed out as copies: a session may change its messages' dicts,
-    and no other session sees that. Lock-free: dict reads and writes are atomic, and a lost
-    entry costs one decode."""
+class DecodedMessages(dict[bytes, tuple[Message, int, float, Kind]]):
+    """Record bytes -> (message, tokens, created_at, kind). Codec.decode_message reads it as a dict
+    (a hit is one lookup) and hands out a copy of the message: a session may change its
+    messages' dicts, and no other session sees that. Lock-free: dict reads and writes are
+    atomic, and a lost entry costs one decode."""
 
-    __slots__ = ("_records", "capacity")
+    __slots__ = ("capacity",)
 
     def __init__(self, capacity: int = CAPACITY) -> None:
+        super().__init__()
         self.capacity = capacity
-        self._records: dict[bytes, tuple[Message, int, float, Kind]] = {}
 
-    def get(self, data: bytes) -> MessageRecord | None:
-        found = self._records.get(data) if type(data) is bytes else None
-        if found is None:
-            return None
-        message, tokens, created_at, kind = found
-        return MessageRecord(message.copy(), tokens, created_at, kind)
-
-    def keep(self, data: bytes, record: MessageRecord) -> None:
-        """Keep a record just decoded from `data`, unless it is large or has nested content
+    def keep(self, data: bytes, message: Message, tokens: int, created_at: float) -> None:
+        """Keep a message just decoded from `data`, unless it is large or has nested content
         (lists, dicts), which a copy of the message's dict would share."""
         if type(data) is not bytes or len(data) > LARGEST:
             return
-        message = record.message
         for value in message.values():
             if type(value) not in _SCALARS:
                 return
-        records = self._records
-        if len(records) >= self.capacity:
-            records.clear()
-        kind = record.kind or record.classify()
-        records[data] = (message.copy(), record.tokens, record.created_at, kind)
+        if len(self) >= self.capacity:
+            self.clear()
+        self[data] = (message.copy(), tokens, created_at, kind_of(message))

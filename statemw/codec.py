@@ -303,9 +303,9 @@ class Codec:
 
     def decode_message(self, session_id: str, data: bytes) -> MessageRecord:
         """A logged message; the hot path of every load, so plain records skip the layers."""
-        record = self._decoded.get(data)
-        if record is not None:
-            return record
+        found = self._decoded.get(data) if type(data) is bytes else None
+        if found is not None:
+            return MessageRecord(found[0].copy(), found[1], found[2], found[3])
         try:
             if data[0] == PLAIN:  # msgpack >= 1.0 decodes str as str (raw=False)
                 message, tokens, created_at = msgpack.unpackb(
@@ -316,10 +316,9 @@ class Codec:
                 message, tokens, created_at = self.decode(data, session_id=session_id)
                 plain = False
             if type(message) is dict and type(tokens) is int and type(message.get("role")) is str:
-                record = MessageRecord(message, tokens, created_at)
                 if plain:
-                    self._decoded.keep(data, record)
-                return record
+                    self._decoded.keep(data, message, tokens, created_at)
+                return MessageRecord(message, tokens, created_at)
             if type(message) is dict and type(tokens) is int:
                 raise TypeError("a message without a role")
             raise TypeError("not a message and its token count")
