@@ -18,7 +18,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from statemw import Store
+from statemw import Session, Store
 from statemw.backends.redis import ops as redis_ops
 from statemw.backends.redis.client import AsyncRedisBackend, RedisBackend
 from statemw.errors import ConfigurationError, CorruptRecord, StoreUnavailable
@@ -43,6 +43,14 @@ def backend_of(store: Store) -> RedisBackend:
 def raw(store: Store) -> redis.Redis:
     client: redis.Redis = backend_of(store).client
     return client
+
+
+def saved_with_user(store: Store, user_id: str, **user_state: Any) -> Session:
+    """A saved session of `user_id`, whose user state holds `user_state`."""
+    session = store.create(user_id=user_id)
+    session.user.update(user_state)
+    session.save()
+    return session
 
 
 def count_round_trips(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -86,9 +94,7 @@ def test_every_key_of_a_session_tree_carries_the_root_hash_tag(rstore: Store) ->
 def test_a_save_and_a_load_are_one_round_trip_each(
     rstore: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    session = rstore.create(user_id="harsh")
-    session.user["tz"] = "IST"
-    session.save()
+    session = saved_with_user(rstore, "harsh", tz="IST")
     calls = count_round_trips(backend_of(rstore), monkeypatch)
 
     again = rstore.load(session.id)
@@ -161,9 +167,7 @@ def test_an_expired_session_does_not_load_plainly_either(rstore: Store, clock: F
 def test_a_user_session_met_once_then_loads_with_its_user_in_one_transaction(
     rstore: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    session = rstore.create(user_id="harsh")
-    session.user["tz"] = "IST"
-    session.save()
+    session = saved_with_user(rstore, "harsh", tz="IST")
     other = Store(rstore.url, clock=rstore.clock)  # another process: it created no such session
     calls = count_round_trips(backend_of(other), monkeypatch)
     assert other.load(session.id).user["tz"] == "IST"
@@ -206,12 +210,8 @@ def test_a_session_without_a_user_met_before_loads_plainly_among_users_sessions(
 def test_a_remembered_user_the_header_no_longer_names_is_not_the_one_read(
     rstore: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    session = rstore.create(user_id="harsh")
-    session.user["tz"] = "IST"
-    session.save()
-    mallory = rstore.create(user_id="mallory")
-    mallory.user["secret"] = "s3cret"
-    mallory.save()
+    session = saved_with_user(rstore, "harsh", tz="IST")
+    saved_with_user(rstore, "mallory", secret="s3cret")
     other = Store(rstore.url, clock=rstore.clock)
     wrong = SessionHeader(session.id, "mallory", 0.0, 0.0)
     backend_of(other).load_path.committing(Delta(session.id, 0.0, create=wrong))
