@@ -1,8 +1,8 @@
 """Decoded message records, kept per store by their stored bytes.
 
 A conversation's window is read on every turn, and all but the newest of its records were decoded
-by the turn before, in this process or another. Keyed by the record's bytes, an entry cannot go
-stale: the same bytes decode to the same message. Only plain (unencrypted) records are kept, so a
+by the turn before (when this process served it). Keyed by the record's bytes, an entry cannot
+go stale: the same bytes decode to the same message. Only plain (unencrypted) records are kept, so a
 store with encryption at rest holds no decrypted message longer than a session does.
 """
 
