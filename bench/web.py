@@ -77,7 +77,10 @@ from importlib import metadata
 from typing import Any, cast
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
-PREFIX = "statemw-bench-web:"
+RUN = os.environ.setdefault("STATEMW_BENCH_RUN", str(os.getpid()))
+"""This run's id, which its workers inherit: two runs at once (bench/instructions.py beside
+bench/web.py) keep apart their keys, which each one's cleanup deletes."""
+PREFIX = f"statemw-bench-web:{RUN}:"
 SECRET = "bench-secret-key"
 SIZES = (0, 100, 1000, 10000)
 KINDS = ("turn", "read", "untouched")
