@@ -851,12 +851,17 @@ class Session(_Saved):
 
     def summary_message(self) -> Message | None:
         """The stored summary as a system message marked `"summary": True`, or None."""
+        summary = self._summary_copy()
+        return None if summary is None else detach([summary])[0]
+
+    def _summary_copy(self) -> Message | None:
+        """summary_message(), a shallow copy (for callers that detach it themselves)."""
         summary = self.summary
         if summary is None:
             return None
         if self._summary_message is None:
             self._summary_message = self.store.codec.decode_summary(self.id, summary)
-        return detach([self._summary_message.copy()])[0]
+        return self._summary_message.copy()
 
     @property
     def total_tokens(self) -> int:
@@ -973,7 +978,7 @@ class Session(_Saved):
         """The system prompt, then the summary (marked as one), then the chosen messages, as
         copies in the asked format (the stored dicts are never handed out)."""
         messages = [i.message.copy() for i in items]  # detached by shape_copies
-        summary = self.summary_message()  # a copy too
+        summary = self._summary_copy()  # so is this
         if summary is not None:
             at = next(
                 (n for n, m in enumerate(messages) if m.get("role") != "system"), len(messages)
