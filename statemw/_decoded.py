@@ -34,7 +34,7 @@ class DecodedMessages(dict[bytes, tuple[Message, int, float, Kind]]):
     def keep(self, data: bytes, message: Message, tokens: int, created_at: float) -> None:
         """Keep a message just decoded from `data`, unless it is large or has nested content
         (lists, dicts), which a copy of the message's dict would share."""
-        if type(data) is not bytes or len(data) > LARGEST:
+        if len(data) > LARGEST:
             return
         for value in message.values():
             if type(value) not in _SCALARS:

@@ -303,7 +303,8 @@ class Codec:
 
     def decode_message(self, session_id: str, data: bytes) -> MessageRecord:
         """A logged message; the hot path of every load, so plain records skip the layers."""
-        found = self._decoded.get(data) if type(data) is bytes else None
+        keep = type(data) is bytes  # what the decoded messages are keyed by
+        found = self._decoded.get(data) if keep else None
         if found is not None:
             return MessageRecord(found[0].copy(), found[1], found[2], found[3])
         try:
@@ -311,12 +312,11 @@ class Codec:
                 message, tokens, created_at = msgpack.unpackb(
                     data[1:], strict_map_key=False, ext_hook=_unext
                 )
-                plain = True
             else:
                 message, tokens, created_at = self.decode(data, session_id=session_id)
-                plain = False
+                keep = False  # never kept decrypted
             if type(message) is dict and type(tokens) is int and type(message.get("role")) is str:
-                if plain:
+                if keep:
                     self._decoded.keep(data, message, tokens, created_at)
                 return MessageRecord(message, tokens, created_at)
             if type(message) is dict and type(tokens) is int:
