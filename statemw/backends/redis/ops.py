@@ -625,8 +625,8 @@ def _plain_load(
     start = max(count - window, header.summary.upto if header.summary else 0, 0)
     newest: list[bytes] = replies[1] if window > 0 else []
     messages = newest[max(len(newest) - (count - start), 0) :] if count > start else []
-    first = 2 if window > 0 else 1
-    flats = replies[first : first + len(parents)]
+    parents_at = 2 if window > 0 else 1  # the parents' headers follow the header and window
+    flats = replies[parents_at : parents_at + len(parents)]
     found = (parse_header(p, flat) for p, flat in zip(parents, flats, strict=True))
     snapshot = Snapshot(header, start, messages, [parent for parent in found if parent])
     wanted = min(header.lead or 0, start)
@@ -635,7 +635,7 @@ def _plain_load(
     if header.user_id is not None:
         uid = user_record_id(header.user_id)
         if header.user_id == user_id:
-            flat = replies[first + len(parents)]
+            flat = replies[parents_at + len(parents)]
         else:
             flat = yield Command(("HGETALL", layout.header(uid)))
         snapshot.user = parse_header(uid, flat)
