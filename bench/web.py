@@ -49,7 +49,7 @@ the checkout to measure:
     /tmp/webbench/bin/python bench/web.py --compare before.json after.json   # cell by cell
     /tmp/webbench/bin/python bench/web.py --replot after.json   # the plot, from a --json file
 
-Redis: 127.0.0.1:6379 db 15, every key under "statemw-bench-web:", deleted afterwards. INFO
+Redis: 127.0.0.1:6379 db 15, every key under "statemw-bench-web:<run id>:", deleted afterwards. INFO
 counters are server-wide: the smallest of five repetitions is reported, so other clients of the
 same server can only inflate them.
 """
