@@ -988,7 +988,6 @@ async def floors_worker(seconds: float) -> None:
 async def api_worker(seconds: float) -> None:
     """statemw's public API: get_history on a loaded session, and a one-key save."""
     from statemw import Store
-    from statemw._decoded import DecodedMessages
 
     store = Store("memory://")
     session = store.create()
@@ -1004,7 +1003,7 @@ async def api_worker(seconds: float) -> None:
         async def run() -> int:
             loaded = store.load(sid)
             if cold:
-                store.codec._decoded = DecodedMessages()
+                store.codec._decoded.clear()
             start = time.perf_counter_ns()
             window = loaded.get_history(**options)
             ns = time.perf_counter_ns() - start

@@ -8,7 +8,7 @@ store with encryption at rest holds no decrypted message longer than a session d
 
 from __future__ import annotations
 
-from statemw.messages import Kind, Message, kind_of
+from statemw.messages import MessageRecord, kind_of
 
 CAPACITY = 4096
 """Records kept per store; past that the memory starts afresh."""
@@ -19,11 +19,12 @@ LARGEST = 4096
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-class DecodedMessages(dict[bytes, tuple[Message, int, float, Kind]]):
-    """Record bytes -> (message, tokens, created_at, kind). Codec.decode_message reads it as a dict
-    (a hit is one lookup) and hands out a copy of the message: a session may change its
-    messages' dicts, and no other session sees that. Lock-free: dict reads and writes are
-    atomic, and a lost entry costs one decode."""
+class DecodedMessages(dict[bytes, MessageRecord]):
+    """Record bytes -> the record decoded from them, shared by every session that reads those
+    bytes: Codec.decode_message reads it as a dict (a hit is one lookup, no copy). Nothing in
+    statemw changes a record's message, and a session copies a shared one before code outside
+    statemw gets it (MessageLog.messages), so no session sees another's change. Lock-free: dict
+    reads and writes are atomic, and a lost entry costs one decode."""
 
     __slots__ = ("capacity",)
 
@@ -31,14 +32,18 @@ class DecodedMessages(dict[bytes, tuple[Message, int, float, Kind]]):
         super().__init__()
         self.capacity = capacity
 
-    def keep(self, data: bytes, message: Message, tokens: int, created_at: float) -> None:
-        """Keep a message just decoded from `data`, unless it is large or has nested content
-        (lists, dicts), which a copy of the message's dict would share."""
+    def keep(self, data: bytes, record: MessageRecord) -> MessageRecord:
+        """The record just decoded from `data`, kept and marked shared with its kind worked
+        out; returned as it is when large or with nested content (lists, dicts: a copy of the
+        message's dict would share them)."""
         if len(data) > LARGEST:
-            return
-        for value in message.values():
+            return record
+        for value in record.message.values():
             if type(value) not in _SCALARS:
-                return
+                return record
         if len(self) >= self.capacity:
             self.clear()
-        self[data] = (message.copy(), tokens, created_at, kind_of(message))
+        record.kind = kind_of(record.message)
+        record.shared = True
+        self[data] = record
+        return record

@@ -241,6 +241,11 @@ class Codec:
         self._decoded = DecodedMessages()  # plain records only (see statemw._decoded)
 
     @property
+    def decoded(self) -> Mapping[bytes, MessageRecord]:
+        """Plain message records decoded before, by their bytes (statemw._decoded)."""
+        return self._decoded
+
+    @property
     def encrypted(self) -> bool:
         return bool(self._aead)
 
@@ -302,11 +307,12 @@ class Codec:
     # -- the records a session is made of --------------------------------------------------------
 
     def decode_message(self, session_id: str, data: bytes) -> MessageRecord:
-        """A logged message; the hot path of every load, so plain records skip the layers."""
+        """A logged message; the hot path of every load, so plain records skip the layers. A
+        record read before in this process comes back shared (statemw._decoded)."""
         keep = type(data) is bytes  # what the decoded messages are keyed by
         found = self._decoded.get(data) if keep else None
         if found is not None:
-            return MessageRecord(found[0].copy(), found[1], found[2], found[3])
+            return found
         try:
             if data[0] == PLAIN:  # msgpack >= 1.0 decodes str as str (raw=False)
                 message, tokens, created_at = msgpack.unpackb(
@@ -316,9 +322,8 @@ class Codec:
                 message, tokens, created_at = self.decode(data, session_id=session_id)
                 keep = False  # never kept decrypted
             if type(message) is dict and type(tokens) is int and type(message.get("role")) is str:
-                if keep:
-                    self._decoded.keep(data, message, tokens, created_at)
-                return MessageRecord(message, tokens, created_at)
+                record = MessageRecord(message, tokens, created_at)
+                return self._decoded.keep(data, record) if keep else record
             if type(message) is dict and type(tokens) is int:
                 raise TypeError("a message without a role")
             raise TypeError("not a message and its token count")

@@ -61,21 +61,26 @@ def to_raw(messages: Sequence[Message]) -> list[Message]:
 
 def to_openai(messages: Sequence[Message]) -> list[Message]:
     """OpenAI chat messages (copies); the summary is a system message named "summary"."""
-    return _openai([dict(message) for message in messages])
-
-
-def _openai(copies: list[Message]) -> list[Message]:
-    """to_openai, in place on shallow copies made for it (detached on the way)."""
     aliases = ROLE_ALIASES
-    for copy in copies:
-        if len(copy) != 2 or type(copy.get("content")) is not str:  # not just a role and a text
-            _detach(copy)
-        role = copy["role"]
-        if role in aliases:
-            copy["role"] = aliases[role]
-        if "summary" in copy and copy.pop("summary") is True:
-            copy["name"] = "summary"
-    return copies
+    return [
+        message.copy()  # the usual message, a role and a text: its copy is its OpenAI form
+        if len(message) == 2
+        and type(message.get("content")) is str
+        and message.get("role") not in aliases
+        else _openai(dict(message))
+        for message in messages
+    ]
+
+
+def _openai(copy: Message) -> Message:
+    """to_openai of one message, in place on a shallow copy made for it (detached)."""
+    _detach(copy)
+    role = copy.get("role")
+    if role in ROLE_ALIASES:
+        copy["role"] = ROLE_ALIASES[role]
+    if "summary" in copy and copy.pop("summary") is True:
+        copy["name"] = "summary"
+    return copy
 
 
 def _blocks(content: Any) -> list[Any]:
@@ -150,15 +155,14 @@ def to_anthropic(messages: Sequence[Message]) -> dict[str, Any]:
 FORMATS = {"openai": to_openai, "anthropic": to_anthropic, "raw": to_raw}
 
 
-def shape_copies(copies: list[Message], format: str) -> Any:
-    """shape() of shallow copies of messages (get_history makes them): the OpenAI and raw
-    shapes use them as they are, instead of copying each message again. Either way the result
-    shares nothing mutable with the messages copied."""
+def shape_held(messages: list[Message], format: str) -> Any:
+    """shape() of messages statemw holds (get_history's): the result shares nothing mutable
+    with them, whichever the format."""
     if format == "openai":
-        return _openai(copies)
+        return to_openai(messages)
     if format == "raw":
-        return detach(copies)
-    return shape(detach(copies), format)
+        return to_raw(messages)
+    return shape(detach([dict(m) for m in messages]), format)
 
 
 def shape(messages: Sequence[Message], format: str) -> Any:

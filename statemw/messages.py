@@ -85,12 +85,15 @@ def kind_of(message: Mapping[str, Any]) -> Kind:
 @dataclass(slots=True)
 class MessageRecord:
     """One logged message with what statemw knows about it. `kind`: what the message is to a
-    context window (statemw.window), worked out on first use and kept."""
+    context window (statemw.window), worked out on first use and kept. `shared`: one record
+    that every session reading the same stored bytes is given (statemw._decoded); nothing
+    changes its message, and a session hands out its own copy (MessageLog.messages)."""
 
     message: Message
     tokens: int
     created_at: float
     kind: Kind | None = field(default=None, compare=False, repr=False)
+    shared: bool = field(default=False, compare=False, repr=False)
 
     def classify(self) -> Kind:
         """This message's kind, worked out once and kept."""
@@ -163,11 +166,13 @@ class MessageLog(Sequence[Message]):
         lead: Sequence[MessageRecord | bytes] = (),
         leading: int = 0,
         reached: Callable[[int], None] | None = None,
+        known: Mapping[bytes, MessageRecord] | None = None,
     ) -> None:
         self.stored = stored  # messages committed as of the last load or save
         self.start = start  # window covers [start, stored); encoded until first read
         self.window = window
         self._decode = decode
+        self._known = known if known is not None else {}  # records decoded before, by bytes
         self._reached = reached  # told how many of the newest stored messages a read reaches
         # the leading system prompt (`leading` messages: loaded with the window, or read when
         # asked for), sent with every window: reading it is no reach back into the log
@@ -218,11 +223,15 @@ class MessageLog(Sequence[Message]):
         return [self._at(i) for i in range(start, stop)]
 
     def _window(self, lo: int, hi: int) -> list[MessageRecord]:
-        """Window items [lo, hi), each decoded on its first read."""
-        window, decode, record = self.window, self._decode, MessageRecord
+        """Window items [lo, hi), each decoded on its first read (a record this process
+        decoded before is one lookup)."""
+        window, decode, known = self.window, self._decode, self._known
         for j in range(lo, hi):
-            if type(window[j]) is not record:  # stored bytes (or what a bad record holds)
-                window[j] = decode(window[j])  # type: ignore[arg-type]
+            item = window[j]
+            if type(item) is bytes:
+                window[j] = known.get(item) or decode(item)
+            elif type(item) is not MessageRecord:  # what a bad record holds: decode says so
+                window[j] = decode(item)  # type: ignore[arg-type]
         return window[lo:hi]  # type: ignore[return-value]
 
     def cache(self, start: int, records: list[MessageRecord]) -> None:
@@ -258,16 +267,33 @@ class MessageLog(Sequence[Message]):
             start, stop, step = index.indices(len(self))
             if step != 1:
                 return [self[i] for i in range(start, stop, step)]
-            return [r.message for r in self.records(start, stop)]
+            return self.messages(start, stop)
         i = index + len(self) if index < 0 else index
         if not 0 <= i < len(self):
             raise IndexError("message index out of range")
-        return self.records(i, i + 1)[0].message
+        return self.messages(i, i + 1)[0]
 
     def __iter__(self) -> Iterator[Message]:
         for start in range(0, len(self), 256):
-            for record in self.records(start, start + 256):
-                yield record.message
+            yield from self.messages(start, start + 256)
+
+    def messages(self, start: int, stop: int) -> list[Message]:
+        """Messages [start, stop) for code outside statemw, which may change them."""
+        return self.handed_out(start, self.records(start, stop))
+
+    def handed_out(self, start: int, records: list[MessageRecord]) -> list[Message]:
+        """The messages of records [start, ...) for code outside statemw: a shared record is
+        first replaced by one of this log's own, so a change made to it stays here."""
+        start = max(start, 0)
+        return [(self._own(start + i, r) if r.shared else r).message for i, r in enumerate(records)]
+
+    def _own(self, i: int, record: MessageRecord) -> MessageRecord:
+        own = MessageRecord(record.message.copy(), record.tokens, record.created_at, record.kind)
+        if i >= self.start:  # loaded with the window (what is appended is never shared)
+            self.window[i - self.start] = own
+        else:
+            self._older[i] = own
+        return own
 
     def __repr__(self) -> str:
         return f"<messages: {len(self)}>"

@@ -32,7 +32,7 @@ from statemw.errors import (
     StateError,
     StoreUnavailable,
 )
-from statemw.formats import detach, shape_copies
+from statemw.formats import shape_held, to_raw
 from statemw.ids import check_child_name
 from statemw.messages import Message, MessageLog, MessageRecord, make_message, tool_result_ids
 from statemw.records import (
@@ -302,6 +302,7 @@ class Session(_Saved):
             lead=list(lead),
             leading=0 if header is None else header.lead or 0,
             reached=store.readahead.saw,
+            known=store.codec.decoded,
         )
         self._inherited = inherited or {}
         self._ancestors: list[tuple[str, DecodedState]] = list(ancestors) if ancestors else []
@@ -816,7 +817,7 @@ class Session(_Saved):
         """Messages [start, stop) read without blocking the event loop."""
         start, stop, _ = slice(start, stop).indices(len(self._log))
         records = await adrive(self._records(start, stop), self.store.abackend)
-        return [r.message for r in records]
+        return self._log.handed_out(start, records)
 
     def _fetch(self, start: int, stop: int) -> list[MessageRecord]:
         """The log's blocking read of messages it has not loaded."""
@@ -851,17 +852,17 @@ class Session(_Saved):
 
     def summary_message(self) -> Message | None:
         """The stored summary as a system message marked `"summary": True`, or None."""
-        summary = self._summary_copy()
-        return None if summary is None else detach([summary])[0]
+        summary = self._summary_held()
+        return None if summary is None else to_raw([summary])[0]
 
-    def _summary_copy(self) -> Message | None:
-        """summary_message(), a shallow copy (for callers that detach it themselves)."""
+    def _summary_held(self) -> Message | None:
+        """summary_message() as this session keeps it (for callers that copy it themselves)."""
         summary = self.summary
         if summary is None:
             return None
         if self._summary_message is None:
             self._summary_message = self.store.codec.decode_summary(self.id, summary)
-        return self._summary_message.copy()
+        return self._summary_message
 
     @property
     def total_tokens(self) -> int:
@@ -977,14 +978,14 @@ class Session(_Saved):
     def _shape(self, items: list[MessageRecord], format: str) -> Any:
         """The system prompt, then the summary (marked as one), then the chosen messages, as
         copies in the asked format (the stored dicts are never handed out)."""
-        messages = [i.message.copy() for i in items]  # detached by shape_copies
-        summary = self._summary_copy()  # so is this
+        messages = [i.message for i in items]
+        summary = self._summary_held()
         if summary is not None:
             at = next(
                 (n for n, m in enumerate(messages) if m.get("role") != "system"), len(messages)
             )
             messages.insert(at, summary)
-        return shape_copies(messages, format)
+        return shape_held(messages, format)
 
     def compact(self, summarize: Callable[[list[Message]], str], *, keep_last: int = 10) -> bool:
         """Summarize all but the last `keep_last` messages: summarize(messages) -> str is

@@ -1,4 +1,5 @@
-"""Decoded message records kept by their bytes: read once per process, handed out as copies."""
+"""Decoded message records kept by their bytes: read once per process, shared by the sessions
+that read them, and copied before code outside statemw gets one."""
 
 from __future__ import annotations
 
@@ -41,20 +42,22 @@ def test_a_record_read_again_is_not_decoded_again(unpacks: list[bytes]) -> None:
     assert len(unpacks) == 1
 
 
-def test_each_read_hands_out_its_own_message(unpacks: list[bytes]) -> None:
+def test_a_record_read_again_is_the_same_shared_record() -> None:
     codec = Codec()
     data = encoded({"role": "user", "content": "hi"})
-    codec.decode_message("s", data).message["content"] = "changed by one request"
-    codec.decode_message("s", data).message["role"] = "changed by another"
-    assert codec.decode_message("s", data).message == {"role": "user", "content": "hi"}
+    first = codec.decode_message("s", data)
+    assert codec.decode_message("s", bytes(data)) is first
+    assert first.shared
 
 
 def test_a_message_with_nested_content_is_decoded_each_time(unpacks: list[bytes]) -> None:
     codec = Codec()
     data = encoded({"role": "user", "content": [{"type": "text", "text": "hi"}]})
-    codec.decode_message("s", data).message["content"][0]["text"] = "changed"
+    first = codec.decode_message("s", data)
+    first.message["content"][0]["text"] = "changed"
     assert codec.decode_message("s", data).message["content"][0]["text"] == "hi"
     assert len(unpacks) == 2
+    assert not first.shared
 
 
 def test_a_large_record_is_decoded_each_time(unpacks: list[bytes]) -> None:
@@ -76,9 +79,9 @@ def test_encrypted_records_are_not_kept_decrypted(unpacks: list[bytes]) -> None:
 def test_a_full_memory_starts_afresh() -> None:
     decoded = DecodedMessages(capacity=2)
     for i in range(3):
-        decoded.keep(b"%d" % i, {"role": "user", "content": str(i)}, 1, 0.0)
+        decoded.keep(b"%d" % i, MessageRecord({"role": "user", "content": str(i)}, 1, 0.0))
     assert b"0" not in decoded
-    assert decoded[b"2"][:3] == ({"role": "user", "content": "2"}, 1, 0.0)
+    assert decoded[b"2"] == MessageRecord({"role": "user", "content": "2"}, 1, 0.0)
 
 
 def test_a_message_read_again_comes_with_its_kind_worked_out() -> None:
@@ -90,14 +93,47 @@ def test_a_message_read_again_comes_with_its_kind_worked_out() -> None:
     assert kind.system
 
 
-def test_a_changed_message_in_one_session_is_not_what_the_next_load_sees() -> None:
+def saved(*messages: dict[str, Any]) -> tuple[Store, str]:
     store = Store("memory://")
     session = store.create()
-    session.add_message("user", "to Berlin")
+    for message in messages:
+        session.add_message(message)
     session.save()
-    store.load(session.id).messages[0]["content"] = "to Munich"
-    assert store.load(session.id).get_history() == [{"role": "user", "content": "to Berlin"}]
-    store.close()
+    return store, session.id
+
+
+def test_a_changed_message_in_one_session_is_not_what_the_next_load_sees() -> None:
+    store, sid = saved({"role": "user", "content": "to Berlin"})
+    store.load(sid).messages[0]["content"] = "to Munich"
+    assert store.load(sid).get_history() == [{"role": "user", "content": "to Berlin"}]
+
+
+def test_a_changed_message_stays_changed_in_its_own_session() -> None:
+    store, sid = saved({"role": "user", "content": "to Berlin"})
+    session = store.load(sid)
+    session.messages[0]["content"] = "to Munich"
+    assert session.messages[0]["content"] == "to Munich"
+    assert session.get_history() == [{"role": "user", "content": "to Munich"}]
+
+
+def test_a_session_hands_out_the_same_message_each_time() -> None:
+    store, sid = saved({"role": "user", "content": "hi"})
+    session = store.load(sid)
+    assert session.messages[0] is session.messages[0]
+
+
+def test_messages_iterated_are_the_sessions_own() -> None:
+    store, sid = saved({"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"})
+    for message in store.load(sid).messages:
+        message["content"] = "changed"
+    assert [m["content"] for m in store.load(sid).messages] == ["hi", "yo"]
+
+
+@pytest.mark.anyio
+async def test_fetched_messages_are_the_sessions_own() -> None:
+    store, sid = saved({"role": "user", "content": "hi"})
+    (await store.load(sid).fetch_messages())[0]["content"] = "changed"
+    assert store.load(sid).messages[0]["content"] == "hi"
 
 
 scalar = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20)
@@ -117,12 +153,11 @@ def scramble(obj: Any) -> None:
 
 
 @given(st.dictionaries(st.text(max_size=8), value, max_size=4))
-def test_any_message_read_twice_is_equal_and_shares_nothing(fields: dict[str, Any]) -> None:
-    codec = Codec()
-    data = encoded({**fields, "role": "user"})
-    expected = msgpack.unpackb(data[1:], strict_map_key=False)[0]
-    first = codec.decode_message("s", data)
-    second = codec.decode_message("s", data)
-    assert first == second
-    scramble(first.message)
-    assert codec.decode_message("s", data).message == second.message == expected
+def test_any_message_changed_in_one_session_is_intact_in_the_next(fields: dict[str, Any]) -> None:
+    message = {**fields, "role": "user"}
+    store, sid = saved(message)
+    first, second = store.load(sid), store.load(sid)
+    assert first.messages[0] == second.messages[0] == message
+    scramble(first.messages[0])
+    assert second.messages[0] == store.load(sid).messages[0] == message
+    assert store.load(sid).get_history(format="raw") == [message]
