@@ -11,7 +11,9 @@ from __future__ import annotations
 from statemw.messages import MessageRecord, kind_of
 
 CAPACITY = 4096
-"""Records kept per store; past that the memory starts afresh."""
+"""Records kept per store in each of two generations: when the newest is full it becomes the
+older one, and the older one is forgotten. A record read from the older one moves to the newest,
+so what is still read survives; a store holds at most twice this many."""
 
 LARGEST = 4096
 """Bytes: a larger record is decoded each time it is read."""
@@ -21,16 +23,25 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 class DecodedMessages(dict[bytes, MessageRecord]):
     """Record bytes -> the record decoded from them, shared by every session that reads those
-    bytes: Codec.decode_message reads it as a dict (a hit is one lookup, no copy). Nothing in
-    statemw changes a record's message, and a session copies a shared one before code outside
-    statemw gets it (MessageLog.messages), so no session sees another's change. Lock-free: dict
-    reads and writes are atomic, and a lost entry costs one decode."""
+    bytes: Codec.decode_message reads it as a dict (a hit is one lookup, no copy), and the older
+    generation (`recall`) after a miss. Nothing in statemw changes a record's message, and a
+    session copies a shared one before code outside statemw gets it (MessageLog.messages), so no
+    session sees another's change. Lock-free: dict reads and writes are atomic, and a lost entry
+    costs one decode."""
 
-    __slots__ = ("capacity",)
+    __slots__ = ("capacity", "older")
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         super().__init__()
         self.capacity = capacity
+        self.older: dict[bytes, MessageRecord] = {}
+
+    def recall(self, data: bytes) -> MessageRecord | None:
+        """The record for `data` from the older generation, moved to the newest, or None."""
+        record = self.older.get(data)
+        if record is not None:
+            self._add(data, record)
+        return record
 
     def keep(self, data: bytes, record: MessageRecord) -> MessageRecord:
         """The record just decoded from `data`, kept and marked shared with its kind worked
@@ -41,9 +52,13 @@ class DecodedMessages(dict[bytes, MessageRecord]):
         for value in record.message.values():
             if type(value) not in _SCALARS:
                 return record
-        if len(self) >= self.capacity:
-            self.clear()
         record.kind = kind_of(record.message)
         record.shared = True
-        self[data] = record
+        self._add(data, record)
         return record
+
+    def _add(self, data: bytes, record: MessageRecord) -> None:
+        if len(self) >= self.capacity:  # the newest generation becomes the older one
+            self.older = dict(self)
+            self.clear()
+        self[data] = record

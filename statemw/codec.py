@@ -310,9 +310,10 @@ class Codec:
         """A logged message; the hot path of every load, so plain records skip the layers. A
         record read before in this process comes back shared (statemw._decoded)."""
         keep = type(data) is bytes  # what the decoded messages are keyed by
-        found = self._decoded.get(data) if keep else None
-        if found is not None:
-            return found
+        if keep:
+            found = self._decoded.get(data) or self._decoded.recall(data)
+            if found is not None:
+                return found
         try:
             if data[0] == PLAIN:  # msgpack >= 1.0 decodes str as str (raw=False)
                 message, tokens, created_at = msgpack.unpackb(

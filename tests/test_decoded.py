@@ -76,12 +76,35 @@ def test_encrypted_records_are_not_kept_decrypted(unpacks: list[bytes]) -> None:
     assert len(unpacks) == 2
 
 
-def test_a_full_memory_starts_afresh() -> None:
+def kept(decoded: DecodedMessages, *names: bytes) -> None:
+    for name in names:
+        decoded.keep(name, MessageRecord({"role": "user", "content": name.decode()}, 1, 0.0))
+
+
+def test_a_full_memory_starts_a_new_generation() -> None:
     decoded = DecodedMessages(capacity=2)
-    for i in range(3):
-        decoded.keep(b"%d" % i, MessageRecord({"role": "user", "content": str(i)}, 1, 0.0))
-    assert b"0" not in decoded
-    assert decoded[b"2"] == MessageRecord({"role": "user", "content": "2"}, 1, 0.0)
+    kept(decoded, b"0", b"1", b"2")
+    assert list(decoded) == [b"2"]
+    assert decoded.recall(b"0") == MessageRecord({"role": "user", "content": "0"}, 1, 0.0)
+
+
+def test_a_record_recalled_from_the_older_generation_survives_the_next() -> None:
+    decoded = DecodedMessages(capacity=2)
+    kept(decoded, b"0", b"1", b"2")
+    decoded.recall(b"0")
+    kept(decoded, b"3", b"4")
+    assert decoded.recall(b"0") is not None
+    assert decoded.recall(b"1") is None
+
+
+def test_a_record_in_the_older_generation_is_not_decoded_again(unpacks: list[bytes]) -> None:
+    codec = Codec()
+    codec._decoded = DecodedMessages(capacity=1)
+    first, second = (encoded({"role": "user", "content": text}) for text in ("hi", "yo"))
+    codec.decode_message("s", first)
+    codec.decode_message("s", second)
+    assert codec.decode_message("s", first).shared
+    assert len(unpacks) == 2
 
 
 def test_a_message_read_again_comes_with_its_kind_worked_out() -> None:
