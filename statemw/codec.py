@@ -151,17 +151,23 @@ def _datetime_text(value: datetime) -> str:
 
 
 def _datetime_of(text: str) -> datetime:
-    """_datetime_text's datetime: the same instant, back in its named zone (so the wall time
-    and `fold` of an hour a clock change repeats come back too); where the zone is unknown
-    here, at its stored offset."""
+    """_datetime_text's datetime: its wall time back in its named zone, with the `fold` whose
+    offset was stored (so an hour a clock change repeats, or one it skips, comes back as it
+    was); the same instant in that zone if its rules have changed since; where the zone is
+    unknown here, at its stored offset."""
     instant, _, zone = text.partition("[")
     value = datetime.fromisoformat(instant)
-    if zone:
-        try:
-            return value.astimezone(ZoneInfo(zone.rstrip("]")))
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
-    return value
+    if not zone:
+        return value
+    try:
+        named = ZoneInfo(zone.rstrip("]"))
+    except (ZoneInfoNotFoundError, ValueError):
+        return value
+    for fold in (0, 1):
+        local = value.replace(tzinfo=named, fold=fold)
+        if local.utcoffset() == value.utcoffset():
+            return local
+    return value.astimezone(named)
 
 
 def _unext(code: int, data: bytes) -> Any:

@@ -221,6 +221,15 @@ def test_a_datetime_in_a_named_zone_comes_back_in_that_zone_even_in_a_repeated_h
         assert (back, back.tzinfo, back.fold) == (value, halifax, fold)
 
 
+def test_a_datetime_in_an_hour_a_clock_change_skips_comes_back_as_it_was() -> None:
+    codec = Codec()
+    new_york = ZoneInfo("America/New_York")
+    for fold in (0, 1):  # 2:30 never happens the night clocks go forward
+        value = datetime(2024, 3, 10, 2, 30, tzinfo=new_york, fold=fold)
+        back = codec.decode(codec.encode(value, what="v"), session_id="s")
+        assert (back, back.utcoffset(), back.fold) == (value, value.utcoffset(), fold)
+
+
 def test_a_datetime_whose_zone_is_unknown_here_keeps_its_offset() -> None:
     stored = msgpack.ExtType(2, b"2024-01-01T12:00:00+01:00[No/Such_Zone]")  # codec's datetime
     back = Codec().decode(b"\x01" + msgpack.packb(stored), session_id="s")
