@@ -212,22 +212,27 @@ def test_flasks_tagged_types_round_trip_with_their_type(value: Any) -> None:
     assert type(back) is type(value)
 
 
-def test_a_datetime_in_a_named_zone_comes_back_in_that_zone_even_in_a_repeated_hour() -> None:
+@pytest.mark.parametrize(
+    "wall",
+    [
+        datetime(2024, 11, 3, 1, 30, tzinfo=ZoneInfo("America/Halifax")),  # happens twice
+        datetime(2024, 3, 10, 2, 30, tzinfo=ZoneInfo("America/New_York")),  # never happens
+    ],
+    ids=["repeated hour", "skipped hour"],
+)
+@pytest.mark.parametrize("fold", [0, 1])
+def test_a_datetime_in_a_named_zone_comes_back_as_it_was_across_a_clock_change(
+    wall: datetime, fold: int
+) -> None:
     codec = Codec()
-    halifax = ZoneInfo("America/Halifax")
-    for fold in (0, 1):  # 1:30 happens twice the night clocks go back
-        value = datetime(2024, 11, 3, 1, 30, tzinfo=halifax, fold=fold)
-        back = codec.decode(codec.encode(value, what="v"), session_id="s")
-        assert (back, back.tzinfo, back.fold) == (value, halifax, fold)
-
-
-def test_a_datetime_in_an_hour_a_clock_change_skips_comes_back_as_it_was() -> None:
-    codec = Codec()
-    new_york = ZoneInfo("America/New_York")
-    for fold in (0, 1):  # 2:30 never happens the night clocks go forward
-        value = datetime(2024, 3, 10, 2, 30, tzinfo=new_york, fold=fold)
-        back = codec.decode(codec.encode(value, what="v"), session_id="s")
-        assert (back, back.utcoffset(), back.fold) == (value, value.utcoffset(), fold)
+    value = wall.replace(fold=fold)
+    back = codec.decode(codec.encode(value, what="v"), session_id="s")
+    assert (back, back.tzinfo, back.fold, back.utcoffset()) == (
+        value,
+        value.tzinfo,
+        fold,
+        value.utcoffset(),
+    )
 
 
 def test_a_datetime_whose_zone_is_unknown_here_keeps_its_offset() -> None:
