@@ -139,6 +139,10 @@ class SessionHeader:
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
 
+    def window_start(self, window: int) -> int:
+        """Where a load of the newest `window` messages starts: never before the summary's end."""
+        return max(self.message_count - window, self.summary.upto if self.summary else 0, 0)
+
     def live_state(self, now: float) -> dict[str, Entry]:
         return {k: e for k, e in self.state.items() if e.live(now)}
 

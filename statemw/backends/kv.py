@@ -290,7 +290,7 @@ class KVBackend:
         if header is None:
             return None
         count = header.message_count
-        start = max(count - window, header.summary.upto if header.summary else 0, 0)
+        start = header.window_start(window)
         lead = min(header.lead or 0, start)
         if lead and start // CHUNK == 0:  # one chunk holds both: read it once
             messages = self._messages(session_id, 0, count)

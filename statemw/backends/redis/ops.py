@@ -569,10 +569,9 @@ def _scripted_load(
     header = parse_header(session_id, reply[0])
     if header is None:
         return None
-    parent_headers = [
-        h for h in (parse_header(p, h) for p, h in zip(parents, reply[3], strict=True)) if h
-    ]
-    snapshot = Snapshot(header, int(reply[1]), list(reply[2]), parent_headers, None, list(reply[5]))
+    snapshot = Snapshot(
+        header, int(reply[1]), list(reply[2]), _parents(parents, reply[3]), None, list(reply[5])
+    )
     if header.user_id is None:
         return snapshot
     uid = user_record_id(header.user_id)
@@ -595,6 +594,12 @@ def _scripted_load(
         return None
     snapshot.user = parse_header(uid, flat)
     return snapshot
+
+
+def _parents(parents: list[str], flats: Sequence[Any]) -> list[SessionHeader]:
+    """The headers of the parents that exist, from their HGETALL replies (nearest first)."""
+    found = (parse_header(p, flat) for p, flat in zip(parents, flats, strict=True))
+    return [header for header in found if header]
 
 
 def _plain_load(
@@ -622,13 +627,12 @@ def _plain_load(
     if header is None:
         return None
     count = header.message_count
-    start = max(count - window, header.summary.upto if header.summary else 0, 0)
+    start = header.window_start(window)
     newest: list[bytes] = replies[1] if window > 0 else []
     messages = newest[max(len(newest) - (count - start), 0) :] if count > start else []
     parents_at = 2 if window > 0 else 1  # the parents' headers follow the header and window
     flats = replies[parents_at : parents_at + len(parents)]
-    found = (parse_header(p, flat) for p, flat in zip(parents, flats, strict=True))
-    snapshot = Snapshot(header, start, messages, [parent for parent in found if parent])
+    snapshot = Snapshot(header, start, messages, _parents(parents, flats))
     wanted = min(header.lead or 0, start)
     if wanted and wanted <= lead:
         snapshot.lead = replies[-1][:wanted]
