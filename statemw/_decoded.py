@@ -45,12 +45,13 @@ class DecodedMessages(dict[bytes, MessageRecord]):
 
     def keep(self, data: bytes, record: MessageRecord) -> MessageRecord:
         """The record just decoded from `data`, kept and marked shared with its kind worked
-        out; returned as it is when large or with nested content (lists, dicts: a copy of the
-        message's dict would share them)."""
+        out; returned as it is when large, with nested content (lists, dicts: a copy of the
+        message's dict would share them) or with a key that is not a plain str (one a save
+        encodes and keeps at once, Codec.keep_encoded, would not decode as it is)."""
         if len(data) > LARGEST:
             return record
-        for value in record.message.values():
-            if type(value) not in _SCALARS:
+        for key, value in record.message.items():
+            if type(value) not in _SCALARS or type(key) is not str:
                 return record
         record.kind = kind_of(record.message)
         record.shared = True

@@ -339,6 +339,15 @@ class Codec:
         except Exception as exc:
             raise CorruptRecord(session_id, f"bad message record ({exc})") from exc
 
+    def keep_encoded(self, encoded: Sequence[bytes], records: Sequence[MessageRecord]) -> None:
+        """Messages just encoded for a save: kept decoded, as copies of `records` made now (a
+        session's own records may change later), so the next load of them needs no decode.
+        Keyed by content, an entry is right whether or not the save then lands."""
+        for data, record in zip(encoded, records, strict=True):
+            if data[0] == PLAIN:  # never kept decrypted
+                copy = MessageRecord(record.message.copy(), record.tokens, record.created_at)
+                self._decoded.keep(data, copy)
+
     def decode_summary(self, session_id: str, summary: Summary) -> Message:
         message = self.decode(summary.value, session_id=session_id)
         if not isinstance(message, dict):

@@ -549,6 +549,7 @@ class Session(_Saved):
             encode = self.store.codec.encode
             what = self._message_name
             delta.append = [encode(r.to_wire(), what=what) for r in appended]
+            self.store.codec.keep_encoded(delta.append, appended)
             delta.append_tokens = sum([r.tokens for r in appended])
             delta.lead_appended = next(
                 (i for i, r in enumerate(appended) if r.message.get("role") != "system"),

@@ -3,16 +3,18 @@ that read them, and copied before code outside statemw gets one."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from msgpack import unpackb  # as it is, before the `unpacks` fixture counts its calls
 
 from statemw import Store, generate_key
 from statemw._decoded import LARGEST, DecodedMessages
-from statemw.codec import Codec
+from statemw.codec import Codec, _unext
 from statemw.messages import MessageRecord
 
 
@@ -157,6 +159,57 @@ async def test_fetched_messages_are_the_sessions_own() -> None:
     store, sid = saved({"role": "user", "content": "hi"})
     (await store.load(sid).fetch_messages())[0]["content"] = "changed"
     assert store.load(sid).messages[0]["content"] == "hi"
+
+
+def message_decodes(unpacks: list[bytes]) -> int:
+    """How many of the unpacks were of a message record (not a header or a chunk)."""
+    records = [unpackb(d, strict_map_key=False, ext_hook=_unext) for d in unpacks]
+    return sum(type(r) is list and len(r) == 3 and type(r[0]) is dict for r in records)
+
+
+def test_a_message_just_saved_is_not_decoded_by_the_next_load(unpacks: list[bytes]) -> None:
+    store, sid = saved({"role": "user", "content": "to Berlin"})
+    unpacks.clear()
+    assert store.load(sid).get_history() == [{"role": "user", "content": "to Berlin"}]
+    assert message_decodes(unpacks) == 0
+
+
+def test_a_message_changed_after_its_save_is_not_what_the_next_load_sees() -> None:
+    store = Store("memory://")
+    session = store.create()
+    session.add_message("user", "to Berlin")
+    session.save()
+    session.messages[0]["content"] = "to Munich"
+    assert store.load(session.id).get_history() == [{"role": "user", "content": "to Berlin"}]
+
+
+def test_a_message_changed_before_its_save_is_saved_changed() -> None:
+    store = Store("memory://")
+    session = store.create()
+    session.add_message("user", "to Berlin")
+    session.messages[0]["content"] = "to Munich"
+    session.save()
+    assert store.load(session.id).get_history() == [{"role": "user", "content": "to Munich"}]
+
+
+def test_a_message_with_a_key_of_a_str_subclass_loads_as_stored() -> None:
+    class Field(StrEnum):
+        NAME = "name"
+
+    store, sid = saved({"role": "user", "content": "hi", Field.NAME: "Ada"})
+    (message,) = store.load(sid).get_history()
+    assert message == {"role": "user", "content": "hi", "name": "Ada"}
+    assert {type(key) for key in message} == {str}
+
+
+def test_a_message_saved_encrypted_is_decoded_by_the_next_load(unpacks: list[bytes]) -> None:
+    store = Store("memory://", encryption_key=generate_key())
+    session = store.create()
+    session.add_message("user", "secret")
+    session.save()
+    unpacks.clear()
+    store.load(session.id).get_history()
+    assert message_decodes(unpacks) == 1
 
 
 scalar = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20)

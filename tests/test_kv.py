@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from typing import Any, cast
+
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statemw.backends.kv import appended
-from statemw.codec import pack
+from statemw import Store
+from statemw.backends.kv import KVBackend, UnpackedChunks, appended
+from statemw.codec import pack, unpack
 
 records = st.lists(st.binary(max_size=300), max_size=40)
 
@@ -36,3 +40,74 @@ def test_bytes_that_are_not_an_array_are_not_appended_to() -> None:
     assert appended(pack({"not": "a list"}), 1, [b"x"]) is None
     assert appended(b"", 0, [b"x"]) is None
     assert appended(b"\xdc\x00", 0, [b"x"]) is None  # a cut-off length
+
+
+# -- message chunks kept unpacked (UnpackedChunks) ---------------------------------------------
+
+
+def test_a_chunk_read_again_hands_out_the_same_record_bytes() -> None:
+    store, sid = conversation(5)
+    backend = cast(KVBackend, store.backend)
+    first, again = backend.read_messages(sid, 0, 5), backend.read_messages(sid, 0, 5)
+    assert first == again
+    assert all(a is b for a, b in zip(first, again, strict=True))
+
+
+def test_the_chunk_a_save_grew_is_read_without_unpacking_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, sid = conversation(5)
+    store.load(sid).get_history()  # the chunk as stored now is read once
+    session = store.load(sid)
+    session.add_message("user", "one more")
+    session.save()
+    chunks: list[bytes] = []
+
+    def counting(data: bytes) -> Any:
+        chunks.append(data)
+        return unpack(data)
+
+    monkeypatch.setattr("statemw.backends.kv.unpack", counting)
+    assert len(cast(KVBackend, store.backend).read_messages(sid, 0, 6)) == 6
+    assert chunks == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 70), min_size=1, max_size=6))
+def test_saves_of_any_size_read_back_the_same_with_or_without_kept_chunks(
+    batches: list[int],
+) -> None:
+    store = Store("memory://")
+    session = store.create()
+    sent: list[str] = []
+    for size in batches:
+        for _ in range(size):
+            sent.append(f"message {len(sent)}")
+            session.add_message("user", sent[-1])
+        session.save()
+        backend = cast(KVBackend, store.backend)
+        fresh = KVBackend(backend.kv)  # the same data, nothing kept unpacked
+        kept = backend.read_messages(session.id, 0, len(sent))
+        assert kept == fresh.read_messages(session.id, 0, len(sent))
+        assert [m["content"] for m in store.load(session.id).messages] == sent
+
+
+def test_chunks_kept_unpacked_start_afresh_past_their_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("statemw.backends.kv.UNPACKED_BYTES", 100)
+    chunks = UnpackedChunks()
+    chunks.keep(b"a" * 60, [b"a"])
+    chunks.keep(b"b" * 30, [b"b"])
+    chunks.keep(b"c" * 20, [b"c"])
+    assert list(chunks) == [b"c" * 20]
+    assert chunks.held == 20
+
+
+def conversation(count: int) -> tuple[Store, str]:
+    store = Store("memory://")
+    session = store.create()
+    for i in range(count):
+        session.add_message("user", f"message {i}")
+    session.save()
+    return store, session.id

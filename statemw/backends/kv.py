@@ -67,6 +67,8 @@ SWEEP_PAUSE = 1.0
 """Seconds (store clock) a process waits to look again after a sweep that found little due."""
 SCRUB_PAUSE = 60.0
 """Seconds between scrubs (diskcache: WAL truncation) after automatic reclamation."""
+UNPACKED_BYTES = 4 << 20
+"""Bytes of message chunks kept unpacked (see UnpackedChunks)."""
 
 
 def bucket_of(key: str, buckets: int) -> int:
@@ -97,6 +99,29 @@ def appended(chunk: bytes, count: int, records: list[bytes]) -> bytes | None:
     else:
         head = b"\xdd" + total.to_bytes(4, "big")
     return b"".join((head, chunk[body:], *map(pack, records)))
+
+
+class UnpackedChunks(dict[bytes, list[bytes]]):
+    """Message chunks as read, by their bytes: chunk -> its records' bytes.
+
+    Every turn reads the same chunk (the conversation's newest); kept, a read costs a lookup
+    instead of an unpack, and hands out the same record bytes objects each time, whose hashes
+    Python keeps, so the decoded-messages lookup (statemw._decoded) does not hash them again.
+    Keyed by content, an entry cannot go stale. Starts afresh past UNPACKED_BYTES of chunks.
+    Lock-free: dict reads and writes are atomic, and a lost entry costs one unpack."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = 0
+
+    def keep(self, chunk: bytes, records: list[bytes]) -> None:
+        if self.held + len(chunk) > UNPACKED_BYTES:
+            self.clear()
+            self.held = 0
+        self[chunk] = records
+        self.held += len(chunk)
 
 
 class KV(Protocol):
@@ -135,6 +160,7 @@ class KVBackend:
         self._subscribers_lock = threading.Lock()
         self._next_sweep = float("-inf")
         self._next_scrub = float("-inf")
+        self._unpacked = UnpackedChunks()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -221,6 +247,16 @@ class KVBackend:
         data = self.kv.get(f"{kind}:{session_id}:{n}")
         if data is None:
             return [] if kind == "m" else {}
+        if kind == "m":
+            records = self._unpacked.get(data)
+            if records is None:
+                records = self._parse_chunk(session_id, kind, n, data)
+                self._unpacked.keep(data, records)
+            return records
+        return self._parse_chunk(session_id, kind, n, data)
+
+    @staticmethod
+    def _parse_chunk(session_id: str, kind: str, n: int, data: bytes) -> Any:
         try:
             chunk = unpack(data)
         except Exception as exc:
@@ -386,15 +422,21 @@ class KVBackend:
         return Committed.of(header)
 
     def _append(self, sid: str, position: int, messages: list[bytes]) -> None:
+        """Each touched chunk rewritten once; the grown chunk is kept unpacked (the next load
+        reads it), when what it held before is known."""
         while messages:
             n, offset = divmod(position, CHUNK)
             take = messages[: CHUNK - offset]
             key = f"m:{sid}:{n}"
             data = self.kv.get(key) if offset else None
-            grown = None if data is None else appended(data, offset, take)
-            if grown is None:  # a new chunk, or one holding more than the header counts
-                chunk: list[bytes] = self._chunk(sid, "m", n)[:offset] if offset else []
-                grown = pack(chunk + take)
+            before: list[bytes] | None
+            if data is not None and (grown := appended(data, offset, take)) is not None:
+                before = self._unpacked.get(data)
+            else:  # a new chunk, or one holding more than the header counts
+                before = self._chunk(sid, "m", n)[:offset] if offset else []
+                grown = pack(before + take)
+            if before is not None and len(before) == offset:
+                self._unpacked.keep(grown, before + take)
             self.kv.set(key, grown)
             position += len(take)
             messages = messages[len(take) :]
