@@ -345,8 +345,7 @@ class Codec:
         Keyed by content, an entry is right whether or not the save then lands."""
         for data, record in zip(encoded, records, strict=True):
             if data[0] == PLAIN:  # never kept decrypted
-                copy = MessageRecord(record.message.copy(), record.tokens, record.created_at)
-                self._decoded.keep(data, copy)
+                self._decoded.keep(data, record.own_copy())
 
     def decode_summary(self, session_id: str, summary: Summary) -> Message:
         message = self.decode(summary.value, session_id=session_id)

@@ -162,7 +162,7 @@ def shape_held(messages: list[Message], format: str) -> Any:
         return to_openai(messages)
     if format == "raw":
         return to_raw(messages)
-    return shape(detach([dict(m) for m in messages]), format)
+    return shape(to_raw(messages), format)
 
 
 def shape(messages: Sequence[Message], format: str) -> Any:

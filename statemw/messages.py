@@ -100,6 +100,11 @@ class MessageRecord:
         self.kind = kind_of(self.message)
         return self.kind
 
+    def own_copy(self) -> MessageRecord:
+        """The same record over a copy of its message's dict (a shared record's copy, not
+        shared itself)."""
+        return MessageRecord(self.message.copy(), self.tokens, self.created_at, self.kind)
+
     def to_wire(self) -> list[Any]:
         return [self.message, self.tokens, self.created_at]
 
@@ -288,7 +293,7 @@ class MessageLog(Sequence[Message]):
         return [(self._own(start + i, r) if r.shared else r).message for i, r in enumerate(records)]
 
     def _own(self, i: int, record: MessageRecord) -> MessageRecord:
-        own = MessageRecord(record.message.copy(), record.tokens, record.created_at, record.kind)
+        own = record.own_copy()
         if i >= self.start:  # loaded with the window (what is appended is never shared)
             self.window[i - self.start] = own
         else:
