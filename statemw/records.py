@@ -143,6 +143,25 @@ class SessionHeader:
         """Where a load of the newest `window` messages starts: never before the summary's end."""
         return max(self.message_count - window, self.summary.upto if self.summary else 0, 0)
 
+    def copy(self) -> SessionHeader:
+        """A header to change without changing this one (entries and summaries are replaced,
+        never changed in place, so they are shared)."""
+        return SessionHeader(
+            self.session_id,
+            self.user_id,
+            self.created_at,
+            self.updated_at,
+            self.expires_at,
+            self.revision,
+            self.message_count,
+            self.token_total,
+            self.summary,
+            list(self.children),
+            dict(self.state),
+            self.lead,
+            self.state_buckets,
+        )
+
     def live_state(self, now: float) -> dict[str, Entry]:
         return {k: e for k, e in self.state.items() if e.live(now)}
 

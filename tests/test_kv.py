@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemw import Store
-from statemw.backends.kv import KVBackend, UnpackedChunks, appended
-from statemw.codec import pack, unpack
+from statemw.backends.kv import KeptByContent, KVBackend, appended
+from statemw.codec import decode_header, pack, unpack
 
 records = st.lists(st.binary(max_size=300), max_size=40)
 
@@ -42,7 +42,7 @@ def test_bytes_that_are_not_an_array_are_not_appended_to() -> None:
     assert appended(b"\xdc\x00", 0, [b"x"]) is None  # a cut-off length
 
 
-# -- message chunks kept unpacked (UnpackedChunks) ---------------------------------------------
+# -- message chunks kept unpacked, headers kept decoded (KeptByContent) -----------------------
 
 
 def test_a_chunk_read_again_hands_out_the_same_record_bytes() -> None:
@@ -92,16 +92,70 @@ def test_saves_of_any_size_read_back_the_same_with_or_without_kept_chunks(
         assert [m["content"] for m in store.load(session.id).messages] == sent
 
 
-def test_chunks_kept_unpacked_start_afresh_past_their_budget(
+def test_what_is_kept_by_content_starts_afresh_past_its_budget() -> None:
+    kept: KeptByContent[str] = KeptByContent(100)
+    kept.keep(b"a" * 60, "a")
+    kept.keep(b"b" * 30, "b")
+    kept.keep(b"c" * 20, "c")
+    assert list(kept) == [b"c" * 20]
+    assert kept.held == 20
+
+
+def test_the_header_a_save_wrote_is_read_without_decoding_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("statemw.backends.kv.UNPACKED_BYTES", 100)
-    chunks = UnpackedChunks()
-    chunks.keep(b"a" * 60, [b"a"])
-    chunks.keep(b"b" * 30, [b"b"])
-    chunks.keep(b"c" * 20, [b"c"])
-    assert list(chunks) == [b"c" * 20]
-    assert chunks.held == 20
+    store, sid = conversation(3)
+    session = store.load(sid)
+    session["city"] = "Berlin"
+    session.save()
+    decoded: list[bytes] = []
+
+    def counting(data: bytes, *, session_id: str) -> list[Any]:
+        decoded.append(data)
+        return decode_header(data, session_id=session_id)
+
+    monkeypatch.setattr("statemw.backends.kv.decode_header", counting)
+    loaded = store.load(sid)
+    assert (loaded["city"], len(loaded.messages)) == ("Berlin", 3)
+    assert decoded == []
+
+
+def test_a_header_read_again_is_a_copy_a_commit_may_change() -> None:
+    store, sid = conversation(2)
+    backend = cast(KVBackend, store.backend)
+    first = backend.read_header(sid, store.clock())
+    assert first is not None
+    first.state.clear()
+    first.children.append("stray")
+    first.message_count = 99
+    again = backend.read_header(sid, store.clock())
+    assert again is not None
+    assert (again.message_count, again.children) == (2, [])
+    assert again == KVBackend(backend.kv).read_header(sid, store.clock())
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 3)), min_size=1, max_size=8))
+def test_saves_read_back_the_same_headers_with_or_without_kept_ones(
+    writes: list[tuple[str, int]],
+) -> None:
+    store = Store("memory://")
+    session = store.create()
+    session["first"] = 0
+    session.save()
+    backend = cast(KVBackend, store.backend)
+    for key, value in writes:
+        session = store.load(session.id)
+        if value:
+            session[key] = value
+        else:
+            session.pop(key, None)
+        session.add_message("user", f"{key}={value}")
+        session.save()
+        now = store.clock()
+        assert backend.read_header(session.id, now) == KVBackend(backend.kv).read_header(
+            session.id, now
+        )
 
 
 def conversation(count: int) -> tuple[Store, str]:

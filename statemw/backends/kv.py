@@ -55,6 +55,7 @@ from statemw.records import (
 )
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 CHUNK = 64
 INLINE_KEYS = 64
@@ -68,7 +69,9 @@ SWEEP_PAUSE = 1.0
 SCRUB_PAUSE = 60.0
 """Seconds between scrubs (diskcache: WAL truncation) after automatic reclamation."""
 UNPACKED_BYTES = 4 << 20
-"""Bytes of message chunks kept unpacked (see UnpackedChunks)."""
+"""Bytes of message chunks kept unpacked (KVBackend._unpacked)."""
+DECODED_HEADER_BYTES = 1 << 20
+"""Bytes of headers kept decoded (KVBackend._headers)."""
 
 
 def bucket_of(key: str, buckets: int) -> int:
@@ -101,27 +104,25 @@ def appended(chunk: bytes, count: int, records: list[bytes]) -> bytes | None:
     return b"".join((head, chunk[body:], *map(pack, records)))
 
 
-class UnpackedChunks(dict[bytes, list[bytes]]):
-    """Message chunks as read, by their bytes: chunk -> its records' bytes.
+class KeptByContent(dict[bytes, V]):
+    """What was made from stored bytes (unpacked, decoded), by those bytes: the next read of
+    the same bytes costs a lookup. Keyed by content, an entry cannot go stale. Starts afresh
+    past `budget` bytes of keys. Lock-free: dict reads and writes are atomic, and a lost entry
+    costs one decode."""
 
-    Every turn reads the same chunk (the conversation's newest); kept, a read costs a lookup
-    instead of an unpack, and hands out the same record bytes objects each time, whose hashes
-    Python keeps, so the decoded-messages lookup (statemw._decoded) does not hash them again.
-    Keyed by content, an entry cannot go stale. Starts afresh past UNPACKED_BYTES of chunks.
-    Lock-free: dict reads and writes are atomic, and a lost entry costs one unpack."""
+    __slots__ = ("budget", "held")
 
-    __slots__ = ("held",)
-
-    def __init__(self) -> None:
+    def __init__(self, budget: int) -> None:
         super().__init__()
+        self.budget = budget
         self.held = 0
 
-    def keep(self, chunk: bytes, records: list[bytes]) -> None:
-        if self.held + len(chunk) > UNPACKED_BYTES:
+    def keep(self, data: bytes, value: V) -> None:
+        if self.held + len(data) > self.budget:
             self.clear()
             self.held = 0
-        self[chunk] = records
-        self.held += len(chunk)
+        self[data] = value
+        self.held += len(data)
 
 
 class KV(Protocol):
@@ -160,7 +161,13 @@ class KVBackend:
         self._subscribers_lock = threading.Lock()
         self._next_sweep = float("-inf")
         self._next_scrub = float("-inf")
-        self._unpacked = UnpackedChunks()
+        # Every turn reads the chunk of messages and the header the turn before wrote. Kept,
+        # a read costs a lookup instead of an unpack (and, on memory, hands out the same record
+        # bytes objects, whose hashes Python keeps for the decoded-messages lookup); a commit
+        # keeps what it writes. Headers are handed out as copies: a commit changes the one it
+        # reads.
+        self._unpacked: KeptByContent[list[bytes]] = KeptByContent(UNPACKED_BYTES)
+        self._headers: KeptByContent[SessionHeader] = KeptByContent(DECODED_HEADER_BYTES)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -168,10 +175,15 @@ class KVBackend:
         data = self.kv.get("h:" + session_id)
         if data is None:
             return None
-        try:
-            header = SessionHeader.from_wire(decode_header(data, session_id=session_id))
-        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-            raise CorruptRecord(session_id, f"bad header ({exc})") from exc
+        known = self._headers.get(data)
+        if known is not None:
+            header = known.copy()
+        else:
+            try:
+                header = SessionHeader.from_wire(decode_header(data, session_id=session_id))
+            except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+                raise CorruptRecord(session_id, f"bad header ({exc})") from exc
+            self._headers.keep(data, header.copy())
         if header.session_id != session_id:  # never another session's record
             raise CorruptRecord(session_id, "the header names another session")
         return header
@@ -343,7 +355,9 @@ class KVBackend:
     # -- writing -------------------------------------------------------------------------------
 
     def _put_header(self, header: SessionHeader) -> None:
-        self.kv.set("h:" + header.session_id, encode_header(header.to_wire()))
+        data = encode_header(header.to_wire())
+        self.kv.set("h:" + header.session_id, data)
+        self._headers.keep(data, header.copy())
 
     def _drop_log(self, session_id: str, count: int) -> None:
         for n in range((count + CHUNK - 1) // CHUNK):
