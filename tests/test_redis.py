@@ -519,11 +519,17 @@ def test_a_store_url_may_name_its_key_prefix(tmp_path: Path) -> None:
         ("redis://127.0.0.1:1/0", {"no_such_option": 1}),
         ("redis://127.0.0.1:1/0", {"key_prefix": "a{b}:"}),
         ("redis://127.0.0.1:1/0?key_prefix={x}", {}),
+        ("redis://127.0.0.1:1/0?prefix=app:", {}),
     ],
 )
 def test_bad_redis_options_are_configuration_errors(url: str, options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         Store(url, **options).backend  # noqa: B018
+
+
+def test_an_unknown_url_option_is_named_before_any_command() -> None:
+    with pytest.raises(ConfigurationError, match="bad Redis URL: unknown option prefix "):
+        Store("redis://127.0.0.1:1/0?prefix=app:").backend  # noqa: B018
 
 
 def test_unix_socket_urls_work(tmp_path: Path) -> None:

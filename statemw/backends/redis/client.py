@@ -403,6 +403,19 @@ def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _check_url_options(pool: Any, url: str) -> None:
+    """An option redis-py does not know in the URL's query fails here, named, and not as a
+    TypeError at the first command (redis-py passes the query on to each new connection).
+    Building a connection opens no socket."""
+    try:
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as exc:
+        names = [k for k, _ in parse_qsl(url.partition("?")[2]) if repr(k) in str(exc)]
+        raise ConfigurationError(
+            f"unknown option {', '.join(names) or '?'} ({exc}); a key prefix is key_prefix=..."
+        ) from None
+
+
 def _split_prefix(url: str) -> tuple[str, str | None]:
     """Take `key_prefix=` out of the URL's query (redis-py would reject it)."""
     base, _, query = url.partition("?")
@@ -449,6 +462,7 @@ def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBacken
         else:
             kwargs["retry"] = Retry(NoBackoff(), 0)
             sync = redis.Redis.from_url(url, **kwargs)
+            _check_url_options(sync.connection_pool, url)
             # The async client's socket timeout wraps every send in asyncio.wait_for (a task
             # each); one deadline per operation (AsyncRedisBackend._run) costs a timer instead.
             op_timeout = kwargs["socket_timeout"]
