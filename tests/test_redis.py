@@ -16,6 +16,9 @@ from typing import Any, cast
 
 import pytest
 import redis
+import redis.connection
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from statemw import Session, Store
@@ -505,6 +508,24 @@ def test_a_corrupt_message_names_the_session(rstore: Store) -> None:
     client.lset(backend_of(rstore).layout.messages(session.id), 0, b"\x01\xc1")
     with pytest.raises(CorruptRecord, match=session.id):
         list(rstore.load(session.id).messages)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            st.text(max_size=20),
+            st.integers(-(2**63), 2**63),
+            st.floats(allow_nan=False, allow_infinity=False),
+        ),
+        max_size=8,
+    )
+)
+def test_a_command_is_packed_as_redis_py_packs_it(args: list[str | bytes | int | float]) -> None:
+    command = ["HSET", *args]  # (redis-py splits a first argument with spaces in it)
+    connection: Any = redis.connection.Connection  # (untyped in redis-py)
+    expected = b"".join(connection().pack_command(*command))
+    assert redis_ops.resp(command) == expected
 
 
 def test_a_store_url_may_name_its_key_prefix(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ ops.py      every decision, free of I/O: key layout, script arguments, reply par
 lua.py      the scripts that do each write atomically on the server
 pubsub.py   store.subscribe: a session's channel
 faults.py   every connection failure or timeout becomes StoreUnavailable
+deadlines.py  the async operations' time limit, watched by one timer per event loop
 """
 
 from statemw.backends.redis.client import open_redis

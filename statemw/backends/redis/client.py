@@ -29,6 +29,7 @@ from statemw import _report
 from statemw._drive import adrive, drive
 from statemw.backends.base import Progress
 from statemw.backends.redis import ops
+from statemw.backends.redis.deadlines import Deadlines
 from statemw.backends.redis.faults import FAULTS, afaults, answered, failed, faults, unavailable
 from statemw.backends.redis.lua import CLUSTER_SCRIPTS
 from statemw.backends.redis.pubsub import AsyncRedisSubscription, RedisSubscription
@@ -202,8 +203,9 @@ class _LoopClient:
     `finally` then closes the client's connections in the right loop.
     """
 
-    def __init__(self, client: Any, cluster: bool) -> None:
+    def __init__(self, client: Any, cluster: bool, deadlines: Deadlines | None = None) -> None:
         self.client = client
+        self.deadlines = deadlines  # of the operations on this loop (None: no limit of ours)
         self.scripts = (  # see RedisBackend.__init__
             {name: client.register_script(src) for name, src in CLUSTER_SCRIPTS.items()}
             if cluster
@@ -218,6 +220,8 @@ class _LoopClient:
         try:
             yield
         finally:
+            if self.deadlines is not None:
+                self.deadlines.close()
             with suppress(*FAULTS):
                 await self.client.aclose()
 
@@ -296,7 +300,9 @@ class AsyncRedisBackend:
         loop = asyncio.get_running_loop()
         entry = self._loops.get(loop)
         if entry is None:
-            entry = self._loops[loop] = _LoopClient(self._factory(), self.layout.cluster)
+            deadlines = None if self._timeout is None else Deadlines(loop, self._timeout)
+            entry = _LoopClient(self._factory(), self.layout.cluster, deadlines)
+            self._loops[loop] = entry
             await entry.start()
         return entry
 
@@ -314,11 +320,21 @@ class AsyncRedisBackend:
         except RuntimeError:  # trio, say: the blocking client, in a worker thread
             return await to_thread(self._sync._run, op)
         entry = self._loops.get(loop) or await self._loop_client()
+        deadline = None if entry.deadlines is None else entry.deadlines.begin()
         try:
-            async with asyncio.timeout(self._timeout):
-                answer = await adrive(op, entry)
+            answer = await adrive(op, entry)
         except FAULTS as exc:
             raise failed(self.health, exc) from exc
+        except asyncio.CancelledError as exc:
+            if deadline is not None:
+                timed_out, deadline = deadline.done(), None
+                if timed_out:
+                    late = TimeoutError(f"no reply within {self._timeout} s")
+                    raise failed(self.health, late) from exc
+            raise
+        finally:
+            if deadline is not None:
+                deadline.done()
         answered(self.health)
         return answer
 
@@ -464,7 +480,8 @@ def open_redis(url: str, **options: Any) -> tuple[RedisBackend, AsyncRedisBacken
             sync = redis.Redis.from_url(url, **kwargs)
             _check_url_options(sync.connection_pool, url)
             # The async client's socket timeout wraps every send in asyncio.wait_for (a task
-            # each); one deadline per operation (AsyncRedisBackend._run) costs a timer instead.
+            # each); a deadline per operation (AsyncRedisBackend._run, deadlines.py) costs a
+            # set entry instead.
             op_timeout = kwargs["socket_timeout"]
             asyn = functools.partial(
                 redis.asyncio.Redis.from_url,
