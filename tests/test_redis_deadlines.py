@@ -61,52 +61,59 @@ async def started(deadlines: Deadlines) -> tuple[asyncio.Task[None], Deadline]:
     return task, began[0]
 
 
+async def ended(task: asyncio.Task[None], deadline: Deadline) -> bool:
+    """What the operation's end says: was it its deadline that cancelled it?"""
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return deadline.done()
+
+
+@pytest.fixture
+def loop() -> FakeLoop:
+    return FakeLoop()
+
+
+@pytest.fixture
+def deadlines(loop: FakeLoop) -> Deadlines:
+    return Deadlines(loop, 1.0)  # type: ignore[arg-type]
+
+
 @pytest.mark.anyio
-async def test_an_operation_past_its_deadline_is_cancelled_as_timed_out() -> None:
-    loop = FakeLoop()
-    deadlines = Deadlines(loop, 1.0)  # type: ignore[arg-type]
+async def test_an_operation_past_its_deadline_is_cancelled_as_timed_out(
+    loop: FakeLoop, deadlines: Deadlines
+) -> None:
     task, deadline = await started(deadlines)
     loop.advance(0.75)
     assert task.cancelling() == 0
     loop.advance(0.5)
     assert task.cancelling() == 1
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert deadline.done() is True
+    assert await ended(task, deadline) is True
 
 
 @pytest.mark.anyio
-async def test_an_operation_cancelled_from_elsewhere_is_no_timeout() -> None:
-    loop = FakeLoop()
-    deadlines = Deadlines(loop, 1.0)  # type: ignore[arg-type]
+async def test_an_operation_cancelled_from_elsewhere_is_no_timeout(deadlines: Deadlines) -> None:
     task, deadline = await started(deadlines)
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert deadline.done() is False
+    assert await ended(task, deadline) is False
 
 
 @pytest.mark.anyio
-async def test_a_deadline_and_a_cancellation_from_elsewhere_stay_a_cancellation() -> None:
-    loop = FakeLoop()
-    deadlines = Deadlines(loop, 1.0)  # type: ignore[arg-type]
+async def test_a_deadline_and_a_cancellation_from_elsewhere_stay_a_cancellation(
+    loop: FakeLoop, deadlines: Deadlines
+) -> None:
     task, deadline = await started(deadlines)
     task.cancel()
     loop.advance(1.25)
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert deadline.done() is False
+    assert await ended(task, deadline) is False
 
 
 @pytest.mark.anyio
-async def test_the_timer_stops_once_no_operation_comes() -> None:
-    loop = FakeLoop()
-    deadlines = Deadlines(loop, 1.0)  # type: ignore[arg-type]
+async def test_the_timer_stops_once_no_operation_comes(
+    loop: FakeLoop, deadlines: Deadlines
+) -> None:
     task, deadline = await started(deadlines)
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    deadline.done()
+    await ended(task, deadline)
     loop.advance(0.25)  # an operation ran since the last look: one more look
     assert len(loop.timers) == 1
     loop.advance(0.25)  # nothing since: the timer stops
