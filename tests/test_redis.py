@@ -24,6 +24,7 @@ from redis.crc import key_slot
 from statemw import Session, Store
 from statemw.backends.redis import ops as redis_ops
 from statemw.backends.redis.client import AsyncRedisBackend, RedisBackend
+from statemw.codec import pack
 from statemw.errors import ConfigurationError, CorruptRecord, StoreUnavailable
 from statemw.records import Delta, SessionHeader, user_record_id
 from tests.redis_server import RedisServer, append_worker, free_port, isolated_url
@@ -526,6 +527,27 @@ def test_a_command_is_packed_as_redis_py_packs_it(args: list[str | bytes | int |
     connection: Any = redis.connection.Connection  # (untyped in redis-py)
     expected = b"".join(connection().pack_command(*command))
     assert redis_ops.resp(command) == expected
+
+
+def test_a_header_parses_the_same_as_a_map_a_flat_list_or_with_text_names() -> None:
+    fields = {
+        b"_v": b"1",
+        b"_ca": b"1.5",
+        b"_ua": b"2.5",
+        b"_rev": b"3",
+        b"_mc": b"4",
+        b"_tt": b"5",
+        b"_uid": b"u",
+        b"_ch": b"a/b",
+        b"s:city": pack([b"\x01\xa6Berlin", 2.5, None]),  # an entry as stored
+    }
+    as_map = redis_ops.parse_header("s", fields)
+    assert as_map is not None
+    assert (as_map.revision, as_map.children, list(as_map.state)) == (3, ["a", "b"], ["city"])
+    flat = [x for pair in fields.items() for x in pair]
+    assert redis_ops.parse_header("s", flat) == as_map
+    text: Any = {name.decode(): value for name, value in fields.items()}
+    assert redis_ops.parse_header("s", text) == as_map
 
 
 def test_a_store_url_may_name_its_key_prefix(tmp_path: Path) -> None:

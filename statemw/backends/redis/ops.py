@@ -260,15 +260,23 @@ def _pairs(reply: Sequence[bytes] | dict[bytes, bytes]) -> dict[str, bytes]:
     return {text_of(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
 
 
+_META_NAMES = tuple(name.encode() for name in HEADER_FIELDS)
+
+
 def parse_header(
     session_id: str, flat: Sequence[bytes] | dict[bytes, bytes] | None
 ) -> SessionHeader | None:
-    """A header from an HGETALL reply; None when the hash is absent."""
+    """A header from an HGETALL reply (a map, or a script's flat [field, value, ...] list); None
+    when the hash is absent. Field names are looked up as the bytes they arrive as."""
     if not flat:
         return None
-    fields = _pairs(flat)
-    state = [x for name, data in fields.items() if name.startswith("s:") for x in (name[2:], data)]
-    return build_header(session_id, [fields.get(f) for f in HEADER_FIELDS], state)
+    fields: dict[Any, bytes] = (
+        flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+    )
+    if b"_v" not in fields and "_v" in fields:  # names as text (a client that decodes replies)
+        fields = {name.encode(): data for name, data in fields.items()}
+    state = [x for name, data in fields.items() if name[:2] == b"s:" for x in (name[2:], data)]
+    return build_header(session_id, [fields.get(f) for f in _META_NAMES], state)
 
 
 def build_header(
