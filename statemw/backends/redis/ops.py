@@ -9,6 +9,7 @@ twin in lua.py, which runs the same layout on the server.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -188,11 +189,10 @@ class KeyLayout:
     def base(self, session_id: str) -> str:
         return f"{self.prefix}{{{tag(session_id)}}}:"
 
-    def keys(self, sid: str, kinds: str) -> list[str]:
-        """Several keys of one record, its tag found once: kinds "hmvxc" for header,
-        messages, vectors, expiries, channel."""
-        base = self.base(sid)
-        return [f"{base}{kind}:{sid}" for kind in kinds]
+    def keys(self, sid: str, kinds: str) -> tuple[str, ...]:
+        """Several keys of one record: kinds "hmvxc" for header, messages, vectors, expiries,
+        channel. Every load and commit names them, so they are remembered."""
+        return _keys(self.prefix, sid, kinds)
 
     def header(self, sid: str) -> str:
         return f"{self.base(sid)}h:{sid}"
@@ -236,6 +236,12 @@ class KeyLayout:
             return None
         close = rest.find("}:h:")
         return None if close < 0 else rest[close + 4 :]
+
+
+@functools.lru_cache(maxsize=4096)
+def _keys(prefix: str, sid: str, kinds: str) -> tuple[str, ...]:
+    base = f"{prefix}{{{tag(sid)}}}:"
+    return tuple([f"{base}{kind}:{sid}" for kind in kinds])
 
 
 def _glob_escape(text: str) -> str:
