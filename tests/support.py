@@ -5,8 +5,10 @@ demo's JSON API."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +22,21 @@ from statemw import Session, Store
 from statemw.messages import MessageRecord, tool_call_ids, tool_result_ids
 from statemw.window import group
 from tests import postgres_server, redis_server
+
+
+def event_loop_outlives_its_run(store: Store, session_id: str) -> bool:
+    """Load a session in an event loop of its own (asyncio.run, as a job or a test client
+    does), and say whether that loop is still alive once it has ended: a store must not keep
+    every loop it served (and its client or pool)."""
+    seen: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def load() -> None:
+        seen.append(weakref.ref(asyncio.get_running_loop()))
+        assert await store.aget(session_id) is not None
+
+    asyncio.run(load())
+    gc.collect()
+    return seen[0]() is not None
 
 
 class FakeClock:

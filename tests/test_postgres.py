@@ -38,7 +38,7 @@ from tests.postgres_server import (
     isolated_url,
 )
 from tests.redis_server import free_port
-from tests.support import FakeClock
+from tests.support import FakeClock, event_loop_outlives_its_run
 
 
 @pytest.fixture
@@ -589,3 +589,10 @@ def test_a_save_mixing_whole_and_fractional_seconds_is_stored(pstore: Store) -> 
     again.user.set("b", 0, confirm_after=1)
     again.save()
     assert sorted(pstore.load(session.id).user) == ["a", "b"]
+
+
+def test_an_event_loop_that_used_the_store_is_freed_when_it_ends(pstore: Store) -> None:
+    session = pstore.create()
+    session["k"] = 1
+    session.save()
+    assert not event_loop_outlives_its_run(pstore, session.id)

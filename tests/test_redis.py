@@ -28,7 +28,7 @@ from statemw.codec import pack
 from statemw.errors import ConfigurationError, CorruptRecord, StoreUnavailable
 from statemw.records import Delta, SessionHeader, user_record_id
 from tests.redis_server import RedisServer, append_worker, free_port, isolated_url
-from tests.support import FakeClock
+from tests.support import FakeClock, event_loop_outlives_its_run
 
 
 @pytest.fixture
@@ -776,3 +776,10 @@ def test_scripts_come_back_after_a_script_flush(monkeypatch: pytest.MonkeyPatch)
     finally:
         store.close()
         server.remove()
+
+
+def test_an_event_loop_that_used_the_store_is_freed_when_it_ends(rstore: Store) -> None:
+    session = rstore.create()
+    session["k"] = 1
+    session.save()
+    assert not event_loop_outlives_its_run(rstore, session.id)

@@ -13,11 +13,12 @@ the SQL is in postgres_sql.py, the operations in postgres_ops.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, TypeVar
 
@@ -294,14 +295,18 @@ class _LoopPool:
     loop, so its `finally` closes the pool's connections in the right loop.
     """
 
-    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]]) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]], forget: Callable[[], object]
+    ) -> None:
         self.pool = pool
+        self._forget = forget  # drops this from the backend's pools, so the loop can be freed
         self._finalizer = self._close_at_loop_shutdown()
 
     async def _close_at_loop_shutdown(self) -> AsyncGenerator[None, None]:
         try:
             yield
         finally:
+            self._forget()  # (its loop is the key: held by this value, the entry never died)
             with suppress(psycopg.Error):
                 await self.pool.close()
 
@@ -348,7 +353,8 @@ class AsyncPostgresBackend:
                 open=False,
                 name=f"statemw {s.target}",
             )
-            entry = self._loops[loop] = _LoopPool(pool)
+            entry = _LoopPool(pool, functools.partial(self._loops.pop, loop, None))
+            self._loops[loop] = entry
             await entry.start()
         return entry.pool
 

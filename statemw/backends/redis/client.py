@@ -203,9 +203,16 @@ class _LoopClient:
     `finally` then closes the client's connections in the right loop.
     """
 
-    def __init__(self, client: Any, cluster: bool, deadlines: Deadlines | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        cluster: bool,
+        deadlines: Deadlines | None,
+        forget: Callable[[], object],
+    ) -> None:
         self.client = client
         self.deadlines = deadlines  # of the operations on this loop (None: no limit of ours)
+        self._forget = forget  # drops this from the backend's clients, so the loop can be freed
         self.scripts = (  # see RedisBackend.__init__
             {name: client.register_script(src) for name, src in CLUSTER_SCRIPTS.items()}
             if cluster
@@ -222,6 +229,7 @@ class _LoopClient:
         finally:
             if self.deadlines is not None:
                 self.deadlines.close()
+            self._forget()  # (its loop is the key: held by this value, the entry never died)
             with suppress(*FAULTS):
                 await self.client.aclose()
 
@@ -301,7 +309,8 @@ class AsyncRedisBackend:
         entry = self._loops.get(loop)
         if entry is None:
             deadlines = None if self._timeout is None else Deadlines(loop, self._timeout)
-            entry = _LoopClient(self._factory(), self.layout.cluster, deadlines)
+            forget = functools.partial(self._loops.pop, loop, None)
+            entry = _LoopClient(self._factory(), self.layout.cluster, deadlines, forget)
             self._loops[loop] = entry
             await entry.start()
         return entry
