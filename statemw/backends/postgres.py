@@ -296,7 +296,9 @@ class _LoopPool:
     """
 
     def __init__(
-        self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]], forget: Callable[[], object]
+        self,
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]],
+        forget: Callable[[_LoopPool], object],
     ) -> None:
         self.pool = pool
         self._forget = forget  # drops this from the backend's pools, so the loop can be freed
@@ -306,7 +308,7 @@ class _LoopPool:
         try:
             yield
         finally:
-            self._forget()  # (its loop is the key: held by this value, the entry never died)
+            self._forget(self)  # (its loop is the key: held by this value, the entry never died)
             with suppress(psycopg.Error):
                 await self.pool.close()
 
@@ -334,6 +336,11 @@ class AsyncPostgresBackend:
             weakref.WeakKeyDictionary()
         )
 
+    def _forget(self, loop: asyncio.AbstractEventLoop, entry: _LoopPool) -> None:
+        """Drop a loop's pool, unless another took its place (after `close`, say)."""
+        if self._loops.get(loop) is entry:
+            del self._loops[loop]
+
     async def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Row]]:
         """This event loop's pool."""
         loop = asyncio.get_running_loop()
@@ -353,7 +360,7 @@ class AsyncPostgresBackend:
                 open=False,
                 name=f"statemw {s.target}",
             )
-            entry = _LoopPool(pool, functools.partial(self._loops.pop, loop, None))
+            entry = _LoopPool(pool, functools.partial(self._forget, loop))
             self._loops[loop] = entry
             await entry.start()
         return entry.pool

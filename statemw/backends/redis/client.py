@@ -208,7 +208,7 @@ class _LoopClient:
         client: Any,
         cluster: bool,
         deadlines: Deadlines | None,
-        forget: Callable[[], object],
+        forget: Callable[[_LoopClient], object],
     ) -> None:
         self.client = client
         self.deadlines = deadlines  # of the operations on this loop (None: no limit of ours)
@@ -229,7 +229,7 @@ class _LoopClient:
         finally:
             if self.deadlines is not None:
                 self.deadlines.close()
-            self._forget()  # (its loop is the key: held by this value, the entry never died)
+            self._forget(self)  # (its loop is the key: held by this value, the entry never died)
             with suppress(*FAULTS):
                 await self.client.aclose()
 
@@ -309,11 +309,16 @@ class AsyncRedisBackend:
         entry = self._loops.get(loop)
         if entry is None:
             deadlines = None if self._timeout is None else Deadlines(loop, self._timeout)
-            forget = functools.partial(self._loops.pop, loop, None)
+            forget = functools.partial(self._forget, loop)
             entry = _LoopClient(self._factory(), self.layout.cluster, deadlines, forget)
             self._loops[loop] = entry
             await entry.start()
         return entry
+
+    def _forget(self, loop: asyncio.AbstractEventLoop, entry: _LoopClient) -> None:
+        """Drop a loop's client, unless another took its place (after `close`, say)."""
+        if self._loops.get(loop) is entry:
+            del self._loops[loop]
 
     async def client(self) -> Any:
         """This event loop's redis-py client."""
