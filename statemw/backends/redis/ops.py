@@ -259,11 +259,13 @@ def text_of(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _pairs(reply: Sequence[bytes] | dict[bytes, bytes]) -> dict[str, bytes]:
-    """HGETALL's reply: a flat [field, value, ...] list from a script, a dict from redis-py."""
+def _hash(reply: Sequence[bytes] | dict[bytes, bytes]) -> dict[Any, bytes]:
+    """HGETALL's reply as a map, its field names as they arrived (bytes; text from a client
+    that decodes replies): a map already from redis-py, a flat [field, value, ...] list from a
+    script."""
     if isinstance(reply, dict):
-        return {text_of(k): v for k, v in reply.items()}
-    return {text_of(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
 _META_NAMES = tuple(name.encode() for name in HEADER_FIELDS)
@@ -276,9 +278,7 @@ def parse_header(
     when the hash is absent. Field names are looked up as the bytes they arrive as."""
     if not flat:
         return None
-    fields: dict[Any, bytes] = (
-        flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
-    )
+    fields = _hash(flat)
     if b"_v" not in fields and "_v" in fields:  # names as text (a client that decodes replies)
         fields = {name.encode(): data for name, data in fields.items()}
     state = [x for name, data in fields.items() if name[:2] == b"s:" for x in (name[2:], data)]
@@ -701,7 +701,7 @@ def read_vectors_op(
     if stop - start <= VECTOR_RANGE_READ or stop <= 0:  # the usual case: name the positions
         return (yield from read_vectors_at_op(layout, session_id, range(start, stop)))
     reply = yield Command(("HGETALL", layout.vectors(session_id)))
-    pairs = ((int(k), v) for k, v in _pairs(reply).items())
+    pairs = ((int(k), v) for k, v in _hash(reply).items())  # (int() reads bytes and text)
     return {position: v for position, v in pairs if start <= position < stop}
 
 
