@@ -13,12 +13,11 @@ the SQL is in postgres_sql.py, the operations in postgres_ops.py.
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, TypeVar
 
@@ -29,6 +28,7 @@ from statemw import _report
 from statemw._drive import adrive, drive
 from statemw.backends import postgres_ops as ops
 from statemw.backends.base import Progress
+from statemw.backends.per_loop import PerLoop
 from statemw.backends.threaded import ThreadedSubscription, on_asyncio, to_thread
 from statemw.changes import AsyncSubscription, Change
 from statemw.errors import ConfigurationError, InvalidValue, StoreUnavailable
@@ -287,37 +287,10 @@ class PostgresSubscription:
 # -- the async backend -----------------------------------------------------------------------------
 
 
-class _LoopPool:
-    """The async pool of one event loop, closed when that loop shuts down.
-
-    As redis.py's _LoopClient: the suspended async generator below is registered with its loop
-    on first use, and asyncio.run / asyncio.Runner close such generators before closing the
-    loop, so its `finally` closes the pool's connections in the right loop.
-    """
-
-    def __init__(
-        self,
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]],
-        forget: Callable[[_LoopPool], object],
-    ) -> None:
-        self.pool = pool
-        self._forget = forget  # drops this from the backend's pools, so the loop can be freed
-        self._finalizer = self._close_at_loop_shutdown()
-
-    async def _close_at_loop_shutdown(self) -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            self._forget(self)  # (its loop is the key: held by this value, the entry never died)
-            with suppress(psycopg.Error):
-                await self.pool.close()
-
-    async def start(self) -> None:
-        await self.pool.open(wait=False)
-        await anext(self._finalizer)
-
-    async def close(self) -> None:
-        await self._finalizer.aclose()
+async def _shut_pool(pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]]) -> None:
+    """A loop's pool, when that loop shuts down or the store closes (statemw.backends.per_loop)."""
+    with suppress(psycopg.Error):
+        await pool.close()
 
 
 class AsyncPostgresBackend:
@@ -332,19 +305,14 @@ class AsyncPostgresBackend:
         self.health = sync.health
         self.sql = settings.sql
         self._schema = schema
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = (
-            weakref.WeakKeyDictionary()
+        self._loops: PerLoop[AsyncConnectionPool[psycopg.AsyncConnection[Row]]] = PerLoop(
+            _shut_pool
         )
-
-    def _forget(self, loop: asyncio.AbstractEventLoop, entry: _LoopPool) -> None:
-        """Drop a loop's pool, unless another took its place (after `close`, say)."""
-        if self._loops.get(loop) is entry:
-            del self._loops[loop]
 
     async def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Row]]:
         """This event loop's pool."""
         loop = asyncio.get_running_loop()
-        entry = self._loops.get(loop)
+        entry = self._loops.entries.get(loop)
         if entry is None:
             s = self.settings
             # min_size=0: no connection is opened ahead in the background. asyncio.run cancels
@@ -360,10 +328,9 @@ class AsyncPostgresBackend:
                 open=False,
                 name=f"statemw {s.target}",
             )
-            entry = _LoopPool(pool, functools.partial(self._forget, loop))
-            self._loops[loop] = entry
-            await entry.start()
-        return entry.pool
+            entry = await self._loops.add(loop, pool)  # (before any wait: one pool per loop)
+            await entry.open(wait=False)
+        return entry
 
     async def _drive(self, op: ops.Op[T]) -> T:
         async with afaults(self.settings, self.health), (await self.pool()).connection() as conn:
@@ -430,9 +397,7 @@ class AsyncPostgresBackend:
         """Close this loop's pool (other loops' pools close when their loops shut down)."""
         if not on_asyncio():
             return
-        entry = self._loops.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry.close()
+        await self._loops.close(asyncio.get_running_loop())
 
     async def subscribe(self, session_id: str) -> AsyncSubscription:
         if not on_asyncio():

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -28,6 +27,7 @@ from redis.retry import Retry
 from statemw import _report
 from statemw._drive import adrive, drive
 from statemw.backends.base import Progress
+from statemw.backends.per_loop import PerLoop
 from statemw.backends.redis import ops
 from statemw.backends.redis.deadlines import Deadlines
 from statemw.backends.redis.faults import FAULTS, afaults, answered, failed, faults, unavailable
@@ -194,25 +194,12 @@ def _executed(replies: list[Any]) -> list[Any]:
 
 
 class _LoopClient:
-    """The async client of one event loop, closed when that loop shuts down.
+    """The async client of one event loop (statemw.backends.per_loop): redis.asyncio
+    connections belong to the loop that opened them."""
 
-    redis.asyncio connections belong to the loop that opened them, and apps do run several
-    loops (a Starlette TestClient per request, Flask's async views, asyncio.run per job). The
-    suspended async generator below is registered with its loop on first use; asyncio.run and
-    asyncio.Runner close such generators (shutdown_asyncgens) before closing the loop, and its
-    `finally` then closes the client's connections in the right loop.
-    """
-
-    def __init__(
-        self,
-        client: Any,
-        cluster: bool,
-        deadlines: Deadlines | None,
-        forget: Callable[[_LoopClient], object],
-    ) -> None:
+    def __init__(self, client: Any, cluster: bool, deadlines: Deadlines | None) -> None:
         self.client = client
         self.deadlines = deadlines  # of the operations on this loop (None: no limit of ours)
-        self._forget = forget  # drops this from the backend's clients, so the loop can be freed
         self.scripts = (  # see RedisBackend.__init__
             {name: client.register_script(src) for name, src in CLUSTER_SCRIPTS.items()}
             if cluster
@@ -221,20 +208,13 @@ class _LoopClient:
         self._idle: list[Any] = []  # connections taken from the pool, ready for `send`
         pool = None if cluster else client.connection_pool
         self._keep = 0 if pool is None else pool.max_connections // 2
-        self._finalizer = self._close_at_loop_shutdown()
 
-    async def _close_at_loop_shutdown(self) -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            if self.deadlines is not None:
-                self.deadlines.close()
-            self._forget(self)  # (its loop is the key: held by this value, the entry never died)
-            with suppress(*FAULTS):
-                await self.client.aclose()
-
-    async def start(self) -> None:
-        await anext(self._finalizer)
+    async def shut(self) -> None:
+        """Its loop shuts down (or the store closes): stop the deadlines, close the client."""
+        if self.deadlines is not None:
+            self.deadlines.close()
+        with suppress(*FAULTS):
+            await self.client.aclose()
 
     async def send(self, packed: bytes, replies: int = 1) -> Any:
         """Commands already in RESP, on a connection of our own when one is idle; the last of
@@ -276,9 +256,6 @@ class _LoopClient:
             pipe.execute_command(*command.args)
         return await pipe.execute()
 
-    async def close(self) -> None:
-        await self._finalizer.aclose()
-
 
 class AsyncRedisBackend:
     """The same operations over redis.asyncio.Redis (or its RedisCluster), one per event loop.
@@ -300,25 +277,16 @@ class AsyncRedisBackend:
         self.layout = layout
         self._sync = sync
         self._timeout = timeout  # seconds an operation may take (None: the client's own)
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._loops: PerLoop[_LoopClient] = PerLoop(_LoopClient.shut)
 
     async def _loop_client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
-        entry = self._loops.get(loop)
+        entry = self._loops.entries.get(loop)
         if entry is None:
             deadlines = None if self._timeout is None else Deadlines(loop, self._timeout)
-            forget = functools.partial(self._forget, loop)
-            entry = _LoopClient(self._factory(), self.layout.cluster, deadlines, forget)
-            self._loops[loop] = entry
-            await entry.start()
+            client = _LoopClient(self._factory(), self.layout.cluster, deadlines)
+            entry = await self._loops.add(loop, client)
         return entry
-
-    def _forget(self, loop: asyncio.AbstractEventLoop, entry: _LoopClient) -> None:
-        """Drop a loop's client, unless another took its place (after `close`, say)."""
-        if self._loops.get(loop) is entry:
-            del self._loops[loop]
 
     async def client(self) -> Any:
         """This event loop's redis-py client."""
@@ -333,7 +301,7 @@ class AsyncRedisBackend:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # trio, say: the blocking client, in a worker thread
             return await to_thread(self._sync._run, op)
-        entry = self._loops.get(loop) or await self._loop_client()
+        entry = self._loops.entries.get(loop) or await self._loop_client()
         deadline = None if entry.deadlines is None else entry.deadlines.begin()
         try:
             answer = await adrive(op, entry)
@@ -407,9 +375,7 @@ class AsyncRedisBackend:
         """Close this loop's client (other loops' clients close when their loops shut down)."""
         if not on_asyncio():
             return
-        entry = self._loops.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry.close()
+        await self._loops.close(asyncio.get_running_loop())
 
     async def subscribe(self, session_id: str) -> AsyncSubscription:
         if not on_asyncio():
