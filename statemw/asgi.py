@@ -37,18 +37,24 @@ SCOPE_KEY = "statemw"
 
 
 class _RequestSession:
-    """Per-request state: loads at most once, remembers the binding for the save."""
+    """Per-request state: loads at most once, remembers the binding for the save.
 
-    def __init__(self, requests: Requests, scope: Scope) -> None:
+    It lives in the scope, and its binding reaches the scope again (the request's headers):
+    `release` breaks that loop when the request is done, so the request's objects are freed
+    then and not left for the garbage collector."""
+
+    def __init__(self, requests: Requests) -> None:
         self.requests = requests
-        self.scope = scope
         self.binding: Binding | None = None
 
-    async def load(self) -> Session:
+    async def load(self, scope: Scope) -> Session:
         if self.binding is None:
-            self.binding = await self.requests.aopen(_incoming(self.scope))
-            self.scope["session"] = self.binding.session
+            self.binding = await self.requests.aopen(_incoming(scope))
+            scope["session"] = self.binding.session
         return self.binding.session
+
+    def release(self) -> None:
+        self.binding = None
 
     async def save(self, *, streaming: bool = False) -> Reply:
         binding, self.binding = self.binding, None  # one attempt; a failed save is not retried
@@ -149,12 +155,12 @@ class StateMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        state = _RequestSession(self.requests, scope)
+        state = _RequestSession(self.requests)
         scope[SCOPE_KEY] = state
         http = scope["type"] == "http"
         if not (self.lazy_paths and scope["path"].startswith(self.lazy_paths)):
             try:
-                await state.load()
+                await state.load(scope)
             except StoreUnavailable as exc:
                 if not http:
                     raise
@@ -188,6 +194,7 @@ class StateMiddleware:
             finally:
                 if started:  # a disconnect or an error mid-stream: keep what was added
                     await state.finish()
+                state.release()
             return
 
         async def send_websocket(message: Message) -> None:
@@ -202,7 +209,10 @@ class StateMiddleware:
         try:
             await self.app(scope, receive, send_websocket)
         finally:
-            await state.save()
+            try:
+                await state.save()
+            finally:
+                state.release()
 
 
 def add_reply(headers: MutableHeaders, reply: Reply) -> None:
@@ -221,6 +231,6 @@ async def get_session(connection: HTTPConnection) -> Session:
     state = connection.scope.get(SCOPE_KEY)
     if not isinstance(state, _RequestSession):
         raise StateError("statemw.asgi.StateMiddleware is not installed on this app")
-    session = await state.load()
+    session = await state.load(connection.scope)
     session.mark_accessed()  # as Starlette's request.session does
     return session

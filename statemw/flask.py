@@ -143,7 +143,9 @@ class _Interface(SessionInterface):
         return binding.session
 
     def save_session(self, app: Flask, session: Any, response: Response) -> None:
-        binding: Binding | None = request.environ.get(_BINDING)
+        # taken out of the environ: the binding reaches the environ again (the request's
+        # headers), and that loop would leave the request's objects to the garbage collector
+        binding: Binding | None = request.environ.pop(_BINDING, None)
         if binding is None:
             return
         requests = _requests(app)

@@ -216,6 +216,27 @@ SavePart: TypeAlias = "tuple[Session | UserState, Delta]"
 """One record a save commits, and the object that takes the result (`committed`)."""
 
 
+class _LogReader:
+    """How a session's message log reads what it has not loaded: through the store, under the
+    session's current id. Its own object, not the session's bound methods, so a session and its
+    log form no reference cycle: a request's session is freed when the request drops it, not
+    left for the garbage collector."""
+
+    __slots__ = ("session_id", "store")
+
+    def __init__(self, store: Store, session_id: str) -> None:
+        self.store = store
+        self.session_id = session_id
+
+    def fetch(self, start: int, stop: int) -> list[MessageRecord]:
+        """The log's blocking read of messages it has not loaded."""
+        stored = self.store.backend.read_messages(self.session_id, start, stop)
+        return [self.decode(b) for b in stored]
+
+    def decode(self, data: bytes) -> MessageRecord:
+        return self.store.codec.decode_message(self.session_id, data)
+
+
 class Session(_Saved):
     """A conversation: a dict of state plus a message log, loaded from and saved to a Store.
 
@@ -232,6 +253,7 @@ class Session(_Saved):
         "_lead",
         "_log",
         "_pending_summary",
+        "_reader",
         "_revision",
         "_stored",
         "_stored_summary",
@@ -293,12 +315,13 @@ class Session(_Saved):
         self._token_total = 0 if header is None else header.token_total
         self._stored_summary = None if header is None else header.summary
         self._lead: int | None = 0 if header is None else header.lead
+        self._reader = _LogReader(store, session_id)
         self._log = MessageLog(
             0 if header is None else header.message_count,
             window_start,
             list(window),
-            self._fetch,
-            self._decode,
+            self._reader.fetch,
+            self._reader.decode,
             lead=list(lead),
             leading=0 if header is None else header.lead or 0,
             reached=store.readahead.saw,
@@ -598,12 +621,13 @@ class Session(_Saved):
         dict.clear(self)
         self._init_state(None)
         self.id = self.record_id = new_id
+        self._reader = _LogReader(self.store, new_id)
         self._stored = False
         self._created_at = None
         self._revision = self._token_total = 0
         self._stored_summary = self._pending_summary = self._summary_message = None
         self._lead = 0
-        self._log = MessageLog(0, 0, [], self._fetch, self._decode)
+        self._log = MessageLog(0, 0, [], self._reader.fetch, self._reader.decode)
         self._children.clear()
         self._child_names = []
         self._user = None  # re-read on use: forget_user may have removed it too
@@ -614,7 +638,7 @@ class Session(_Saved):
 
     def renamed(self, new_id: str) -> None:
         """After a rotate: the same data under a new id (sub-sessions follow)."""
-        self.id = self.record_id = new_id
+        self.id = self.record_id = self._reader.session_id = new_id
         for name, child in self._children.items():
             child.renamed(f"{new_id}/{name}")
 
@@ -820,19 +844,12 @@ class Session(_Saved):
         records = await adrive(self._records(start, stop), self.store.abackend)
         return self._log.handed_out(start, records)
 
-    def _fetch(self, start: int, stop: int) -> list[MessageRecord]:
-        """The log's blocking read of messages it has not loaded."""
-        return [self._decode(b) for b in self.store.backend.read_messages(self.id, start, stop)]
-
-    def _decode(self, data: bytes) -> MessageRecord:
-        return self.store.codec.decode_message(self.id, data)
-
     def _records(self, start: int, stop: int) -> StoreFlow[list[MessageRecord]]:
         """Records [start, stop): what is loaded at no cost, the rest in one read."""
         need = self._log.missing(start, stop)
         if need is not None:
             raw = yield from ask(ReadMessages(self.id, *need))
-            self._log.cache(need[0], [self._decode(b) for b in raw])
+            self._log.cache(need[0], [self._reader.decode(b) for b in raw])
         return self._log.records(start, stop)
 
     def set_summary(self, text: str, *, upto: int) -> None:
