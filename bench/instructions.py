@@ -9,6 +9,11 @@ Python's start-up and imports drop out.
 
     /tmp/webbench/bin/python bench/instructions.py statemw-starlette-memory starsessions-memory
     /tmp/webbench/bin/python bench/instructions.py statemw-flask-redis --kind read --size 100
+    /tmp/webbench/bin/python bench/instructions.py statemw-starlette-memory --caches
+
+`--caches` runs cachegrind with its cache simulation instead, and adds the first-level
+instruction- and data-cache misses per request: what makes one product's instruction cost
+more time than another's (a larger working set of code and data).
 
 A turn cell starts a fresh conversation of L messages every max(10, L/50) turns, as in
 bench/web.py; the fills are counted in a run of their own and taken out. Needs valgrind
@@ -60,13 +65,26 @@ def fills(kind: str, size: int, count: int) -> int:
     return (WARM + count - 1) // web.batch_for(size)  # one each time a batch is used up
 
 
-def instructions(product: str, kind: str, size: int, count: int, fills_only: bool = False) -> int:
-    """Instructions callgrind counts for a whole child process."""
+EVENTS = {
+    "instructions": r"I\s+refs:\s+([\d,]+)",
+    "I1 misses": r"I1\s+misses:\s+([\d,]+)",
+    "D1 misses": r"D1\s+misses:\s+([\d,]+)",
+}
+"""What --caches reads off cachegrind's summary (first-level instruction and data caches)."""
+
+
+def counts(
+    product: str, kind: str, size: int, count: int, fills_only: bool = False, caches: bool = False
+) -> dict[str, int]:
+    """Instructions (callgrind), or with `caches` also the first-level cache misses (cachegrind's
+    simulation of this machine's caches), for a whole child process."""
+    tool = ["--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=/dev/null"]
+    if not caches:
+        tool = ["--tool=callgrind", "--callgrind-out-file=/dev/null"]
     out = subprocess.run(
         [
             "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
+            *tool,
             sys.executable,
             __file__,
             "--child",
@@ -83,10 +101,14 @@ def instructions(product: str, kind: str, size: int, count: int, fills_only: boo
         text=True,
         check=True,
     )
-    match = re.search(r"Collected : (\d+)", out.stderr)
-    if match is None:
-        raise SystemExit(f"no count from valgrind:\n{out.stderr[-2000:]}")
-    return int(match.group(1))
+    patterns = EVENTS if caches else {"instructions": r"Collected : (\d+)"}
+    found: dict[str, int] = {}
+    for event, pattern in patterns.items():
+        match = re.search(pattern, out.stderr)
+        if match is None:
+            raise SystemExit(f"no {event} from valgrind:\n{out.stderr[-2000:]}")
+        found[event] = int(match.group(1).replace(",", ""))
+    return found
 
 
 def main() -> None:
@@ -95,24 +117,33 @@ def main() -> None:
     parser.add_argument("--kind", default="turn", choices=["turn", "read", "untouched"])
     parser.add_argument("--size", type=int, default=0, help="messages already there (L)")
     parser.add_argument("--count", type=int, default=100, help="N: requests in the short run")
+    parser.add_argument(
+        "--caches",
+        action="store_true",
+        help="also first-level cache misses (cachegrind's cache simulation; slower)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fills-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         requests(args.products[0], args.kind, args.size, args.count, args.fills_only)
         return
-    kind, size, n = args.kind, args.size, args.count
-    print(f"{kind} at L={size:,}: instructions per request (callgrind, differential)")
+    kind, size, n, caches = args.kind, args.size, args.count, args.caches
+    events = list(EVENTS) if caches else ["instructions"]
+    tool = "cachegrind" if caches else "callgrind"
+    print(f"{kind} at L={size:,}: {', '.join(events)} per request ({tool}, differential)")
     for product in args.products:
-        total = instructions(product, kind, size, 6 * n) - instructions(product, kind, size, n)
+        long, short = (counts(product, kind, size, c, caches=caches) for c in (6 * n, n))
+        total = {e: long[e] - short[e] for e in events}
         refills = fills(kind, size, 6 * n) - fills(kind, size, n)
         if refills:
-            per_fill = (
-                instructions(product, kind, size, 6 * n, fills_only=True)
-                - instructions(product, kind, size, n, fills_only=True)
-            ) / (5 * n)
-            total -= round(refills * per_fill)
-        print(f"  {product:32s} {total // (5 * n):>12,}", flush=True)
+            long, short = (
+                counts(product, kind, size, c, fills_only=True, caches=caches) for c in (6 * n, n)
+            )
+            for e in events:
+                total[e] -= round(refills * (long[e] - short[e]) / (5 * n))
+        row = " ".join(f"{total[e] // (5 * n):>12,}" for e in events)
+        print(f"  {product:32s} {row}", flush=True)
 
 
 if __name__ == "__main__":
