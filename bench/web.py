@@ -1049,7 +1049,7 @@ async def api_worker(seconds: float) -> None:
                         )
                         name = f"save 1 of {keys:,} keys, {store_name}{suffix}"
                         emit({"type": "api", "name": name, **result})
-                result = await save_after_big_load(big, seconds)
+                result = await save_one_key(big, 10, seconds, after_load_of=100_000)
                 name = f"save 1 of 10 keys, {store_name}, right after a 100,000-key load"
                 emit({"type": "api", "name": name, **result})
             finally:
@@ -1069,8 +1069,23 @@ def first_call_slice(store: Any, sid: str) -> Callable[[], Awaitable[int]]:
     return run
 
 
+def filled_session(store: Any, keys: int) -> str:
+    """A stored session of `keys` state keys; its id."""
+    session = store.create()
+    for i in range(keys):
+        session[f"key{i}"] = f"value {i}"
+    session.save()
+    return str(session.id)
+
+
 async def save_one_key(
-    store: Any, keys: int, seconds: float, *, collect: bool = True, again: bool = False
+    store: Any,
+    keys: int,
+    seconds: float,
+    *,
+    collect: bool = True,
+    again: bool = False,
+    after_load_of: int = 0,
 ) -> dict[str, Any]:
     """Load, change one key (untimed), save (timed): at least 5 saves (a slow one is 1 s).
 
@@ -1082,17 +1097,18 @@ async def save_one_key(
 
     `again=True` loads the session once and times each save after another change to it: the
     save's own work, without the load's 100,000 objects just built around it (a save right
-    after that load finds the processor's caches full of them, and pays to refill them)."""
-    session = store.create()
-    for i in range(keys):
-        session[f"key{i}"] = f"value {i}"
-    session.save()
-    sid = session.id
+    after that load finds the processor's caches full of them, and pays to refill them).
+
+    `after_load_of=N`: another session of N keys is loaded (untimed) right before each save, so
+    a small save pays what a big load's footprint adds to any save that follows it."""
+    sid = filled_session(store, keys)
+    other = filled_session(store, after_load_of) if after_load_of else None
     counter = [0]
 
     kept = store.load(sid) if again else None
 
     async def run() -> int:
+        footprint = store.load(other) if other is not None else None
         loaded = kept if kept is not None else store.load(sid)
         counter[0] += 1
         loaded["key0"] = f"changed {counter[0]}"
@@ -1104,47 +1120,13 @@ async def save_one_key(
             return time.perf_counter_ns() - start
         finally:
             gc.enable()
+            del footprint
 
     result = await adaptive(run, seconds, least=5, warm=1)
     assert store.load(sid)["key0"] == f"changed {counter[0]}"
-    store.delete(sid)
-    return result
-
-
-async def save_after_big_load(store: Any, seconds: float) -> dict[str, Any]:
-    """A 10-key session's one-key save, timed right after a 100,000-key session was loaded
-    (untimed), as save_one_key times the 100,000-key save right after its own load: what the
-    load's footprint (caches refilled after it) adds to any save that follows it."""
-    big = store.create()
-    for i in range(100_000):
-        big[f"key{i}"] = f"value {i}"
-    big.save()
-    small = store.create()
-    for i in range(10):
-        small[f"key{i}"] = f"value {i}"
-    small.save()
-    big_id, small_id = big.id, small.id
-    del big
-    counter = [0]
-
-    async def run() -> int:
-        loaded_big = store.load(big_id)
-        loaded = store.load(small_id)
-        counter[0] += 1
-        loaded["key0"] = f"changed {counter[0]}"
-        gc.disable()
-        try:
-            start = time.perf_counter_ns()
-            loaded.save()
-            return time.perf_counter_ns() - start
-        finally:
-            gc.enable()
-            del loaded_big
-
-    result = await adaptive(run, seconds, least=5, warm=1)
-    assert store.load(small_id)["key0"] == f"changed {counter[0]}"
-    store.delete(big_id)
-    store.delete(small_id)
+    for record in (sid, other):
+        if record is not None:
+            store.delete(record)
     return result
 
 
