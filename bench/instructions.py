@@ -78,9 +78,11 @@ def counts(
 ) -> dict[str, int]:
     """Instructions (callgrind), or with `caches` also the first-level cache misses (cachegrind's
     simulation of this machine's caches), for a whole child process."""
-    tool = ["--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=/dev/null"]
-    if not caches:
-        tool = ["--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    tool = (
+        ["--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=/dev/null"]
+        if caches
+        else ["--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    )
     out = subprocess.run(
         [
             "valgrind",
