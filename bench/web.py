@@ -736,6 +736,8 @@ async def time_cell(cell: Cell, seconds: float) -> dict[str, Any]:
         "us": statistics.median(us),
         "p10": us[len(us) // 10],
         "p90": us[(len(us) * 9) // 10],
+        "p99": us[(len(us) * 99) // 100],
+        "mean": statistics.fmean(us),
         "n": len(us),
     }
 
