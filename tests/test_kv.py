@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemw import Store
-from statemw.backends.kv import KeptByContent, KVBackend, appended
+from statemw.backends.kv import KeptByKey, KVBackend, appended
 from statemw.codec import decode_header, pack, unpack
 
 records = st.lists(st.binary(max_size=300), max_size=40)
@@ -42,7 +42,7 @@ def test_bytes_that_are_not_an_array_are_not_appended_to() -> None:
     assert appended(b"\xdc\x00", 0, [b"x"]) is None  # a cut-off length
 
 
-# -- message chunks kept unpacked, headers kept decoded (KeptByContent) -----------------------
+# -- message chunks kept unpacked, headers kept decoded (KeptByKey) -----------------------
 
 
 def test_a_chunk_read_again_hands_out_the_same_record_bytes() -> None:
@@ -92,13 +92,32 @@ def test_saves_of_any_size_read_back_the_same_with_or_without_kept_chunks(
         assert [m["content"] for m in store.load(session.id).messages] == sent
 
 
-def test_what_is_kept_by_content_starts_afresh_past_its_budget() -> None:
-    kept: KeptByContent[str] = KeptByContent(100)
-    kept.keep(b"a" * 60, "a")
-    kept.keep(b"b" * 30, "b")
-    kept.keep(b"c" * 20, "c")
-    assert list(kept) == [b"c" * 20]
+def test_what_is_kept_by_key_starts_afresh_past_its_budget() -> None:
+    kept: KeptByKey[str] = KeptByKey(100)
+    kept.keep("a", b"a" * 60, "a")
+    kept.keep("b", b"b" * 30, "b")
+    kept.keep("c", b"c" * 20, "c")
+    assert list(kept) == ["c"]
     assert kept.held == 20
+
+
+def test_what_is_kept_again_under_a_key_replaces_what_it_held() -> None:
+    kept: KeptByKey[str] = KeptByKey(100)
+    for n in range(10):
+        kept.keep("chunk", bytes(50), f"version {n}")
+    assert kept == {"chunk": (bytes(50), "version 9")}
+    assert kept.held == 50
+
+
+def test_a_chunk_changed_under_the_backend_is_read_as_stored() -> None:
+    store, sid = conversation(3)
+    backend = cast(KVBackend, store.backend)
+    kept = backend.read_messages(sid, 0, 3)  # now kept, under the chunk's key
+    other, other_sid = conversation(3)
+    written = cast(KVBackend, other.backend).read_messages(other_sid, 0, 3)
+    backend.kv.set(f"m:{sid}:0", pack(written))  # as another process would write it
+    assert written != kept
+    assert backend.read_messages(sid, 0, 3) == written
 
 
 def test_the_header_a_save_wrote_is_read_without_decoding_it(

@@ -104,11 +104,13 @@ def appended(chunk: bytes, count: int, records: list[bytes]) -> bytes | None:
     return b"".join((head, chunk[body:], *map(pack, records)))
 
 
-class KeptByContent(dict[bytes, V]):
-    """What was made from stored bytes (unpacked, decoded), by those bytes: the next read of
-    the same bytes costs a lookup. Keyed by content, an entry cannot go stale. Starts afresh
-    past `budget` bytes of keys. Lock-free: dict reads and writes are atomic, and a lost entry
-    costs one decode."""
+class KeptByKey(dict[str, tuple[bytes, V]]):
+    """What was made (unpacked, decoded) from the bytes last read or written under a key, with
+    those bytes: a read that finds the same bytes under the key again costs a lookup. Callers
+    compare the bytes whole (`kept[0] is data or kept[0] == data`): identity on memory, a memcmp
+    where every read makes new bytes (diskcache), never a hash of a whole chunk. Checked against
+    the bytes, an entry cannot go stale. Starts afresh past `budget` bytes. Lock-free: dict reads
+    and writes are atomic, and a lost entry costs one decode."""
 
     __slots__ = ("budget", "held")
 
@@ -117,12 +119,13 @@ class KeptByContent(dict[bytes, V]):
         self.budget = budget
         self.held = 0
 
-    def keep(self, data: bytes, value: V) -> None:
-        if self.held + len(data) > self.budget:
+    def keep(self, key: str, data: bytes, value: V) -> None:
+        replaced = self.get(key)
+        self.held += len(data) - (len(replaced[0]) if replaced is not None else 0)
+        if self.held > self.budget:
             self.clear()
-            self.held = 0
-        self[data] = value
-        self.held += len(data)
+            self.held = len(data)
+        self[key] = (data, value)
 
 
 class KV(Protocol):
@@ -162,28 +165,28 @@ class KVBackend:
         self._next_sweep = float("-inf")
         self._next_scrub = float("-inf")
         # Every turn reads the chunk of messages and the header the turn before wrote. Kept,
-        # a read costs a lookup instead of an unpack (and, on memory, hands out the same record
-        # bytes objects, whose hashes Python keeps for the decoded-messages lookup); a commit
-        # keeps what it writes. Headers are handed out as copies: a commit changes the one it
-        # reads.
-        self._unpacked: KeptByContent[list[bytes]] = KeptByContent(UNPACKED_BYTES)
-        self._headers: KeptByContent[SessionHeader] = KeptByContent(DECODED_HEADER_BYTES)
+        # a read costs a lookup instead of an unpack, and hands out the same record bytes
+        # objects, whose hashes Python keeps for the decoded-messages lookup; a commit keeps
+        # what it writes. Headers are handed out as copies: a commit changes the one it reads.
+        self._unpacked: KeptByKey[list[bytes]] = KeptByKey(UNPACKED_BYTES)
+        self._headers: KeptByKey[SessionHeader] = KeptByKey(DECODED_HEADER_BYTES)
 
     # -- reading -------------------------------------------------------------------------------
 
     def _header(self, session_id: str) -> SessionHeader | None:
-        data = self.kv.get("h:" + session_id)
+        key = "h:" + session_id
+        data = self.kv.get(key)
         if data is None:
             return None
-        known = self._headers.get(data)
-        if known is not None:
-            header = known.copy()
+        kept = self._headers.get(key)
+        if kept is not None and (kept[0] is data or kept[0] == data):
+            header = kept[1].copy()
         else:
             try:
                 header = SessionHeader.from_wire(decode_header(data, session_id=session_id))
             except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
                 raise CorruptRecord(session_id, f"bad header ({exc})") from exc
-            self._headers.keep(data, header.copy())
+            self._headers.keep(key, data, header.copy())
         if header.session_id != session_id:  # never another session's record
             raise CorruptRecord(session_id, "the header names another session")
         return header
@@ -256,14 +259,16 @@ class KVBackend:
             self.kv.delete(f"s:{session_id}:{n}")
 
     def _chunk(self, session_id: str, kind: str, n: int) -> Any:
-        data = self.kv.get(f"{kind}:{session_id}:{n}")
+        key = f"{kind}:{session_id}:{n}"
+        data = self.kv.get(key)
         if data is None:
             return [] if kind == "m" else {}
         if kind == "m":
-            records = self._unpacked.get(data)
-            if records is None:
-                records = self._parse_chunk(session_id, kind, n, data)
-                self._unpacked.keep(data, records)
+            kept = self._unpacked.get(key)
+            if kept is not None and (kept[0] is data or kept[0] == data):
+                return kept[1]
+            records = self._parse_chunk(session_id, kind, n, data)
+            self._unpacked.keep(key, data, records)
             return records
         return self._parse_chunk(session_id, kind, n, data)
 
@@ -355,9 +360,9 @@ class KVBackend:
     # -- writing -------------------------------------------------------------------------------
 
     def _put_header(self, header: SessionHeader) -> None:
-        data = encode_header(header.to_wire())
-        self.kv.set("h:" + header.session_id, data)
-        self._headers.keep(data, header.copy())
+        key, data = "h:" + header.session_id, encode_header(header.to_wire())
+        self.kv.set(key, data)
+        self._headers.keep(key, data, header.copy())
 
     def _drop_log(self, session_id: str, count: int) -> None:
         for n in range((count + CHUNK - 1) // CHUNK):
@@ -445,12 +450,14 @@ class KVBackend:
             data = self.kv.get(key) if offset else None
             before: list[bytes] | None
             if data is not None and (grown := appended(data, offset, take)) is not None:
-                before = self._unpacked.get(data)
+                kept = self._unpacked.get(key)
+                known = kept is not None and (kept[0] is data or kept[0] == data)
+                before = kept[1] if kept is not None and known else None
             else:  # a new chunk, or one holding more than the header counts
                 before = self._chunk(sid, "m", n)[:offset] if offset else []
                 grown = pack(before + take)
             if before is not None and len(before) == offset:
-                self._unpacked.keep(grown, before + take)
+                self._unpacked.keep(key, grown, before + take)
             self.kv.set(key, grown)
             position += len(take)
             messages = messages[len(take) :]
