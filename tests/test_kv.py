@@ -42,7 +42,7 @@ def test_bytes_that_are_not_an_array_are_not_appended_to() -> None:
     assert appended(b"\xdc\x00", 0, [b"x"]) is None  # a cut-off length
 
 
-# -- message chunks kept unpacked, headers kept decoded (KeptByKey) -----------------------
+# -- message chunks kept unpacked, headers kept decoded (KeptByKey) -------------------------------
 
 
 def test_a_chunk_read_again_hands_out_the_same_record_bytes() -> None:

@@ -451,8 +451,9 @@ class KVBackend:
             before: list[bytes] | None
             if data is not None and (grown := appended(data, offset, take)) is not None:
                 kept = self._unpacked.get(key)
-                known = kept is not None and (kept[0] is data or kept[0] == data)
-                before = kept[1] if kept is not None and known else None
+                before = (
+                    kept[1] if kept is not None and (kept[0] is data or kept[0] == data) else None
+                )
             else:  # a new chunk, or one holding more than the header counts
                 before = self._chunk(sid, "m", n)[:offset] if offset else []
                 grown = pack(before + take)
