@@ -120,6 +120,28 @@ def test_a_chunk_changed_under_the_backend_is_read_as_stored() -> None:
     assert backend.read_messages(sid, 0, 3) == written
 
 
+def test_a_deleted_session_leaves_nothing_kept_in_memory() -> None:
+    store, sid = conversation(3)
+    child = store.load_child(store.load(sid), "draft")
+    child.add_message("user", "a draft")
+    child.save()
+    backend = cast(KVBackend, store.backend)
+    backend.read_messages(child.id, 0, 1)
+    backend.read_messages(sid, 0, 3)
+    assert store.delete(sid)
+    assert [k for k in (*backend._unpacked, *backend._headers) if sid in k] == []
+
+
+def test_a_renamed_session_leaves_nothing_kept_under_its_old_id() -> None:
+    store, sid = conversation(3)
+    session = store.load(sid)
+    session.get_history()
+    new_id = store.rotate(session)
+    backend = cast(KVBackend, store.backend)
+    assert [k for k in (*backend._unpacked, *backend._headers) if sid in k] == []
+    assert len(store.load(new_id).messages) == 3
+
+
 def test_the_header_a_save_wrote_is_read_without_decoding_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

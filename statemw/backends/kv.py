@@ -109,8 +109,9 @@ class KeptByKey(dict[str, tuple[bytes, V]]):
     those bytes: a read that finds the same bytes under the key again costs a lookup. Callers
     compare the bytes whole (`kept[0] is data or kept[0] == data`): identity on memory, a memcmp
     where every read makes new bytes (diskcache), never a hash of a whole chunk. Checked against
-    the bytes, an entry cannot go stale. Starts afresh past `budget` bytes. Lock-free: dict reads
-    and writes are atomic, and a lost entry costs one decode."""
+    the bytes, an entry cannot go stale; a record this backend removes is dropped with it, so a
+    deleted session's data does not stay in memory. Starts afresh past `budget` bytes. Lock-free:
+    dict reads and writes are atomic, and a lost entry costs one decode."""
 
     __slots__ = ("budget", "held")
 
@@ -126,6 +127,12 @@ class KeptByKey(dict[str, tuple[bytes, V]]):
             self.clear()
             self.held = len(data)
         self[key] = (data, value)
+
+    def drop(self, key: str) -> None:
+        """Forget what is kept under `key` (its record is gone)."""
+        dropped = self.pop(key, None)
+        if dropped is not None:
+            self.held -= len(dropped[0])
 
 
 class KV(Protocol):
@@ -366,7 +373,9 @@ class KVBackend:
 
     def _drop_log(self, session_id: str, count: int) -> None:
         for n in range((count + CHUNK - 1) // CHUNK):
-            self.kv.delete(f"m:{session_id}:{n}")
+            key = f"m:{session_id}:{n}"
+            self.kv.delete(key)
+            self._unpacked.drop(key)
         self._drop_vectors(session_id, count)
 
     def _drop_buckets(self, header: SessionHeader) -> None:
@@ -566,6 +575,7 @@ class KVBackend:
         self._drop_log(sid, header.message_count)
         self._drop_buckets(header)
         self.kv.delete("h:" + sid)
+        self._headers.drop("h:" + sid)
         return header
 
     def delete(self, session_id: str) -> bool:
@@ -596,9 +606,11 @@ class KVBackend:
             if data is not None:
                 self.kv.set(f"{kind}:{new}:{n}", data)
                 self.kv.delete(f"{kind}:{old}:{n}")
+                self._unpacked.drop(f"{kind}:{old}:{n}")
         for name in header.children:
             self._move(f"{old}/{name}", f"{new}/{name}")
         self.kv.delete("h:" + old)
+        self._headers.drop("h:" + old)
         header.session_id = new
         self._put_header(header)
         return header
