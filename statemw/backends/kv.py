@@ -106,12 +106,12 @@ def appended(chunk: bytes, count: int, records: list[bytes]) -> bytes | None:
 
 class KeptByKey(dict[str, tuple[bytes, V]]):
     """What was made (unpacked, decoded) from the bytes last read or written under a key, with
-    those bytes: a read that finds the same bytes under the key again costs a lookup. Callers
-    compare the bytes whole (`kept[0] is data or kept[0] == data`): identity on memory, a memcmp
-    where every read makes new bytes (diskcache), never a hash of a whole chunk. Checked against
-    the bytes, an entry cannot go stale; a record this backend removes is dropped with it, so a
-    deleted session's data does not stay in memory. Starts afresh past `budget` bytes. Lock-free:
-    dict reads and writes are atomic, and a lost entry costs one decode."""
+    those bytes: a read that finds the same bytes under the key again costs a lookup. The bytes
+    are compared whole (identity on memory, a memcmp where every read makes new bytes, as on
+    diskcache), never hashed. Checked against the bytes, an entry cannot go stale; a record this
+    backend removes is dropped with it, so a deleted session's data does not stay in memory.
+    Starts afresh past `budget` bytes. Lock-free: dict reads and writes are atomic, and a lost
+    entry costs one decode."""
 
     __slots__ = ("budget", "held")
 
@@ -127,6 +127,11 @@ class KeptByKey(dict[str, tuple[bytes, V]]):
             self.clear()
             self.held = len(data)
         self[key] = (data, value)
+
+    def made_from(self, key: str, data: bytes) -> V | None:
+        """What is kept under `key` if it was made from `data` (the bytes just read), else None."""
+        kept = self.get(key)
+        return kept[1] if kept is not None and kept[0] == data else None
 
     def drop(self, key: str) -> None:
         """Forget what is kept under `key` (its record is gone)."""
@@ -185,9 +190,9 @@ class KVBackend:
         data = self.kv.get(key)
         if data is None:
             return None
-        kept = self._headers.get(key)
-        if kept is not None and (kept[0] is data or kept[0] == data):
-            header = kept[1].copy()
+        known = self._headers.made_from(key, data)
+        if known is not None:
+            header = known.copy()
         else:
             try:
                 header = SessionHeader.from_wire(decode_header(data, session_id=session_id))
@@ -271,9 +276,9 @@ class KVBackend:
         if data is None:
             return [] if kind == "m" else {}
         if kind == "m":
-            kept = self._unpacked.get(key)
-            if kept is not None and (kept[0] is data or kept[0] == data):
-                return kept[1]
+            records = self._unpacked.made_from(key, data)
+            if records is not None:
+                return records
             records = self._parse_chunk(session_id, kind, n, data)
             self._unpacked.keep(key, data, records)
             return records
@@ -459,10 +464,7 @@ class KVBackend:
             data = self.kv.get(key) if offset else None
             before: list[bytes] | None
             if data is not None and (grown := appended(data, offset, take)) is not None:
-                kept = self._unpacked.get(key)
-                before = (
-                    kept[1] if kept is not None and (kept[0] is data or kept[0] == data) else None
-                )
+                before = self._unpacked.made_from(key, data)
             else:  # a new chunk, or one holding more than the header counts
                 before = self._chunk(sid, "m", n)[:offset] if offset else []
                 grown = pack(before + take)
