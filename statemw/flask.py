@@ -81,6 +81,9 @@ class FlaskCookie:
     _signings: dict[tuple[Any, ...], Signing] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _attributes: dict[tuple[Any, ...], str] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def with_default_secret(self, secret_key: SigningSecret | None) -> FlaskCookie:
         return self
@@ -122,7 +125,22 @@ class FlaskCookie:
         assert signing is not None  # open_session gives a null session without SECRET_KEY
         expires = interface.get_expiration_time(app, flask.session)
         value = signing.sign(session_id)
-        return [("Set-Cookie", dump_cookie(name, value, expires=expires, **options))]
+        if expires is not None:
+            return [("Set-Cookie", dump_cookie(name, value, expires=expires, **options))]
+        return [("Set-Cookie", f"{name}={value}{self._attributes_of(name, options)}")]
+
+    def _attributes_of(self, name: str, options: dict[str, Any]) -> str:
+        """What werkzeug writes after a browser-session cookie's value, for these settings:
+        the same for every response until the app's settings change. (A signed id is base64
+        and dots, which werkzeug never quotes, so the value goes in as it is.)"""
+        settings = (name, *options.values())
+        attributes = self._attributes.get(settings)
+        if attributes is None:
+            if len(self._attributes) > 8:  # settings change rarely: keep the few recent
+                self._attributes.clear()
+            attributes = dump_cookie(name, "", **options)[len(name) + 1 :]
+            self._attributes[settings] = attributes
+        return attributes
 
 
 class _Interface(SessionInterface):

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from flask import Flask, jsonify, request, session
 from flask.globals import request_ctx
+from werkzeug.http import dump_cookie
 
 from statemw import Session, Store
 from statemw.flask import FlaskState, store_for
@@ -180,6 +181,51 @@ def test_cookie_settings_made_after_init_are_read_on_each_request(store: Store) 
     cookie = cookie_of(app.test_client().post("/remember", json={"name": "x"}))
     assert "Path=/foo" in cookie
     assert "SameSite" not in cookie
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"SESSION_COOKIE_NAME": "chat", "SESSION_COOKIE_SECURE": True, "SESSION_COOKIE_PATH": "/a"},
+        {"SESSION_COOKIE_SAMESITE": "Strict", "SESSION_COOKIE_HTTPONLY": False},
+        {"SESSION_COOKIE_DOMAIN": "example.com", "SESSION_COOKIE_PARTITIONED": True},
+    ],
+)
+def test_the_set_cookie_header_is_what_werkzeug_writes_for_the_settings(
+    store: Store, settings: dict[str, Any]
+) -> None:
+    app = make_app(store, **settings)
+    cookie = cookie_of(app.test_client().post("/remember", json={"name": "x"}))
+    name, value = cookie.split(";")[0].split("=", 1)
+    with app.test_request_context():
+        interface = app.session_interface
+        expected = dump_cookie(
+            name,
+            value,
+            domain=interface.get_cookie_domain(app),
+            path=interface.get_cookie_path(app),
+            secure=interface.get_cookie_secure(app),
+            partitioned=interface.get_cookie_partitioned(app),
+            samesite=interface.get_cookie_samesite(app),
+            httponly=interface.get_cookie_httponly(app),
+        )
+    assert cookie == expected
+
+
+def test_a_cookie_setting_changed_between_requests_is_in_the_next_cookie(store: Store) -> None:
+    app = make_app(store)
+    client = app.test_client()
+    assert "SameSite=Lax" not in cookie_of(client.post("/remember", json={"name": "a"}))
+    app.config.update(SESSION_COOKIE_SAMESITE="Lax")
+    client.delete_cookie("session")
+    assert "SameSite=Lax" in cookie_of(client.post("/remember", json={"name": "b"}))
+
+
+def test_werkzeug_writes_a_signed_id_of_any_allowed_characters_unquoted() -> None:
+    # FlaskCookie puts the signed value after "name=" as it is: werkzeug must agree
+    value = "Az09_.:@+=-/child_.-" + ".AbC-_x" + ".sig-_AZ09"
+    assert dump_cookie("session", value) == f"session={value}; Path=/"
 
 
 def test_a_leading_dot_domain_is_sent_as_flask_sends_it_and_the_cookie_comes_back(
