@@ -81,7 +81,7 @@ class FlaskCookie:
     _signings: dict[tuple[Any, ...], Signing] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    _attributes: dict[tuple[Any, ...], str] = field(
+    _rendered: dict[tuple[Any, ...], tuple[str, str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -127,20 +127,21 @@ class FlaskCookie:
         value = signing.sign(session_id)
         if expires is not None:
             return [("Set-Cookie", dump_cookie(name, value, expires=expires, **options))]
-        return [("Set-Cookie", f"{name}={value}{self._attributes_of(name, options)}")]
+        rendered_name, attributes = self._rendered_around_value(name, options)
+        return [("Set-Cookie", f"{rendered_name}={value}{attributes}")]
 
-    def _attributes_of(self, name: str, options: dict[str, Any]) -> str:
-        """What werkzeug writes after a browser-session cookie's value, for these settings:
-        the same for every response until the app's settings change. (A signed id is base64
-        and dots, which werkzeug never quotes, so the value goes in as it is.)"""
+    def _rendered_around_value(self, name: str, options: dict[str, Any]) -> tuple[str, str]:
+        """What werkzeug writes before and after a browser-session cookie's value, for these
+        settings: the same for every response until the app's settings change. (A signed id
+        is base64 and dots, which werkzeug never quotes, so the value goes in as it is.)"""
         settings = (name, *options.values())
-        attributes = self._attributes.get(settings)
-        if attributes is None:
-            if len(self._attributes) > 8:  # settings change rarely: keep the few recent
-                self._attributes.clear()
-            attributes = dump_cookie(name, "", **options)[len(name) + 1 :]
-            self._attributes[settings] = attributes
-        return attributes
+        rendered = self._rendered.get(settings)
+        if rendered is None:
+            if len(self._rendered) > 8:  # settings change rarely: keep the few recent
+                self._rendered.clear()
+            rendered_name, _, attributes = dump_cookie(name, "", **options).partition("=")
+            rendered = self._rendered[settings] = (rendered_name, attributes)
+        return rendered
 
 
 class _Interface(SessionInterface):
