@@ -297,12 +297,12 @@ async def test_an_async_plain_load_reads_in_one_round_trip(rstore: Store) -> Non
 
 
 def test_a_transaction_that_fails_inside_raises_its_error(rstore: Store) -> None:
-    client = raw(rstore)
-    client.set(b"not-a-hash", b"x")
     backend = backend_of(rstore)
+    key = backend.layout.prefix + "not-a-hash"  # under the test's prefix: the cleanup takes it
+    raw(rstore).set(key, b"x")
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        backend.call(redis_ops.Transaction([redis_ops.Command(("HGETALL", "not-a-hash"))]))
-    assert backend.call(redis_ops.Command(("GET", "not-a-hash"))) == b"x"  # the connection works
+        backend.call(redis_ops.Transaction([redis_ops.Command(("HGETALL", key))]))
+    assert backend.call(redis_ops.Command(("GET", key))) == b"x"  # the connection works
 
 
 def test_the_session_keys_expire_in_redis_too(rstore: Store) -> None:
