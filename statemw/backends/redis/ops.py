@@ -84,7 +84,7 @@ class RedisStep(Step[Caller, AsyncCaller, Any]):
         return await aio.call(self)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Script(RedisStep):
     """Run one of lua.SCRIPTS by name."""
 
@@ -97,21 +97,21 @@ class Script(RedisStep):
         return evalsha(self.name, self.keys, self.args)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Command(RedisStep):
     """One plain Redis command."""
 
     args: tuple[str | bytes | int | float, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pipeline(RedisStep):
     """Several commands in one round trip (not a transaction; reads only)."""
 
     commands: list[Command]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transaction(RedisStep):
     """Several reads run as one (MULTI ... EXEC): they see one moment, in one round trip."""
 
