@@ -130,11 +130,21 @@ def main() -> None:
     if args.child:
         requests(args.products[0], args.kind, args.size, args.count, args.fills_only)
         return
-    kind, size, n, caches = args.kind, args.size, args.count, args.caches
+    sys.path.insert(0, str(HERE))
+    import web  # the children share its run id (web.RUN), so one cleanup takes all their keys
+
+    try:
+        measure(args.products, args.kind, args.size, args.count, args.caches)
+    finally:
+        if any(web.BY_NAME[p].redis for p in args.products if p in web.BY_NAME):
+            web.redis_cleanup()  # their keys would otherwise stay in Redis for the idle TTL
+
+
+def measure(products: list[str], kind: str, size: int, n: int, caches: bool) -> None:
     events = list(EVENTS) if caches else ["instructions"]
     tool = "cachegrind" if caches else "callgrind"
     print(f"{kind} at L={size:,}: {', '.join(events)} per request ({tool}, differential)")
-    for product in args.products:
+    for product in products:
         long, short = (counts(product, kind, size, c, caches=caches) for c in (6 * n, n))
         total = {e: long[e] - short[e] for e in events}
         refills = fills(kind, size, 6 * n) - fills(kind, size, n)
