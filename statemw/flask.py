@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import flask
 from flask import Flask, Request, Response, request
@@ -35,6 +35,9 @@ from statemw.keys import Found, IdSource, Incoming, SigningSecret
 from statemw.session import Session
 from statemw.store import Store
 from statemw.wsgi import SavedAtEnd, incoming_from_environ
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 EXTENSION = "statemw"
 _BINDING = "statemw.binding"
@@ -93,11 +96,11 @@ class FlaskCookie:
         if not app.secret_key:
             return None
         keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
-        if keys not in self._signings:
-            if len(self._signings) > 8:  # keys rotate rarely: keep the few recent sets
-                self._signings.clear()
-            self._signings[keys] = Signing(list(keys), "statemw.cookie", timed=True)
-        return self._signings[keys]
+        signing = self._signings.get(keys)
+        if signing is None:
+            made = Signing(list(keys), "statemw.cookie", timed=True)
+            signing = _remember(self._signings, keys, made)
+        return signing
 
     def find(self, incoming: Incoming) -> Found | None:
         app = _current_app()
@@ -137,11 +140,18 @@ class FlaskCookie:
         settings = (name, *options.values())
         rendered = self._rendered.get(settings)
         if rendered is None:
-            if len(self._rendered) > 8:  # settings change rarely: keep the few recent
-                self._rendered.clear()
             rendered_name, _, attributes = dump_cookie(name, "", **options).partition("=")
-            rendered = self._rendered[settings] = (rendered_name, attributes)
+            rendered = _remember(self._rendered, settings, (rendered_name, attributes))
         return rendered
+
+
+def _remember(made: dict[K, V], settings: K, value: V) -> V:
+    """Keep what was made for these settings (an app's keys, its cookie settings). Settings
+    change rarely, so past a few sets the dict starts afresh."""
+    if len(made) > 8:
+        made.clear()
+    made[settings] = value
+    return value
 
 
 class _Interface(SessionInterface):
