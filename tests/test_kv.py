@@ -120,6 +120,11 @@ def test_a_chunk_changed_under_the_backend_is_read_as_stored() -> None:
     assert backend.read_messages(sid, 0, 3) == written
 
 
+def kept_keys_naming(backend: KVBackend, sid: str) -> list[str]:
+    """The keys of the chunks and headers the backend keeps that name `sid`."""
+    return [k for k in (*backend._unpacked, *backend._headers) if sid in k]
+
+
 def test_a_deleted_session_leaves_nothing_kept_in_memory() -> None:
     store, sid = conversation(3)
     child = store.load_child(store.load(sid), "draft")
@@ -129,7 +134,7 @@ def test_a_deleted_session_leaves_nothing_kept_in_memory() -> None:
     backend.read_messages(child.id, 0, 1)
     backend.read_messages(sid, 0, 3)
     assert store.delete(sid)
-    assert [k for k in (*backend._unpacked, *backend._headers) if sid in k] == []
+    assert kept_keys_naming(backend, sid) == []
 
 
 def test_a_renamed_session_leaves_nothing_kept_under_its_old_id() -> None:
@@ -138,7 +143,7 @@ def test_a_renamed_session_leaves_nothing_kept_under_its_old_id() -> None:
     session.get_history()
     new_id = store.rotate(session)
     backend = cast(KVBackend, store.backend)
-    assert [k for k in (*backend._unpacked, *backend._headers) if sid in k] == []
+    assert kept_keys_naming(backend, sid) == []
     assert len(store.load(new_id).messages) == 3
 
 

@@ -376,11 +376,16 @@ class KVBackend:
         self.kv.set(key, data)
         self._headers.keep(key, data, header.copy())
 
+    def _delete_kept(self, key: str) -> None:
+        """Delete a record of a kind this backend keeps unpacked or decoded (a header, a message
+        chunk), and what it keeps of it: a deleted session's data does not stay in memory."""
+        self.kv.delete(key)
+        self._unpacked.drop(key)
+        self._headers.drop(key)
+
     def _drop_log(self, session_id: str, count: int) -> None:
         for n in range((count + CHUNK - 1) // CHUNK):
-            key = f"m:{session_id}:{n}"
-            self.kv.delete(key)
-            self._unpacked.drop(key)
+            self._delete_kept(f"m:{session_id}:{n}")
         self._drop_vectors(session_id, count)
 
     def _drop_buckets(self, header: SessionHeader) -> None:
@@ -576,8 +581,7 @@ class KVBackend:
             self._remove(f"{sid}/{name}")
         self._drop_log(sid, header.message_count)
         self._drop_buckets(header)
-        self.kv.delete("h:" + sid)
-        self._headers.drop("h:" + sid)
+        self._delete_kept("h:" + sid)
         return header
 
     def delete(self, session_id: str) -> bool:
@@ -607,12 +611,10 @@ class KVBackend:
             data = self.kv.get(f"{kind}:{old}:{n}")
             if data is not None:
                 self.kv.set(f"{kind}:{new}:{n}", data)
-                self.kv.delete(f"{kind}:{old}:{n}")
-                self._unpacked.drop(f"{kind}:{old}:{n}")
+                self._delete_kept(f"{kind}:{old}:{n}")
         for name in header.children:
             self._move(f"{old}/{name}", f"{new}/{name}")
-        self.kv.delete("h:" + old)
-        self._headers.drop("h:" + old)
+        self._delete_kept("h:" + old)
         header.session_id = new
         self._put_header(header)
         return header
