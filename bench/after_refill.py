@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -32,7 +31,7 @@ SHOWN = 12
 
 async def by_position(product: str, size: int, turns: int) -> tuple[float, dict[int, float]]:
     """The cell's median µs per turn, and the median at each position after a fill."""
-    with tempfile.TemporaryDirectory(prefix="statemw-after-refill-") as tmp:
+    with web.scratch() as tmp:
         app = web.BY_NAME[product].build(tmp)
         try:
             cell = web.Cell(app, "turn", size)
