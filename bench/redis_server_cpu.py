@@ -185,6 +185,11 @@ def repeated(op: Callable[[], object]) -> Callable[[int], None]:
     return run
 
 
+_COMMIT_META = ("_v", "_ea", "_rev", "_mc", "_tt", "_lead", "_ca", "_x", "_vec", "_sumupto", "_uid")
+"""The header fields lua.COMMIT reads with its one HMGET."""
+_LUA_META = ", ".join(f"'{field}'" for field in _COMMIT_META)
+
+
 def raw_operations(client: redis.Redis) -> list[tuple[str, Callable[[], object]]]:
     """What statemw's scripts are measured against: the peers' GET and SET, bench/web.py's raw
     floors, and the fixed costs of a script (the call, its msgpack arguments, one redis.call)."""
@@ -193,10 +198,7 @@ def raw_operations(client: redis.Redis) -> list[tuple[str, Callable[[], object]]
     nothing = client.register_script("return 1")
     unpack = client.register_script("local t = {cmsgpack.unpack(ARGV[1])} return 1")
     args = msgpack.packb(list(range(25)))
-    hmget = client.register_script(
-        "return redis.call('HMGET', KEYS[1], '_v', '_ea', '_rev', '_mc', '_tt', '_lead', '_ca',"
-        " '_x', '_vec', '_sumupto', '_uid')"
-    )
+    hmget = client.register_script(f"return redis.call('HMGET', KEYS[1], {_LUA_META})")
 
     def get_set() -> None:
         client.get("raw:k")
@@ -216,6 +218,29 @@ def raw_operations(client: redis.Redis) -> list[tuple[str, Callable[[], object]]
         pipe.expire("raw:wh", 100)
         pipe.execute()
 
+    # What the commit script does for one appended message, as plain commands in a MULTI (what
+    # a commit without a script would cost Redis at least, merging nothing), and as a script of
+    # just those calls on its msgpack arguments: the rest of a commit is the script's own logic.
+    commit_calls = client.register_script(
+        "local t = {cmsgpack.unpack(ARGV[1])}"
+        f" redis.call('HMGET', KEYS[1], {_LUA_META})"
+        " redis.call('HSET', KEYS[1], '_rev', 5, '_ua', '1765000000.5', '_mc', 3, '_tt', 7)"
+        " redis.call('RPUSH', KEYS[2], ARGV[2])"
+        " redis.call('PEXPIRE', KEYS[1], 100000)"
+        " redis.call('PEXPIRE', KEYS[2], 100000)"
+        " redis.call('PUBLISH', KEYS[3], '5')"
+    )
+
+    def commit_writes() -> None:
+        pipe = client.pipeline()
+        pipe.hmget("raw:ch", _COMMIT_META)
+        pipe.hset("raw:ch", mapping={"_rev": 5, "_ua": "1765000000.5", "_mc": 3, "_tt": 7})
+        pipe.rpush("raw:cm", b"x" * 170)
+        pipe.pexpire("raw:ch", 100_000)
+        pipe.pexpire("raw:cm", 100_000)
+        pipe.publish("raw:cc", "5")
+        pipe.execute()
+
     return [
         ("raw: PING", client.ping),
         ("raw: GET + SET of 200 bytes", get_set),
@@ -224,6 +249,11 @@ def raw_operations(client: redis.Redis) -> list[tuple[str, Callable[[], object]]
         ("raw: EVALSHA of 'return 1'", nothing),
         ("raw: EVALSHA unpacking 25 args", lambda: unpack(args=[args])),
         ("raw: EVALSHA HMGET of 11 fields", lambda: hmget(keys=["raw:h"])),
+        ("raw: the commit's calls, MULTI", commit_writes),
+        (
+            "raw: the commit's calls, a script",
+            lambda: commit_calls(keys=["raw:ch", "raw:cm", "raw:cc"], args=[args, b"x" * 170]),
+        ),
     ]
 
 
