@@ -156,8 +156,12 @@ def raw_redis_values(backend: object) -> list[bytes]:
             out += client.lrange(key, 0, -1)
         elif kind == b"zset":
             out += client.zrange(key, 0, -1)
-        else:
-            out.append(client.get(key))
+        elif kind == b"string":
+            value = client.get(key)
+            if value is not None:  # expired since SCAN named it
+                out.append(value)
+        elif kind != b"none":  # b"none": expired since SCAN named it
+            raise AssertionError(f"a Redis {kind!r} under the prefix: {key!r}")
     return out
 
 
