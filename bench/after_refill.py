@@ -66,8 +66,7 @@ def main() -> None:
                 shown = ", ".join(f"{p}: {us:,.0f}" for p, us in positions.items() if p < SHOWN)
                 print(f"{product} L={size:,}: median {median:,.1f} µs; by position {shown}")
     finally:
-        if any(web.BY_NAME[p].redis for p in args.products):
-            web.redis_cleanup()
+        web.redis_cleanup_after(args.products)
 
 
 if __name__ == "__main__":

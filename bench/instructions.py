@@ -136,8 +136,7 @@ def main() -> None:
     try:
         measure(args.products, args.kind, args.size, args.count, args.caches)
     finally:
-        if any(web.BY_NAME[p].redis for p in args.products if p in web.BY_NAME):
-            web.redis_cleanup()  # their keys would otherwise stay in Redis for the idle TTL
+        web.redis_cleanup_after(args.products)
 
 
 def measure(products: list[str], kind: str, size: int, n: int, caches: bool) -> None:

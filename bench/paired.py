@@ -48,8 +48,7 @@ async def paired(names: list[str], kind: str, size: int, slices: int, per_slice:
         finally:
             for app in apps:
                 await app.close()
-            if any(p.redis for p in products):
-                web.redis_cleanup()
+            web.redis_cleanup_after(names)
     base = names[0]
     print(f"{kind} at L={size:,}: {slices} slices of {per_slice} requests each, interleaved")
     for name in names:

@@ -797,6 +797,13 @@ def redis_cleanup() -> None:
         conn.close()
 
 
+def redis_cleanup_after(names: Iterable[str]) -> None:
+    """redis_cleanup() when one of these products (names of PRODUCTS) keeps its sessions in
+    Redis: their keys would otherwise stay there for the idle TTL."""
+    if any(name in BY_NAME and BY_NAME[name].redis for name in names):
+        redis_cleanup()
+
+
 # --- workers --------------------------------------------------------------------------------------
 
 
