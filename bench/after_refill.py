@@ -31,22 +31,14 @@ SHOWN = 12
 
 async def by_position(product: str, size: int, turns: int) -> tuple[float, dict[int, float]]:
     """The cell's median µs per turn, and the median at each position after a fill."""
-    with web.scratch() as tmp:
-        app = web.BY_NAME[product].build(tmp)
-        try:
-            cell = web.Cell(app, "turn", size)
-            await cell.start()
-            for _ in range(100):  # warm-up
-                await cell.one()
-            times: dict[int, list[float]] = defaultdict(list)
-            every: list[float] = []
-            for _ in range(turns):
-                position = cell.in_batch % cell.batch
-                us = await cell.one() / 1000
-                times[position].append(us)
-                every.append(us)
-        finally:
-            await app.close()
+    async with web.started_cell(product, "turn", size, warm=100) as cell:
+        times: dict[int, list[float]] = defaultdict(list)
+        every: list[float] = []
+        for _ in range(turns):
+            position = cell.in_batch % cell.batch
+            us = await cell.one() / 1000
+            times[position].append(us)
+            every.append(us)
     return statistics.median(every), {p: statistics.median(t) for p, t in sorted(times.items())}
 
 
@@ -56,9 +48,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000", help="L values, comma-separated")
     parser.add_argument("--turns", type=int, default=2000, help="timed turns per cell")
     args = parser.parse_args()
-    unknown = [p for p in args.products if p not in web.BY_NAME]
-    if unknown:
-        raise SystemExit(f"unknown products {unknown}; known: {', '.join(web.BY_NAME)}")
+    web.check_products(parser, args.products)
     try:
         for product in args.products:
             for size in (int(s) for s in args.sizes.split(",")):

@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=10, help="slices per product")
     parser.add_argument("--requests", type=int, default=500, help="timed requests per slice")
     args = parser.parse_args()
+    web.check_products(parser, args.products)
     asyncio.run(paired(args.products, args.kind, args.size, args.slices, args.requests))
 
 

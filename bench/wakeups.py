@@ -94,19 +94,11 @@ class SelectorWatch:
 
 
 async def turns(product: str, count: int) -> Turns:
-    with web.scratch() as tmp:
-        app = web.BY_NAME[product].build(tmp)
-        try:
-            cell = web.Cell(app, "turn", 0)
-            await cell.start()
-            for _ in range(200):  # warm-up
-                await cell.one()
-            with SelectorWatch(asyncio.get_running_loop()) as watch:
-                before = resource.getrusage(resource.RUSAGE_SELF)
-                times = [await cell.one() for _ in range(count)]
-                after = resource.getrusage(resource.RUSAGE_SELF)
-        finally:
-            await app.close()
+    async with web.started_cell(product, "turn", 0, warm=200) as cell:
+        with SelectorWatch(asyncio.get_running_loop()) as watch:
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            times = [await cell.one() for _ in range(count)]
+            after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return Turns(
         median_us=statistics.median(times) / 1000,
@@ -128,9 +120,7 @@ def main() -> None:
     parser.add_argument("products", nargs="*", default=list(DEFAULT), help="bench/web.py names")
     parser.add_argument("--turns", type=int, default=3000, help="timed turns per product")
     args = parser.parse_args()
-    unknown = [p for p in args.products if p not in web.BY_NAME]
-    if unknown:
-        parser.error(f"unknown products: {', '.join(unknown)}")
+    web.check_products(parser, args.products)
     print(setting())
     print(
         f"{'L=0 turn':28} {'median µs':>10} {'CPU µs':>8} {'blocked':>8} "

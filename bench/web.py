@@ -70,8 +70,8 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, cast
@@ -814,6 +814,30 @@ def scratch() -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@asynccontextmanager
+async def started_cell(product: str, kind: str, size: int, warm: int) -> AsyncIterator[Cell]:
+    """A cell of one product (a name of PRODUCTS) in a scratch directory, its conversation
+    started and `warm` requests made; the app closed afterwards. For the scripts beside this
+    one that time a product's requests in their own process."""
+    with scratch() as tmp:
+        app = BY_NAME[product].build(tmp)
+        try:
+            cell = Cell(app, kind, size)
+            await cell.start()
+            for _ in range(warm):
+                await cell.one()
+            yield cell
+        finally:
+            await app.close()
+
+
+def check_products(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """Stop with a usage error naming any of `names` that is not a product here."""
+    unknown = [name for name in names if name not in BY_NAME]
+    if unknown:
+        parser.error(f"unknown products {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
 
 
 async def product_worker(name: str, sizes: list[int], kinds: list[str], seconds: float) -> None:
