@@ -377,8 +377,9 @@ class KVBackend:
         self._headers.keep(key, data, header.copy())
 
     def _delete_kept(self, key: str) -> None:
-        """Delete a record of a kind this backend keeps unpacked or decoded (a header, a message
-        chunk), and what it keeps of it: a deleted session's data does not stay in memory."""
+        """Delete a record and whatever this backend keeps of it (a message chunk unpacked, a
+        header decoded; nothing for other records): a deleted session's data does not stay in
+        memory."""
         self.kv.delete(key)
         self._unpacked.drop(key)
         self._headers.drop(key)
