@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,7 @@ import msgpack
 import redis
 
 import statemw
+from statemw.backends.redis.lua import COMMIT
 
 
 def free_port() -> int:
@@ -185,9 +187,13 @@ def repeated(op: Callable[[], object]) -> Callable[[int], None]:
     return run
 
 
-_COMMIT_META = ("_v", "_ea", "_rev", "_mc", "_tt", "_lead", "_ca", "_x", "_vec", "_sumupto", "_uid")
-"""The header fields lua.COMMIT reads with its one HMGET."""
-_LUA_META = ", ".join(f"'{field}'" for field in _COMMIT_META)
+def commit_meta_fields() -> tuple[str, ...]:
+    """The header fields lua.COMMIT reads with its one HMGET, read off the script itself, so the
+    raw lines measure the same HMGET as the checkout measured."""
+    found = re.search(r"local meta = redis\.call\('HMGET', h,([^)]*)\)", COMMIT)
+    if found is None:
+        raise SystemExit("lua.COMMIT no longer reads its header with one HMGET: update this script")
+    return tuple(re.findall(r"'([^']+)'", found.group(1)))
 
 
 def raw_operations(client: redis.Redis) -> list[tuple[str, Callable[[], object]]]:
@@ -198,7 +204,9 @@ def raw_operations(client: redis.Redis) -> list[tuple[str, Callable[[], object]]
     nothing = client.register_script("return 1")
     unpack = client.register_script("local t = {cmsgpack.unpack(ARGV[1])} return 1")
     args = msgpack.packb(list(range(25)))
-    hmget = client.register_script(f"return redis.call('HMGET', KEYS[1], {_LUA_META})")
+    commit_meta = commit_meta_fields()
+    lua_meta = ", ".join(f"'{field}'" for field in commit_meta)
+    hmget = client.register_script(f"return redis.call('HMGET', KEYS[1], {lua_meta})")
 
     def get_set() -> None:
         client.get("raw:k")
@@ -223,7 +231,7 @@ def raw_operations(client: redis.Redis) -> list[tuple[str, Callable[[], object]]
     # just those calls on its msgpack arguments: the rest of a commit is the script's own logic.
     commit_calls = client.register_script(
         "local t = {cmsgpack.unpack(ARGV[1])}"
-        f" redis.call('HMGET', KEYS[1], {_LUA_META})"
+        f" redis.call('HMGET', KEYS[1], {lua_meta})"
         " redis.call('HSET', KEYS[1], '_rev', 5, '_ua', '1765000000.5', '_mc', 3, '_tt', 7)"
         " redis.call('RPUSH', KEYS[2], ARGV[2])"
         " redis.call('PEXPIRE', KEYS[1], 100000)"
@@ -233,7 +241,7 @@ def raw_operations(client: redis.Redis) -> list[tuple[str, Callable[[], object]]
 
     def commit_writes() -> None:
         pipe = client.pipeline()
-        pipe.hmget("raw:ch", _COMMIT_META)
+        pipe.hmget("raw:ch", commit_meta)
         pipe.hset("raw:ch", mapping={"_rev": 5, "_ua": "1765000000.5", "_mc": 3, "_tt": 7})
         pipe.rpush("raw:cm", b"x" * 170)
         pipe.pexpire("raw:ch", 100_000)
