@@ -22,7 +22,7 @@ import asyncio
 import statistics
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -105,10 +105,7 @@ def main() -> None:
     try:
         for round_ in range(args.rounds):
             for product, mirror in cells if round_ % 2 == 0 else cells[::-1]:
-                if mirror:
-                    with mirrored_redis():
-                        us = asyncio.run(median_turn(product, args.turns))
-                else:
+                with mirrored_redis() if mirror else nullcontext():
                     us = asyncio.run(median_turn(product, args.turns))
                 best[product, mirror] = min(us, best.get((product, mirror), us))
     finally:
