@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from statemw import Store
 from statemw.backends.kv import KeptByKey, KVBackend, appended
 from statemw.codec import decode_header, pack, unpack
+from statemw.records import Entry, entries_of
 
 records = st.lists(st.binary(max_size=300), max_size=40)
 
@@ -121,12 +123,21 @@ def test_a_chunk_changed_under_the_backend_is_read_as_stored() -> None:
 
 
 def kept_keys_naming(backend: KVBackend, sid: str) -> list[str]:
-    """The keys of the chunks and headers the backend keeps that name `sid`."""
-    return [k for k in (*backend._unpacked, *backend._headers) if sid in k]
+    """The keys of the chunks, headers and state buckets the backend keeps that name `sid`."""
+    return [k for k in (*backend._unpacked, *backend._headers, *backend._buckets) if sid in k]
+
+
+def with_keys(store: Store, sid: str, count: int) -> None:
+    """`count` state keys more in a stored session: past INLINE_KEYS they live in buckets."""
+    session = store.load(sid)
+    session.update({f"key{i}": f"value {i}" for i in range(count)})
+    session.save()
 
 
 def test_a_deleted_session_leaves_nothing_kept_in_memory() -> None:
     store, sid = conversation(3)
+    with_keys(store, sid, 200)
+    assert store.load(sid)["key7"] == "value 7"  # its buckets are kept decoded now
     child = store.load_child(store.load(sid), "draft")
     child.add_message("user", "a draft")
     child.save()
@@ -139,12 +150,64 @@ def test_a_deleted_session_leaves_nothing_kept_in_memory() -> None:
 
 def test_a_renamed_session_leaves_nothing_kept_under_its_old_id() -> None:
     store, sid = conversation(3)
+    with_keys(store, sid, 200)
     session = store.load(sid)
     session.get_history()
     new_id = store.rotate(session)
     backend = cast(KVBackend, store.backend)
     assert kept_keys_naming(backend, sid) == []
-    assert len(store.load(new_id).messages) == 3
+    renamed = store.load(new_id)
+    assert (len(renamed.messages), renamed["key199"]) == (3, "value 199")
+
+
+def test_a_large_state_read_again_decodes_only_the_buckets_a_save_rewrote(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, sid = conversation(1)
+    with_keys(store, sid, 1000)
+    store.load(sid)  # every bucket decoded, and kept
+    session = store.load(sid)
+    session["key3"] = "changed"
+    session.save()
+    decoded: list[int] = []
+
+    def counting(wires: dict[str, Any]) -> dict[str, Entry]:
+        decoded.append(len(wires))
+        return entries_of(wires)
+
+    monkeypatch.setattr("statemw.backends.kv.entries_of", counting)
+    loaded = store.load(sid)
+    assert (len(loaded), loaded["key3"], loaded["key999"]) == (1000, "changed", "value 999")
+    assert len(decoded) == 1  # the bucket that holds key3
+    assert decoded[0] < 1000
+
+
+def test_a_bucket_another_process_rewrote_is_read_as_stored(tmp_path: Path) -> None:
+    store, other = Store(f"diskcache://{tmp_path}/s"), Store(f"diskcache://{tmp_path}/s")
+    session = store.create()
+    session.update({f"key{i}": f"value {i}" for i in range(1000)})
+    session.save()
+    assert store.load(session.id)["key5"] == "value 5"  # every bucket kept
+    elsewhere = other.load(session.id)
+    elsewhere["key5"] = "from elsewhere"
+    elsewhere.save()
+    assert store.load(session.id)["key5"] == "from elsewhere"
+    store.close()
+    other.close()
+
+
+def test_a_bucket_read_again_is_shared_and_a_load_does_not_change_it() -> None:
+    store, sid = conversation(1)
+    with_keys(store, sid, 200)
+    backend = cast(KVBackend, store.backend)
+    first = store.load(sid)
+    first["key0"] = "changed, not saved"
+    del first["key1"]
+    again = store.load(sid)
+    assert (again["key0"], again["key1"]) == ("value 0", "value 1")
+    assert backend.read_header(sid, store.clock()) == KVBackend(backend.kv).read_header(
+        sid, store.clock()
+    )
 
 
 def test_the_header_a_save_wrote_is_read_without_decoding_it(
@@ -181,13 +244,17 @@ def test_a_header_read_again_is_a_copy_a_commit_may_change() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 3)), min_size=1, max_size=8))
+@given(
+    st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 3)), min_size=1, max_size=8),
+    st.sampled_from([0, 200]),
+)
 def test_saves_read_back_the_same_headers_with_or_without_kept_ones(
-    writes: list[tuple[str, int]],
+    writes: list[tuple[str, int]], filler: int
 ) -> None:
     store = Store("memory://")
     session = store.create()
     session["first"] = 0
+    session.update({f"filler{i}": i for i in range(filler)})  # 200: the state is in buckets
     session.save()
     backend = cast(KVBackend, store.backend)
     for key, value in writes:

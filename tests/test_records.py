@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statemw.records import Entry, SessionHeader, Summary
+from statemw.records import Entry, SessionHeader, Summary, entries_of
 
 texts = st.text(max_size=8)
 times = st.floats(allow_nan=False, allow_infinity=False)
@@ -70,3 +70,32 @@ def test_a_header_field_of_the_wrong_type_is_refused(field: int, value: object) 
 def test_what_is_not_a_header_is_refused(wire: object) -> None:
     with pytest.raises(ValueError, match="not a version"):
         SessionHeader.from_wire(wire)  # type: ignore[arg-type]
+
+
+wire_fields = st.one_of(st.binary(max_size=4), times, st.integers(), st.none(), st.text(max_size=3))
+entry_wires = st.one_of(
+    entries.map(Entry.to_wire),
+    st.lists(wire_fields, max_size=5),  # mostly not an entry
+    wire_fields,
+)
+
+
+def built_one_by_one(wires: dict[str, object]) -> dict[str, Entry] | str:
+    try:
+        return {key: Entry.from_wire(wire) for key, wire in wires.items()}
+    except ValueError as exc:
+        return str(exc)
+
+
+def built_together(wires: dict[str, object]) -> dict[str, Entry] | str:
+    try:
+        return entries_of(wires)
+    except ValueError as exc:
+        return str(exc)
+
+
+@given(st.dictionaries(texts, entry_wires, max_size=6))
+def test_stored_entries_read_together_are_what_each_reads_as_alone(
+    wires: dict[str, object],
+) -> None:
+    assert built_together(wires) == built_one_by_one(wires)

@@ -50,6 +50,7 @@ from statemw.records import (
     SessionHeader,
     Snapshot,
     apply_delta,
+    entries_of,
     parent_ids,
     user_record_id,
 )
@@ -72,6 +73,8 @@ UNPACKED_BYTES = 4 << 20
 """Bytes of message chunks kept unpacked (KVBackend._unpacked)."""
 DECODED_HEADER_BYTES = 1 << 20
 """Bytes of headers kept decoded (KVBackend._headers)."""
+DECODED_BUCKET_BYTES = 4 << 20
+"""Bytes of state buckets kept decoded (KVBackend._buckets)."""
 
 
 def bucket_of(key: str, buckets: int) -> int:
@@ -182,6 +185,9 @@ class KVBackend:
         # what it writes. Headers are handed out as copies: a commit changes the one it reads.
         self._unpacked: KeptByKey[list[bytes]] = KeptByKey(UNPACKED_BYTES)
         self._headers: KeptByKey[SessionHeader] = KeptByKey(DECODED_HEADER_BYTES)
+        # A large state's load reads every bucket, and a save rewrites only the ones it
+        # touches: the others are kept decoded, shared (never changed: readers copy them).
+        self._buckets: KeptByKey[dict[str, Entry]] = KeptByKey(DECODED_BUCKET_BYTES)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -238,26 +244,35 @@ class KVBackend:
             header.state.update(self._bucket(header.session_id, n))
         return header
 
-    def _read_bucket(
-        self, session_id: str, n: int, parse: Callable[[dict[str, list[Any]]], T]
-    ) -> T:
+    @staticmethod
+    def _parse_bucket(session_id: str, n: int, data: bytes, parse: Callable[[Any], T]) -> T:
         """A bucket's entries as stored (Entry.to_wire lists, by key), through `parse`."""
-        data = self.kv.get(f"s:{session_id}:{n}")
         try:
-            return parse({} if data is None else unpack(data))
+            return parse(unpack(data))
         except Exception as exc:
             raise CorruptRecord(session_id, f"bad state bucket {n} ({exc})") from exc
 
     def _bucket(self, session_id: str, n: int) -> dict[str, Entry]:
-        return self._read_bucket(
-            session_id, n, lambda wires: {k: Entry.from_wire(w) for k, w in wires.items()}
-        )
+        """A bucket's entries, decoded; kept and shared, so a caller must not change it."""
+        key = f"s:{session_id}:{n}"
+        data = self.kv.get(key)
+        if data is None:
+            return {}
+        entries = self._buckets.made_from(key, data)
+        if entries is None:
+            entries = self._parse_bucket(session_id, n, data, entries_of)
+            self._buckets.keep(key, data, entries)
+        return entries
 
     def _live_wires(self, session_id: str, n: int, now: float) -> dict[str, list[Any]]:
         """A bucket's unexpired entries as stored, not decoded."""
-        return self._read_bucket(
+        data = self.kv.get(f"s:{session_id}:{n}")
+        if data is None:
+            return {}
+        return self._parse_bucket(
             session_id,
             n,
+            data,
             lambda wires: {k: w for k, w in wires.items() if w[2] is None or w[2] > now},
         )
 
@@ -268,7 +283,7 @@ class KVBackend:
         if wires:
             self.kv.set(f"s:{session_id}:{n}", pack(wires))
         else:
-            self.kv.delete(f"s:{session_id}:{n}")
+            self._delete_kept(f"s:{session_id}:{n}")
 
     def _chunk(self, session_id: str, kind: str, n: int) -> Any:
         key = f"{kind}:{session_id}:{n}"
@@ -383,6 +398,7 @@ class KVBackend:
         self.kv.delete(key)
         self._unpacked.drop(key)
         self._headers.drop(key)
+        self._buckets.drop(key)
 
     def _drop_log(self, session_id: str, count: int) -> None:
         for n in range((count + CHUNK - 1) // CHUNK):
@@ -391,7 +407,7 @@ class KVBackend:
 
     def _drop_buckets(self, header: SessionHeader) -> None:
         for n in range(header.state_buckets):
-            self.kv.delete(f"s:{header.session_id}:{n}")
+            self._delete_kept(f"s:{header.session_id}:{n}")
 
     def _merge_state(self, header: SessionHeader, delta: Delta) -> None:
         """A bucketed state: each touched bucket read, merged (expired keys dropped, then

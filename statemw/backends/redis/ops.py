@@ -32,10 +32,10 @@ from statemw.records import (
     USER_PREFIX,
     Committed,
     Delta,
-    Entry,
     SessionHeader,
     Snapshot,
     Summary,
+    entries_of,
     parent_ids,
     root_id,
     user_record_id,
@@ -301,10 +301,12 @@ def build_header(
         if summed is not None:
             s = unpack(summed)
             summary = Summary(s[0], s[1], s[2], s[3])
-        entries = {
-            text_of(state[i]): Entry.from_wire(unpack(state[i + 1]))  # type: ignore[arg-type]
-            for i in range(0, len(state), 2)
-        }
+        entries = entries_of(
+            {
+                name.decode() if isinstance(name, bytes) else name: unpack(data)  # type: ignore[arg-type]
+                for name, data in zip(state[::2], state[1::2], strict=True)
+            }
+        )
         return SessionHeader(
             session_id=session_id,
             user_id=None if uid is None else text_of(uid),
