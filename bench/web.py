@@ -70,7 +70,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -404,12 +404,38 @@ def starlette_routes(kind: str) -> list[Any]:
     async def untouched(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
+    async def fill_keys(request: Request) -> PlainTextResponse:
+        if kind == "bare":
+            return PlainTextResponse("ok")
+        start, n = int(request.query_params["start"]), int(request.query_params["n"])
+        return PlainTextResponse(add_keys(request.session, start, n))
+
+    async def one_key(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok" if kind == "bare" else count_hit(request.session))
+
     return [
         Route("/turn", turn, methods=["POST"]),
         Route("/read", read),
         Route("/untouched", untouched),
         Route("/fill", fill, methods=["POST"]),
+        Route("/keys", fill_keys, methods=["POST"]),
+        Route("/key", one_key, methods=["POST"]),
     ]
+
+
+def add_keys(session: MutableMapping[str, Any], start: int, n: int) -> str:
+    """The /keys handler of every session (statemw's and the dict ones): state keys
+    key<start>..key<start+n-1> set; answers how many keys the session holds."""
+    for i in range(start, start + n):
+        session[f"key{i}"] = f"value {i}"
+    return str(len(session))
+
+
+def count_hit(session: MutableMapping[str, Any]) -> str:
+    """The /key handler (bench/state_keys.py): one key changed in a session of many; answers
+    the key count and the hits, so each response proves it saw its own session."""
+    session["hits"] = session.get("hits", 0) + 1
+    return f"{len(session)} {session['hits']}"
 
 
 def starlette_app(kind: str, middleware: list[Any], close: Callable[[], Awaitable[None]]) -> App:
@@ -553,6 +579,16 @@ def flask_app(kind: str, configure: Callable[[Any], None]) -> Any:
     @app.get("/untouched")
     def untouched() -> str:
         return "ok"
+
+    @app.post("/keys")
+    def fill_keys() -> str:
+        if kind == "bare":
+            return "ok"
+        return add_keys(session, int(request.args["start"]), int(request.args["n"]))
+
+    @app.post("/key")
+    def one_key() -> str:
+        return "ok" if kind == "bare" else count_hit(session)
 
     return app
 
