@@ -9,6 +9,7 @@ already encoded (and encrypted), so merging never needs a key.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,11 +89,12 @@ class Entry:
         return cls(*wire[:4])
 
 
-def entries_of(wires: dict[str, Any]) -> dict[str, Entry]:
-    """`Entry.from_wire` of each stored entry (key -> wire), in the one loop a load makes: the
-    common shape (three fields) is checked and built inline, any other by `from_wire`."""
+def entries_of(wires: Iterable[tuple[str, Any]]) -> dict[str, Entry]:
+    """`Entry.from_wire` of each stored entry, given as (key, wire) pairs, in the one loop a
+    load makes: the common shape (three fields) is checked and built inline, any other by
+    `from_wire`."""
     entries: dict[str, Entry] = {}
-    for key, wire in wires.items():
+    for key, wire in wires:
         if (
             type(wire) is list
             and len(wire) == 3
@@ -239,7 +241,7 @@ class SessionHeader:
             tokens,
             None if summary is None else Summary.from_wire(summary),
             list(kids),
-            entries_of(state) if state else {},
+            entries_of(state.items()) if state else {},
             lead,
             buckets,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -171,9 +172,10 @@ def test_a_large_state_read_again_decodes_only_the_buckets_a_save_rewrote(
     session.save()
     decoded: list[int] = []
 
-    def counting(wires: dict[str, Any]) -> dict[str, Entry]:
-        decoded.append(len(wires))
-        return entries_of(wires)
+    def counting(wires: Iterable[tuple[str, Any]]) -> dict[str, Entry]:
+        entries = entries_of(wires)
+        decoded.append(len(entries))
+        return entries
 
     monkeypatch.setattr("statemw.backends.kv.entries_of", counting)
     loaded = store.load(sid)

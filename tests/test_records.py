@@ -89,7 +89,7 @@ def built_one_by_one(wires: dict[str, object]) -> dict[str, Entry] | str:
 
 def built_together(wires: dict[str, object]) -> dict[str, Entry] | str:
     try:
-        return entries_of(wires)
+        return entries_of(wires.items())
     except ValueError as exc:
         return str(exc)
 

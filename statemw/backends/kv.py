@@ -260,7 +260,7 @@ class KVBackend:
             return {}
         entries = self._buckets.made_from(key, data)
         if entries is None:
-            entries = self._parse_bucket(session_id, n, data, entries_of)
+            entries = self._parse_bucket(session_id, n, data, lambda w: entries_of(w.items()))
             self._buckets.keep(key, data, entries)
         return entries
 

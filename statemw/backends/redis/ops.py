@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar
@@ -281,14 +281,15 @@ def parse_header(
     fields = _hash(flat)
     if b"_v" not in fields and "_v" in fields:  # names as text (a client that decodes replies)
         fields = {name.encode(): data for name, data in fields.items()}
-    state = [x for name, data in fields.items() if name[:2] == b"s:" for x in (name[2:], data)]
+    state = ((name, data) for name, data in fields.items() if name[:2] == b"s:")
     return build_header(session_id, [fields.get(f) for f in _META_NAMES], state)
 
 
 def build_header(
-    session_id: str, meta: Sequence[bytes | None], state: Sequence[bytes | str]
+    session_id: str, meta: Sequence[bytes | None], state: Iterable[tuple[bytes, bytes]]
 ) -> SessionHeader | None:
-    """A header from its meta fields (HEADER_FIELDS order) and [key, value, ...] state pairs."""
+    """A header from its meta fields (HEADER_FIELDS order) and its state's (field, value)
+    pairs, fields named "s:<key>"."""
     v, ca, ua, ea, rev, mc, tt, summed, uid, ch, lead = meta
     if v is None:
         return None
@@ -301,12 +302,7 @@ def build_header(
         if summed is not None:
             s = unpack(summed)
             summary = Summary(s[0], s[1], s[2], s[3])
-        entries = entries_of(
-            {
-                name.decode() if isinstance(name, bytes) else name: unpack(data)  # type: ignore[arg-type]
-                for name, data in zip(state[::2], state[1::2], strict=True)
-            }
-        )
+        entries = entries_of((name[2:].decode(), unpack(data)) for name, data in state)
         return SessionHeader(
             session_id=session_id,
             user_id=None if uid is None else text_of(uid),
