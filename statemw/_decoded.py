@@ -1,14 +1,21 @@
-"""Decoded message records, kept per store by their stored bytes.
+"""Decoded message records (and state values and entries), kept by their stored bytes.
 
 A conversation's window is read on every turn, and all but the newest of its records were decoded
 by the turn before (when this process served it). Keyed by the record's bytes, an entry cannot
 go stale: the same bytes decode to the same message. Only plain (unencrypted) records are kept, so a
 store with encryption at rest holds no decrypted message longer than a session does.
+
+A large state is read whole on every load, so its plain values (and, on Redis, its stored
+entries) are kept the same way, by a byte budget (KeptByBytes).
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from statemw.messages import MessageRecord, kind_of
+
+V = TypeVar("V")
 
 CAPACITY = 4096
 """Records kept per store in each of two generations: when the newest is full it becomes the
@@ -63,3 +70,39 @@ class DecodedMessages(dict[bytes, MessageRecord]):
             self.older = dict(self)
             self.clear()
         self[data] = record
+
+
+class KeptByBytes(dict[bytes, V]):
+    """What a pure decode made of the bytes it read lately (a state value, a stored entry),
+    keyed by those bytes: a hit is one lookup, the same bytes always decode the same way, so an
+    entry cannot go stale. Two generations of about `budget` bytes each: when the newest holds
+    more, it becomes the older one and the older one is forgotten; what is read from the older
+    one moves to the newest, so what is still read survives. Bytes over `largest` are not kept.
+    Only what nobody changes is kept (shared by every session that reads those bytes).
+    Lock-free: dict reads and writes are atomic, and a lost entry costs one decode."""
+
+    __slots__ = ("budget", "held", "largest", "older")
+
+    def __init__(self, budget: int, largest: int = LARGEST) -> None:
+        super().__init__()
+        self.budget = budget
+        self.largest = largest
+        self.held = 0
+        self.older: dict[bytes, V] = {}
+
+    def recall(self, data: bytes, default: V | None = None) -> V | None:
+        """What the older generation holds for `data`, moved to the newest, else `default`."""
+        if data not in self.older:
+            return default
+        return self.keep(data, self.older[data])
+
+    def keep(self, data: bytes, value: V) -> V:
+        """`value`, decoded from `data`, kept (unless `data` is large); returned as it is."""
+        if len(data) <= self.largest:
+            if self.held > self.budget:  # the newest generation becomes the older one
+                self.older = dict(self)
+                self.clear()
+                self.held = 0
+            self[data] = value
+            self.held += len(data)
+        return value

@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgpack
 
-from statemw._decoded import DecodedMessages
+from statemw._decoded import DecodedMessages, KeptByBytes
 from statemw.errors import ConfigurationError, CorruptRecord, DecryptionError, UnencodableValue
 from statemw.ids import not_an_option
 from statemw.messages import Message, MessageRecord
@@ -52,6 +52,11 @@ NAMED = 0x03
 _PLAIN_BYTE = bytes((PLAIN,))
 _SEALED_BYTE = bytes((SEALED,))
 _NAMED_BYTE = bytes((NAMED,))
+DECODED_VALUE_BYTES = 4 << 20
+"""Bytes of plain state values kept decoded per store, in each of two generations."""
+_IMMUTABLE = frozenset({str, bytes, int, float, bool, type(None)})
+"""What a decoded value may be to be kept and shared: nobody can change it."""
+_MISSING: Any = object()
 META_KEY = "#"
 """The stored key of a session's sealed facts (its user id) when encryption is on."""
 _NAME_CACHE = 4096
@@ -245,6 +250,7 @@ class Codec:
         self._hash_keys = [_hash_key(k) for k in keys]
         self._names: dict[str, str] = {}
         self._decoded = DecodedMessages()  # plain records only (see statemw._decoded)
+        self._values: KeptByBytes[Any] = KeptByBytes(DECODED_VALUE_BYTES)  # the same
 
     @property
     def decoded(self) -> Mapping[bytes, MessageRecord]:
@@ -460,6 +466,20 @@ class Codec:
             raise CorruptRecord(record_id, "bad named entry (the name is not text)")
         return name, body[offset:]
 
+    def _decode_value(self, record_id: str, data: bytes) -> Any:
+        """A stored value of a store without keys, kept when plain and immutable (a str, a
+        number...): the next load of the same bytes finds it (statemw._decoded)."""
+        value = self._values.recall(data, _MISSING)
+        if value is not _MISSING:
+            return value
+        if data[:1] != _PLAIN_BYTE:
+            return self.decode(data, session_id=record_id)  # raises: sealed, or not a record
+        try:
+            value = unpack(data[1:])
+        except Exception as exc:
+            raise CorruptRecord(record_id, f"bad msgpack ({exc})") from exc
+        return self._values.keep(data, value) if type(value) in _IMMUTABLE else value
+
     def decode_state(
         self, record_id: str, entries: Mapping[str, Entry], now: float
     ) -> DecodedState:
@@ -470,6 +490,7 @@ class Codec:
         sizes: dict[str, int] = {}
         checks: dict[str, tuple[float, float]] = {}
         if not self._aead:  # names are the stored keys (a sealed entry fails to decode)
+            known = self._values
             for key, entry in entries.items():
                 if entry.expires_at is not None:
                     if entry.expires_at <= now:
@@ -478,13 +499,10 @@ class Codec:
                 if entry.confirm_after is not None:
                     checks[key] = (entry.confirm_after, entry.updated_at + entry.confirm_after)
                 data = entry.value
-                if data[:1] == _PLAIN_BYTE:  # decode()'s common case, inline: a load's hot loop
-                    try:
-                        values[key] = unpack(data[1:])
-                    except Exception as exc:
-                        raise CorruptRecord(record_id, f"bad msgpack ({exc})") from exc
-                else:
-                    values[key] = self.decode(data, session_id=record_id)
+                value = known.get(data, _MISSING)
+                if value is _MISSING:
+                    value = self._decode_value(record_id, data)
+                values[key] = value
                 sizes[key] = len(data)
             return DecodedState(values, expiry, sizes, checks, entries, _AS_STORED, _NONE_STALE)
         names: dict[str, str] = {}

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from msgpack import unpackb  # as it is, before the `unpacks` fixture counts its calls
 
 from statemw import Store, generate_key
-from statemw._decoded import LARGEST, DecodedMessages
+from statemw._decoded import LARGEST, DecodedMessages, KeptByBytes
 from statemw.codec import Codec, _unext
 from statemw.messages import MessageRecord
 
@@ -237,3 +237,65 @@ def test_any_message_changed_in_one_session_is_intact_in_the_next(fields: dict[s
     scramble(first.messages[0])
     assert second.messages[0] == store.load(sid).messages[0] == message
     assert store.load(sid).get_history(format="raw") == [message]
+
+
+# -- state values and stored entries (KeptByBytes) -----------------------------------------------
+
+
+def test_what_is_kept_by_bytes_moves_to_the_older_generation_past_its_budget() -> None:
+    kept: KeptByBytes[str] = KeptByBytes(budget=10)
+    for n in range(3):
+        kept.keep(bytes([n]) * 6, f"value {n}")
+    assert kept.older == {bytes([0]) * 6: "value 0", bytes([1]) * 6: "value 1"}
+    assert kept == {bytes([2]) * 6: "value 2"}
+
+
+def test_what_is_recalled_from_the_older_generation_survives_the_next() -> None:
+    kept: KeptByBytes[str] = KeptByBytes(budget=10)
+    kept.keep(b"first!", "first")
+    kept.keep(b"second", "second")
+    kept.keep(b"third!", "third")  # first and second are the older generation now
+    assert kept.recall(b"first!") == "first"
+    kept.keep(b"fourth", "fourth")  # the newest (third, first) becomes the older one
+    assert kept.recall(b"first!") == "first"
+    assert kept.recall(b"second", "gone") == "gone"
+
+
+def test_bytes_larger_than_kept_are_not_kept() -> None:
+    kept: KeptByBytes[str] = KeptByBytes(budget=1000, largest=4)
+    assert kept.keep(b"12345", "large") == "large"
+    assert kept == {}
+
+
+def saved_state(store: Store, **values: Any) -> str:
+    session = store.create()
+    session.update(values)
+    session.save()
+    return str(session.id)
+
+
+def test_a_state_value_read_again_is_not_decoded_again(unpacks: list[bytes]) -> None:
+    store = Store("memory://")
+    sid = saved_state(store, city="Berlin", count=3)
+    store.load(sid)
+    unpacks.clear()
+    assert dict(store.load(sid)) == {"city": "Berlin", "count": 3}
+    assert not [data for data in unpacks if b"Berlin" in data]
+
+
+def test_a_list_in_the_state_changed_in_place_is_not_what_the_next_load_sees() -> None:
+    store = Store("memory://")
+    sid = saved_state(store, cities=["Berlin"], deal={"price": 10})
+    first = store.load(sid)
+    first["cities"].append("Rome")
+    first["deal"]["price"] = 0
+    again = store.load(sid)
+    assert (again["cities"], again["deal"]) == (["Berlin"], {"price": 10})
+
+
+def test_encrypted_state_values_are_not_kept_decrypted() -> None:
+    store = Store("memory://", encryption_key=generate_key())
+    sid = saved_state(store, city="Berlin")
+    assert store.load(sid)["city"] == "Berlin"
+    assert store.codec._values == {}
+    assert store.codec._values.older == {}

@@ -24,7 +24,7 @@ from redis.crc import key_slot
 from statemw import Session, Store
 from statemw.backends.redis import ops as redis_ops
 from statemw.backends.redis.client import AsyncRedisBackend, RedisBackend
-from statemw.codec import pack
+from statemw.codec import pack, unpack
 from statemw.errors import ConfigurationError, CorruptRecord, StoreUnavailable
 from statemw.records import Delta, SessionHeader, user_record_id
 from tests.redis_server import RedisServer, append_worker, free_port, isolated_url
@@ -499,6 +499,27 @@ def test_a_corrupt_state_field_names_the_session_and_stays(rstore: Store) -> Non
         rstore.load(session.id)
     assert info.value.session_id == session.id
     assert raw(rstore).hget(key, "s:k") == b"\xc1garbage"
+
+
+def test_a_state_field_read_again_is_not_unpacked_again(
+    rstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = rstore.create()
+    session.update({f"key{i}": i for i in range(100)})
+    session.save()
+    rstore.load(session.id)
+    session["key7"] = "changed"
+    session.save()
+    unpacked: list[bytes] = []
+
+    def counting(data: bytes) -> Any:
+        unpacked.append(data)
+        return unpack(data)
+
+    monkeypatch.setattr("statemw.backends.redis.ops.unpack", counting)
+    loaded = rstore.load(session.id)
+    assert (len(loaded), loaded["key7"], loaded["key99"]) == (100, "changed", 99)
+    assert len(unpacked) == 1  # the field the save changed
 
 
 def test_a_corrupt_message_names_the_session(rstore: Store) -> None:

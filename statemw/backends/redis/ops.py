@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 import msgpack
 from redis.exceptions import NoScriptError
 
+from statemw._decoded import KeptByBytes
 from statemw._drive import Flow, Step
 from statemw.backends.base import Progress
 from statemw.backends.redis.faults import DOWN
@@ -32,10 +33,10 @@ from statemw.records import (
     USER_PREFIX,
     Committed,
     Delta,
+    Entry,
     SessionHeader,
     Snapshot,
     Summary,
-    entries_of,
     parent_ids,
     root_id,
     user_record_id,
@@ -270,6 +271,13 @@ def _hash(reply: Sequence[bytes] | dict[bytes, bytes]) -> dict[Any, bytes]:
 
 _META_NAMES = tuple(name.encode() for name in HEADER_FIELDS)
 
+ENTRY_BYTES = 4 << 20
+"""Bytes of a hash's state fields kept decoded in this process, in each of two generations."""
+_ENTRIES: KeptByBytes[Entry] = KeptByBytes(ENTRY_BYTES)
+"""A state field's bytes -> its entry: a load reads every field of a large state, and all but
+the ones a save changed are the bytes the load before read. Entries hold the value as stored
+(sealed, with encryption on), and nobody changes them, so every store shares them."""
+
 
 def parse_header(
     session_id: str, flat: Sequence[bytes] | dict[bytes, bytes] | None
@@ -302,7 +310,13 @@ def build_header(
         if summed is not None:
             s = unpack(summed)
             summary = Summary(s[0], s[1], s[2], s[3])
-        entries = entries_of((name[2:].decode(), unpack(data)) for name, data in state)
+        known = _ENTRIES
+        entries: dict[str, Entry] = {}
+        for name, data in state:
+            entry = known.get(data) or known.recall(data)
+            if entry is None:
+                entry = known.keep(data, Entry.from_wire(unpack(data)))
+            entries[name[2:].decode()] = entry
         return SessionHeader(
             session_id=session_id,
             user_id=None if uid is None else text_of(uid),
