@@ -299,3 +299,15 @@ def test_encrypted_state_values_are_not_kept_decrypted() -> None:
     assert store.load(sid)["city"] == "Berlin"
     assert store.codec._values == {}
     assert store.codec._values.older == {}
+
+
+@given(st.dictionaries(st.text(max_size=8), value, max_size=4))
+def test_any_state_changed_in_one_session_is_intact_in_the_next(state: dict[str, Any]) -> None:
+    store = Store("memory://")
+    sid = saved_state(store, **state)
+    first, second = store.load(sid), store.load(sid)
+    assert dict(first) == dict(second) == state
+    for item in first.values():
+        if isinstance(item, list | dict):
+            scramble(item)
+    assert dict(second) == dict(store.load(sid)) == state
