@@ -340,7 +340,8 @@ async def nothing() -> None:
 
 
 def starlette_routes(kind: str) -> list[Any]:
-    """The four endpoints; kind: "statemw", "dict" (a dict session) or "bare"."""
+    """The endpoints (bench/state_keys.py uses /keys and /key); kind: "statemw", "dict" (a dict
+    session) or "bare"."""
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
