@@ -24,11 +24,11 @@ from redis.crc import key_slot
 from statemw import Session, Store
 from statemw.backends.redis import ops as redis_ops
 from statemw.backends.redis.client import AsyncRedisBackend, RedisBackend
-from statemw.codec import pack, unpack
+from statemw.codec import pack
 from statemw.errors import ConfigurationError, CorruptRecord, StoreUnavailable
 from statemw.records import Delta, SessionHeader, user_record_id
 from tests.redis_server import RedisServer, append_worker, free_port, isolated_url
-from tests.support import FakeClock, event_loop_outlives_its_run
+from tests.support import FakeClock, event_loop_outlives_its_run, recorded_calls
 
 
 @pytest.fixture
@@ -510,13 +510,7 @@ def test_a_state_field_read_again_is_not_unpacked_again(
     rstore.load(session.id)
     session["key7"] = "changed"
     session.save()
-    unpacked: list[bytes] = []
-
-    def counting(data: bytes) -> Any:
-        unpacked.append(data)
-        return unpack(data)
-
-    monkeypatch.setattr("statemw.backends.redis.ops.unpack", counting)
+    unpacked = recorded_calls(redis_ops, "unpack", monkeypatch)
     loaded = rstore.load(session.id)
     assert (len(loaded), loaded["key7"], loaded["key99"]) == (100, "changed", 99)
     assert len(unpacked) == 1  # the field the save changed
