@@ -92,9 +92,10 @@ class KeptByBytes(dict[bytes, V]):
 
     def recall(self, data: bytes, default: V | None = None) -> V | None:
         """What the older generation holds for `data`, moved to the newest, else `default`."""
-        if data not in self.older:
+        older = self.older  # replaced, never changed: another thread's keep may swap it now
+        if data not in older:
             return default
-        return self.keep(data, self.older[data])
+        return self.keep(data, older[data])
 
     def keep(self, data: bytes, value: V) -> V:
         """`value`, decoded from `data`, kept (unless `data` is large); returned as it is."""

@@ -261,6 +261,19 @@ def test_what_is_recalled_from_the_older_generation_survives_the_next() -> None:
     assert kept.recall(b"second", "gone") == "gone"
 
 
+def test_a_recall_while_another_thread_starts_a_generation_still_answers() -> None:
+    kept: KeptByBytes[str] = KeptByBytes(budget=10)
+
+    class Swapped(dict[bytes, str]):
+        def __contains__(self, data: object) -> bool:
+            found = super().__contains__(data)
+            kept.older = {}  # another thread's keep, between the lookup and the read
+            return found
+
+    kept.older = Swapped({b"data": "value"})
+    assert kept.recall(b"data") == "value"
+
+
 def test_bytes_larger_than_kept_are_not_kept() -> None:
     kept: KeptByBytes[str] = KeptByBytes(budget=1000, largest=4)
     assert kept.keep(b"12345", "large") == "large"
