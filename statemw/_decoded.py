@@ -27,6 +27,10 @@ LARGEST = 4096
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
+OVERHEAD = 128
+"""Bytes a kept value costs beyond the bytes it was decoded from (its slot in the map, the bytes
+object, the value), counted against a KeptByBytes budget: many small values fill it too."""
+
 
 class DecodedMessages(dict[bytes, MessageRecord]):
     """Record bytes -> the record decoded from them, shared by every session that reads those
@@ -76,17 +80,19 @@ class KeptByBytes(dict[bytes, V]):
     """What a pure decode made of the bytes it read lately (a state value, a stored entry),
     keyed by those bytes: a hit is one lookup, the same bytes always decode the same way, so an
     entry cannot go stale. Two generations of about `budget` bytes each: when the newest holds
-    more, it becomes the older one and the older one is forgotten; what is read from the older
-    one moves to the newest, so what is still read survives. Bytes over `largest` are not kept.
-    Only what nobody changes is kept (shared by every session that reads those bytes).
-    Lock-free: dict reads and writes are atomic, and a lost entry costs one decode."""
+    more (each counted with `overhead`), it becomes the older one and the older one is forgotten;
+    what is read from the older one moves to the newest, so what is still read survives. Bytes
+    over `largest` are not kept. Only what nobody changes is kept (shared by every session that
+    reads those bytes). Lock-free: dict reads and writes are atomic, and a lost entry costs one
+    decode."""
 
-    __slots__ = ("budget", "held", "largest", "older")
+    __slots__ = ("budget", "held", "largest", "older", "overhead")
 
-    def __init__(self, budget: int, largest: int = LARGEST) -> None:
+    def __init__(self, budget: int, largest: int = LARGEST, overhead: int = OVERHEAD) -> None:
         super().__init__()
         self.budget = budget
         self.largest = largest
+        self.overhead = overhead
         self.held = 0
         self.older: dict[bytes, V] = {}
 
@@ -105,5 +111,5 @@ class KeptByBytes(dict[bytes, V]):
                 self.clear()
                 self.held = 0
             self[data] = value
-            self.held += len(data)
+            self.held += len(data) + self.overhead
         return value

@@ -243,7 +243,7 @@ def test_any_message_changed_in_one_session_is_intact_in_the_next(fields: dict[s
 
 
 def test_what_is_kept_by_bytes_moves_to_the_older_generation_past_its_budget() -> None:
-    kept: KeptByBytes[str] = KeptByBytes(budget=10)
+    kept: KeptByBytes[str] = KeptByBytes(budget=10, overhead=0)
     for n in range(3):
         kept.keep(bytes([n]) * 6, f"value {n}")
     assert kept.older == {bytes([0]) * 6: "value 0", bytes([1]) * 6: "value 1"}
@@ -251,7 +251,7 @@ def test_what_is_kept_by_bytes_moves_to_the_older_generation_past_its_budget() -
 
 
 def test_what_is_recalled_from_the_older_generation_survives_the_next() -> None:
-    kept: KeptByBytes[str] = KeptByBytes(budget=10)
+    kept: KeptByBytes[str] = KeptByBytes(budget=10, overhead=0)
     kept.keep(b"first!", "first")
     kept.keep(b"second", "second")
     kept.keep(b"third!", "third")  # first and second are the older generation now
@@ -272,6 +272,14 @@ def test_a_recall_while_another_thread_starts_a_generation_still_answers() -> No
 
     kept.older = Swapped({b"data": "value"})
     assert kept.recall(b"data") == "value"
+
+
+def test_each_value_kept_counts_its_overhead_against_the_budget() -> None:
+    kept: KeptByBytes[int] = KeptByBytes(budget=1000, overhead=100)
+    for n in range(12):
+        kept.keep(bytes([n]), n)  # 12 bytes of data, 1,212 with what each costs beyond it
+    assert len(kept.older) == 10
+    assert len(kept) == 2
 
 
 def test_bytes_larger_than_kept_are_not_kept() -> None:
