@@ -32,27 +32,54 @@ OVERHEAD = 128
 object, the value), counted against a KeptByBytes budget: many small values fill it too."""
 
 
-class DecodedMessages(dict[bytes, MessageRecord]):
+class Generations(dict[bytes, V]):
+    """Bytes -> what a pure decode made of them, in two generations: when the newest is full
+    (`_full`), it becomes the older one and the older one is forgotten; what is read from the
+    older one (`recall`) moves to the newest, so what is still read survives. The same bytes
+    always decode the same way, so an entry cannot go stale. Lock-free: dict reads and writes
+    are atomic, and a lost entry costs one decode."""
+
+    __slots__ = ("older",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.older: dict[bytes, V] = {}
+
+    def recall(self, data: bytes, default: V | None = None) -> V | None:
+        """What the older generation holds for `data`, moved to the newest, else `default`."""
+        older = self.older  # replaced, never changed: another thread's keep may swap it now
+        if data not in older:
+            return default
+        value = older[data]
+        self._add(data, value)
+        return value
+
+    def _full(self) -> bool:
+        raise NotImplementedError
+
+    def _emptied(self) -> None:
+        """The newest generation just became the older one."""
+
+    def _add(self, data: bytes, value: V) -> None:
+        if self._full():
+            self.older = dict(self)
+            self.clear()
+            self._emptied()
+        self[data] = value
+
+
+class DecodedMessages(Generations[MessageRecord]):
     """Record bytes -> the record decoded from them, shared by every session that reads those
     bytes: Codec.decode_message reads it as a dict (a hit is one lookup, no copy), and the older
-    generation (`recall`) after a miss. Nothing in statemw changes a record's message, and a
-    session copies a shared one before code outside statemw gets it (MessageLog.messages), so no
-    session sees another's change. Lock-free: dict reads and writes are atomic, and a lost entry
-    costs one decode."""
+    generation (`recall`) after a miss; at most `capacity` records in each. Nothing in statemw
+    changes a record's message, and a session copies a shared one before code outside statemw
+    gets it (MessageLog.messages), so no session sees another's change."""
 
-    __slots__ = ("capacity", "older")
+    __slots__ = ("capacity",)
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         super().__init__()
         self.capacity = capacity
-        self.older: dict[bytes, MessageRecord] = {}
-
-    def recall(self, data: bytes) -> MessageRecord | None:
-        """The record for `data` from the older generation, moved to the newest, or None."""
-        record = self.older.get(data)
-        if record is not None:
-            self._add(data, record)
-        return record
 
     def keep(self, data: bytes, record: MessageRecord) -> MessageRecord:
         """The record just decoded from `data`, kept and marked shared with its kind worked
@@ -69,24 +96,17 @@ class DecodedMessages(dict[bytes, MessageRecord]):
         self._add(data, record)
         return record
 
-    def _add(self, data: bytes, record: MessageRecord) -> None:
-        if len(self) >= self.capacity:  # the newest generation becomes the older one
-            self.older = dict(self)
-            self.clear()
-        self[data] = record
+    def _full(self) -> bool:
+        return len(self) >= self.capacity
 
 
-class KeptByBytes(dict[bytes, V]):
-    """What a pure decode made of the bytes it read lately (a state value, a stored entry),
-    keyed by those bytes: a hit is one lookup, the same bytes always decode the same way, so an
-    entry cannot go stale. Two generations of about `budget` bytes each: when the newest holds
-    more (each counted with `overhead`), it becomes the older one and the older one is forgotten;
-    what is read from the older one moves to the newest, so what is still read survives. Bytes
-    over `largest` are not kept. Only what nobody changes is kept (shared by every session that
-    reads those bytes). Lock-free: dict reads and writes are atomic, and a lost entry costs one
-    decode."""
+class KeptByBytes(Generations[V]):
+    """What a pure decode made of the bytes it read lately (a state value, a stored entry), in
+    generations of about `budget` bytes each (each value counted with `overhead` beyond its
+    bytes): a hit is one lookup. Bytes over `largest` are not kept. Only what nobody changes is
+    kept (shared by every session that reads those bytes)."""
 
-    __slots__ = ("budget", "held", "largest", "older", "overhead")
+    __slots__ = ("budget", "held", "largest", "overhead")
 
     def __init__(self, budget: int, largest: int = LARGEST, overhead: int = OVERHEAD) -> None:
         super().__init__()
@@ -94,22 +114,19 @@ class KeptByBytes(dict[bytes, V]):
         self.largest = largest
         self.overhead = overhead
         self.held = 0
-        self.older: dict[bytes, V] = {}
-
-    def recall(self, data: bytes, default: V | None = None) -> V | None:
-        """What the older generation holds for `data`, moved to the newest, else `default`."""
-        older = self.older  # replaced, never changed: another thread's keep may swap it now
-        if data not in older:
-            return default
-        return self.keep(data, older[data])
 
     def keep(self, data: bytes, value: V) -> V:
         """`value`, decoded from `data`, kept (unless `data` is large); returned as it is."""
         if len(data) <= self.largest:
-            if self.held > self.budget:  # the newest generation becomes the older one
-                self.older = dict(self)
-                self.clear()
-                self.held = 0
-            self[data] = value
-            self.held += len(data) + self.overhead
+            self._add(data, value)
         return value
+
+    def _full(self) -> bool:
+        return self.held > self.budget
+
+    def _emptied(self) -> None:
+        self.held = 0
+
+    def _add(self, data: bytes, value: V) -> None:
+        super()._add(data, value)
+        self.held += len(data) + self.overhead
