@@ -472,12 +472,7 @@ class Codec:
         value = self._values.recall(data, _MISSING)
         if value is not _MISSING:
             return value
-        if data[:1] != _PLAIN_BYTE:
-            return self.decode(data, session_id=record_id)  # raises: sealed, or not a record
-        try:
-            value = unpack(data[1:])
-        except Exception as exc:
-            raise CorruptRecord(record_id, f"bad msgpack ({exc})") from exc
+        value = self.decode(data, session_id=record_id)  # without keys only plain ones decode
         return self._values.keep(data, value) if type(value) in _IMMUTABLE else value
 
     def decode_state(

@@ -393,8 +393,8 @@ class KVBackend:
 
     def _delete_kept(self, key: str) -> None:
         """Delete a record and whatever this backend keeps of it (a message chunk unpacked, a
-        header decoded; nothing for other records): a deleted session's data does not stay in
-        memory."""
+        header or a state bucket decoded; nothing for other records): a deleted session's data
+        does not stay in memory."""
         self.kv.delete(key)
         self._unpacked.drop(key)
         self._headers.drop(key)
