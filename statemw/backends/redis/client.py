@@ -151,16 +151,16 @@ class RedisBackend:
         return self._run(ops.commit_op(self.layout, delta, self.load_path))
 
     def delete(self, session_id: str) -> bool:
-        return self._run(ops.delete_op(self.layout, session_id))
+        return self._run(ops.delete_op(self.layout, session_id, self.load_path.states))
 
     def rename(self, old_id: str, new_id: str, now: float) -> None:
-        self._run(ops.rename_op(self.layout, old_id, new_id, now))
+        self._run(ops.rename_op(self.layout, old_id, new_id, now, self.load_path.states))
 
     def user_sessions(self, user_id: str, now: float) -> list[str]:
         return self._run(ops.user_sessions_op(self.layout, user_id, now))
 
     def forget_user(self, user_id: str) -> int:
-        return self._run(ops.forget_user_op(self.layout, user_id))
+        return self._run(ops.forget_user_op(self.layout, user_id, self.load_path.states))
 
     def _header_keys(self, pattern: str | None = None) -> list[str]:
         with faults(self.health):
@@ -340,16 +340,20 @@ class AsyncRedisBackend:
         return await self._run(ops.commit_op(self.layout, delta, self._sync.load_path))
 
     async def delete(self, session_id: str) -> bool:
-        return await self._run(ops.delete_op(self.layout, session_id))
+        return await self._run(ops.delete_op(self.layout, session_id, self._sync.load_path.states))
 
     async def rename(self, old_id: str, new_id: str, now: float) -> None:
-        await self._run(ops.rename_op(self.layout, old_id, new_id, now))
+        await self._run(
+            ops.rename_op(self.layout, old_id, new_id, now, self._sync.load_path.states)
+        )
 
     async def user_sessions(self, user_id: str, now: float) -> list[str]:
         return await self._run(ops.user_sessions_op(self.layout, user_id, now))
 
     async def forget_user(self, user_id: str) -> int:
-        return await self._run(ops.forget_user_op(self.layout, user_id))
+        return await self._run(
+            ops.forget_user_op(self.layout, user_id, self._sync.load_path.states)
+        )
 
     async def _header_keys(self, pattern: str | None = None) -> list[str]:
         if not on_asyncio():

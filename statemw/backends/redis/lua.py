@@ -138,10 +138,10 @@ local child_name, channel, pexpire, changed = ARGV[10], ARGV[11], ARGV[12], ARGV
 local nset, ndel, napp, nvec = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]),
   tonumber(ARGV[17])
 local sid, lead_appended = ARGV[18], tonumber(ARGV[19])
-local user_prefix, follow = ARGV[20], ARGV[21]
+local user_prefix, follow, incarnation = ARGV[20], ARGV[21], ARGV[22]
 
 local meta = redis.call('HMGET', h, '_v', '_ea', '_rev', '_mc', '_tt', '_lead', '_ca', '_x',
-  '_vec', '_sumupto', '_uid')
+  '_vec', '_sumupto', '_uid', '_in')
 local alive = meta[1] and ((not meta[2]) or tonumber(meta[2]) > now)
 local created = false
 local rev, mc, tt, lead, ca, hasx, hasv, sumupto
@@ -178,7 +178,7 @@ if hasx then
     redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[1])
   end
 end
-local d = 22 + 3 * nset
+local d = 23 + 3 * nset
 if ndel > 0 then
   local names, keys = {}, {}
   for i = 1, ndel do
@@ -191,7 +191,7 @@ if ndel > 0 then
 end
 local fields = {}
 local timed, untimed  -- set keys with a TTL: [expires_at, key, ...]; without: [key, ...]
-local s = 22
+local s = 23
 for _ = 1, nset do
   fields[#fields + 1] = 's:' .. ARGV[s]
   fields[#fields + 1] = ARGV[s + 1]
@@ -252,6 +252,10 @@ fields[#fields + 1] = '_rev'
 fields[#fields + 1] = rev
 fields[#fields + 1] = '_ua'
 fields[#fields + 1] = ARGV[1]
+if created or not meta[12] then  -- a header from before incarnations gets one too
+  fields[#fields + 1] = '_in'
+  fields[#fields + 1] = incarnation
+end
 if created then
   fields[#fields + 1] = '_v'
   fields[#fields + 1] = '1'
@@ -339,6 +343,21 @@ return {'OK', created and '1' or '0', rev, mc, tt, ca, lead or '', ref or ''}
 
 HEADER_FIELDS = ("_v", "_ca", "_ua", "_ea", "_rev", "_mc", "_tt", "_sum", "_uid", "_ch", "_lead")
 """A header's meta fields, in the order ops.build_header takes them."""
+
+# KEYS: h. ARGV: the incarnation and revision of the state this process keeps for the session
+# (statemw.backends.redis.kept). While the header is still at that version, only its meta
+# fields come back ({1, [_in, _v, _ca, ...]}, HEADER_FIELDS after the incarnation); else the
+# whole hash ({0, HGETALL}), so a large state crosses the network only when it changed.
+HEADER_IF_CHANGED = (
+    "local meta = redis.call('HMGET', KEYS[1], '_in', "
+    + ", ".join(f"'{name}'" for name in HEADER_FIELDS)
+    + f""")
+if meta[1] == ARGV[1] and meta[{2 + HEADER_FIELDS.index("_rev")}] == ARGV[2] then
+  return {{1, meta}}
+end
+return {{0, redis.call('HGETALL', KEYS[1])}}
+"""
+)
 
 # KEYS: h, m, parents' h (nearest first). ARGV: now, window, user key base ('' in cluster mode)
 # Headers go back as HGETALL's flat [field, value, ...] reply (ops.parse_header reads it): the
@@ -517,6 +536,7 @@ return 1
 SCRIPTS = {
     "commit": COMMIT,
     "load": LOAD,
+    "header_if_changed": HEADER_IF_CHANGED,
     "delete": DELETE,
     "rename": RENAME,
     "purge": PURGE,

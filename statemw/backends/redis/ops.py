@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from statemw._decoded import KeptByBytes
 from statemw._drive import Flow, Step
 from statemw.backends.base import Progress
 from statemw.backends.redis.faults import DOWN
+from statemw.backends.redis.kept import KeptState, KeptStates
 from statemw.backends.redis.lua import HEADER_FIELDS, SCRIPTS
 from statemw.changes import Change
 from statemw.codec import pack, unpack
@@ -420,7 +422,8 @@ def commit_op(layout: KeyLayout, delta: Delta, path: LoadPath | None = None) -> 
     follow = is_user and expires_at is None
     if follow:
         args[11] = str(EXPIRY_SLACK_MS)  # if the user has no index (no session) at all
-    args[19:19] = ["" if layout.cluster else layout.prefix, "1" if follow else ""]
+    # the incarnation a created header gets (lua.COMMIT; see kept.py): new bytes each time
+    args[19:19] = ["" if layout.cluster else layout.prefix, "1" if follow else "", os.urandom(8)]
     index = uid and not child_name and not is_user
     if index and not layout.cluster:
         key_list.append(layout.user_index(uid))
@@ -458,9 +461,12 @@ def commit_op(layout: KeyLayout, delta: Delta, path: LoadPath | None = None) -> 
                 [pexpire],
             )
     lead = reply[6]
-    return Committed(
+    committed = Committed(
         int(reply[2]), int(reply[3]), int(reply[4]), created_at, int(lead) if lead else None
     )
+    if path is not None:
+        path.states.committed(delta, committed.revision)
+    return committed
 
 
 def _dead_index_entries(layout: KeyLayout, ref: str, now: float) -> Op[tuple[list[str], int]]:
@@ -521,11 +527,12 @@ class LoadPath:
     REMEMBERED = 10_000
     """Sessions remembered; past that the memory starts afresh."""
 
-    __slots__ = ("_needs", "_scripted")
+    __slots__ = ("_needs", "_scripted", "states")
 
     def __init__(self) -> None:
         self._scripted = 0  # loads of unknown sessions left that go through the script
         self._needs: dict[str, tuple[str | None, int]] = {}  # session -> (user, lead)
+        self.states = KeptStates()  # large states, which a plain load reads only when changed
 
     def needs(self, session_id: str) -> tuple[str | None, int] | None:
         """What a plain load of the session also reads: (its user, its leading system
@@ -575,15 +582,22 @@ def load_op(
         return (yield from _scripted_load(layout, session_id, parents, window, now))
     needs = path.needs(session_id)
     if needs is None:
-        snapshot = yield from _scripted_load(layout, session_id, parents, window, now)
+        snapshot = yield from _scripted_load(layout, session_id, parents, window, now, path.states)
     else:
-        snapshot = yield from _plain_load(layout, session_id, parents, window, now, *needs)
+        snapshot = yield from _plain_load(
+            layout, session_id, parents, window, now, *needs, states=path.states
+        )
     path.saw(session_id, snapshot)
     return snapshot
 
 
 def _scripted_load(
-    layout: KeyLayout, session_id: str, parents: list[str], window: int, now: float
+    layout: KeyLayout,
+    session_id: str,
+    parents: list[str],
+    window: int,
+    now: float,
+    states: KeptStates | None = None,
 ) -> Op[Snapshot | None]:
     reply = yield from script(
         "load",
@@ -592,7 +606,7 @@ def _scripted_load(
     )
     if not reply:
         return None
-    header = parse_header(session_id, reply[0])
+    header = _read_whole(states, session_id, reply[0])
     if header is None:
         return None
     snapshot = Snapshot(
@@ -602,7 +616,7 @@ def _scripted_load(
         return snapshot
     uid = user_record_id(header.user_id)
     if not layout.cluster:
-        snapshot.user = parse_header(uid, reply[4])
+        snapshot.user = _read_whole(states, uid, reply[4])
         return snapshot
     # Cluster: the user's header is in another slot, maybe on another shard. The same call
     # checks that the user index lists this session (repairing it) and that forget_user did not
@@ -622,6 +636,47 @@ def _scripted_load(
     return snapshot
 
 
+def _header_read(layout: KeyLayout, session_id: str, kept: KeptState | None) -> Command:
+    """The read of a session's header: the whole hash, or, when this process keeps its state,
+    the hash only if it is at another version than the one kept (lua.HEADER_IF_CHANGED)."""
+    h = layout.header(session_id)
+    if kept is None:
+        return Command(("HGETALL", h))
+    sha = SHAS["header_if_changed"]
+    return Command(("EVALSHA", sha, 1, h, kept.incarnation, kept.revision))
+
+
+def _header_of(
+    states: KeptStates | None, session_id: str, kept: KeptState | None, reply: Any
+) -> SessionHeader | None:
+    """The header from what _header_read's command answered (`kept`: what it asked with)."""
+    if kept is None:
+        return _read_whole(states, session_id, reply)
+    assert states is not None
+    unchanged, answer = reply
+    if not unchanged:
+        return _read_whole(states, session_id, answer)
+    header = build_header(session_id, answer[1:], ())
+    if header is not None:
+        header.state = dict(kept.entries)
+    return header
+
+
+def _read_whole(
+    states: KeptStates | None, session_id: str, flat: Sequence[bytes] | None
+) -> SessionHeader | None:
+    """A header from a whole hash (HGETALL), its state kept in `states` if it is large."""
+    if not flat:
+        if states is not None:
+            states.drop(session_id)
+        return None
+    fields = _hash(flat)
+    header = parse_header(session_id, fields)
+    if states is not None and header is not None:
+        states.read(session_id, fields.get(b"_in"), header.revision, header.state)
+    return header
+
+
 def _parents(parents: list[str], flats: Sequence[Any]) -> list[SessionHeader]:
     """The headers of the parents that exist, from their HGETALL replies (nearest first)."""
     found = (parse_header(p, flat) for p, flat in zip(parents, flats, strict=True))
@@ -636,21 +691,32 @@ def _plain_load(
     now: float,
     user_id: str | None = None,
     lead: int = 0,
+    *,
+    states: KeptStates | None = None,
 ) -> Op[Snapshot | None]:
     """The load as plain reads in one transaction; `user_id` and `lead` (LoadPath.needs) are
-    read beside them, and used when the header says they still hold."""
-    h, m = layout.keys(session_id, "hm")
-    reads = [Command(("HGETALL", h))]
+    read beside them, and used when the header says they still hold. A state kept in `states`
+    is read only if it changed (kept.py)."""
+    m = layout.messages(session_id)
+    kept = states.get(session_id) if states is not None else None
+    reads = [_header_read(layout, session_id, kept)]
     if window > 0:  # the newest `window` messages (LRANGE -0 -1 would be all of them)
         reads.append(Command(("LRANGE", m, -window, -1)))
     reads += [Command(("HGETALL", layout.header(p))) for p in parents]
+    kept_user = None
     if user_id is not None:
-        reads.append(Command(("HGETALL", layout.header(user_record_id(user_id)))))
+        uid = user_record_id(user_id)
+        kept_user = states.get(uid) if states is not None else None
+        reads.append(_header_read(layout, uid, kept_user))
     if lead:
         reads.append(Command(("LRANGE", m, 0, lead - 1)))
-    replies = yield Transaction(reads)
-    header = live_header(session_id, replies[0], now)
-    if header is None:
+    try:
+        replies = yield Transaction(reads)
+    except NoScriptError:  # a new or restarted server: load the script, read again
+        yield Command(("SCRIPT", "LOAD", SCRIPTS["header_if_changed"]))
+        replies = yield Transaction(reads)
+    header = _header_of(states, session_id, kept, replies[0])
+    if header is None or not header.live(now):
         return None
     count = header.message_count
     start = header.window_start(window)
@@ -665,10 +731,10 @@ def _plain_load(
     if header.user_id is not None:
         uid = user_record_id(header.user_id)
         if header.user_id == user_id:
-            flat = replies[parents_at + len(parents)]
+            user = _header_of(states, uid, kept_user, replies[parents_at + len(parents)])
         else:
-            flat = yield Command(("HGETALL", layout.header(uid)))
-        snapshot.user = parse_header(uid, flat)
+            user = _read_whole(states, uid, (yield Command(("HGETALL", layout.header(uid)))))
+        snapshot.user = user
     return snapshot
 
 
@@ -726,7 +792,9 @@ def read_vectors_at_op(
     return {p: v for p, v in zip(positions, values, strict=True) if v is not None}
 
 
-def delete_op(layout: KeyLayout, session_id: str) -> Op[bool]:
+def delete_op(layout: KeyLayout, session_id: str, states: KeptStates | None = None) -> Op[bool]:
+    if states is not None:  # a deleted session's data does not stay in this process
+        states.drop_tree(session_id)
     is_user = session_id.startswith(USER_PREFIX)
     child_name = session_id.rsplit("/", 1)[1] if "/" in session_id and not is_user else ""
     parent = session_id.rsplit("/", 1)[0] if child_name else session_id
@@ -743,7 +811,11 @@ def delete_op(layout: KeyLayout, session_id: str) -> Op[bool]:
     return True
 
 
-def rename_op(layout: KeyLayout, old_id: str, new_id: str, now: float) -> Op[None]:
+def rename_op(
+    layout: KeyLayout, old_id: str, new_id: str, now: float, states: KeptStates | None = None
+) -> Op[None]:
+    if states is not None:
+        states.drop_tree(old_id)
     if not layout.cluster:
         key_list = [layout.header(old_id), layout.header(new_id)]
         uid = yield Command(("HGET", layout.header(old_id), "_uid"))
@@ -805,7 +877,9 @@ def user_sessions_op(layout: KeyLayout, user_id: str, now: float) -> Op[list[str
     ]
 
 
-def forget_user_op(layout: KeyLayout, user_id: str) -> Op[int]:
+def forget_user_op(layout: KeyLayout, user_id: str, states: KeptStates | None = None) -> Op[int]:
+    if states is not None:  # which kept states are the user's is not known here: all go
+        states.clear()
     index = layout.user_index(user_id)
     if layout.cluster:
         # Mark the user forgotten first: a session the index does not list (a create racing

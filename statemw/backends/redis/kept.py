@@ -1,0 +1,106 @@
+"""The large states this process last read or wrote on Redis, by session (free of I/O).
+
+A session's state is one hash field per key, so loading a state of 10,000 keys moves 10,000
+fields over the network and through the client, though most loads find what the last one read.
+This process keeps such a state with the version of the header it belongs to: the header's
+incarnation (`_in`, new each time the session is created) and its revision (every commit adds
+one). A load names that version, and Redis sends the state only when the header is at another
+one (lua.HEADER_IF_CHANGED). The process's own commits are applied here as the commit script
+applies them, so a conversation's next turn still finds its state kept.
+
+Nothing kept can be read stale: a load uses a kept state only when Redis says the header is
+still at its version, and an incarnation is never reused. Lock-free, like LoadPath: a kept state
+is never changed once kept (a commit keeps a new one), and a lost update costs one full read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from statemw.records import Delta, Entry, merge_state
+
+KEEP_FROM = 64
+"""A state of fewer keys is read whole at every load (a hash of a few fields costs less than
+asking whether it changed)."""
+
+KEPT_ENTRIES = 250_000
+"""Entries kept across all sessions; past that the process starts afresh."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeptState:
+    """A session's state as stored at one version of its header. `entries` is shared: readers
+    copy it, nobody changes it."""
+
+    incarnation: bytes
+    revision: int
+    entries: dict[str, Entry]
+    timed: bool  # some entry has an expiry (a commit then drops the expired ones)
+
+
+class KeptStates:
+    """Session id -> its KeptState, for the sessions of at least KEEP_FROM keys."""
+
+    __slots__ = ("_by_session", "budget", "held")
+
+    def __init__(self, budget: int = KEPT_ENTRIES) -> None:
+        self._by_session: dict[str, KeptState] = {}
+        self.held = 0
+        self.budget = budget
+
+    def get(self, session_id: str) -> KeptState | None:
+        return self._by_session.get(session_id)
+
+    def read(
+        self, session_id: str, incarnation: bytes | None, revision: int, entries: dict[str, Entry]
+    ) -> None:
+        """A load read the whole state at this version: keep it if it is large (a header from
+        before incarnations, without one, is never kept)."""
+        if incarnation is None or len(entries) < KEEP_FROM:
+            self.drop(session_id)
+            return
+        timed = any(entry.expires_at is not None for entry in entries.values())
+        self._keep(session_id, KeptState(incarnation, revision, dict(entries), timed))
+
+    def committed(self, delta: Delta, revision: int) -> None:
+        """This process's commit took the session to `revision`: the kept state follows it when
+        it was the revision before, else it is dropped (another commit came between)."""
+        session_id = delta.session_id
+        kept = self._by_session.get(session_id)
+        if kept is None:
+            return
+        if kept.revision != revision - 1:
+            self.drop(session_id)
+            return
+        if kept.timed:  # the commit script drops expired keys first, as merge_state does
+            entries = merge_state(kept.entries, delta, delta.now)
+        else:
+            entries = dict(kept.entries)
+            for key in delta.delete:
+                entries.pop(key, None)
+            entries.update(delta.set)
+        timed = kept.timed or any(e.expires_at is not None for e in delta.set.values())
+        self._keep(session_id, KeptState(kept.incarnation, revision, entries, timed))
+
+    def drop(self, session_id: str) -> None:
+        """Forget a session's kept state (it was deleted, renamed, or read small)."""
+        kept = self._by_session.pop(session_id, None)
+        if kept is not None:
+            self.held -= len(kept.entries)
+
+    def drop_tree(self, session_id: str) -> None:
+        """Forget a session's kept state and its sub-sessions'."""
+        below = session_id + "/"
+        for sid in [s for s in self._by_session if s == session_id or s.startswith(below)]:
+            self.drop(sid)
+
+    def clear(self) -> None:
+        self._by_session.clear()
+        self.held = 0
+
+    def _keep(self, session_id: str, kept: KeptState) -> None:
+        self.drop(session_id)
+        if self.held + len(kept.entries) > self.budget:
+            self.clear()
+        self._by_session[session_id] = kept
+        self.held += len(kept.entries)
