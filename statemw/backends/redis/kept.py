@@ -38,18 +38,16 @@ class KeptState:
     timed: bool  # some entry has an expiry (a commit then drops the expired ones)
 
 
-class KeptStates:
-    """Session id -> its KeptState, for the sessions of at least KEEP_FROM keys."""
+class KeptStates(dict[str, KeptState]):
+    """Session id -> its KeptState, for the sessions of at least KEEP_FROM keys (a dict, so a
+    load's lookup costs what a dict's does). Changed through its methods only."""
 
-    __slots__ = ("_by_session", "budget", "held")
+    __slots__ = ("budget", "held")
 
     def __init__(self, budget: int = KEPT_ENTRIES) -> None:
-        self._by_session: dict[str, KeptState] = {}
+        super().__init__()
         self.held = 0
         self.budget = budget
-
-    def get(self, session_id: str) -> KeptState | None:
-        return self._by_session.get(session_id)
 
     def read(
         self, session_id: str, incarnation: bytes | None, revision: int, entries: dict[str, Entry]
@@ -66,7 +64,7 @@ class KeptStates:
         """This process's commit took the session to `revision`: the kept state follows it when
         it was the revision before, else it is dropped (another commit came between)."""
         session_id = delta.session_id
-        kept = self._by_session.get(session_id)
+        kept = self.get(session_id)
         if kept is None:
             return
         if kept.revision != revision - 1:
@@ -84,23 +82,23 @@ class KeptStates:
 
     def drop(self, session_id: str) -> None:
         """Forget a session's kept state (it was deleted, renamed, or read small)."""
-        kept = self._by_session.pop(session_id, None)
+        kept = self.pop(session_id, None)
         if kept is not None:
             self.held -= len(kept.entries)
 
     def drop_tree(self, session_id: str) -> None:
         """Forget a session's kept state and its sub-sessions'."""
         below = session_id + "/"
-        for sid in [s for s in self._by_session if s == session_id or s.startswith(below)]:
+        for sid in [s for s in self if s == session_id or s.startswith(below)]:
             self.drop(sid)
 
     def clear(self) -> None:
-        self._by_session.clear()
+        super().clear()
         self.held = 0
 
     def _keep(self, session_id: str, kept: KeptState) -> None:
         self.drop(session_id)
         if self.held + len(kept.entries) > self.budget:
             self.clear()
-        self._by_session[session_id] = kept
+        self[session_id] = kept
         self.held += len(kept.entries)

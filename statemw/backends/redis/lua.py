@@ -252,9 +252,13 @@ fields[#fields + 1] = '_rev'
 fields[#fields + 1] = rev
 fields[#fields + 1] = '_ua'
 fields[#fields + 1] = ARGV[1]
-if created or not meta[12] then  -- a header from before incarnations gets one too
+if created then
   fields[#fields + 1] = '_in'
   fields[#fields + 1] = incarnation
+elseif not meta[12] then  -- a header from before incarnations: its creation time and now
+  local t = redis.call('TIME')
+  fields[#fields + 1] = '_in'
+  fields[#fields + 1] = ca .. '@' .. t[1] .. '.' .. t[2]
 end
 if created then
   fields[#fields + 1] = '_v'

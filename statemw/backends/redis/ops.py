@@ -25,7 +25,7 @@ from statemw._decoded import KeptByBytes
 from statemw._drive import Flow, Step
 from statemw.backends.base import Progress
 from statemw.backends.redis.faults import DOWN
-from statemw.backends.redis.kept import KeptState, KeptStates
+from statemw.backends.redis.kept import KEEP_FROM, KeptState, KeptStates
 from statemw.backends.redis.lua import HEADER_FIELDS, SCRIPTS
 from statemw.changes import Change
 from statemw.codec import pack, unpack
@@ -288,7 +288,10 @@ def parse_header(
     when the hash is absent. Field names are looked up as the bytes they arrive as."""
     if not flat:
         return None
-    fields = _hash(flat)
+    return _header_of_fields(session_id, _hash(flat))
+
+
+def _header_of_fields(session_id: str, fields: dict[Any, bytes]) -> SessionHeader | None:
     if b"_v" not in fields and "_v" in fields:  # names as text (a client that decodes replies)
         fields = {name.encode(): data for name, data in fields.items()}
     state = ((name, data) for name, data in fields.items() if name[:2] == b"s:")
@@ -422,8 +425,9 @@ def commit_op(layout: KeyLayout, delta: Delta, path: LoadPath | None = None) -> 
     follow = is_user and expires_at is None
     if follow:
         args[11] = str(EXPIRY_SLACK_MS)  # if the user has no index (no session) at all
-    # the incarnation a created header gets (lua.COMMIT; see kept.py): new bytes each time
-    args[19:19] = ["" if layout.cluster else layout.prefix, "1" if follow else "", os.urandom(8)]
+    # the incarnation a header gets when this commit creates it (lua.COMMIT; see kept.py)
+    incarnation = b"" if create is None else os.urandom(8)
+    args[19:19] = ["" if layout.cluster else layout.prefix, "1" if follow else "", incarnation]
     index = uid and not child_name and not is_user
     if index and not layout.cluster:
         key_list.append(layout.user_index(uid))
@@ -464,7 +468,7 @@ def commit_op(layout: KeyLayout, delta: Delta, path: LoadPath | None = None) -> 
     committed = Committed(
         int(reply[2]), int(reply[3]), int(reply[4]), created_at, int(lead) if lead else None
     )
-    if path is not None:
+    if path is not None and sid in path.states:
         path.states.committed(delta, committed.revision)
     return committed
 
@@ -636,10 +640,9 @@ def _scripted_load(
     return snapshot
 
 
-def _header_read(layout: KeyLayout, session_id: str, kept: KeptState | None) -> Command:
-    """The read of a session's header: the whole hash, or, when this process keeps its state,
-    the hash only if it is at another version than the one kept (lua.HEADER_IF_CHANGED)."""
-    h = layout.header(session_id)
+def _header_read(h: str, kept: KeptState | None) -> Command:
+    """The read of a session's header `h`: the whole hash, or, when this process keeps its
+    state, the hash only if it is at another version than the one kept (lua.HEADER_IF_CHANGED)."""
     if kept is None:
         return Command(("HGETALL", h))
     sha = SHAS["header_if_changed"]
@@ -671,8 +674,12 @@ def _read_whole(
             states.drop(session_id)
         return None
     fields = _hash(flat)
-    header = parse_header(session_id, fields)
-    if states is not None and header is not None:
+    header = _header_of_fields(session_id, fields)
+    if (
+        states is not None
+        and header is not None
+        and (len(header.state) >= KEEP_FROM or session_id in states)
+    ):
         states.read(session_id, fields.get(b"_in"), header.revision, header.state)
     return header
 
@@ -697,9 +704,9 @@ def _plain_load(
     """The load as plain reads in one transaction; `user_id` and `lead` (LoadPath.needs) are
     read beside them, and used when the header says they still hold. A state kept in `states`
     is read only if it changed (kept.py)."""
-    m = layout.messages(session_id)
+    h, m = layout.keys(session_id, "hm")
     kept = states.get(session_id) if states is not None else None
-    reads = [_header_read(layout, session_id, kept)]
+    reads = [Command(("HGETALL", h)) if kept is None else _header_read(h, kept)]
     if window > 0:  # the newest `window` messages (LRANGE -0 -1 would be all of them)
         reads.append(Command(("LRANGE", m, -window, -1)))
     reads += [Command(("HGETALL", layout.header(p))) for p in parents]
@@ -707,7 +714,7 @@ def _plain_load(
     if user_id is not None:
         uid = user_record_id(user_id)
         kept_user = states.get(uid) if states is not None else None
-        reads.append(_header_read(layout, uid, kept_user))
+        reads.append(_header_read(layout.header(uid), kept_user))
     if lead:
         reads.append(Command(("LRANGE", m, 0, lead - 1)))
     try:
@@ -715,7 +722,11 @@ def _plain_load(
     except NoScriptError:  # a new or restarted server: load the script, read again
         yield Command(("SCRIPT", "LOAD", SCRIPTS["header_if_changed"]))
         replies = yield Transaction(reads)
-    header = _header_of(states, session_id, kept, replies[0])
+    header = (
+        _read_whole(states, session_id, replies[0])
+        if kept is None
+        else _header_of(states, session_id, kept, replies[0])
+    )
     if header is None or not header.live(now):
         return None
     count = header.message_count
