@@ -73,7 +73,7 @@ def saved(store: Store, keys: int = LARGE, **more: Any) -> Session:
 
 def whole_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     """Each whole header a load reads from here on (HGETALL, or the script's changed answer)."""
-    return recorded_calls(redis_ops, "_read_whole", monkeypatch)
+    return recorded_calls(redis_ops, "_header_of_fields", monkeypatch)
 
 
 def test_a_large_state_loaded_again_is_not_read_again(
@@ -240,7 +240,7 @@ def test_a_large_user_state_is_kept_and_follows_saves(
     loaded.save()
     reads = whole_reads(monkeypatch)
     assert here.load(session.id).user["pref1"] == "mine"
-    assert [sid for _, sid, _ in reads] == [session.id]  # its own small state only
+    assert [sid for sid, _ in reads] == [session.id]  # its own small state only
     theirs = elsewhere.load(session.id)
     theirs.user["pref2"] = "theirs"
     theirs.save()
@@ -315,3 +315,17 @@ def test_a_kept_state_loads_as_the_stored_state(
     finally:
         for store in (*stores.values(), fresh):
             store.close()
+
+
+def test_a_large_parent_state_is_kept_for_its_sub_sessions(
+    here: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parent = saved(here)
+    child = parent.child("notes")
+    child["n"] = 1
+    child.save()
+    here.load(child.id)
+    reads = whole_reads(monkeypatch)
+    loaded = here.load(child.id)
+    assert (loaded["n"], loaded["key5"]) == (1, 5)  # the parent's state, inherited
+    assert [sid for sid, _ in reads] == [child.id]  # the child's own small state only

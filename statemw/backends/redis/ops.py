@@ -614,7 +614,12 @@ def _scripted_load(
     if header is None:
         return None
     snapshot = Snapshot(
-        header, int(reply[1]), list(reply[2]), _parents(parents, reply[3]), None, list(reply[5])
+        header,
+        int(reply[1]),
+        list(reply[2]),
+        _parents(parents, reply[3], states),
+        None,
+        list(reply[5]),
     )
     if header.user_id is None:
         return snapshot
@@ -684,9 +689,18 @@ def _read_whole(
     return header
 
 
-def _parents(parents: list[str], flats: Sequence[Any]) -> list[SessionHeader]:
-    """The headers of the parents that exist, from their HGETALL replies (nearest first)."""
-    found = (parse_header(p, flat) for p, flat in zip(parents, flats, strict=True))
+def _parents(
+    parents: list[str],
+    replies: Sequence[Any],
+    states: KeptStates | None = None,
+    kept: Sequence[KeptState | None] | None = None,
+) -> list[SessionHeader]:
+    """The headers of the parents that exist, from what their reads answered (nearest first;
+    `kept`: what each read asked with, as in _header_of)."""
+    asked = kept if kept is not None else [None] * len(parents)
+    found = (
+        _header_of(states, p, k, reply) for p, k, reply in zip(parents, asked, replies, strict=True)
+    )
     return [header for header in found if header]
 
 
@@ -709,7 +723,8 @@ def _plain_load(
     reads = [Command(("HGETALL", h)) if kept is None else _header_read(h, kept)]
     if window > 0:  # the newest `window` messages (LRANGE -0 -1 would be all of them)
         reads.append(Command(("LRANGE", m, -window, -1)))
-    reads += [Command(("HGETALL", layout.header(p))) for p in parents]
+    kept_parents = [states.get(p) if states is not None else None for p in parents]
+    reads += [_header_read(layout.header(p), k) for p, k in zip(parents, kept_parents, strict=True)]
     kept_user = None
     if user_id is not None:
         uid = user_record_id(user_id)
@@ -735,7 +750,7 @@ def _plain_load(
     messages = newest[max(len(newest) - (count - start), 0) :] if count > start else []
     parents_at = 2 if window > 0 else 1  # the parents' headers follow the header and window
     flats = replies[parents_at : parents_at + len(parents)]
-    snapshot = Snapshot(header, start, messages, _parents(parents, flats))
+    snapshot = Snapshot(header, start, messages, _parents(parents, flats, states, kept_parents))
     wanted = min(header.lead or 0, start)
     if wanted and wanted <= lead:
         snapshot.lead = replies[-1][:wanted]
