@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from statemw._decoded import OVERHEAD
 from statemw.records import Delta, Entry, merge_state
 
 KEEP_FROM = 64
 """A state of fewer keys is read whole at every load (a hash of a few fields costs less than
 asking whether it changed)."""
 
-KEPT_ENTRIES = 250_000
-"""Entries kept across all sessions; past that the process starts afresh."""
+KEPT_BYTES = 32 << 20
+"""Bytes of kept states across all sessions, each entry counted as its stored value plus
+OVERHEAD; past that the process starts afresh (a state larger than this is not kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,16 @@ class KeptState:
     revision: int
     entries: dict[str, Entry]
     timed: bool  # some entry has an expiry (a commit then drops the expired ones)
+    size: int  # as counted against KeptStates.budget
+
+
+def _counted(entries: dict[str, Entry]) -> tuple[int, bool]:
+    """What a state counts against the budget, and whether some entry has an expiry."""
+    size, timed = 0, False
+    for entry in entries.values():
+        size += len(entry.value)
+        timed = timed or entry.expires_at is not None
+    return size + OVERHEAD * len(entries), timed
 
 
 class KeptStates(dict[str, KeptState]):
@@ -44,7 +56,7 @@ class KeptStates(dict[str, KeptState]):
 
     __slots__ = ("budget", "held")
 
-    def __init__(self, budget: int = KEPT_ENTRIES) -> None:
+    def __init__(self, budget: int = KEPT_BYTES) -> None:
         super().__init__()
         self.held = 0
         self.budget = budget
@@ -57,8 +69,8 @@ class KeptStates(dict[str, KeptState]):
         if incarnation is None or len(entries) < KEEP_FROM:
             self.drop(session_id)
             return
-        timed = any(entry.expires_at is not None for entry in entries.values())
-        self._keep(session_id, KeptState(incarnation, revision, dict(entries), timed))
+        size, timed = _counted(entries)
+        self._keep(session_id, KeptState(incarnation, revision, dict(entries), timed, size))
 
     def committed(self, delta: Delta, revision: int) -> None:
         """This process's commit took the session to `revision`: the kept state follows it when
@@ -72,24 +84,29 @@ class KeptStates(dict[str, KeptState]):
             return
         if kept.timed:  # the commit script drops expired keys first, as merge_state does
             entries = merge_state(kept.entries, delta, delta.now)
+            size, timed = _counted(entries)
         else:
             entries = dict(kept.entries)
-            for key in delta.delete:
-                entries.pop(key, None)
+            size = kept.size
+            for key in (*delta.delete, *delta.set):
+                gone = entries.pop(key, None)
+                if gone is not None:
+                    size -= len(gone.value) + OVERHEAD
+            added, timed = _counted(delta.set)
             entries.update(delta.set)
-        timed = kept.timed or any(e.expires_at is not None for e in delta.set.values())
-        self._keep(session_id, KeptState(kept.incarnation, revision, entries, timed))
+            size += added
+        self._keep(session_id, KeptState(kept.incarnation, revision, entries, timed, size))
 
     def drop(self, session_id: str) -> None:
         """Forget a session's kept state (it was deleted, renamed, or read small)."""
         kept = self.pop(session_id, None)
         if kept is not None:
-            self.held -= len(kept.entries)
+            self.held -= kept.size
 
     def drop_tree(self, session_id: str) -> None:
         """Forget a session's kept state and its sub-sessions'."""
         below = session_id + "/"
-        for sid in [s for s in self if s == session_id or s.startswith(below)]:
+        for sid in [s for s in list(self) if s == session_id or s.startswith(below)]:
             self.drop(sid)
 
     def clear(self) -> None:
@@ -98,7 +115,9 @@ class KeptStates(dict[str, KeptState]):
 
     def _keep(self, session_id: str, kept: KeptState) -> None:
         self.drop(session_id)
-        if self.held + len(kept.entries) > self.budget:
+        if kept.size > self.budget:
+            return
+        if self.held + kept.size > self.budget:
             self.clear()
         self[session_id] = kept
-        self.held += len(kept.entries)
+        self.held += kept.size
