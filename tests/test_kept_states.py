@@ -21,7 +21,7 @@ def test_a_large_state_is_kept_with_its_version() -> None:
     states = KeptStates()
     states.read("s", b"inc", 3, state(KEEP_FROM))
     kept = states["s"]
-    assert (kept.incarnation, kept.revision, len(kept.entries)) == (b"inc", 3, KEEP_FROM)
+    assert (kept.incarnation, kept.revision, len(kept.entries())) == (b"inc", 3, KEEP_FROM)
 
 
 def test_a_small_state_or_one_without_incarnation_is_not_kept() -> None:
@@ -43,7 +43,8 @@ def test_the_next_revisions_commit_is_applied() -> None:
     states.read("s", b"inc", 1, state(KEEP_FROM))
     states.committed(Delta("s", NOW, set={"new": Entry(b"n", NOW)}, delete=["key0"]), 2)
     kept = states["s"]
-    assert (kept.revision, "new" in kept.entries, "key0" in kept.entries) == (2, True, False)
+    entries = kept.entries()
+    assert (kept.revision, "new" in entries, "key0" in entries) == (2, True, False)
 
 
 def test_a_commit_after_a_gap_drops_the_kept_state() -> None:
@@ -58,7 +59,7 @@ def test_a_kept_state_is_not_changed_by_the_state_it_was_read_from() -> None:
     read = state(KEEP_FROM)
     states.read("s", b"inc", 1, read)
     read.clear()
-    assert len(states["s"].entries) == KEEP_FROM
+    assert len(states["s"].entries()) == KEEP_FROM
 
 
 def test_past_the_budget_the_kept_states_start_afresh() -> None:
@@ -83,6 +84,10 @@ def test_drop_tree_forgets_the_session_and_its_sub_sessions_only() -> None:
     assert sorted(states) == ["ab"]
 
 
+def live(entries: dict[str, Entry], now: float) -> dict[str, Entry]:
+    return {key: entry for key, entry in entries.items() if entry.live(now)}
+
+
 _KEYS = st.sampled_from([f"key{i}" for i in range(KEEP_FROM + 4)])
 _ENTRY = st.builds(
     Entry,
@@ -100,16 +105,28 @@ _DELTAS = st.lists(
 def test_commits_applied_to_a_kept_state_give_the_merged_state(
     deltas: list[tuple[dict[str, Entry], list[str]]],
 ) -> None:
-    """What the commit script stores, merge_state computes; a kept state follows it, and its
-    size stays what its entries count."""
+    """What the commit script stores, merge_state computes: a kept state follows it (but for
+    the keys past their TTL, which it keeps and every reader skips), and its size stays what
+    its entries count."""
     states = KeptStates()
     stored = state(KEEP_FROM + 2)
     states.read("s", b"inc", 1, stored)
-    for revision, (sets, deletes) in enumerate(deltas, 2):
-        delta = Delta("s", NOW + revision, set=sets, delete=deletes)
-        stored = merge_state(stored, delta, delta.now)
+    for revision, (sets, deletes) in enumerate(deltas * 20, 2):  # enough to fold the changes
+        now = NOW + revision
+        delta = Delta("s", now, set=sets, delete=deletes)
+        stored = merge_state(stored, delta, now)
         states.committed(delta, revision)
         kept = states["s"]
-        assert kept.entries == stored
-        counted = sum(len(e.value) + OVERHEAD for e in kept.entries.values())
+        entries = kept.entries()
+        assert live(entries, now) == live(stored, now)
+        counted = sum(len(e.value) + OVERHEAD for e in entries.values())
         assert kept.size == counted == states.held
+
+
+def test_a_commit_costs_what_it_changed_until_the_changes_are_folded_in() -> None:
+    states = KeptStates()
+    states.read("s", b"inc", 1, state(10_000))
+    base = states["s"].base
+    states.committed(Delta("s", NOW, set={"key1": Entry(b"x", NOW)}), 2)
+    assert states["s"].base is base  # not copied
+    assert states["s"].changes == {"key1": Entry(b"x", NOW)}

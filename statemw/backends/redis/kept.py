@@ -5,8 +5,8 @@ fields over the network and through the client, though most loads find what the 
 This process keeps such a state with the version of the header it belongs to: the header's
 incarnation (`_in`, new each time the session is created) and its revision (every commit adds
 one). A load names that version, and Redis sends the state only when the header is at another
-one (lua.HEADER_IF_CHANGED). The process's own commits are applied here as the commit script
-applies them, so a conversation's next turn still finds its state kept.
+one (lua.HEADER_IF_CHANGED). The process's own commits are applied to what it keeps, so a
+conversation's next turn still finds its state kept.
 
 Nothing kept can be read stale: a load uses a kept state only when Redis says the header is
 still at its version, and an incarnation is never reused. Lock-free, like LoadPath: a kept state
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from statemw._decoded import OVERHEAD
-from statemw.records import Delta, Entry, merge_state
+from statemw.records import Delta, Entry
 
 KEEP_FROM = 64
 """A state of fewer keys is read whole at every load (a hash of a few fields costs less than
@@ -31,23 +31,33 @@ OVERHEAD; past that the process starts afresh (a state larger than this is not k
 
 @dataclass(frozen=True, slots=True)
 class KeptState:
-    """A session's state as stored at one version of its header. `entries` is shared: readers
-    copy it, nobody changes it."""
+    """A session's state as stored at one version of its header: `base`, with `changes` (key ->
+    entry, None for deleted) over it. A commit adds to a copy of `changes`, so it costs what it
+    changed, not the state's size, until the changes outgrow a share of the base and are folded
+    into a new one. Both are shared: nobody changes them.
+
+    The commit script also drops the keys whose TTL has passed; this copy keeps them, as Redis
+    does until a commit or `purge` comes, and every reader skips them by their expiry."""
 
     incarnation: bytes
     revision: int
-    entries: dict[str, Entry]
-    timed: bool  # some entry has an expiry (a commit then drops the expired ones)
+    base: dict[str, Entry]
+    changes: dict[str, Entry | None]
     size: int  # as counted against KeptStates.budget
 
+    def entries(self) -> dict[str, Entry]:
+        """The state, as a new dict the caller owns."""
+        entries = dict(self.base)
+        for key, entry in self.changes.items():
+            if entry is None:
+                entries.pop(key, None)
+            else:
+                entries[key] = entry
+        return entries
 
-def _counted(entries: dict[str, Entry]) -> tuple[int, bool]:
-    """What a state counts against the budget, and whether some entry has an expiry."""
-    size, timed = 0, False
-    for entry in entries.values():
-        size += len(entry.value)
-        timed = timed or entry.expires_at is not None
-    return size + OVERHEAD * len(entries), timed
+
+def _counted(entries: dict[str, Entry]) -> int:
+    return sum(len(entry.value) for entry in entries.values()) + OVERHEAD * len(entries)
 
 
 class KeptStates(dict[str, KeptState]):
@@ -69,8 +79,8 @@ class KeptStates(dict[str, KeptState]):
         if incarnation is None or len(entries) < KEEP_FROM:
             self.drop(session_id)
             return
-        size, timed = _counted(entries)
-        self._keep(session_id, KeptState(incarnation, revision, dict(entries), timed, size))
+        kept = KeptState(incarnation, revision, dict(entries), {}, _counted(entries))
+        self._keep(session_id, kept)
 
     def committed(self, delta: Delta, revision: int) -> None:
         """This process's commit took the session to `revision`: the kept state follows it when
@@ -82,20 +92,18 @@ class KeptStates(dict[str, KeptState]):
         if kept.revision != revision - 1:
             self.drop(session_id)
             return
-        if kept.timed:  # the commit script drops expired keys first, as merge_state does
-            entries = merge_state(kept.entries, delta, delta.now)
-            size, timed = _counted(entries)
-        else:
-            entries = dict(kept.entries)
-            size = kept.size
-            for key in (*delta.delete, *delta.set):
-                gone = entries.pop(key, None)
-                if gone is not None:
-                    size -= len(gone.value) + OVERHEAD
-            added, timed = _counted(delta.set)
-            entries.update(delta.set)
-            size += added
-        self._keep(session_id, KeptState(kept.incarnation, revision, entries, timed, size))
+        base, changes, size = kept.base, dict(kept.changes), kept.size
+        for key in (*delta.delete, *delta.set):
+            gone = changes[key] if key in changes else base.get(key)
+            if gone is not None:
+                size -= len(gone.value) + OVERHEAD
+            changes[key] = None
+        changes.update(delta.set)
+        size += _counted(delta.set)
+        if len(changes) > KEEP_FROM + len(base) // 32:  # fold them in: amortized, O(changed)
+            base = KeptState(kept.incarnation, revision, base, changes, size).entries()
+            changes = {}
+        self._keep(session_id, KeptState(kept.incarnation, revision, base, changes, size))
 
     def drop(self, session_id: str) -> None:
         """Forget a session's kept state (it was deleted, renamed, or read small)."""

@@ -666,7 +666,7 @@ def _header_of(
         return _read_whole(states, session_id, answer)
     header = build_header(session_id, answer[1:], ())
     if header is not None:
-        header.state = dict(kept.entries)
+        header.state = kept.entries()
     return header
 
 
