@@ -6,6 +6,7 @@ Two Store objects on one key prefix stand for two processes: each keeps its own 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -326,3 +327,32 @@ def test_a_large_parent_state_is_kept_for_its_sub_sessions(
     loaded = here.load(child.id)
     assert (loaded["n"], loaded["key5"]) == (1, 5)  # the parent's state, inherited
     assert [sid for sid, _ in reads] == [child.id]  # the child's own small state only
+
+
+def test_threads_saving_one_large_session_lose_nothing(here: Store) -> None:
+    """One process, four threads, each loading the session and saving its own keys: every
+    load sees a state Redis had, and no save is lost."""
+    session = saved(here)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(15):
+                loaded = here.load(session.id)
+                assert len(loaded) >= LARGE
+                loaded[f"t{n}-{i}"] = i
+                loaded.save()
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    through_kept = dict(here.load(session.id))
+    kept(here).clear()
+    stored = dict(here.load(session.id))
+    assert through_kept == stored
+    assert sum(key.startswith("t") for key in stored) == 60
