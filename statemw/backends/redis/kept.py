@@ -47,13 +47,17 @@ class KeptState:
 
     def entries(self) -> dict[str, Entry]:
         """The state, as a new dict the caller owns."""
-        entries = dict(self.base)
-        for key, entry in self.changes.items():
-            if entry is None:
-                entries.pop(key, None)
-            else:
-                entries[key] = entry
-        return entries
+        return _merged(self.base, self.changes)
+
+
+def _merged(base: dict[str, Entry], changes: dict[str, Entry | None]) -> dict[str, Entry]:
+    entries = dict(base)
+    for key, entry in changes.items():
+        if entry is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = entry
+    return entries
 
 
 def _counted(entries: dict[str, Entry]) -> int:
@@ -101,8 +105,7 @@ class KeptStates(dict[str, KeptState]):
         changes.update(delta.set)
         size += _counted(delta.set)
         if len(changes) > KEEP_FROM + len(base) // 32:  # fold them in: amortized, O(changed)
-            base = KeptState(kept.incarnation, revision, base, changes, size).entries()
-            changes = {}
+            base, changes = _merged(base, changes), {}
         self._keep(session_id, KeptState(kept.incarnation, revision, base, changes, size))
 
     def drop(self, session_id: str) -> None:
