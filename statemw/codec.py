@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import os
 import threading
 from array import array
@@ -39,6 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgpack
 
 from statemw._decoded import DecodedMessages, KeptByBytes
+from statemw._state_parts import Maps, PartedState, PlainState, decode_parts
 from statemw.errors import ConfigurationError, CorruptRecord, DecryptionError, UnencodableValue
 from statemw.ids import not_an_option
 from statemw.messages import Message, MessageRecord
@@ -475,31 +477,69 @@ class Codec:
         value = self.decode(data, session_id=record_id)  # without keys only plain ones decode
         return self._values.keep(data, value) if type(value) in _IMMUTABLE else value
 
+    def _plain_state(self, record_id: str, entries: Mapping[str, Entry], now: float) -> PlainState:
+        """The live entries of a store without keys, decoded to be kept (_state_parts)."""
+        gone: list[str] = []
+        fresh: list[tuple[str, bytes]] = []
+        values, expiry, sizes, checks = self._plain_maps(record_id, entries, now, gone, fresh)
+        until = min(expiry.values()) if expiry else math.inf
+        return PlainState(values, expiry, sizes, checks, now, until, gone, fresh)
+
+    def _plain_maps(
+        self,
+        record_id: str,
+        entries: Mapping[str, Entry],
+        now: float,
+        gone: list[str] | None = None,
+        fresh: list[tuple[str, bytes]] | None = None,
+    ) -> Maps:
+        """The live entries of a store without keys, decoded in one pass; the keys left out as
+        expired go to `gone`, and the mutable values to `fresh`, when they are given."""
+        values: dict[str, Any] = {}
+        expiry: dict[str, float] = {}
+        sizes: dict[str, int] = {}
+        checks: dict[str, tuple[float, float]] = {}
+        known = self._values
+        for key, entry in entries.items():
+            if entry.expires_at is not None:
+                if entry.expires_at <= now:
+                    if gone is not None:
+                        gone.append(key)
+                    continue
+                expiry[key] = entry.expires_at
+            if entry.confirm_after is not None:
+                checks[key] = (entry.confirm_after, entry.updated_at + entry.confirm_after)
+            data = entry.value
+            value = known.get(data, _MISSING)
+            if value is _MISSING:
+                value = self._decode_value(record_id, data)
+                if fresh is not None and type(value) not in _IMMUTABLE:
+                    fresh.append((key, data))
+            values[key] = value
+            sizes[key] = len(data)
+        return values, expiry, sizes, checks
+
     def decode_state(
         self, record_id: str, entries: Mapping[str, Entry], now: float
     ) -> DecodedState:
         """A record's live state by name (sealed names opened), with what a TrackedState keeps
         beside the values and what a save must know, in the one pass a load makes anyway."""
+        if not self._aead:  # names are the stored keys (a sealed entry fails to decode)
+            if type(entries) is PartedState:
+                parted = decode_parts(
+                    entries.parts,
+                    now,
+                    lambda part: self._plain_state(record_id, part, now),
+                    lambda data: self._decode_value(record_id, data),
+                )
+                if parted is not None:
+                    return DecodedState(*parted, entries, _AS_STORED, _NONE_STALE)
+            maps = self._plain_maps(record_id, entries, now)
+            return DecodedState(*maps, entries, _AS_STORED, _NONE_STALE)
         values: dict[str, Any] = {}
         expiry: dict[str, float] = {}
         sizes: dict[str, int] = {}
         checks: dict[str, tuple[float, float]] = {}
-        if not self._aead:  # names are the stored keys (a sealed entry fails to decode)
-            known = self._values
-            for key, entry in entries.items():
-                if entry.expires_at is not None:
-                    if entry.expires_at <= now:
-                        continue
-                    expiry[key] = entry.expires_at
-                if entry.confirm_after is not None:
-                    checks[key] = (entry.confirm_after, entry.updated_at + entry.confirm_after)
-                data = entry.value
-                value = known.get(data, _MISSING)
-                if value is _MISSING:
-                    value = self._decode_value(record_id, data)
-                values[key] = value
-                sizes[key] = len(data)
-            return DecodedState(values, expiry, sizes, checks, entries, _AS_STORED, _NONE_STALE)
         names: dict[str, str] = {}
         stale: list[str] = []
         state = DecodedState(values, expiry, sizes, checks, {}, names, stale)

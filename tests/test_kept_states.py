@@ -6,8 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statemw._decoded import OVERHEAD
-from statemw.backends.redis.kept import KEEP_FROM, KeptStates
+from statemw.backends.redis.kept import KEEP_FROM, KeptStates, entry_size
 from statemw.records import Delta, Entry, merge_state
 
 NOW = 1_700_000_000.0
@@ -63,7 +62,7 @@ def test_a_kept_state_is_not_changed_by_the_state_it_was_read_from() -> None:
 
 
 def test_past_the_budget_the_kept_states_start_afresh() -> None:
-    one = (1 + OVERHEAD) * KEEP_FROM
+    one = entry_size(Entry(b"v", NOW)) * KEEP_FROM
     states = KeptStates(budget=2 * one)
     for sid in ("a", "b", "c"):
         states.read(sid, b"inc", 1, state(KEEP_FROM))
@@ -119,7 +118,7 @@ def test_commits_applied_to_a_kept_state_give_the_merged_state(
         kept = states["s"]
         entries = kept.entries()
         assert live(entries, now) == live(stored, now)
-        counted = sum(len(e.value) + OVERHEAD for e in entries.values())
+        counted = sum(map(entry_size, entries.values()))
         assert kept.size == counted == states.held
 
 

@@ -37,6 +37,7 @@ from contextlib import AbstractContextManager, suppress
 from typing import Any, Protocol, TypeVar
 
 from statemw import telemetry
+from statemw._state_parts import PartedState, SharedEntries
 from statemw.backends.base import Progress, WouldBlock
 from statemw.backends.local_pubsub import LocalSubscription
 from statemw.changes import Change
@@ -75,6 +76,8 @@ DECODED_HEADER_BYTES = 1 << 20
 """Bytes of headers kept decoded (KVBackend._headers)."""
 DECODED_BUCKET_BYTES = 4 << 20
 """Bytes of state buckets kept decoded (KVBackend._buckets)."""
+_NO_ENTRIES = SharedEntries()
+"""A bucket that is not there (never changed)."""
 
 
 def bucket_of(key: str, buckets: int) -> int:
@@ -187,7 +190,7 @@ class KVBackend:
         self._headers: KeptByKey[SessionHeader] = KeptByKey(DECODED_HEADER_BYTES)
         # A large state's load reads every bucket, and a save rewrites only the ones it
         # touches: the others are kept decoded, shared (never changed: readers copy them).
-        self._buckets: KeptByKey[dict[str, Entry]] = KeptByKey(DECODED_BUCKET_BYTES)
+        self._buckets: KeptByKey[SharedEntries] = KeptByKey(DECODED_BUCKET_BYTES)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -239,9 +242,12 @@ class KVBackend:
         self.kv.delete("i:" + user_id)
 
     def _with_state(self, header: SessionHeader) -> SessionHeader:
-        """The header with its whole state, gathered from its buckets if it has them."""
-        for n in range(header.state_buckets):
-            header.state.update(self._bucket(header.session_id, n))
+        """The header with its whole state, gathered from its buckets if it has them (as a
+        PartedState: a load decodes only the buckets that changed)."""
+        if header.state_buckets:
+            inline = [header.state] if header.state else []  # (not written by this version)
+            buckets = (self._bucket(header.session_id, n) for n in range(header.state_buckets))
+            header.state = PartedState([*inline, *(b for b in buckets if b)])
         return header
 
     @staticmethod
@@ -252,15 +258,17 @@ class KVBackend:
         except Exception as exc:
             raise CorruptRecord(session_id, f"bad state bucket {n} ({exc})") from exc
 
-    def _bucket(self, session_id: str, n: int) -> dict[str, Entry]:
+    def _bucket(self, session_id: str, n: int) -> SharedEntries:
         """A bucket's entries, decoded; kept and shared, so a caller must not change it."""
         key = f"s:{session_id}:{n}"
         data = self.kv.get(key)
         if data is None:
-            return {}
+            return _NO_ENTRIES
         entries = self._buckets.made_from(key, data)
         if entries is None:
-            entries = self._parse_bucket(session_id, n, data, lambda w: entries_of(w.items()))
+            entries = self._parse_bucket(
+                session_id, n, data, lambda w: SharedEntries(entries_of(w.items()))
+            )
             self._buckets.keep(key, data, entries)
         return entries
 

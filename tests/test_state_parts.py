@@ -1,0 +1,142 @@
+"""A large state is decoded part by part, and a load reuses what the load before it decoded
+(statemw._state_parts): pure checks on the codec, then the same through each backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from statemw import Store
+from statemw._state_parts import PartedState, SharedEntries
+from statemw.codec import Codec
+from statemw.records import Entry
+from tests.support import BACKENDS, FakeClock, store_url
+
+NOW = 1_700_000_000.0
+KEYS = 300
+"""Keys of a state large enough that every backend that keeps states keeps this one."""
+
+codec = Codec()
+
+
+def entry(value: Any, expires_at: float | None = None, confirm_after: float | None = None) -> Entry:
+    return Entry(codec.encode(value, what="test"), NOW, expires_at, confirm_after)
+
+
+def decoded(state: dict[str, Entry], now: float) -> tuple[Any, ...]:
+    got = codec.decode_state("s", state, now)
+    return got.values, got.expiry, got.sizes, got.checks
+
+
+values = st.one_of(st.integers(0, 3), st.text(max_size=2), st.lists(st.integers(0, 3), max_size=2))
+times = st.sampled_from([NOW - 2, NOW, NOW + 2]) | st.floats(NOW - 3, NOW + 3)
+entries = st.builds(entry, values, st.none() | times, st.none() | st.floats(1, 10))
+names = st.sampled_from(["a", "b", "c", "d"])  # few, so parts often hold the same key
+shared_parts = st.dictionaries(names, entries, max_size=4).map(SharedEntries)
+overlays = st.dictionaries(names, st.none() | entries, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.tuples(st.lists(shared_parts, max_size=3), st.lists(overlays, max_size=2)).map(
+        lambda shared_then_others: [*shared_then_others[0], *shared_then_others[1]]
+    )
+    | st.lists(st.one_of(shared_parts, overlays), max_size=4),
+    nows=st.lists(times, min_size=1, max_size=4),
+)
+def test_any_parts_decode_as_the_state_they_add_up_to_at_any_time(
+    parts: list[Any], nows: list[float]
+) -> None:
+    state = PartedState(parts)
+    for now in nows:  # the parts keep what they decoded from one time to the next
+        assert decoded(state, now) == decoded(dict(state), now)
+
+
+def test_a_shared_part_is_decoded_once_while_no_ttl_runs_out() -> None:
+    part = SharedEntries({"a": entry("x"), "b": entry("y", expires_at=NOW + 10)})
+    codec.decode_state("s", PartedState([part]), NOW)
+    first = part.decoded
+    codec.decode_state("s", PartedState([part, {"c": entry("z")}]), NOW + 9)
+    assert part.decoded is first
+    later = codec.decode_state("s", PartedState([part]), NOW + 10)
+    assert (part.decoded is first, "b" in later.values) == (False, False)
+
+
+def test_a_mutable_value_is_a_new_copy_at_every_decode() -> None:
+    state = PartedState([SharedEntries({"list": entry([1, 2]), "text": entry("t")})])
+    first = codec.decode_state("s", state, NOW).values
+    first["list"].append(3)
+    again = codec.decode_state("s", state, NOW).values
+    assert (again["list"], again["list"] is first["list"]) == ([1, 2], False)
+
+
+# -- through the backends ---------------------------------------------------------------------
+
+KEEPING = [kind for kind in BACKENDS if kind != "postgres"]  # PostgreSQL reads rows, keeps none
+
+
+@pytest.fixture
+def big(backend_kind: str, tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Store, str]]:
+    """A store on the backend and a saved session of KEYS keys, one a list, one with a TTL."""
+    store = Store(store_url(backend_kind, tmp_path), clock=clock)
+    session = store.create()
+    session.update({f"key{i}": f"value {i}" for i in range(KEYS)})
+    session["list"] = [1, 2]
+    session.set("brief", "gone soon", ttl=10)
+    session.save()
+    yield store, session.id
+    store.close()
+
+
+def test_a_key_whose_ttl_runs_out_between_loads_is_gone(
+    big: tuple[Store, str], clock: FakeClock
+) -> None:
+    store, sid = big
+    assert store.load(sid)["brief"] == "gone soon"
+    clock.advance(11)
+    loaded = store.load(sid)
+    assert ("brief" in loaded, len(loaded)) == (False, KEYS + 1)
+
+
+def test_a_list_changed_in_place_and_not_saved_does_not_reach_the_next_load(
+    big: tuple[Store, str],
+) -> None:
+    store, sid = big
+    store.load(sid)["list"].append(3)
+    assert store.load(sid)["list"] == [1, 2]
+
+
+def test_a_saved_change_is_what_the_next_load_reads(big: tuple[Store, str]) -> None:
+    store, sid = big
+    first = store.load(sid)
+    first["key7"] = "changed"
+    del first["key8"]
+    first.save()
+    loaded = store.load(sid)
+    assert (loaded["key7"], "key8" in loaded, loaded["key9"]) == ("changed", False, "value 9")
+
+
+@pytest.mark.parametrize("backend_kind", KEEPING)
+def test_a_load_after_a_one_key_save_decodes_a_small_share_of_the_state(
+    big: tuple[Store, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, sid = big
+    store.load(sid)
+    session = store.load(sid)
+    session["key1"] = "changed"
+    session.save()
+    decoded_entries: list[int] = []
+    plain_state = Codec._plain_state
+
+    def counting(self: Codec, record_id: str, state: Any, now: float) -> Any:
+        decoded_entries.append(len(state))
+        return plain_state(self, record_id, state, now)
+
+    monkeypatch.setattr(Codec, "_plain_state", counting)
+    assert store.load(sid)["key1"] == "changed"
+    assert 0 < sum(decoded_entries) <= KEYS // 2
