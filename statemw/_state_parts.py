@@ -88,8 +88,8 @@ def decode_parts(
     """The live state the parts of a PartedState add up to, at `now`: each SharedEntries
     part's kept PlainState (made with `plain` when it has none that holds now), every other part
     decoded by `plain` and applied key by key; `value` decodes a mutable value again. None when
-    a SharedEntries part holds a key that a part before it left: which entry wins is then the
-    whole state's to say, so the caller decodes that instead (a store no backend writes)."""
+    a SharedEntries part holds a key that an earlier part holds live: which entry wins is then
+    the whole state's to say, so the caller decodes that instead (no backend writes such parts)."""
     if len(parts) == 1 and type(parts[0]) is SharedEntries:
         before = parts[0].decoded
         kept = _kept(parts[0], now, plain)
