@@ -143,3 +143,61 @@ def _put(mapping: dict[str, Any], key: str, value: Any) -> None:
         mapping.pop(key, None)
     else:
         mapping[key] = value
+
+
+ASSEMBLED_KEYS = 250_000
+"""Keys of the unions an AssembledStates keeps across all records; past that it starts afresh."""
+
+
+class AssembledStates(dict[str, tuple[tuple[SharedEntries, ...], SharedEntries]]):
+    """A state spread over buckets, each a SharedEntries, as one shared union and the buckets
+    changed since (free of I/O). Decoding a union costs a few copies of maps, where the buckets
+    one by one cost an insert per key; so a record keeps the union of the buckets a load last
+    built it from, and the next load overlays the buckets that are new objects since (a
+    bucket's bytes changed) until more than an eighth of them are, then builds a new union.
+    Record key -> (those buckets, their union). Lock-free: a pair is replaced whole."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = 0
+
+    def state(self, key: str, buckets: Sequence[SharedEntries]) -> PartedState:
+        """The state the buckets hold, in order (what PartedState(buckets) holds)."""
+        buckets = tuple(buckets)
+        kept = self.get(key)
+        if kept is not None and len(kept[0]) == len(buckets):
+            before, union = kept
+            changed = [
+                n
+                for n, (old, new) in enumerate(zip(before, buckets, strict=True))
+                if old is not new
+            ]
+            if len(changed) <= len(buckets) // 8 and not any(
+                k in union and k not in before[n] for n in changed for k in buckets[n]
+            ):  # (a key that moved between buckets: no backend writes one, built anew)
+                overlay: dict[str, Entry | None] = {}
+                for n in changed:
+                    overlay.update(dict.fromkeys(before[n]))
+                    overlay.update(buckets[n])
+                return PartedState((union, overlay) if overlay else (union,))
+        union = SharedEntries(PartedState(buckets))
+        self.drop(key)
+        # kept only when no key is in two buckets, so overlaying one bucket is exact
+        if len(union) == sum(map(len, buckets)) and len(union) <= ASSEMBLED_KEYS:
+            if self.held + len(union) > ASSEMBLED_KEYS:
+                self.clear()
+            self[key] = (buckets, union)
+            self.held += len(union)
+        return PartedState((union,))
+
+    def drop(self, key: str) -> None:
+        """Forget a record's union (it was removed)."""
+        kept = self.pop(key, None)
+        if kept is not None:
+            self.held -= len(kept[1])
+
+    def clear(self) -> None:
+        super().clear()
+        self.held = 0

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemw import Store
-from statemw._state_parts import PartedState, SharedEntries
+from statemw._state_parts import AssembledStates, PartedState, SharedEntries
 from statemw.codec import Codec
 from statemw.records import Entry
 from tests.support import BACKENDS, FakeClock, store_url
@@ -73,6 +73,84 @@ def test_a_mutable_value_is_a_new_copy_at_every_decode() -> None:
     first["list"].append(3)
     again = codec.decode_state("s", state, NOW).values
     assert (again["list"], again["list"] is first["list"]) == ([1, 2], False)
+
+
+bucket_contents = st.dictionaries(names, entries, max_size=3)
+rarely = st.sampled_from([False, False, False, False, True])
+
+
+def bucket(n: int, content: dict[str, Entry]) -> SharedEntries:
+    """Bucket n's entries: keys named after the bucket, so buckets hold distinct keys."""
+    return SharedEntries({f"{n}{name}": e for name, e in content.items()})
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    first=st.lists(st.tuples(bucket_contents, rarely), min_size=1, max_size=12),
+    steps=st.lists(
+        st.lists(st.tuples(st.integers(0, 12), bucket_contents, rarely), max_size=2),
+        max_size=5,
+    ),
+    now=times,
+)
+def test_buckets_assembled_load_after_load_hold_what_the_buckets_hold(
+    first: list[tuple[dict[str, Entry], bool]],
+    steps: list[list[tuple[int, dict[str, Entry], bool]]],
+    now: float,
+) -> None:
+    """Any buckets, some replaced by new ones at each load (a save rewrote them), now and then
+    with keys of the next bucket (a key in two buckets): each load's state is what the buckets
+    hold."""
+    assembled = AssembledStates()
+    buckets = [bucket(n + strays, content) for n, (content, strays) in enumerate(first)]
+    for step in [[], *steps]:
+        for n, content, strays in step:
+            new = bucket(n + 1 if strays else n, content)
+            if n < len(buckets):
+                buckets[n] = new
+            else:
+                buckets.append(new)
+        state = assembled.state("h:s", buckets)
+        flat = dict(PartedState(buckets))
+        assert (dict(state), decoded(state, now)) == (flat, decoded(flat, now))
+
+
+def loads_agree(first: list[SharedEntries], changes: dict[int, SharedEntries]) -> bool:
+    """A load of `first`, then one after `changes` replaced some of them: does the second
+    hold what the buckets hold?"""
+    assembled = AssembledStates()
+    assembled.state("h:s", first)
+    buckets = [changes.get(n, b) for n, b in enumerate(first)]
+    return dict(assembled.state("h:s", buckets)) == dict(PartedState(buckets))
+
+
+EIGHT = [bucket(n, {"a": entry(n), "b": entry(n)}) for n in range(8)]
+"""Eight buckets, so one rewritten is overlaid on the union (more than an eighth is not)."""
+
+
+def test_a_key_gone_from_a_rewritten_bucket_is_gone() -> None:
+    assert loads_agree(EIGHT, {0: bucket(0, {"a": entry("new")})})
+
+
+def test_a_key_a_rewritten_bucket_shares_with_a_later_one_reads_as_the_later_one() -> None:
+    assert loads_agree(EIGHT, {0: SharedEntries({"0a": entry(0), "1a": entry("stray")})})
+
+
+def test_buckets_that_share_a_key_from_the_start_read_as_the_buckets_say() -> None:
+    shared = [SharedEntries({**b, "k": entry(n)}) for n, b in enumerate(EIGHT)]
+    assert loads_agree(shared, {0: SharedEntries({**EIGHT[0], "k": entry("new")})})
+
+
+def test_a_union_past_the_budget_is_not_kept_and_a_dropped_one_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("statemw._state_parts.ASSEMBLED_KEYS", 3)
+    assembled = AssembledStates()
+    assembled.state("h:big", [SharedEntries({k: entry(k) for k in "abcd"})])
+    assembled.state("h:small", [SharedEntries({"a": entry(1)})])
+    assert (list(assembled), assembled.held) == (["h:small"], 1)
+    assembled.drop("h:small")
+    assert (dict(assembled), assembled.held) == ({}, 0)
 
 
 # -- through the backends ---------------------------------------------------------------------

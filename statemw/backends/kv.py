@@ -37,7 +37,7 @@ from contextlib import AbstractContextManager, suppress
 from typing import Any, Protocol, TypeVar
 
 from statemw import telemetry
-from statemw._state_parts import PartedState, SharedEntries
+from statemw._state_parts import AssembledStates, PartedState, SharedEntries
 from statemw.backends.base import Progress, WouldBlock
 from statemw.backends.local_pubsub import LocalSubscription
 from statemw.changes import Change
@@ -191,6 +191,7 @@ class KVBackend:
         # A large state's load reads every bucket, and a save rewrites only the ones it
         # touches: the others are kept decoded, shared (never changed: readers copy them).
         self._buckets: KeptByKey[SharedEntries] = KeptByKey(DECODED_BUCKET_BYTES)
+        self._assembled = AssembledStates()  # a large state's buckets as one union, by header
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -242,12 +243,15 @@ class KVBackend:
         self.kv.delete("i:" + user_id)
 
     def _with_state(self, header: SessionHeader) -> SessionHeader:
-        """The header with its whole state, gathered from its buckets if it has them (as a
-        PartedState: a load decodes only the buckets that changed)."""
+        """The header with its whole state, gathered from its buckets if it has them: the union
+        of the buckets an earlier load found, with the ones changed since over it, so a load
+        decodes only those (statemw._state_parts)."""
         if header.state_buckets:
-            inline = [header.state] if header.state else []  # (not written by this version)
-            buckets = (self._bucket(header.session_id, n) for n in range(header.state_buckets))
-            header.state = PartedState([*inline, *(b for b in buckets if b)])
+            buckets = [self._bucket(header.session_id, n) for n in range(header.state_buckets)]
+            if header.state:  # inline keys beside buckets: not written by this version
+                header.state = PartedState([header.state, *buckets])
+            else:
+                header.state = self._assembled.state("h:" + header.session_id, buckets)
         return header
 
     @staticmethod
@@ -407,6 +411,7 @@ class KVBackend:
         self._unpacked.drop(key)
         self._headers.drop(key)
         self._buckets.drop(key)
+        self._assembled.drop(key)
 
     def _drop_log(self, session_id: str, count: int) -> None:
         for n in range((count + CHUNK - 1) // CHUNK):
