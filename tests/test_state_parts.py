@@ -88,22 +88,24 @@ def bucket(n: int, content: dict[str, Entry]) -> SharedEntries:
 @given(
     first=st.lists(st.tuples(bucket_contents, rarely), min_size=1, max_size=12),
     steps=st.lists(
-        st.lists(st.tuples(st.integers(0, 12), bucket_contents, rarely), max_size=2),
+        st.tuples(
+            st.lists(st.tuples(st.integers(0, 12), bucket_contents, rarely), max_size=2), times
+        ),
         max_size=5,
     ),
-    now=times,
+    first_now=times,
 )
 def test_buckets_assembled_load_after_load_hold_what_the_buckets_hold(
     first: list[tuple[dict[str, Entry], bool]],
-    steps: list[list[tuple[int, dict[str, Entry], bool]]],
-    now: float,
+    steps: list[tuple[list[tuple[int, dict[str, Entry], bool]], float]],
+    first_now: float,
 ) -> None:
     """Any buckets, some replaced by new ones at each load (a save rewrote them), now and then
     with keys of the next bucket (a key in two buckets): each load's state is what the buckets
     hold."""
     assembled = AssembledStates()
     buckets = [bucket(n + strays, content) for n, (content, strays) in enumerate(first)]
-    for step in [[], *steps]:
+    for step, now in [([], first_now), *steps]:  # each load at its own time
         for n, content, strays in step:
             new = bucket(n + 1 if strays else n, content)
             if n < len(buckets):
