@@ -7,6 +7,10 @@ backend that keeps a large state hands each load the same SharedEntries until th
 until the first of its keys' TTLs runs out; a load copies maps from it instead of decoding each
 entry, and decodes only the other parts (what changed since, at most a share of the state).
 
+A state spread over many buckets (memory, diskcache) would still cost an insert per key to
+gather bucket by bucket, so AssembledStates keeps their union as one such part, with the
+buckets rewritten since laid over it.
+
 Mutable values (lists, dicts) are decoded again at every load: a session may change them in
 place, and one session's change must never reach another's.
 """
@@ -22,9 +26,9 @@ from statemw.records import Entry
 
 class SharedEntries(dict[str, Entry]):
     """State entries a backend keeps and hands to every load that finds them unchanged (a
-    Redis kept state, a key-value store's bucket): nobody changes them once built. `decoded`
-    is what a codec made of them (below), so the loads after the first copy it
-    instead of decoding each entry again."""
+    Redis kept state, a key-value store's bucket or the union of its buckets): nobody changes
+    them once built. `decoded` is what a codec made of them (below), so the loads after the
+    first copy it instead of decoding each entry again."""
 
     __slots__ = ("decoded",)
 
