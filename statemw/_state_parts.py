@@ -152,6 +152,11 @@ def _put(mapping: dict[str, Any], key: str, value: Any) -> None:
 ASSEMBLED_KEYS = 250_000
 """Keys of the unions an AssembledStates keeps across all records; past that it starts afresh."""
 
+UNION_FROM = 8
+"""Buckets from which a union is kept: with fewer, one rewritten bucket is more than the eighth
+an overlay may be, and a new union would be decoded whole at every load that follows a save,
+where the buckets one by one decode only the rewritten one."""
+
 
 class AssembledStates(dict[str, tuple[tuple[SharedEntries, ...], SharedEntries]]):
     """A state spread over buckets, each a SharedEntries, as one shared union and the buckets
@@ -170,6 +175,8 @@ class AssembledStates(dict[str, tuple[tuple[SharedEntries, ...], SharedEntries]]
     def state(self, key: str, buckets: Sequence[SharedEntries]) -> PartedState:
         """The state the buckets hold, in order (what PartedState(buckets) holds)."""
         buckets = tuple(buckets)
+        if len(buckets) < UNION_FROM:
+            return PartedState(buckets)
         kept = self.get(key)
         if kept is not None and len(kept[0]) == len(buckets):
             before, union = kept

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemw import Store
-from statemw._state_parts import AssembledStates, PartedState, SharedEntries
+from statemw._state_parts import UNION_FROM, AssembledStates, PartedState, SharedEntries
 from statemw.codec import Codec
 from statemw.records import Entry
 from tests.support import BACKENDS, FakeClock, store_url
@@ -146,13 +146,19 @@ def test_buckets_that_share_a_key_from_the_start_read_as_the_buckets_say() -> No
 def test_a_union_past_the_budget_is_not_kept_and_a_dropped_one_is_gone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("statemw._state_parts.ASSEMBLED_KEYS", 3)
+    monkeypatch.setattr("statemw._state_parts.ASSEMBLED_KEYS", 10)
     assembled = AssembledStates()
-    assembled.state("h:big", [SharedEntries({k: entry(k) for k in "abcd"})])
-    assembled.state("h:small", [SharedEntries({"a": entry(1)})])
-    assert (list(assembled), assembled.held) == (["h:small"], 1)
+    assembled.state("h:big", EIGHT)  # 16 keys
+    assembled.state("h:small", [bucket(n, {"a": entry(n)}) for n in range(8)])
+    assert (list(assembled), assembled.held) == (["h:small"], 8)
     assembled.drop("h:small")
     assert (dict(assembled), assembled.held) == ({}, 0)
+
+
+def test_a_state_of_fewer_buckets_than_union_from_is_read_bucket_by_bucket() -> None:
+    assembled = AssembledStates()
+    state = assembled.state("h:s", EIGHT[: UNION_FROM - 1])
+    assert (dict(assembled), state.parts) == ({}, tuple(EIGHT[: UNION_FROM - 1]))
 
 
 # -- through the backends ---------------------------------------------------------------------
