@@ -130,3 +130,39 @@ class KeptByBytes(Generations[V]):
     def _add(self, data: bytes, value: V) -> None:
         super()._add(data, value)
         self.held += len(data) + self.overhead
+
+
+class WeighedKeeping(dict[str, V]):
+    """Key -> a value counted by `weigh`, up to `budget` in all: past it the map starts afresh,
+    and a value heavier than the whole budget is not kept. Lock-free: dict reads and writes are
+    atomic, and a value lost to a race costs the work of making it again."""
+
+    __slots__ = ("budget", "held")
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
+        self.held = 0
+
+    def weigh(self, value: V) -> int:
+        raise NotImplementedError
+
+    def keep(self, key: str, value: V) -> None:
+        self.drop(key)
+        weight = self.weigh(value)
+        if weight > self.budget:
+            return
+        if self.held + weight > self.budget:
+            self.clear()
+        self[key] = value
+        self.held += weight
+
+    def drop(self, key: str) -> None:
+        """Forget what is kept under `key`."""
+        value = self.pop(key, None)
+        if value is not None:
+            self.held -= self.weigh(value)
+
+    def clear(self) -> None:
+        super().clear()
+        self.held = 0

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from statemw._decoded import WeighedKeeping
 from statemw.records import Entry
 
 
@@ -158,19 +159,22 @@ an overlay may be, and a new union would be decoded whole at every load that fol
 where the buckets one by one decode only the rewritten one."""
 
 
-class AssembledStates(dict[str, tuple[tuple[SharedEntries, ...], SharedEntries]]):
+class AssembledStates(WeighedKeeping[tuple[tuple[SharedEntries, ...], SharedEntries]]):
     """A state spread over buckets, each a SharedEntries, as one shared union and the buckets
     changed since (free of I/O). Decoding a union costs a few copies of maps, where the buckets
     one by one cost an insert per key; so a record keeps the union of the buckets a load last
     built it from, and the next load overlays the buckets that are new objects since (a
     bucket's bytes changed) until more than an eighth of them are, then builds a new union.
-    Record key -> (those buckets, their union). Lock-free: a pair is replaced whole."""
+    Record key -> (those buckets, their union), weighed by the union's keys. Lock-free: a pair
+    is replaced whole."""
 
-    __slots__ = ("held",)
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.held = 0
+    def __init__(self, budget: int = ASSEMBLED_KEYS) -> None:
+        super().__init__(budget)
+
+    def weigh(self, value: tuple[tuple[SharedEntries, ...], SharedEntries]) -> int:
+        return len(value[1])
 
     def state(self, key: str, buckets: Sequence[SharedEntries]) -> PartedState:
         """The state the buckets hold, in order (what PartedState(buckets) holds)."""
@@ -194,21 +198,9 @@ class AssembledStates(dict[str, tuple[tuple[SharedEntries, ...], SharedEntries]]
                     overlay.update(buckets[n])
                 return PartedState((union, overlay) if overlay else (union,))
         union = SharedEntries(PartedState(buckets))
-        self.drop(key)
         # kept only when no key is in two buckets, so overlaying one bucket is exact
-        if len(union) == sum(map(len, buckets)) and len(union) <= ASSEMBLED_KEYS:
-            if self.held + len(union) > ASSEMBLED_KEYS:
-                self.clear()
-            self[key] = (buckets, union)
-            self.held += len(union)
+        if len(union) == sum(map(len, buckets)):
+            self.keep(key, (buckets, union))
+        else:
+            self.drop(key)
         return PartedState((union,))
-
-    def drop(self, key: str) -> None:
-        """Forget a record's union (it was removed)."""
-        kept = self.pop(key, None)
-        if kept is not None:
-            self.held -= len(kept[1])
-
-    def clear(self) -> None:
-        super().clear()
-        self.held = 0

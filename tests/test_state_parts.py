@@ -143,11 +143,8 @@ def test_buckets_that_share_a_key_from_the_start_read_as_the_buckets_say() -> No
     assert loads_agree(shared, {0: SharedEntries({**EIGHT[0], "k": entry("new")})})
 
 
-def test_a_union_past_the_budget_is_not_kept_and_a_dropped_one_is_gone(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr("statemw._state_parts.ASSEMBLED_KEYS", 10)
-    assembled = AssembledStates()
+def test_a_union_past_the_budget_is_not_kept_and_a_dropped_one_is_gone() -> None:
+    assembled = AssembledStates(budget=10)
     assembled.state("h:big", EIGHT)  # 16 keys
     assembled.state("h:small", [bucket(n, {"a": entry(n)}) for n in range(8)])
     assert (list(assembled), assembled.held) == (["h:small"], 8)

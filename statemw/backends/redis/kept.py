@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from statemw._decoded import WeighedKeeping
 from statemw._state_parts import PartedState, SharedEntries
 from statemw.records import Delta, Entry
 
@@ -65,16 +66,18 @@ def _counted(entries: dict[str, Entry]) -> int:
     return sum(map(entry_size, entries.values()))
 
 
-class KeptStates(dict[str, KeptState]):
+class KeptStates(WeighedKeeping[KeptState]):
     """Session id -> its KeptState, for the sessions of at least KEEP_FROM keys (a dict, so a
-    load's lookup costs what a dict's does). Changed through its methods only."""
+    load's lookup costs what a dict's does), each weighed by its size. Changed through its
+    methods only."""
 
-    __slots__ = ("budget", "held")
+    __slots__ = ()
 
     def __init__(self, budget: int = KEPT_BYTES) -> None:
-        super().__init__()
-        self.held = 0
-        self.budget = budget
+        super().__init__(budget)
+
+    def weigh(self, value: KeptState) -> int:
+        return value.size
 
     def read(
         self, session_id: str, incarnation: bytes | None, revision: int, entries: dict[str, Entry]
@@ -85,7 +88,7 @@ class KeptStates(dict[str, KeptState]):
             self.drop(session_id)
             return
         kept = KeptState(incarnation, revision, SharedEntries(entries), {}, _counted(entries))
-        self._keep(session_id, kept)
+        self.keep(session_id, kept)
 
     def committed(self, delta: Delta, revision: int) -> None:
         """This process's commit took the session to `revision`: the kept state follows it when
@@ -107,29 +110,10 @@ class KeptStates(dict[str, KeptState]):
         size += _counted(delta.set)
         if len(changes) > KEEP_FROM + len(base) // 32:  # fold them in: amortized, O(changed)
             base, changes = SharedEntries(PartedState((base, changes))), {}
-        self._keep(session_id, KeptState(kept.incarnation, revision, base, changes, size))
-
-    def drop(self, session_id: str) -> None:
-        """Forget a session's kept state (it was deleted, renamed, or read small)."""
-        kept = self.pop(session_id, None)
-        if kept is not None:
-            self.held -= kept.size
+        self.keep(session_id, KeptState(kept.incarnation, revision, base, changes, size))
 
     def drop_tree(self, session_id: str) -> None:
         """Forget a session's kept state and its sub-sessions'."""
         below = session_id + "/"
         for sid in [s for s in list(self) if s == session_id or s.startswith(below)]:
             self.drop(sid)
-
-    def clear(self) -> None:
-        super().clear()
-        self.held = 0
-
-    def _keep(self, session_id: str, kept: KeptState) -> None:
-        self.drop(session_id)
-        if kept.size > self.budget:
-            return
-        if self.held + kept.size > self.budget:
-            self.clear()
-        self[session_id] = kept
-        self.held += kept.size
