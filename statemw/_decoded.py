@@ -6,7 +6,9 @@ go stale: the same bytes decode to the same message. Only plain (unencrypted) re
 store with encryption at rest holds no decrypted message longer than a session does.
 
 A large state is read whole on every load, so its plain values (and, on Redis, its stored
-entries) are kept the same way, by a byte budget (KeptByBytes).
+entries) are kept the same way, by a byte budget (KeptByBytes). What a backend keeps of whole
+states (Redis's kept states, the unions of a key-value store's buckets) is held by key within a
+budget (WeighedKeeping).
 """
 
 from __future__ import annotations
