@@ -80,7 +80,12 @@ def drive(flow: Flow[IO, AIO, T], io: IO, watch: Watch | None = None) -> T:
 
 
 async def adrive(flow: Flow[IO, AIO, T], aio: AIO, watch: Watch | None = None) -> T:
-    """Run a flow in an event loop: `drive`, awaiting each step."""
+    """Run a flow in an event loop: `drive`, awaiting each step. An `aio` whose calls never wait
+    names its blocking twin as `blocking_inline`, and the flow is driven on that directly (the
+    same calls, without a coroutine per step)."""
+    blocking = getattr(aio, "blocking_inline", None)
+    if blocking is not None:
+        return drive(flow, blocking, watch)
     try:
         step = next(flow)
         while True:

@@ -157,8 +157,12 @@ def recorded_calls(
     backend: Any, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> list[tuple[Any, ...]]:
     """The arguments of each call to `backend.<name>` from now on, blocking or async; the call
-    still goes through."""
+    still goes through. An async backend that never waits (memory) has its flows driven on its
+    blocking twin (statemw._drive): the twin's calls are recorded too."""
     calls: list[tuple[Any, ...]] = []
+    twin = getattr(backend, "blocking_inline", None)
+    if twin is not None:
+        calls = recorded_calls(twin, name, monkeypatch)
     method: Callable[..., Any] = getattr(backend, name)
     if inspect.iscoroutinefunction(method):
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import Any
 
 import pytest
 
@@ -64,3 +65,20 @@ async def test_an_async_watch_sees_the_same() -> None:
 
 def test_a_flow_runs_the_same_without_a_watch() -> None:
     assert drive(flow(), 10) == 130
+
+
+@pytest.mark.anyio
+async def test_an_async_io_that_never_waits_has_its_blocking_twin_run_the_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def awaited(self: Double, aio: int) -> int:
+        raise AssertionError("a step was awaited")
+
+    class Inline:
+        blocking_inline = 10
+
+    monkeypatch.setattr(Double, "arun", awaited)
+    twin: Any = Inline()
+    seen = Seen()
+    assert await adrive(flow(), twin, seen) == 130
+    assert seen.events == EXPECTED

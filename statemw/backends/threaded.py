@@ -54,6 +54,8 @@ class ThreadedAsync:
         self.sync = sync
         self._inline = inline
         self._nonblocking = nonblocking
+        # adrive drives flows on the blocking backend itself when no call can wait
+        self.blocking_inline = sync if inline else None
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         if self._inline:
