@@ -12,7 +12,9 @@ gather bucket by bucket, so AssembledStates keeps their union as one such part, 
 buckets rewritten since laid over it.
 
 Mutable values (lists, dicts) are decoded again at every load: a session may change them in
-place, and one session's change must never reach another's.
+place, and one session's change must never reach another's. The stored sizes of the keys are
+not copied at all: a session keeps the shared ones with its own changes over them
+(StoredSizes).
 """
 
 from __future__ import annotations
@@ -59,17 +61,55 @@ class PartedState(dict[str, Entry]):
         self.parts = tuple(parts)
 
 
+class StoredSizes:
+    """Bytes each state key takes as stored (0: none), and their total: a map that may be
+    shared, read only, with other loads (`base`), and this holder's own changes over it."""
+
+    __slots__ = ("base", "changed", "total")
+
+    def __init__(
+        self,
+        base: Mapping[str, int] | None = None,
+        changed: dict[str, int] | None = None,
+        total: int | None = None,
+    ) -> None:
+        self.base: Mapping[str, int] = {} if base is None else base
+        self.changed: dict[str, int] = {} if changed is None else changed
+        self.total = sum(self.base.values()) if total is None else total
+
+    def get(self, key: str) -> int:
+        size = self.changed.get(key)
+        return self.base.get(key, 0) if size is None else size
+
+    def set(self, key: str, size: int) -> None:
+        self.total += size - self.get(key)
+        self.changed[key] = size
+
+    def copy(self) -> StoredSizes:
+        """Sizes to change without changing these (the base stays shared)."""
+        return StoredSizes(self.base, dict(self.changed), self.total)
+
+    def as_dict(self) -> dict[str, int]:
+        """Key -> size of every stored key, as one dict (for tests and inspection)."""
+        merged = {**self.base, **self.changed}
+        return {key: size for key, size in merged.items() if size}
+
+    def __repr__(self) -> str:
+        return f"StoredSizes({self.as_dict()!r}, total={self.total})"
+
+
 @dataclass(slots=True)
 class PlainState:
     """Entries decoded (without encryption) at `since`, true while no TTL has run out since,
-    until `until`: their live values, the expiry of those with a TTL, their stored sizes, the
-    checks of those with confirm_after; `gone`: the keys left out as expired; `fresh`: (key,
-    stored value) of each mutable value, which a later reader decodes again. Read only: the
-    maps may be shared by every session that loads these entries."""
+    until `until`: their live values, the expiry of those with a TTL, their stored sizes and
+    `size`, the sum of those; the checks of those with confirm_after; `gone`: the keys left out
+    as expired; `fresh`: (key, stored value) of each mutable value, which a later reader decodes
+    again. Read only: the maps may be shared by every session that loads these entries."""
 
     values: dict[str, Any]
     expiry: dict[str, float]
     sizes: dict[str, int]
+    size: int
     checks: dict[str, tuple[float, float]]
     since: float
     until: float
@@ -83,55 +123,82 @@ class PlainState:
 Maps = tuple[dict[str, Any], dict[str, float], dict[str, int], dict[str, tuple[float, float]]]
 """values, expiry, sizes and checks of a state (as PlainState holds them)."""
 
+Decoded = tuple[dict[str, Any], dict[str, float], StoredSizes, dict[str, tuple[float, float]]]
+"""values, expiry, sizes and checks of a state as decode_parts gives them."""
+
 
 def decode_parts(
     parts: Sequence[Mapping[str, Entry | None]],
     now: float,
     plain: Callable[[Mapping[str, Entry]], PlainState],
     value: Callable[[bytes], Any],
-) -> Maps | None:
+) -> Decoded | None:
     """The live state the parts of a PartedState add up to, at `now`: each SharedEntries
     part's kept PlainState (made with `plain` when it has none that holds now), every other part
     decoded by `plain` and applied key by key; `value` decodes a mutable value again. None when
     a SharedEntries part holds a key that an earlier part holds live: which entry wins is then
-    the whole state's to say, so the caller decodes that instead (no backend writes such parts)."""
-    if len(parts) == 1 and type(parts[0]) is SharedEntries:
+    the whole state's to say, so the caller decodes that instead (no backend writes such parts).
+
+    The common case, one shared part and overlays after it (a Redis kept state and the changes
+    over it, a union of buckets and the buckets rewritten since), shares the part's sizes and
+    lays the overlays' over them, instead of copying them."""
+    if parts and type(parts[0]) is SharedEntries and SharedEntries not in map(type, parts[1:]):
         before = parts[0].decoded
         kept = _kept(parts[0], now, plain)
-        if not kept.fresh or kept is not before:  # the maps as they are (read only)
-            return kept.values, kept.expiry, kept.sizes, kept.checks
-    values: dict[str, Any] = {}
-    expiry: dict[str, float] = {}
-    sizes: dict[str, int] = {}
-    checks: dict[str, tuple[float, float]] = {}
+        sizes = StoredSizes(kept.sizes, {}, kept.size)
+        if len(parts) == 1 and (not kept.fresh or kept is not before):
+            return kept.values, kept.expiry, sizes, kept.checks  # the maps as they are (read only)
+        values, expiry, checks = dict(kept.values), dict(kept.expiry), dict(kept.checks)
+        if kept is before:  # its mutable values were handed out before: new copies
+            for key, data in kept.fresh:
+                values[key] = value(data)
+        for part in parts[1:]:
+            _lay_over(part, plain, values, expiry, checks, sizes.set)
+        return values, expiry, sizes, checks
+    values, expiry, checks = {}, {}, {}
+    by_key: dict[str, int] = {}
     for part in parts:
-        if type(part) is SharedEntries:
-            before = part.decoded
-            kept = _kept(part, now, plain)
-            if any(key in values for key in kept.gone):  # live before, expired here
-                return None
-            held = len(values) + len(kept.values)
-            values.update(kept.values)
-            if len(values) != held:  # a key in two parts: which one wins is the flat read's
-                return None
-            expiry.update(kept.expiry)
-            sizes.update(kept.sizes)
-            checks.update(kept.checks)
-            if kept is before:  # its mutable values were handed out before: new copies
-                for key, data in kept.fresh:
-                    values[key] = value(data)
+        if type(part) is not SharedEntries:
+            _lay_over(part, plain, values, expiry, checks, lambda k, n: _put(by_key, k, n or None))
             continue
-        over = plain({k: e for k, e in part.items() if e is not None})
-        for key in part:
-            if key in over.values:  # set in place, so the keys keep the order of the dict
-                values[key] = over.values[key]
-                sizes[key] = over.sizes[key]
-                _put(expiry, key, over.expiry.get(key))
-                _put(checks, key, over.checks.get(key))
-            else:  # deleted, or past its TTL
-                for held_by_key in (values, expiry, sizes, checks):
-                    held_by_key.pop(key, None)
-    return values, expiry, sizes, checks
+        before = part.decoded
+        kept = _kept(part, now, plain)
+        if any(key in values for key in kept.gone):  # live before, expired here
+            return None
+        held = len(values) + len(kept.values)
+        values.update(kept.values)
+        if len(values) != held:  # a key in two parts: which one wins is the flat read's
+            return None
+        expiry.update(kept.expiry)
+        by_key.update(kept.sizes)
+        checks.update(kept.checks)
+        if kept is before:  # its mutable values were handed out before: new copies
+            for key, data in kept.fresh:
+                values[key] = value(data)
+    return values, expiry, StoredSizes(by_key), checks
+
+
+def _lay_over(
+    part: Mapping[str, Entry | None],
+    plain: Callable[[Mapping[str, Entry]], PlainState],
+    values: dict[str, Any],
+    expiry: dict[str, float],
+    checks: dict[str, tuple[float, float]],
+    set_size: Callable[[str, int], None],
+) -> None:
+    """Apply an overlay (key -> entry, None: deleted) to decoded maps, in place; a key's new
+    stored size goes to `set_size` (0: no longer stored)."""
+    over = plain({k: e for k, e in part.items() if e is not None})
+    for key in part:
+        if key in over.values:  # set in place, so the keys keep the order of the dict
+            values[key] = over.values[key]
+            set_size(key, over.sizes[key])
+            _put(expiry, key, over.expiry.get(key))
+            _put(checks, key, over.checks.get(key))
+        else:  # deleted, or past its TTL
+            for held_by_key in (values, expiry, checks):
+                held_by_key.pop(key, None)
+            set_size(key, 0)
 
 
 def _kept(

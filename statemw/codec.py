@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgpack
 
 from statemw._decoded import DecodedMessages, KeptByBytes
-from statemw._state_parts import Maps, PartedState, PlainState, decode_parts
+from statemw._state_parts import Maps, PartedState, PlainState, StoredSizes, decode_parts
 from statemw.errors import ConfigurationError, CorruptRecord, DecryptionError, UnencodableValue
 from statemw.ids import not_an_option
 from statemw.messages import Message, MessageRecord
@@ -393,14 +393,6 @@ class Codec:
             raise CorruptRecord(session_id, "a vector where a sketch block belongs")
         return block
 
-    def decode_entries(
-        self, record_id: str, entries: Mapping[str, Entry], now: float
-    ) -> tuple[dict[str, Any], dict[str, float], dict[str, int]]:
-        """Live state entries as values by name, their expiry times (keys with a TTL) and their
-        sizes as stored; expired entries are left out (decode_state tells more)."""
-        state = self.decode_state(record_id, entries, now)
-        return state.values, state.expiry, state.sizes
-
     # -- names at rest ---------------------------------------------------------------------------
 
     def entry_key(self, name: str) -> str:
@@ -483,7 +475,8 @@ class Codec:
         fresh: list[tuple[str, bytes]] = []
         values, expiry, sizes, checks = self._plain_maps(record_id, entries, now, gone, fresh)
         until = min(expiry.values()) if expiry else math.inf
-        return PlainState(values, expiry, sizes, checks, now, until, gone, fresh)
+        total = sum(sizes.values())
+        return PlainState(values, expiry, sizes, total, checks, now, until, gone, fresh)
 
     def _plain_maps(
         self,
@@ -534,15 +527,16 @@ class Codec:
                 )
                 if parted is not None:
                     return DecodedState(*parted, entries, _AS_STORED, _NONE_STALE)
-            maps = self._plain_maps(record_id, entries, now)
-            return DecodedState(*maps, entries, _AS_STORED, _NONE_STALE)
+            flat, expires, by_key, due = self._plain_maps(record_id, entries, now)
+            sizes = StoredSizes(by_key)
+            return DecodedState(flat, expires, sizes, due, entries, _AS_STORED, _NONE_STALE)
         values: dict[str, Any] = {}
         expiry: dict[str, float] = {}
-        sizes: dict[str, int] = {}
+        stored_sizes: dict[str, int] = {}
         checks: dict[str, tuple[float, float]] = {}
         names: dict[str, str] = {}
         stale: list[str] = []
-        state = DecodedState(values, expiry, sizes, checks, {}, names, stale)
+        state = DecodedState(values, expiry, StoredSizes(), checks, {}, names, stale)
         plain = not any(e.value[:1] in (_SEALED_BYTE, _NAMED_BYTE) for e in entries.values())
         by_name = state.entries
         assert isinstance(by_name, dict)
@@ -574,7 +568,7 @@ class Codec:
             names[name] = stored
             by_name[name] = entry
             values[name] = value
-            sizes[name] = len(entry.value)
+            stored_sizes[name] = len(entry.value)
             if entry.expires_at is not None:
                 expiry[name] = entry.expires_at
             else:
@@ -583,20 +577,21 @@ class Codec:
                 checks[name] = (entry.confirm_after, entry.updated_at + entry.confirm_after)
             else:
                 checks.pop(name, None)
+        state.sizes = StoredSizes(stored_sizes)  # with their total, now that all are in
         return state
 
 
 @dataclass(slots=True)
 class DecodedState:
     """A record's live state as loaded: values; expiry times of keys with a TTL; sizes as
-    stored; `checks`: key -> (confirm_after, stale_at) of keys due for a check some day; the
-    stored entries by name (what `updated_at` of an untouched key reads); `stored`: the stored
-    key of each name; `stale`: stored keys a save should remove (a name's older duplicate); the
-    user id the record carries sealed; whether anything in it was sealed."""
+    stored, with their total; `checks`: key -> (confirm_after, stale_at) of keys due for a check
+    some day; the stored entries by name (what `updated_at` of an untouched key reads);
+    `stored`: the stored key of each name; `stale`: stored keys a save should remove (a name's
+    older duplicate); the user id the record carries sealed; whether anything in it was sealed."""
 
     values: dict[str, Any] = field(default_factory=dict)
     expiry: dict[str, float] = field(default_factory=dict)
-    sizes: dict[str, int] = field(default_factory=dict)
+    sizes: StoredSizes = field(default_factory=StoredSizes)
     checks: dict[str, tuple[float, float]] = field(default_factory=dict)
     entries: Mapping[str, Entry] = field(default_factory=dict)
     stored: Mapping[str, str] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from statemw._state_parts import StoredSizes
 from statemw.codec import STORABLE, pack
 from statemw.errors import InvalidValue, LimitExceeded, UnencodableValue
 from statemw.records import Entry
@@ -92,7 +93,6 @@ class TrackedState(dict[str, Any]):
         "_next_expiry",
         "_next_stale",
         "_saved_changes",
-        "_size",
         "_sizes",
         "_touched",
         "_updated",
@@ -106,20 +106,20 @@ class TrackedState(dict[str, Any]):
         clock: Clock,
         *,
         expiry: Mapping[str, float] | None = None,
-        sizes: Mapping[str, int] | None = None,
+        sizes: StoredSizes | None = None,
         max_value_bytes: int | None = None,
         checks: Mapping[str, tuple[float, float]] | None = None,
         entries: Mapping[str, Entry] | None = None,
     ) -> None:
-        """Fill with loaded values; `expiry`: key -> expires_at (keys with a TTL); `sizes`: key ->
-        bytes as stored (for the state size limit); `checks`: key -> (confirm_after, stale_at)
-        (keys set with confirm_after); `entries`: the stored entries (their `updated_at`)."""
+        """Fill with loaded values; `expiry`: key -> expires_at (keys with a TTL); `sizes`: bytes
+        each key takes as stored (for the state size limit; copied, its base shared); `checks`:
+        key -> (confirm_after, stale_at) (keys set with confirm_after); `entries`: the stored
+        entries (their `updated_at`)."""
         dict.clear(self)
         dict.update(self, values)
         self._expiry: dict[str, float] = dict(expiry or {})
         self._next_expiry = min(self._expiry.values(), default=math.inf)
-        self._sizes: dict[str, int] = dict(sizes or {})
-        self._size = sum(self._sizes.values())
+        self._sizes = StoredSizes() if sizes is None else sizes.copy()  # (the base is shared)
         self._touched: dict[str, None] = {}  # in the order written, so the store keeps it
         self._deleted: set[str] = set()
         self._lent: dict[str, bytes] = {}
@@ -215,9 +215,9 @@ class TrackedState(dict[str, Any]):
 
     def size_after(self, written: Mapping[str, int], deleted: list[str]) -> int:
         """Bytes the state takes as stored once `written` (key -> size) and `deleted` land."""
-        sizes = self._sizes
-        replaced = sum(sizes.get(k, 0) for k in written) + sum(sizes.get(k, 0) for k in deleted)
-        return self._size - replaced + sum(written.values())
+        size = self._sizes.get
+        replaced = sum([size(k) for k in written]) + sum([size(k) for k in deleted])
+        return self._sizes.total - replaced + sum(written.values())
 
     def mark_committed(
         self,
@@ -229,10 +229,10 @@ class TrackedState(dict[str, Any]):
         written)."""
         if updated:
             self._updated.update(updated)
-        self._size = self.size_after(written, deleted)
         for key in deleted:
-            self._sizes.pop(key, None)
-        self._sizes.update(written)
+            self._sizes.set(key, 0)
+        for key, size in written.items():
+            self._sizes.set(key, size)
         self._saved_changes = True
         self._touched.clear()
         self._deleted.clear()

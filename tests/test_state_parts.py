@@ -11,8 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statemw import Store
-from statemw._state_parts import UNION_FROM, AssembledStates, PartedState, SharedEntries
+from statemw import LimitExceeded, Store
+from statemw._state_parts import (
+    UNION_FROM,
+    AssembledStates,
+    PartedState,
+    SharedEntries,
+    StoredSizes,
+)
 from statemw.codec import Codec
 from statemw.records import Entry
 from tests.support import BACKENDS, FakeClock, store_url
@@ -30,7 +36,7 @@ def entry(value: Any, expires_at: float | None = None, confirm_after: float | No
 
 def decoded(state: dict[str, Entry], now: float) -> tuple[Any, ...]:
     got = codec.decode_state("s", state, now)
-    return got.values, got.expiry, got.sizes, got.checks
+    return got.values, got.expiry, got.sizes.as_dict(), got.sizes.total, got.checks
 
 
 values = st.one_of(st.integers(0, 3), st.text(max_size=2), st.lists(st.integers(0, 3), max_size=2))
@@ -158,6 +164,17 @@ def test_a_state_of_fewer_buckets_than_union_from_is_read_bucket_by_bucket() -> 
     assert (dict(assembled), state.parts) == ({}, tuple(EIGHT[: UNION_FROM - 1]))
 
 
+def test_sizes_changed_over_a_shared_base_leave_the_base_and_the_original_alone() -> None:
+    base = {"a": 3, "b": 5}
+    sizes = StoredSizes(base)
+    mine = sizes.copy()
+    mine.set("a", 10)
+    mine.set("b", 0)
+    mine.set("c", 2)
+    assert (mine.as_dict(), mine.total) == ({"a": 10, "c": 2}, 12)
+    assert (base, sizes.as_dict(), sizes.total) == ({"a": 3, "b": 5}, {"a": 3, "b": 5}, 8)
+
+
 # -- through the backends ---------------------------------------------------------------------
 
 KEEPING = [kind for kind in BACKENDS if kind != "postgres"]  # PostgreSQL reads rows, keeps none
@@ -223,3 +240,22 @@ def test_a_load_after_a_one_key_save_decodes_a_small_share_of_the_state(
     monkeypatch.setattr(Codec, "_plain_state", counting)
     assert store.load(sid)["key1"] == "changed"
     assert 0 < sum(decoded_entries) <= KEYS // 2
+
+
+def test_the_state_size_limit_counts_a_large_state_exactly_in_every_session_that_loads_it(
+    big: tuple[Store, str],
+) -> None:
+    store, sid = big
+    loaded = store.load(sid)
+    size = sum(len(store.codec.encode(loaded[key], what="test")) for key in loaded)
+    store.max_state_bytes = size + 30
+    first, second = store.load(sid), store.load(sid)
+    first["key0"] = "x" * 40  # 'value 0' takes 8 bytes (or 9) as stored, this 34 more
+    first["key1"] = None  # 8 fewer
+    first.save()  # size + 26
+    second["key2"] = "value 2xxxxx"  # 5 more: within the limit as this session loaded it
+    second.save()
+    third = store.load(sid)  # size + 31 stored
+    third["key3"] = "value 3" + "x" * 9
+    with pytest.raises(LimitExceeded, match="max_state_bytes"):
+        third.save()
