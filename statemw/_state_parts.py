@@ -19,7 +19,16 @@ not copied at all: a session keeps the shared ones with its own changes over the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sequence,
+    ValuesView,
+)
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,25 +49,61 @@ class SharedEntries(dict[str, Entry]):
         self.decoded: Any = None
 
 
-class PartedState(dict[str, Entry]):
+class PartedState(Mapping[str, Entry]):
     """A state as a backend assembled it from `parts`, applied in order: a SharedEntries part
-    adds its entries, any other part sets a key to its entry or, for None, deletes it. The
-    dict is the result, for every reader; a codec decodes the parts (below)."""
+    adds its entries, any other part sets a key to its entry or, for None, deletes it. Read
+    only, for every reader: a key is looked up part by part, newest first, and the one dict of
+    the whole state is built only for a reader that goes through it all (`flat`); a codec
+    decodes the parts themselves (below), so a load builds none."""
 
-    __slots__ = ("parts",)
+    __slots__ = ("_flat", "parts")
 
     def __init__(self, parts: Sequence[Mapping[str, Entry | None]]) -> None:
-        super().__init__()
-        for part in parts:
-            if type(part) is SharedEntries:
-                self.update(part)
-                continue
-            for key, entry in part.items():
-                if entry is None:
-                    self.pop(key, None)
-                else:
-                    self[key] = entry
         self.parts = tuple(parts)
+        self._flat: dict[str, Entry] | None = None
+
+    def flat(self) -> dict[str, Entry]:
+        """The whole state as one dict (built once; read only)."""
+        if self._flat is None:
+            flat: dict[str, Entry] = {}
+            for part in self.parts:
+                if type(part) is SharedEntries:
+                    flat.update(part)
+                    continue
+                for key, entry in part.items():
+                    if entry is None:
+                        flat.pop(key, None)
+                    else:
+                        flat[key] = entry
+            self._flat = flat
+        return self._flat
+
+    def __getitem__(self, key: str) -> Entry:
+        for part in reversed(self.parts):
+            if key in part:
+                entry = part[key]
+                if entry is None:
+                    break
+                return entry
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.flat())
+
+    def __len__(self) -> int:
+        return len(self.flat())
+
+    def keys(self) -> KeysView[str]:
+        return self.flat().keys()
+
+    def items(self) -> ItemsView[str, Entry]:
+        return self.flat().items()
+
+    def values(self) -> ValuesView[Entry]:
+        return self.flat().values()
+
+    def __repr__(self) -> str:
+        return f"PartedState({self.flat()!r})"
 
 
 class StoredSizes:
@@ -264,7 +309,7 @@ class AssembledStates(WeighedKeeping[tuple[tuple[SharedEntries, ...], SharedEntr
                     overlay.update(dict.fromkeys(before[n]))
                     overlay.update(buckets[n])
                 return PartedState((union, overlay) if overlay else (union,))
-        union = SharedEntries(PartedState(buckets))
+        union = SharedEntries(PartedState(buckets).flat())
         # kept only when no key is in two buckets, so overlaying one bucket is exact
         if len(union) == sum(map(len, buckets)):
             self.keep(key, (buckets, union))

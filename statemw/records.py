@@ -9,7 +9,7 @@ already encoded (and encrypted), so merging never needs a key.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,7 +152,7 @@ class SessionHeader:
     token_total: int = 0
     summary: Summary | None = None
     children: list[str] = field(default_factory=list)
-    state: dict[str, Entry] = field(default_factory=dict)
+    state: Mapping[str, Entry] = field(default_factory=dict)  # read only: replaced, not changed
     lead: int | None = 0
     state_buckets: int = 0
 
@@ -177,7 +177,7 @@ class SessionHeader:
             self.token_total,
             self.summary,
             list(self.children),
-            dict(self.state),
+            dict(self.state) if type(self.state) is dict else dict(self.state.items()),
             self.lead,
             self.state_buckets,
         )
@@ -374,7 +374,7 @@ def apply_delta(current: SessionHeader | None, delta: Delta) -> SessionHeader:
     return header
 
 
-def merge_state(state: dict[str, Entry], delta: Delta, now: float) -> dict[str, Entry]:
+def merge_state(state: Mapping[str, Entry], delta: Delta, now: float) -> dict[str, Entry]:
     """Stored state after a delta: expired keys dropped, then deletes, then sets (pure)."""
     merged = {k: e for k, e in state.items() if e.live(now)}
     for key in delta.delete:

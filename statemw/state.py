@@ -125,7 +125,7 @@ class TrackedState(dict[str, Any]):
         self._lent: dict[str, bytes] = {}
         self._clock = clock
         self._max_value_bytes = max_value_bytes
-        self._entries: Mapping[str, Entry] = entries or {}
+        self._entries: Mapping[str, Entry] = {} if entries is None else entries
         self._updated: dict[str, float] = {}  # keys set or confirmed by this object: when
         self._checks: dict[str, tuple[float, float]] = dict(checks) if checks else {}
         self._next_stale = min([c[1] for c in self._checks.values()]) if self._checks else math.inf

@@ -3,6 +3,8 @@ behaviour against a real server: tests/test_redis_kept.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -83,7 +85,7 @@ def test_drop_tree_forgets_the_session_and_its_sub_sessions_only() -> None:
     assert sorted(states) == ["ab"]
 
 
-def live(entries: dict[str, Entry], now: float) -> dict[str, Entry]:
+def live(entries: Mapping[str, Entry], now: float) -> dict[str, Entry]:
     return {key: entry for key, entry in entries.items() if entry.live(now)}
 
 

@@ -236,6 +236,7 @@ def test_a_header_read_again_is_a_copy_a_commit_may_change() -> None:
     backend = cast(KVBackend, store.backend)
     first = backend.read_header(sid, store.clock())
     assert first is not None
+    assert isinstance(first.state, dict)
     first.state.clear()
     first.children.append("stray")
     first.message_count = 99

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ def entry(value: Any, expires_at: float | None = None, confirm_after: float | No
     return Entry(codec.encode(value, what="test"), NOW, expires_at, confirm_after)
 
 
-def decoded(state: dict[str, Entry], now: float) -> tuple[Any, ...]:
+def decoded(state: Mapping[str, Entry], now: float) -> tuple[Any, ...]:
     got = codec.decode_state("s", state, now)
     return got.values, got.expiry, got.sizes.as_dict(), got.sizes.total, got.checks
 
@@ -61,6 +61,17 @@ def test_any_parts_decode_as_the_state_they_add_up_to_at_any_time(
     state = PartedState(parts)
     for now in nows:  # the parts keep what they decoded from one time to the next
         assert decoded(state, now) == decoded(dict(state), now)
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(st.one_of(shared_parts, overlays), max_size=4))
+def test_a_key_looked_up_in_the_parts_is_the_key_of_the_state_they_add_up_to(
+    parts: list[Any],
+) -> None:
+    state = PartedState(parts)
+    flat = state.flat()
+    for key in ["a", "b", "c", "d", "e"]:
+        assert (key in state, state.get(key)) == (key in flat, flat.get(key))
 
 
 def test_a_shared_part_is_decoded_once_while_no_ttl_runs_out() -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from typing import Any, Protocol, TypeVar
 
@@ -448,7 +448,7 @@ class KVBackend:
         if overfull:
             self._spread(header, self._with_state(header).live_state(now))
 
-    def _spread(self, header: SessionHeader, state: dict[str, Entry]) -> None:
+    def _spread(self, header: SessionHeader, state: Mapping[str, Entry]) -> None:
         """Spread a state over buckets of about BUCKET_KEYS keys each (a power of two of them)."""
         self._drop_buckets(header)
         buckets = 1

@@ -15,6 +15,7 @@ is never changed once kept (a commit keeps a new one), and a lost update costs o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from statemw._decoded import WeighedKeeping
@@ -57,12 +58,12 @@ class KeptState:
     size: int  # as counted against KeptStates.budget
 
     def entries(self) -> PartedState:
-        """The state, as a new dict the caller owns; its parts are the base and the changes,
-        so a load decodes the changes alone once the base was decoded (statemw._state_parts)."""
+        """The state, read only; its parts are the base and the changes, so a load decodes the
+        changes alone once the base was decoded (statemw._state_parts)."""
         return PartedState((self.base, self.changes) if self.changes else (self.base,))
 
 
-def _counted(entries: dict[str, Entry]) -> int:
+def _counted(entries: Mapping[str, Entry]) -> int:
     return sum(map(entry_size, entries.values()))
 
 
@@ -80,7 +81,11 @@ class KeptStates(WeighedKeeping[KeptState]):
         return value.size
 
     def read(
-        self, session_id: str, incarnation: bytes | None, revision: int, entries: dict[str, Entry]
+        self,
+        session_id: str,
+        incarnation: bytes | None,
+        revision: int,
+        entries: Mapping[str, Entry],
     ) -> None:
         """A load read the whole state at this version: keep it if it is large (a header from
         before incarnations, without one, is never kept)."""
@@ -109,7 +114,7 @@ class KeptStates(WeighedKeeping[KeptState]):
         changes.update(delta.set)
         size += _counted(delta.set)
         if len(changes) > KEEP_FROM + len(base) // 32:  # fold them in: amortized, O(changed)
-            base, changes = SharedEntries(PartedState((base, changes))), {}
+            base, changes = SharedEntries(PartedState((base, changes)).flat()), {}
         self.keep(session_id, KeptState(kept.incarnation, revision, base, changes, size))
 
     def drop_tree(self, session_id: str) -> None:
