@@ -177,6 +177,7 @@ def decode_parts(
     now: float,
     plain: Callable[[Mapping[str, Entry]], PlainState],
     value: Callable[[bytes], Any],
+    into: dict[str, Any] | None = None,
 ) -> Decoded | None:
     """The live state the parts of a PartedState add up to, at `now`: each SharedEntries
     part's kept PlainState (made with `plain` when it has none that holds now), every other part
@@ -186,17 +187,22 @@ def decode_parts(
 
     The common case, one shared part and overlays after it (a Redis kept state and the changes
     over it, a union of buckets and the buckets rewritten since), shares the part's sizes and
-    lays the overlays' over them, instead of copying them."""
+    lays the overlays' over them, instead of copying them; with `into`, an empty dict (the
+    session that will hold them, changed through dict's own methods only), it puts the values
+    there, so a large state's are copied once, not twice."""
     if parts and type(parts[0]) is SharedEntries and SharedEntries not in map(type, parts[1:]):
         before = parts[0].decoded
         kept = _kept(parts[0], now, plain)
         sizes = StoredSizes(kept.sizes, {}, kept.size)
-        if len(parts) == 1 and (not kept.fresh or kept is not before):
-            return kept.values, kept.expiry, sizes, kept.checks  # the maps as they are (read only)
-        values, expiry, checks = dict(kept.values), dict(kept.expiry), dict(kept.checks)
-        if kept is before:  # its mutable values were handed out before: new copies
+        renew = kept.fresh and kept is before  # its mutable values were handed out before
+        if len(parts) == 1 and not renew:  # the maps as they are (read only)
+            values = kept.values if into is None else _filled(into, kept.values)
+            return values, kept.expiry, sizes, kept.checks
+        values = dict(kept.values) if into is None else _filled(into, kept.values)
+        expiry, checks = dict(kept.expiry), dict(kept.checks)
+        if renew:  # new copies
             for key, data in kept.fresh:
-                values[key] = value(data)
+                dict.__setitem__(values, key, value(data))
         for part in parts[1:]:
             _lay_over(part, plain, values, expiry, checks, sizes.set)
         return values, expiry, sizes, checks
@@ -223,6 +229,11 @@ def decode_parts(
     return values, expiry, StoredSizes(by_key), checks
 
 
+def _filled(into: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    dict.update(into, values)
+    return into
+
+
 def _lay_over(
     part: Mapping[str, Entry | None],
     plain: Callable[[Mapping[str, Entry]], PlainState],
@@ -232,17 +243,19 @@ def _lay_over(
     set_size: Callable[[str, int], None],
 ) -> None:
     """Apply an overlay (key -> entry, None: deleted) to decoded maps, in place; a key's new
-    stored size goes to `set_size` (0: no longer stored)."""
+    stored size goes to `set_size` (0: no longer stored). The values change through dict's own
+    methods (they may be a session's, decode_parts' `into`)."""
     over = plain({k: e for k, e in part.items() if e is not None})
     for key in part:
         if key in over.values:  # set in place, so the keys keep the order of the dict
-            values[key] = over.values[key]
+            dict.__setitem__(values, key, over.values[key])
             set_size(key, over.sizes[key])
             _put(expiry, key, over.expiry.get(key))
             _put(checks, key, over.checks.get(key))
         else:  # deleted, or past its TTL
-            for held_by_key in (values, expiry, checks):
-                held_by_key.pop(key, None)
+            dict.pop(values, key, None)
+            expiry.pop(key, None)
+            checks.pop(key, None)
             set_size(key, 0)
 
 

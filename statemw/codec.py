@@ -513,10 +513,17 @@ class Codec:
         return values, expiry, sizes, checks
 
     def decode_state(
-        self, record_id: str, entries: Mapping[str, Entry], now: float
+        self,
+        record_id: str,
+        entries: Mapping[str, Entry],
+        now: float,
+        into: dict[str, Any] | None = None,
     ) -> DecodedState:
         """A record's live state by name (sealed names opened), with what a TrackedState keeps
-        beside the values and what a save must know, in the one pass a load makes anyway."""
+        beside the values and what a save must know, in the one pass a load makes anyway.
+        `into`: an empty dict the values may be put in (the TrackedState that will hold them:
+        a large state's values are then copied once); the answer's `values` says where they
+        are."""
         if not self._aead:  # names are the stored keys (a sealed entry fails to decode)
             if type(entries) is PartedState:
                 parted = decode_parts(
@@ -524,6 +531,7 @@ class Codec:
                     now,
                     lambda part: self._plain_state(record_id, part, now),
                     lambda data: self._decode_value(record_id, data),
+                    into,
                 )
                 if parted is not None:
                     return DecodedState(*parted, entries, _AS_STORED, _NONE_STALE)

@@ -191,7 +191,7 @@ class UserState(_Saved):
         self.stored = header is not None
         state = None
         if header is not None:
-            state = store.codec.decode_state(self.record_id, header.state, store.clock())
+            state = store.codec.decode_state(self.record_id, header.state, store.clock(), into=self)
         self._init_state(state)
 
     _scope = "user"
@@ -296,7 +296,7 @@ class Session(_Saved):
         state = None
         if header is not None:
             codec = store.codec
-            state = codec.decode_state(session_id, header.state, store.clock())
+            state = codec.decode_state(session_id, header.state, store.clock(), into=self)
             self._user_ref = header.user_id
             if META_KEY in state.stored:
                 self.user_id = state.user_id

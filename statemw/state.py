@@ -115,8 +115,9 @@ class TrackedState(dict[str, Any]):
         each key takes as stored (for the state size limit; copied, its base shared); `checks`:
         key -> (confirm_after, stale_at) (keys set with confirm_after); `entries`: the stored
         entries (their `updated_at`)."""
-        dict.clear(self)
-        dict.update(self, values)
+        if values is not self:  # (a codec may have decoded them into this dict)
+            dict.clear(self)
+            dict.update(self, values)
         self._expiry: dict[str, float] = dict(expiry or {})
         self._next_expiry = min(self._expiry.values(), default=math.inf)
         self._sizes = StoredSizes() if sizes is None else sizes.copy()  # (the base is shared)

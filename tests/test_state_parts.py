@@ -34,8 +34,24 @@ def entry(value: Any, expires_at: float | None = None, confirm_after: float | No
     return Entry(codec.encode(value, what="test"), NOW, expires_at, confirm_after)
 
 
+class Guarded(dict[str, Any]):
+    """A dict subclass whose own methods must not be used (as a session's would track)."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise AssertionError("set through the subclass")
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("updated through the subclass")
+
+    def pop(self, *args: Any) -> Any:
+        raise AssertionError("popped through the subclass")
+
+
 def decoded(state: Mapping[str, Entry], now: float) -> tuple[Any, ...]:
+    """What decode_state gives, the same whether or not it puts the values in a given dict."""
     got = codec.decode_state("s", state, now)
+    into = codec.decode_state("s", state, now, into=Guarded()).values
+    assert dict(into) == got.values
     return got.values, got.expiry, got.sizes.as_dict(), got.sizes.total, got.checks
 
 
