@@ -130,10 +130,6 @@ class StoredSizes:
         self.total += size - self.get(key)
         self.changed[key] = size
 
-    def copy(self) -> StoredSizes:
-        """Sizes to change without changing these (the base stays shared)."""
-        return StoredSizes(self.base, dict(self.changed), self.total)
-
     def as_dict(self) -> dict[str, int]:
         """Key -> size of every stored key, as one dict (for tests and inspection)."""
         merged = {**self.base, **self.changed}

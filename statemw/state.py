@@ -112,7 +112,7 @@ class TrackedState(dict[str, Any]):
         entries: Mapping[str, Entry] | None = None,
     ) -> None:
         """Fill with loaded values; `expiry`: key -> expires_at (keys with a TTL); `sizes`: bytes
-        each key takes as stored (for the state size limit; copied, its base shared); `checks`:
+        each key takes as stored (for the state size limit; taken over, its base shared); `checks`:
         key -> (confirm_after, stale_at) (keys set with confirm_after); `entries`: the stored
         entries (their `updated_at`)."""
         if values is not self:  # (a codec may have decoded them into this dict)
@@ -120,7 +120,7 @@ class TrackedState(dict[str, Any]):
             dict.update(self, values)
         self._expiry: dict[str, float] = dict(expiry or {})
         self._next_expiry = min(self._expiry.values(), default=math.inf)
-        self._sizes = StoredSizes() if sizes is None else sizes.copy()  # (the base is shared)
+        self._sizes = StoredSizes() if sizes is None else sizes  # taken over; its base is shared
         self._touched: dict[str, None] = {}  # in the order written, so the store keeps it
         self._deleted: set[str] = set()
         self._lent: dict[str, bytes] = {}

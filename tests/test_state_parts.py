@@ -191,15 +191,14 @@ def test_a_state_of_fewer_buckets_than_union_from_is_read_bucket_by_bucket() -> 
     assert (dict(assembled), state.parts) == ({}, tuple(EIGHT[: UNION_FROM - 1]))
 
 
-def test_sizes_changed_over_a_shared_base_leave_the_base_and_the_original_alone() -> None:
+def test_sizes_changed_over_a_shared_base_leave_the_base_and_its_other_holders_alone() -> None:
     base = {"a": 3, "b": 5}
-    sizes = StoredSizes(base)
-    mine = sizes.copy()
+    mine, theirs = StoredSizes(base), StoredSizes(base)
     mine.set("a", 10)
     mine.set("b", 0)
     mine.set("c", 2)
     assert (mine.as_dict(), mine.total) == ({"a": 10, "c": 2}, 12)
-    assert (base, sizes.as_dict(), sizes.total) == ({"a": 3, "b": 5}, {"a": 3, "b": 5}, 8)
+    assert (base, theirs.as_dict(), theirs.total) == ({"a": 3, "b": 5}, {"a": 3, "b": 5}, 8)
 
 
 # -- through the backends ---------------------------------------------------------------------
