@@ -226,6 +226,7 @@ def decode_parts(
 
 
 def _filled(into: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """`into` updated with `values` by dict's own update (`into` may be a session's state)."""
     dict.update(into, values)
     return into
 
