@@ -30,7 +30,7 @@ from collections.abc import (
     ValuesView,
 )
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from statemw._decoded import WeighedKeeping
 from statemw.records import Entry
@@ -281,48 +281,104 @@ an overlay may be, and a new union would be decoded whole at every load that fol
 where the buckets one by one decode only the rewritten one."""
 
 
-class AssembledStates(WeighedKeeping[tuple[tuple[SharedEntries, ...], SharedEntries]]):
+class Assembled(NamedTuple):
+    """What AssembledStates keeps of a record: the buckets a union was built from and the
+    union; the header (its bytes) of the last state handed out, the buckets it found changed
+    since the union (by number), and that state."""
+
+    before: tuple[SharedEntries, ...]
+    union: SharedEntries
+    header: bytes | None
+    changed: dict[int, SharedEntries]
+    answer: PartedState
+
+
+class AssembledStates(WeighedKeeping[Assembled]):
     """A state spread over buckets, each a SharedEntries, as one shared union and the buckets
     changed since (free of I/O). Decoding a union costs a few copies of maps, where the buckets
     one by one cost an insert per key; so a record keeps the union of the buckets a load last
     built it from, and the next load overlays the buckets that are new objects since (a
     bucket's bytes changed) until more than an eighth of them are, then builds a new union.
-    Record key -> (those buckets, their union), weighed by the union's keys. Lock-free: a pair
-    is replaced whole."""
+
+    Every write that changes what a record's buckets hold rewrites its header (a commit), so
+    while the header's bytes stay the same, so does the state: a load that finds the header it
+    last answered for gets that answer again (`known`) without reading a bucket, and a commit
+    from this process hands on the buckets it rewrote (`rewritten`), at a cost of what they
+    hold. Record key -> Assembled, weighed by the union's keys. Lock-free: an Assembled is
+    replaced whole."""
 
     __slots__ = ()
 
     def __init__(self, budget: int = ASSEMBLED_KEYS) -> None:
         super().__init__(budget)
 
-    def weigh(self, value: tuple[tuple[SharedEntries, ...], SharedEntries]) -> int:
-        return len(value[1])
+    def weigh(self, value: Assembled) -> int:
+        return len(value.union)
 
-    def state(self, key: str, buckets: Sequence[SharedEntries]) -> PartedState:
-        """The state the buckets hold, in order (what PartedState(buckets) holds)."""
+    def known(self, key: str, header: bytes) -> PartedState | None:
+        """The state last handed out for a header of these bytes, if that is the one kept."""
+        kept = self.get(key)
+        return kept.answer if kept is not None and kept.header == header else None
+
+    def rewritten(
+        self, key: str, before: bytes, after: bytes, buckets: Mapping[int, SharedEntries]
+    ) -> None:
+        """A commit replaced the header `before` with `after` and rewrote these buckets (by
+        number): when the state kept is the one `before` held, the state `after` holds is the
+        same buckets with those replaced, kept as the answer for `after` while it is the union
+        with an overlay (a new union is left to the next load)."""
+        kept = self.get(key)
+        if kept is None or kept.header != before:
+            return
+        changed = {**kept.changed, **buckets}
+        answer = self._overlaid(kept.before, kept.union, changed)
+        if answer is None:
+            self.drop(key)
+        else:
+            self.keep(key, kept._replace(header=after, changed=changed, answer=answer))
+
+    def state(
+        self, key: str, buckets: Sequence[SharedEntries], header: bytes | None = None
+    ) -> PartedState:
+        """The state the buckets hold, in order (what PartedState(buckets) holds); `header`:
+        the bytes of the header they were read under (None: unknown), kept with the answer."""
         buckets = tuple(buckets)
         if len(buckets) < UNION_FROM:
             return PartedState(buckets)
         kept = self.get(key)
-        if kept is not None and len(kept[0]) == len(buckets):
-            before, union = kept
-            changed = [
-                n
-                for n, (old, new) in enumerate(zip(before, buckets, strict=True))
+        if kept is not None and len(kept.before) == len(buckets):
+            changed = {
+                n: new
+                for n, (old, new) in enumerate(zip(kept.before, buckets, strict=True))
                 if old is not new
-            ]
-            if len(changed) <= len(buckets) // 8 and not any(
-                k in union and k not in before[n] for n in changed for k in buckets[n]
-            ):  # (a key that moved between buckets: no backend writes one, built anew)
-                overlay: dict[str, Entry | None] = {}
-                for n in changed:
-                    overlay.update(dict.fromkeys(before[n]))
-                    overlay.update(buckets[n])
-                return PartedState((union, overlay) if overlay else (union,))
+            }
+            answer = self._overlaid(kept.before, kept.union, changed)
+            if answer is not None:
+                self.keep(key, kept._replace(header=header, changed=changed, answer=answer))
+                return answer
         union = SharedEntries(PartedState(buckets).flat())
+        answer = PartedState((union,))
         # kept only when no key is in two buckets, so overlaying one bucket is exact
         if len(union) == sum(map(len, buckets)):
-            self.keep(key, (buckets, union))
+            self.keep(key, Assembled(buckets, union, header, {}, answer))
         else:
             self.drop(key)
-        return PartedState((union,))
+        return answer
+
+    @staticmethod
+    def _overlaid(
+        before: tuple[SharedEntries, ...], union: SharedEntries, changed: dict[int, SharedEntries]
+    ) -> PartedState | None:
+        """The union with the buckets changed since it was built (by number) laid over it, or
+        None when more than an eighth changed (or a key moved between buckets): a new union
+        then."""
+        if len(changed) > len(before) // 8 or any(
+            n >= len(before) or any(k in union and k not in before[n] for k in bucket)
+            for n, bucket in changed.items()
+        ):  # (a key that moved between buckets: no backend writes one, built anew)
+            return None
+        overlay: dict[str, Entry | None] = {}
+        for n in sorted(changed):
+            overlay.update(dict.fromkeys(before[n]))
+            overlay.update(changed[n])
+        return PartedState((union, overlay) if overlay else (union,))

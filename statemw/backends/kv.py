@@ -196,6 +196,11 @@ class KVBackend:
     # -- reading -------------------------------------------------------------------------------
 
     def _header(self, session_id: str) -> SessionHeader | None:
+        read = self._read_header(session_id)
+        return None if read is None else read[0]
+
+    def _read_header(self, session_id: str) -> tuple[SessionHeader, bytes] | None:
+        """The stored header, as a copy to change, with the bytes it was read from."""
         key = "h:" + session_id
         data = self.kv.get(key)
         if data is None:
@@ -211,19 +216,20 @@ class KVBackend:
             self._headers.keep(key, data, header.copy())
         if header.session_id != session_id:  # never another session's record
             raise CorruptRecord(session_id, "the header names another session")
-        return header
+        return header, data
 
     def read_header(self, session_id: str, now: float) -> SessionHeader | None:
-        header = self._header(session_id)
-        if header is None or not header.live(now):
+        read = self._read_header(session_id)
+        if read is None or not read[0].live(now):
             return None
+        header, data = read
         if (
             header.expires_at is None
             and session_id.startswith(USER_PREFIX)
             and not self._user_live(session_id[len(USER_PREFIX) :], now)
         ):
             return None  # a user's state without a live session of the user
-        return self._with_state(header)
+        return self._with_state(header, data)
 
     def _user_live(self, user_id: str, now: float) -> bool:
         """Does the user have a live session (what keeps state without its own expiry)?"""
@@ -242,16 +248,23 @@ class KVBackend:
         self._remove(user_record_id(user_id))
         self.kv.delete("i:" + user_id)
 
-    def _with_state(self, header: SessionHeader) -> SessionHeader:
+    def _with_state(self, header: SessionHeader, data: bytes | None = None) -> SessionHeader:
         """The header with its whole state, gathered from its buckets if it has them: the union
         of the buckets an earlier load found, with the ones changed since over it, so a load
-        decodes only those (statemw._state_parts)."""
+        decodes only those (statemw._state_parts). `data`: the header's bytes as read; while
+        they are the ones the last load or commit here saw, that state is the answer, and no
+        bucket is read."""
         if header.state_buckets:
+            key = "h:" + header.session_id
+            known = None if data is None or header.state else self._assembled.known(key, data)
+            if known is not None:
+                header.state = known
+                return header
             buckets = [self._bucket(header.session_id, n) for n in range(header.state_buckets)]
             if header.state:  # inline keys beside buckets: not written by this version
                 header.state = PartedState([header.state, *buckets])
             else:
-                header.state = self._assembled.state("h:" + header.session_id, buckets)
+                header.state = self._assembled.state(key, buckets, data)
         return header
 
     @staticmethod
@@ -296,6 +309,18 @@ class KVBackend:
             self.kv.set(f"s:{session_id}:{n}", pack(wires))
         else:
             self._delete_kept(f"s:{session_id}:{n}")
+
+    def _put_merged(self, session_id: str, n: int, wires: dict[str, list[Any]]) -> SharedEntries:
+        """A bucket a commit merged, written, and kept decoded as the next load will want it."""
+        key = f"s:{session_id}:{n}"
+        if not wires:
+            self._delete_kept(key)
+            return _NO_ENTRIES
+        data = pack(wires)
+        self.kv.set(key, data)
+        entries = SharedEntries(entries_of(wires.items()))
+        self._buckets.keep(key, data, entries)
+        return entries
 
     def _chunk(self, session_id: str, kind: str, n: int) -> Any:
         key = f"{kind}:{session_id}:{n}"
@@ -398,10 +423,11 @@ class KVBackend:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _put_header(self, header: SessionHeader) -> None:
+    def _put_header(self, header: SessionHeader) -> bytes:
         key, data = "h:" + header.session_id, encode_header(header.to_wire())
         self.kv.set(key, data)
         self._headers.keep(key, data, header.copy())
+        return data
 
     def _delete_kept(self, key: str) -> None:
         """Delete a record and whatever this backend keeps of it (a message chunk unpacked, a
@@ -422,20 +448,22 @@ class KVBackend:
         for n in range(header.state_buckets):
             self._delete_kept(f"s:{header.session_id}:{n}")
 
-    def _merge_state(self, header: SessionHeader, delta: Delta) -> None:
+    def _merge_state(self, header: SessionHeader, delta: Delta) -> dict[int, SharedEntries] | None:
         """A bucketed state: each touched bucket read, merged (expired keys dropped, then
         deletes, then sets) and written back; an overfull bucket doubles the buckets. An inline
-        state grown past INLINE_KEYS moves to buckets."""
+        state grown past INLINE_KEYS moves to buckets. The buckets rewritten, by number (None:
+        the state is not, or no longer, in the same buckets)."""
         sid, now = header.session_id, delta.now
         buckets = header.state_buckets
         if not buckets:
             if len(header.state) > INLINE_KEYS:
                 self._spread(header, header.state)
-            return
+            return None
         touched: dict[int, list[str]] = {}
         for key in (*delta.delete, *delta.set):
             touched.setdefault(bucket_of(key, buckets), []).append(key)
         overfull = False
+        rewritten: dict[int, SharedEntries] = {}
         for n, keys in touched.items():
             # the bucket's other keys stay as stored (a load checks them): none is decoded
             kept = self._live_wires(sid, n, now)
@@ -443,10 +471,12 @@ class KVBackend:
                 kept.pop(key, None)
                 if key in delta.set:
                     kept[key] = delta.set[key].to_wire()
-            self._put_wires(sid, n, kept)
+            rewritten[n] = self._put_merged(sid, n, kept)
             overfull = overfull or len(kept) > 2 * BUCKET_KEYS
         if overfull:
             self._spread(header, self._with_state(header).live_state(now))
+            return None
+        return rewritten
 
     def _spread(self, header: SessionHeader, state: Mapping[str, Entry]) -> None:
         """Spread a state over buckets of about BUCKET_KEYS keys each (a power of two of them)."""
@@ -465,7 +495,8 @@ class KVBackend:
     def commit(self, delta: Delta) -> Committed:
         sid = delta.session_id
         with self.kv.transaction():
-            stored = self._header(sid)
+            read = self._read_header(sid)
+            stored, stored_data = (None, None) if read is None else read
             live = stored is not None and stored.live(delta.now)
             old_count = stored.message_count if stored is not None else 0
             header = apply_delta(stored if live else None, delta)
@@ -474,10 +505,12 @@ class KVBackend:
                 self._drop_buckets(stored)
             if stored is not None and (created or delta.replace_log):
                 self._drop_log(sid, old_count)
-            self._merge_state(header, delta)
+            rewritten = self._merge_state(header, delta)
             self._append(sid, header.message_count - len(delta.append), delta.append)
             self._put_vectors(sid, delta.vectors)
-            self._put_header(header)
+            data = self._put_header(header)
+            if rewritten is not None and live and stored_data is not None:
+                self._assembled.rewritten("h:" + sid, stored_data, data, rewritten)
             if created and stored is None:
                 self._link(header, delta.now)
             if created and header.expires_at is not None and "/" not in sid:
