@@ -325,17 +325,31 @@ class AssembledStates(WeighedKeeping[Assembled]):
     ) -> None:
         """A commit replaced the header `before` with `after` and rewrote these buckets (by
         number): when the state kept is the one `before` held, the state `after` holds is the
-        same buckets with those replaced, kept as the answer for `after` while it is the union
-        with an overlay (a new union is left to the next load)."""
+        union with the overlay of the buckets changed since, these now among them (a copy of
+        the last overlay, then these buckets: what they held before gone, what they hold now
+        set). Once more than an eighth of the buckets changed, it is left to the next load."""
         kept = self.get(key)
         if kept is None or kept.header != before:
             return
         changed = {**kept.changed, **buckets}
-        answer = self._overlaid(kept.before, kept.union, changed)
-        if answer is None:
+        if (
+            len(changed) > len(kept.before) // 8
+            or any(n >= len(kept.before) for n in buckets)
+            or any(
+                k in kept.union and k not in kept.before[n]
+                for n, bucket in buckets.items()
+                for k in bucket
+            )  # (a key that moved between buckets: no backend writes one, built anew)
+        ):
             self.drop(key)
-        else:
-            self.keep(key, kept._replace(header=after, changed=changed, answer=answer))
+            return
+        parts = kept.answer.parts
+        overlay: dict[str, Entry | None] = dict(parts[1]) if len(parts) > 1 else {}
+        for n in sorted(buckets):
+            overlay.update(dict.fromkeys(kept.changed.get(n, kept.before[n])))
+            overlay.update(buckets[n])
+        answer = PartedState((kept.union, overlay))
+        self.keep(key, kept._replace(header=after, changed=changed, answer=answer))
 
     def state(
         self, key: str, buckets: Sequence[SharedEntries], header: bytes | None = None

@@ -377,3 +377,22 @@ def test_saves_from_two_processes_in_any_order_are_what_each_next_load_reads(
             assert dict(store.load(session.id)) == expected
     for store in stores:
         store.close()
+
+
+def test_saves_in_a_row_that_change_ever_more_buckets_are_what_loads_read() -> None:
+    rng = random.Random(7)
+    store = Store("memory://")
+    session = store.create()
+    expected: dict[str, Any] = {f"key{i}": i for i in range(10_000)}  # 256 buckets
+    session.update(expected)
+    session.save()
+    for turn in range(40):  # past an eighth of the buckets changed since the union
+        writer = store.load(session.id)
+        key = f"key{rng.randrange(10_000)}"
+        if key in expected and turn % 3 == 0:
+            del writer[key]
+            del expected[key]
+        else:
+            writer[key] = expected[key] = turn
+        writer.save()
+        assert dict(store.load(session.id)) == expected
