@@ -8,7 +8,7 @@ until the first of its keys' TTLs runs out; a load copies maps from it instead o
 entry, and decodes only the other parts (what changed since, at most a share of the state).
 
 A state spread over many buckets (memory, diskcache) would still cost an insert per key to
-gather bucket by bucket, so AssembledStates keeps their union as one such part, with the
+gather bucket by bucket, so statemw._assembled keeps their union as one such part, with the
 buckets rewritten since laid over it.
 
 Mutable values (lists, dicts) are decoded again at every load: a session may change them in
@@ -30,9 +30,8 @@ from collections.abc import (
     ValuesView,
 )
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-from statemw._decoded import WeighedKeeping
 from statemw.records import Entry
 
 
@@ -112,14 +111,9 @@ class StoredSizes:
 
     __slots__ = ("base", "changed", "total")
 
-    def __init__(
-        self,
-        base: Mapping[str, int] | None = None,
-        changed: dict[str, int] | None = None,
-        total: int | None = None,
-    ) -> None:
+    def __init__(self, base: Mapping[str, int] | None = None, total: int | None = None) -> None:
         self.base: Mapping[str, int] = {} if base is None else base
-        self.changed: dict[str, int] = {} if changed is None else changed
+        self.changed: dict[str, int] = {}
         self.total = sum(self.base.values()) if total is None else total
 
     def get(self, key: str) -> int:
@@ -189,16 +183,15 @@ def decode_parts(
     if parts and type(parts[0]) is SharedEntries and SharedEntries not in map(type, parts[1:]):
         before = parts[0].decoded
         kept = _kept(parts[0], now, plain)
-        sizes = StoredSizes(kept.sizes, {}, kept.size)
+        sizes = StoredSizes(kept.sizes, kept.size)
         renew = kept.fresh and kept is before  # its mutable values were handed out before
         if len(parts) == 1 and not renew:  # the maps as they are (read only)
             values = kept.values if into is None else _filled(into, kept.values)
             return values, kept.expiry, sizes, kept.checks
         values = dict(kept.values) if into is None else _filled(into, kept.values)
         expiry, checks = dict(kept.expiry), dict(kept.checks)
-        if renew:  # new copies
-            for key, data in kept.fresh:
-                dict.__setitem__(values, key, value(data))
+        if renew:
+            _renew(values, kept, value)
         for part in parts[1:]:
             _lay_over(part, plain, values, expiry, checks, sizes.set)
         return values, expiry, sizes, checks
@@ -219,10 +212,16 @@ def decode_parts(
         expiry.update(kept.expiry)
         by_key.update(kept.sizes)
         checks.update(kept.checks)
-        if kept is before:  # its mutable values were handed out before: new copies
-            for key, data in kept.fresh:
-                values[key] = value(data)
+        if kept is before:  # its mutable values were handed out before
+            _renew(values, kept, value)
     return values, expiry, StoredSizes(by_key), checks
+
+
+def _renew(values: dict[str, Any], kept: PlainState, value: Callable[[bytes], Any]) -> None:
+    """New copies of the mutable values of `kept` in `values`, which sessions were handed before
+    (through dict's own methods: `values` may be a session's)."""
+    for key, data in kept.fresh:
+        dict.__setitem__(values, key, value(data))
 
 
 def _filled(into: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -270,129 +269,3 @@ def _put(mapping: dict[str, Any], key: str, value: Any) -> None:
         mapping.pop(key, None)
     else:
         mapping[key] = value
-
-
-ASSEMBLED_KEYS = 250_000
-"""Keys of the unions an AssembledStates keeps across all records; past that it starts afresh."""
-
-UNION_FROM = 8
-"""Buckets from which a union is kept: with fewer, one rewritten bucket is more than the eighth
-an overlay may be, and a new union would be decoded whole at every load that follows a save,
-where the buckets one by one decode only the rewritten one."""
-
-
-class Assembled(NamedTuple):
-    """What AssembledStates keeps of a record: the buckets a union was built from and the
-    union; the header (its bytes) of the last state handed out, the buckets it found changed
-    since the union (by number), and that state."""
-
-    before: tuple[SharedEntries, ...]
-    union: SharedEntries
-    header: bytes | None
-    changed: dict[int, SharedEntries]
-    answer: PartedState
-
-
-class AssembledStates(WeighedKeeping[Assembled]):
-    """A state spread over buckets, each a SharedEntries, as one shared union and the buckets
-    changed since (free of I/O). Decoding a union costs a few copies of maps, where the buckets
-    one by one cost an insert per key; so a record keeps the union of the buckets a load last
-    built it from, and the next load overlays the buckets that are new objects since (a
-    bucket's bytes changed) until more than an eighth of them are, then builds a new union.
-
-    Every write that changes what a record's buckets hold rewrites its header (a commit), so
-    while the header's bytes stay the same, so does the state: a load that finds the header it
-    last answered for gets that answer again (`known`) without reading a bucket, and a commit
-    from this process hands on the buckets it rewrote (`rewritten`), at a cost of what they
-    hold. Record key -> Assembled, weighed by the union's keys. Lock-free: an Assembled is
-    replaced whole."""
-
-    __slots__ = ()
-
-    def __init__(self, budget: int = ASSEMBLED_KEYS) -> None:
-        super().__init__(budget)
-
-    def weigh(self, value: Assembled) -> int:
-        return len(value.union)
-
-    def known(self, key: str, header: bytes) -> PartedState | None:
-        """The state last handed out for a header of these bytes, if that is the one kept."""
-        kept = self.get(key)
-        return kept.answer if kept is not None and kept.header == header else None
-
-    def rewritten(
-        self, key: str, before: bytes, after: bytes, buckets: Mapping[int, SharedEntries]
-    ) -> None:
-        """A commit replaced the header `before` with `after` and rewrote these buckets (by
-        number): when the state kept is the one `before` held, the state `after` holds is the
-        union with the overlay of the buckets changed since, these now among them (a copy of
-        the last overlay, then these buckets: what they held before gone, what they hold now
-        set). Once more than an eighth of the buckets changed, it is left to the next load."""
-        kept = self.get(key)
-        if kept is None or kept.header != before:
-            return
-        changed = {**kept.changed, **buckets}
-        if (
-            len(changed) > len(kept.before) // 8
-            or any(n >= len(kept.before) for n in buckets)
-            or any(
-                k in kept.union and k not in kept.before[n]
-                for n, bucket in buckets.items()
-                for k in bucket
-            )  # (a key that moved between buckets: no backend writes one, built anew)
-        ):
-            self.drop(key)
-            return
-        parts = kept.answer.parts
-        overlay: dict[str, Entry | None] = dict(parts[1]) if len(parts) > 1 else {}
-        for n in sorted(buckets):
-            overlay.update(dict.fromkeys(kept.changed.get(n, kept.before[n])))
-            overlay.update(buckets[n])
-        answer = PartedState((kept.union, overlay))
-        self.keep(key, kept._replace(header=after, changed=changed, answer=answer))
-
-    def state(
-        self, key: str, buckets: Sequence[SharedEntries], header: bytes | None = None
-    ) -> PartedState:
-        """The state the buckets hold, in order (what PartedState(buckets) holds); `header`:
-        the bytes of the header they were read under (None: unknown), kept with the answer."""
-        buckets = tuple(buckets)
-        if len(buckets) < UNION_FROM:
-            return PartedState(buckets)
-        kept = self.get(key)
-        if kept is not None and len(kept.before) == len(buckets):
-            changed = {
-                n: new
-                for n, (old, new) in enumerate(zip(kept.before, buckets, strict=True))
-                if old is not new
-            }
-            answer = self._overlaid(kept.before, kept.union, changed)
-            if answer is not None:
-                self.keep(key, kept._replace(header=header, changed=changed, answer=answer))
-                return answer
-        union = SharedEntries(PartedState(buckets).flat())
-        answer = PartedState((union,))
-        # kept only when no key is in two buckets, so overlaying one bucket is exact
-        if len(union) == sum(map(len, buckets)):
-            self.keep(key, Assembled(buckets, union, header, {}, answer))
-        else:
-            self.drop(key)
-        return answer
-
-    @staticmethod
-    def _overlaid(
-        before: tuple[SharedEntries, ...], union: SharedEntries, changed: dict[int, SharedEntries]
-    ) -> PartedState | None:
-        """The union with the buckets changed since it was built (by number) laid over it, or
-        None when more than an eighth changed (or a key moved between buckets): a new union
-        then."""
-        if len(changed) > len(before) // 8 or any(
-            n >= len(before) or any(k in union and k not in before[n] for k in bucket)
-            for n, bucket in changed.items()
-        ):  # (a key that moved between buckets: no backend writes one, built anew)
-            return None
-        overlay: dict[str, Entry | None] = {}
-        for n in sorted(changed):
-            overlay.update(dict.fromkeys(before[n]))
-            overlay.update(changed[n])
-        return PartedState((union, overlay) if overlay else (union,))

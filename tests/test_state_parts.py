@@ -12,13 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemw import LimitExceeded, Store
-from statemw._state_parts import (
-    UNION_FROM,
-    AssembledStates,
-    PartedState,
-    SharedEntries,
-    StoredSizes,
-)
+from statemw._assembled import UNION_FROM, AssembledStates
+from statemw._state_parts import PartedState, SharedEntries, StoredSizes
 from statemw.codec import Codec
 from statemw.records import Entry
 from tests.support import BACKENDS, FakeClock, store_url

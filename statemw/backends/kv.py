@@ -37,7 +37,8 @@ from contextlib import AbstractContextManager, suppress
 from typing import Any, Protocol, TypeVar
 
 from statemw import telemetry
-from statemw._state_parts import AssembledStates, PartedState, SharedEntries
+from statemw._assembled import AssembledStates
+from statemw._state_parts import PartedState, SharedEntries
 from statemw.backends.base import Progress, WouldBlock
 from statemw.backends.local_pubsub import LocalSubscription
 from statemw.changes import Change
@@ -83,6 +84,11 @@ _NO_ENTRIES = SharedEntries()
 def bucket_of(key: str, buckets: int) -> int:
     """The bucket a state key lives in (crc32: the same in every process)."""
     return zlib.crc32(key.encode()) & (buckets - 1)
+
+
+def _bucket_entries(wires: dict[str, Any]) -> SharedEntries:
+    """A bucket's entries from what it stores (Entry.to_wire lists, by key)."""
+    return SharedEntries(entries_of(wires.items()))
 
 
 def appended(chunk: bytes, count: int, records: list[bytes]) -> bytes | None:
@@ -283,9 +289,7 @@ class KVBackend:
             return _NO_ENTRIES
         entries = self._buckets.made_from(key, data)
         if entries is None:
-            entries = self._parse_bucket(
-                session_id, n, data, lambda w: SharedEntries(entries_of(w.items()))
-            )
+            entries = self._parse_bucket(session_id, n, data, _bucket_entries)
             self._buckets.keep(key, data, entries)
         return entries
 
@@ -304,22 +308,23 @@ class KVBackend:
     def _put_bucket(self, session_id: str, n: int, entries: dict[str, Entry]) -> None:
         self._put_wires(session_id, n, {k: e.to_wire() for k, e in entries.items()})
 
-    def _put_wires(self, session_id: str, n: int, wires: dict[str, list[Any]]) -> None:
-        if wires:
-            self.kv.set(f"s:{session_id}:{n}", pack(wires))
-        else:
-            self._delete_kept(f"s:{session_id}:{n}")
-
-    def _put_merged(self, session_id: str, n: int, wires: dict[str, list[Any]]) -> SharedEntries:
-        """A bucket a commit merged, written, and kept decoded as the next load will want it."""
+    def _put_wires(self, session_id: str, n: int, wires: dict[str, list[Any]]) -> bytes | None:
+        """Write a bucket's entries as stored; the bytes written (None: none, so removed)."""
         key = f"s:{session_id}:{n}"
         if not wires:
             self._delete_kept(key)
-            return _NO_ENTRIES
+            return None
         data = pack(wires)
         self.kv.set(key, data)
-        entries = SharedEntries(entries_of(wires.items()))
-        self._buckets.keep(key, data, entries)
+        return data
+
+    def _put_merged(self, session_id: str, n: int, wires: dict[str, list[Any]]) -> SharedEntries:
+        """A bucket a commit merged, written, and kept decoded as the next load will want it."""
+        data = self._put_wires(session_id, n, wires)
+        if data is None:
+            return _NO_ENTRIES
+        entries = _bucket_entries(wires)
+        self._buckets.keep(f"s:{session_id}:{n}", data, entries)
         return entries
 
     def _chunk(self, session_id: str, kind: str, n: int) -> Any:
